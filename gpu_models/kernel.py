@@ -1,0 +1,123 @@
+"""Kernel descriptions: what lowering produces and cost models price.
+
+A :class:`KernelSpec` is one GPU kernel launch as a library would issue it: its launch
+configuration (grid, threads per block, registers per thread, shared memory per block) and
+its work (FLOPs and DRAM bytes), with the layer it came from. A *cost model* is a pure
+function ``(KernelSpec, GPUSpec) -> KernelCost`` giving the duration of one block when
+nothing slows it and the kernel's DRAM traffic; the engine turns those into a timeline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gpu_models.errors import GpusimError
+from gpu_models.spec import PRECISIONS, GPUSpec
+
+
+class KernelKind(StrEnum):
+    """What a kernel does; cost models keep per-kind efficiencies."""
+
+    CONV_FWD = "conv_fwd"
+    CONV_DGRAD = "conv_dgrad"
+    CONV_WGRAD = "conv_wgrad"
+    GEMM = "gemm"
+    ELEMENTWISE = "elementwise"
+    REDUCTION = "reduction"
+    POOLING = "pooling"
+    NORMALIZATION = "normalization"
+    SOFTMAX_LOSS = "softmax_loss"
+    CONCAT_COPY = "concat_copy"
+    OPTIMIZER = "optimizer"
+    #: Microbenchmark kernels (spin, stream, empty) of the device campaigns.
+    MICRO = "micro"
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel launch. Sizes in bytes, work in FLOP, times in seconds."""
+
+    name: str
+    kind: KernelKind
+    grid: tuple[int, int, int]
+    threads: int
+    regs_per_thread: int
+    smem_per_block_B: int
+    flops: float
+    dram_bytes: float
+    #: Math precision: fp32, tf32 (fp32 storage, TF32 tensor-core math), fp16, bf16.
+    dtype: str = "fp32"
+    #: Whether the kernel's math runs on tensor cores.
+    tensor_cores: bool = False
+    #: Name of the layer (graph node) this kernel implements; "" for free-standing kernels.
+    layer: str = ""
+    #: Duration measured on a real GPU, where calibration data hold one.
+    measured_time_s: float | None = None
+    #: The library's kernel name (from a real trace or the lowering tables).
+    library_name: str = ""
+
+    def __post_init__(self) -> None:
+        grid = self.grid
+        if isinstance(grid, int):
+            grid = (grid, 1, 1)
+        grid = tuple(int(g) for g in grid)
+        if len(grid) < 3:
+            grid = grid + (1,) * (3 - len(grid))
+        object.__setattr__(self, "grid", grid)
+        try:
+            object.__setattr__(self, "kind", KernelKind(self.kind))
+        except ValueError:
+            raise GpusimError(
+                f"kernel {self.name!r}: unknown kind {self.kind!r}; "
+                f"expected one of {[k.value for k in KernelKind]}"
+            ) from None
+
+        def fail(what: str, value: object) -> None:
+            raise GpusimError(f"kernel {self.name!r}: {what} (got {value!r})")
+
+        if not self.name:
+            fail("name must not be empty", self.name)
+        if len(grid) != 3 or any(g < 1 for g in grid):
+            fail("grid must be 1 to 3 positive dimensions", self.grid)
+        if self.threads < 1:
+            fail("threads per block must be >= 1", self.threads)
+        if self.regs_per_thread < 0:
+            fail("registers per thread must be >= 0", self.regs_per_thread)
+        if self.smem_per_block_B < 0:
+            fail("shared memory per block must be >= 0", self.smem_per_block_B)
+        for what, value in (("flops", self.flops), ("dram_bytes", self.dram_bytes)):
+            if not (value >= 0 and math.isfinite(value)):
+                fail(f"{what} must be finite and >= 0", value)
+        if self.dtype not in PRECISIONS:
+            fail(f"dtype must be one of {PRECISIONS}", self.dtype)
+        if self.measured_time_s is not None and not self.measured_time_s > 0:
+            fail("measured_time_s must be > 0", self.measured_time_s)
+
+    @property
+    def blocks(self) -> int:
+        """Total thread blocks in the grid."""
+        x, y, z = self.grid
+        return x * y * z
+
+
+@dataclass(frozen=True)
+class KernelCost:
+    """What a cost model says of one kernel on one GPU."""
+
+    #: Duration of one block when nothing slows it (no DRAM contention).
+    block_time_s: float
+    #: The kernel's total DRAM traffic; the engine spreads it over the blocks' run time.
+    dram_bytes: float
+
+    def __post_init__(self) -> None:
+        if not (self.block_time_s > 0 and math.isfinite(self.block_time_s)):
+            raise GpusimError(f"block_time_s must be finite and > 0 (got {self.block_time_s!r})")
+        if not (self.dram_bytes >= 0 and math.isfinite(self.dram_bytes)):
+            raise GpusimError(f"dram_bytes must be finite and >= 0 (got {self.dram_bytes!r})")
+
+
+#: A cost model: a pure function of the kernel and the GPU.
+CostModel = Callable[[KernelSpec, GPUSpec], KernelCost]

@@ -1,0 +1,1 @@
+"""The simulator: a SimPy model of a GPU executing kernels from several streams."""

@@ -1,0 +1,51 @@
+"""The ``gpusim`` command line.
+
+Every command lives in a module of this package that exposes ``register(subparsers)``; it
+adds one or more sub-parsers whose ``func`` default is a handler ``(args) -> int``. The
+conventions are the same for every command: a human-readable table by default, ``--json``
+for machines, and exit code 2 with a one-line ``gpusim: error: ...`` message on bad input
+(any :class:`gpu_models.errors.GpusimError`, or a file that cannot be read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from gpu_models.errors import GpusimError
+
+# Order here is the order of ``gpusim --help``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "sim.cli.gpus",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every command module registered."""
+    parser = argparse.ArgumentParser(
+        prog="gpusim",
+        description="Discrete-event GPU execution simulator: how fast would a network run "
+        "if its independent layers ran concurrently, and what stops it?",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gpusim`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GpusimError as exc:
+        print(f"gpusim: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"gpusim: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `gpusim ... | head` is fine
+        return 0

@@ -1,0 +1,84 @@
+"""``gpusim gpus`` and ``gpusim occupancy``: the GPU presets and the occupancy calculator."""
+
+from __future__ import annotations
+
+import argparse
+
+from gpu_models.occupancy import occupancy
+from gpu_models.presets import list_presets, load_preset
+from sim.cli.common import add_gpu_args, add_json_arg, print_json, print_table, resolve_gpu
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``gpus`` and ``occupancy`` commands."""
+    p = subparsers.add_parser("gpus", help="list the GPU presets with their key figures")
+    add_json_arg(p)
+    p.set_defaults(func=cmd_gpus)
+
+    p = subparsers.add_parser(
+        "occupancy", help="blocks per SM of a kernel shape, and which resource limits it"
+    )
+    add_gpu_args(p)
+    p.add_argument("--threads", type=int, required=True, help="threads per block")
+    p.add_argument("--regs", type=int, required=True, help="registers per thread")
+    p.add_argument("--smem", type=int, default=0,
+                   help="shared memory per block in bytes, static + dynamic (default 0)")
+    p.add_argument("--carveout", type=int, default=None, metavar="BYTES",
+                   help="preferred shared-memory carveout in bytes (default: the largest)")
+    add_json_arg(p)
+    p.set_defaults(func=cmd_occupancy)
+
+
+def cmd_gpus(args: argparse.Namespace) -> int:
+    specs = [load_preset(name) for name in list_presets()]
+    if args.json:
+        print_json([s.to_dict() for s in specs])
+        return 0
+    rows = [
+        (
+            s.name,
+            s.display_name,
+            f"{s.compute_capability[0]}.{s.compute_capability[1]}",
+            s.sm_count,
+            f"{s.clock_hz / 1e6:.0f}",
+            f"{s.peak_fp32_flop_per_s / 1e12:.1f}",
+            f"{s.peak_fp16_tensor_flop_per_s / 1e12:.0f}",
+            f"{s.dram_bw_Bps / 1e9:.0f}",
+            f"{s.smem_per_sm_B // 1024}",
+            f"{s.l2_B / 2**20:.0f}",
+        )
+        for s in specs
+    ]
+    print_table(rows, ("name", "GPU", "cc", "SMs", "MHz", "FP32 TFLOP/s",
+                       "FP16 TC TFLOP/s", "DRAM GB/s", "smem/SM KiB", "L2 MiB"))
+    return 0
+
+
+def cmd_occupancy(args: argparse.Namespace) -> int:
+    spec = resolve_gpu(args)
+    occ = occupancy(spec, args.threads, args.regs, args.smem,
+                    preferred_carveout_B=args.carveout)
+    if args.json:
+        print_json({"gpu": spec.name, "threads": args.threads, "regs": args.regs,
+                    "smem": args.smem, **occ.to_dict()})
+        return 0
+    print(f"{spec.display_name} ({spec.name}): {args.threads} threads, {args.regs} registers/"
+          f"thread, {args.smem} B shared memory per block")
+    if occ.reason:
+        print(f"blocks per SM: 0 (cannot launch: {occ.reason})")
+        return 0
+    print(f"blocks per SM: {occ.blocks_per_sm}   active warps: {occ.active_warps}/"
+          f"{spec.max_warps_per_sm}   occupancy: {occ.occupancy:.0%}   "
+          f"limited by: {', '.join(occ.limiters)}")
+    print_table(
+        [
+            ("warps", occ.limit_warps, f"{occ.warps_per_block} warps per block"),
+            ("registers", occ.limit_registers,
+             f"{occ.regs_per_warp_alloc} registers per warp allocated"),
+            ("shared_memory", occ.limit_shared_memory,
+             f"{occ.smem_per_block_alloc_B} B per block of a {occ.carveout_B} B carveout"),
+            ("blocks", occ.limit_blocks, "block slots per SM"),
+        ],
+        ("resource", "blocks/SM", "why"),
+    )
+    return 0

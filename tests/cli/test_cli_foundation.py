@@ -1,0 +1,78 @@
+"""CLI behaviour of the foundation commands: gpus, occupancy, help, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sim.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_gpus_json_lists_presets_keyed_by_field_names(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "gpus", "--json")
+    assert code == 0
+    data = json.loads(out)
+    names = {d["name"] for d in data}
+    assert {"v100", "a100", "h100", "h100-pcie", "h200", "titan-xp"} <= names
+    h100 = next(d for d in data if d["name"] == "h100")
+    assert h100["sm_count"] == 132 and h100["dram_bw_Bps"] == 3.35e12
+
+
+def test_gpus_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "gpus")
+    assert code == 0 and "h100-pcie" in out and "SMs" in out
+
+
+def test_occupancy_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "occupancy", "--gpu", "h100", "--threads", "64", "--regs", "200",
+                       "--smem", "0", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["blocks_per_sm"] == 4 and data["limiter"] == "registers"
+
+
+def test_occupancy_with_override(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "occupancy", "--gpu", "h100", "--set", "max_blocks_per_sm=4",
+                       "--threads", "32", "--regs", "16", "--json")
+    assert code == 0 and json.loads(out)["blocks_per_sm"] == 4
+
+
+def test_occupancy_impossible_launch_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "occupancy", "--threads", "2048", "--regs", "32")
+    assert code == 0 and "cannot launch" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["occupancy", "--gpu", "h101", "--threads", "64", "--regs", "2"], "unknown GPU 'h101'"),
+        (["occupancy", "--set", "sm_count=-3", "--threads", "64", "--regs", "2"], "sm_count"),
+        (["occupancy", "--set", "bogus=1", "--threads", "64", "--regs", "2"], "bogus"),
+        (["occupancy", "--threads", "0", "--regs", "2"], "threads"),
+        (["occupancy", "--gpu", "/no/such.toml", "--threads", "64", "--regs", "2"],
+         "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert needle in err
+    assert err.count("\n") == 1 and err.startswith("gpusim: error:")
+
+
+def test_console_script_help_lists_commands() -> None:
+    proc = subprocess.run([sys.executable, "-m", "sim", "--help"], capture_output=True,
+                          text=True, check=True)
+    for command in ("gpus", "occupancy"):
+        assert command in proc.stdout

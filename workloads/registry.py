@@ -1,0 +1,139 @@
+"""The workload registry: every network by name, and :func:`build` to make its graph.
+
+``build(name, batch=..., resolution=..., phase=..., dtype=..., **options)`` returns the
+networkx ``DiGraph`` of :mod:`workloads.graph` with graph-level metadata in ``graph.graph``:
+``name``, ``batch``, ``resolution``, ``dtype``, ``phase`` (``"inference"`` or
+``"training"``), ``outputs`` (output node names), ``params`` (the model's parameter count,
+including parameters of heads that the phase skips) and ``options``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from gpu_models.errors import GpusimError
+from workloads import zoo
+from workloads.graph import GraphBuilder
+from workloads.training import make_training_graph
+
+PHASES: tuple[str, ...] = ("inference", "training")
+
+Builder = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class WorkloadInfo:
+    """A registered workload: its builder, default resolution and a one-line description."""
+
+    name: str
+    builder: Builder
+    default_resolution: int
+    description: str
+    torchvision: bool = True
+
+    def __post_init__(self) -> None:
+        if self.default_resolution < 1:
+            raise GpusimError(f"workload {self.name!r}: default_resolution must be positive")
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """Names of the builder's keyword options (beyond batch/resolution/dtype/phase)."""
+        sig = inspect.signature(self.builder)
+        return tuple(p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY)
+
+
+_WORKLOADS: tuple[WorkloadInfo, ...] = (
+    WorkloadInfo("alexnet", zoo.alexnet, 224, "AlexNet: 5 convs + 3 FC layers, a chain"),
+    WorkloadInfo("vgg16", zoo.vgg16, 224, "VGG-16: 13 3x3 convs + 3 FC layers, a chain"),
+    WorkloadInfo("resnet18", zoo.resnet18, 224, "ResNet-18: basic residual blocks"),
+    WorkloadInfo("resnet50", zoo.resnet50, 224, "ResNet-50 v1.5: bottleneck residual blocks"),
+    WorkloadInfo("resnet101", zoo.resnet101, 224, "ResNet-101 v1.5: bottleneck residual blocks"),
+    WorkloadInfo("resnet152", zoo.resnet152, 224, "ResNet-152 v1.5: bottleneck residual blocks"),
+    WorkloadInfo("googlenet", zoo.googlenet, 224,
+                 "GoogLeNet: 9 Inception modules of 4 parallel branches (no aux heads)"),
+    WorkloadInfo("inception_v3", zoo.inception_v3, 299,
+                 "Inception v3: 11 multi-branch modules; aux head in training only"),
+    WorkloadInfo("densenet121", zoo.densenet121, 224,
+                 "DenseNet-121: each layer reads the concat of all earlier ones"),
+    WorkloadInfo("squeezenet1_1", zoo.squeezenet1_1, 224,
+                 "SqueezeNet 1.1: Fire modules with 2 parallel expand convs"),
+    WorkloadInfo("mobilenet_v2", zoo.mobilenet_v2, 224,
+                 "MobileNetV2: inverted residuals with depthwise convs"),
+    WorkloadInfo("pathnet", zoo.pathnet, 224,
+                 "PathNet-style: L layers of M parallel modules, K active (synthetic)",
+                 torchvision=False),
+    WorkloadInfo("randwire", zoo.randwire, 224,
+                 "RandWire-WS small regime: randomly wired stages (seeded, synthetic)",
+                 torchvision=False),
+)
+_BY_NAME: dict[str, WorkloadInfo] = {w.name: w for w in _WORKLOADS}
+
+
+def list_workloads() -> list[WorkloadInfo]:
+    """Every registered workload, in a stable order."""
+    return list(_WORKLOADS)
+
+
+def workload_names() -> list[str]:
+    """Names of every registered workload."""
+    return [w.name for w in _WORKLOADS]
+
+
+def get_workload(name: str) -> WorkloadInfo:
+    """The registered workload ``name``; :class:`GpusimError` listing valid names if none."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise GpusimError(
+            f"unknown workload {name!r}; valid: {', '.join(workload_names())}"
+        ) from None
+
+
+def build(
+    name: str, *, batch: int = 1, resolution: int | None = None, phase: str = "inference",
+    dtype: str = "fp32", **options: Any,
+) -> nx.DiGraph:
+    """The layer graph of workload ``name`` for ``phase`` (``inference`` or ``training``).
+
+    ``resolution`` defaults to the workload's own (224, or 299 for inception_v3). Options:
+    ``optimizer`` (training: ``"per_layer"`` or ``"step"``) and the builder's own keyword
+    options (``pathnet``: layers, modules, active, channels, seed; ``randwire``: nodes, k,
+    p, channels, seed).
+    """
+    info = get_workload(name)
+    if phase not in PHASES:
+        raise GpusimError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    res = info.default_resolution if resolution is None else resolution
+    if not isinstance(res, int) or isinstance(res, bool) or res < 1:
+        raise GpusimError(f"workload {name!r}: resolution must be a positive int, got {res!r}")
+    optimizer = options.pop("optimizer", "per_layer")
+    unknown = sorted(set(options) - set(info.options))
+    if unknown:
+        valid = ", ".join(info.options + ("optimizer",))
+        raise GpusimError(f"workload {name!r}: unknown option(s) {', '.join(unknown)}; valid: {valid}")
+    b = GraphBuilder(name, batch=batch, resolution=res, dtype=dtype, training=phase == "training")
+    info.builder(b, res, **options)
+    graph = b.finish()
+    graph.graph["params"] = param_count(graph)
+    graph.graph["options"] = dict(options)
+    if phase == "training":
+        graph = make_training_graph(graph, optimizer=optimizer)
+    return graph
+
+
+def param_count(graph: nx.DiGraph) -> int:
+    """The model's trainable parameters: forward ops' params plus heads the graph omits."""
+    own = sum(
+        layer.params for _, layer in graph.nodes(data="layer") if layer.phase == "forward"
+    )
+    return own + int(graph.graph.get("params_not_in_graph", 0))
+
+
+def forward_macs(graph: nx.DiGraph) -> int:
+    """Multiply-adds of the forward ops (torchvision's "GFLOPS" figure for inference)."""
+    return sum(layer.macs for _, layer in graph.nodes(data="layer") if layer.phase == "forward")
