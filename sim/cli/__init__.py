@@ -19,6 +19,7 @@ from gpu_models.errors import GpusimError
 # Order here is the order of ``gpusim --help``.
 COMMAND_MODULES: tuple[str, ...] = (
     "sim.cli.gpus",
+    "sim.cli.workloads",
 )
 
 

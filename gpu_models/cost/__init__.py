@@ -1,0 +1,119 @@
+"""Cost models: how long one block of a kernel runs on a GPU, and how many bytes it moves.
+
+A cost model is a pure function ``(KernelSpec, GPUSpec) -> KernelCost`` that the engine
+calls for every kernel (see :mod:`gpu_models.kernel`). Three are built in, selectable by
+name::
+
+    from gpu_models.cost import get_cost_model, isolated_time_s
+    roofline = get_cost_model("roofline")                       # any GPU, from its spec
+    calibrated = get_cost_model("calibrated", gpu="a100")       # fitted to measured kernels
+    scaled = get_cost_model("scaled", origin="a100")            # a100's data, any spec
+    isolated_time_s(kernel, load_gpu("h100"), scaled)           # the kernel alone, seconds
+
+* ``roofline`` (:mod:`gpu_models.cost.roofline`): peak rates and bandwidth with per-kind
+  efficiencies, wave-aware; options ``efficiency`` and ``block_latency_s``.
+* ``calibrated`` (:mod:`gpu_models.cost.calibrated`): exact measured durations where the
+  calibration data hold the same launch, else a per-kind non-negative linear fit; options
+  ``gpu`` (required), ``records``, ``work_fn``, ``directory``, ``fallback``,
+  ``use_fallback``.
+* ``scaled`` (:mod:`gpu_models.cost.scaled`): Habitat-style wave scaling of an origin GPU's
+  model to any spec; options ``origin`` (required), ``origin_model``, ``records``,
+  ``work_fn``, ``directory``.
+
+Every model respects the physical floors: no kernel runs faster than its FLOPs at peak or
+its bytes at full bandwidth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from gpu_models.cost.calibrated import (
+    FEATURE_NAMES,
+    CalibratedModel,
+    FitError,
+    KindFit,
+    WorkFn,
+    calibrated_model,
+    cross_validate,
+    features,
+    fit_records,
+)
+from gpu_models.cost.roofline import (
+    DEFAULT_BLOCK_LATENCY_S,
+    DEFAULT_EFFICIENCY,
+    KindEfficiency,
+    RooflineModel,
+    roofline_model,
+)
+from gpu_models.cost.scaled import ScaledModel, memory_boundness, scaled_model
+from gpu_models.cost.waves import (
+    blocks_per_sm,
+    compute_floor_s,
+    isolated_time_s,
+    memory_floor_s,
+    physical_floor_s,
+    resident_blocks_per_sm,
+    wave_size,
+    waves,
+)
+from gpu_models.errors import GpusimError
+from gpu_models.kernel import CostModel
+
+#: Cost model factories by name; each takes keyword options and returns a cost model.
+COST_MODELS: Mapping[str, Callable[..., CostModel]] = MappingProxyType({
+    "roofline": roofline_model,
+    "calibrated": calibrated_model,
+    "scaled": scaled_model,
+})
+
+
+def list_cost_models() -> tuple[str, ...]:
+    """Names :func:`get_cost_model` accepts."""
+    return tuple(COST_MODELS)
+
+
+def get_cost_model(name: str, **options: Any) -> CostModel:
+    """The cost model ``name`` built with ``options`` (see the module docstring)."""
+    factory = COST_MODELS.get(name)
+    if factory is None:
+        raise GpusimError(f"unknown cost model {name!r}; expected one of "
+                          f"{', '.join(COST_MODELS)}")
+    try:
+        return factory(**options)
+    except TypeError as exc:  # a missing or unknown option
+        raise GpusimError(f"cost model {name!r}: {exc}") from None
+
+
+__all__ = [
+    "COST_MODELS",
+    "DEFAULT_BLOCK_LATENCY_S",
+    "DEFAULT_EFFICIENCY",
+    "FEATURE_NAMES",
+    "CalibratedModel",
+    "FitError",
+    "KindEfficiency",
+    "KindFit",
+    "RooflineModel",
+    "ScaledModel",
+    "WorkFn",
+    "blocks_per_sm",
+    "calibrated_model",
+    "compute_floor_s",
+    "cross_validate",
+    "features",
+    "fit_records",
+    "get_cost_model",
+    "isolated_time_s",
+    "list_cost_models",
+    "memory_boundness",
+    "memory_floor_s",
+    "physical_floor_s",
+    "resident_blocks_per_sm",
+    "roofline_model",
+    "scaled_model",
+    "wave_size",
+    "waves",
+]

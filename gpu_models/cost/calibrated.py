@@ -1,0 +1,314 @@
+"""The calibrated cost model: kernel durations fitted to measurements on one GPU.
+
+Two sources of truth, tried in order for each kernel:
+
+1. **Exact match.** When the calibration data hold a launch with the same library kernel
+   name, grid, threads, registers and shared memory, its measured duration (the median over
+   repeats) is the answer.
+2. **Per-kind fit.** Otherwise a small non-negative linear model of the kernel's kind
+   predicts its duration from four features computed on the measured GPU::
+
+       T = a * compute_s + b * memory_s + c * waves + d      (a, b, c, d >= 0)
+
+   ``compute_s`` is the wave-aware compute time at full peak (``waves`` x one block's FLOPs
+   at its share ``peak / (sm_count x resident blocks per SM)``), ``memory_s`` is
+   ``dram_bytes / dram_bw_Bps``, ``waves`` counts waves and the constant is per-kernel
+   overhead. So ``1/a`` and ``1/b`` are the compute and memory efficiencies the kind
+   reaches, ``c`` a per-wave latency, ``d`` a per-kernel one; because the features scale with
+   FLOPs, bytes and grid size, the model interpolates to shapes and batch sizes it has not
+   seen. Coefficients minimise the *relative* squared error (durations span orders of
+   magnitude) and are exact non-negative least squares: with four features every support set
+   is tried (16 small solves), and the best feasible one wins.
+
+Kinds without records fall back to another cost model (the roofline by default; say
+``fallback=None`` to make that an error). Predictions are clamped to the physical floors
+(FLOPs / peak, bytes / bandwidth), so a measured duration below them (a sign that the
+kernel's derived work is overstated) cannot make the engine beat the hardware.
+
+Records from profiler traces carry no FLOPs or bytes (a trace does not record them); they
+are derived from the layer signature by a *work function* ``record -> (flops, dram_bytes)``
+that lowering provides, or read from the record when its producer filled them in.
+
+:func:`cross_validate` reports the held-out error per kind (k-fold, folds drawn with a
+seeded generator passed in). No measured calibration data exist yet: the tests fit records
+generated from known coefficients and check that the fitter recovers them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+from gpu_models.calibration import CalibrationRecord, all_records, load_gpu_calibration
+from gpu_models.cost.roofline import RooflineModel
+from gpu_models.cost.waves import (
+    peak_flop_per_s,
+    physical_floor_s,
+    resident_blocks_per_sm,
+    waves,
+)
+from gpu_models.errors import GpusimError
+from gpu_models.kernel import CostModel, KernelCost, KernelKind, KernelSpec
+from gpu_models.presets import load_gpu
+from gpu_models.spec import GPUSpec
+
+#: Names of the fitted features, in coefficient order.
+FEATURE_NAMES: tuple[str, ...] = ("compute_s", "memory_s", "waves", "constant")
+
+#: Derives a record's (flops, dram_bytes) from its layer signature and launch.
+WorkFn = Callable[[CalibrationRecord], tuple[float, float]]
+
+#: GPUSpec fields that do not change how long a kernel takes once it runs.
+_HOST_FIELDS = frozenset({
+    "name", "display_name", "dram_B", "connections", "max_connections",
+    "max_resident_grids", "stream_priority_levels", "launch_overhead_s", "event_overhead_s",
+})
+
+
+def features(kernel: KernelSpec, spec: GPUSpec) -> tuple[float, float, float, float]:
+    """The fitted features of ``kernel`` on ``spec`` (see :data:`FEATURE_NAMES`)."""
+    n_waves = waves(kernel, spec)
+    share = peak_flop_per_s(kernel, spec) / (spec.sm_count * resident_blocks_per_sm(kernel, spec))
+    compute_s = n_waves * kernel.flops / kernel.blocks / share
+    return (compute_s, kernel.dram_bytes / spec.dram_bw_Bps, float(n_waves), 1.0)
+
+
+def nnls(matrix: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Exact non-negative least squares for a handful of columns, by trying every support.
+
+    The optimum of ``min |Ax - y|, x >= 0`` is the unconstrained least-squares solution on
+    its own support; with p columns there are 2^p supports, cheap for p = 4.
+    """
+    n_cols = matrix.shape[1]
+    best = np.zeros(n_cols)
+    best_residual = float(np.sum(target ** 2))
+    for size in range(1, n_cols + 1):
+        for support in itertools.combinations(range(n_cols), size):
+            cols = list(support)
+            solution, *_ = np.linalg.lstsq(matrix[:, cols], target, rcond=None)
+            if np.any(solution < 0):
+                continue
+            residual = float(np.sum((matrix[:, cols] @ solution - target) ** 2))
+            # Prefer the smaller support on ties so unused features stay exactly zero.
+            if residual < best_residual * (1 - 1e-12):
+                best = np.zeros(n_cols)
+                best[cols] = solution
+                best_residual = residual
+    return best
+
+
+@dataclass(frozen=True)
+class KindFit:
+    """The fitted model of one kernel kind on one GPU."""
+
+    kind: KernelKind
+    #: Coefficients of :data:`FEATURE_NAMES`, all >= 0.
+    coefficients: tuple[float, float, float, float]
+    n_records: int
+
+    def __post_init__(self) -> None:
+        if len(self.coefficients) != len(FEATURE_NAMES) or min(self.coefficients) < 0:
+            raise GpusimError(f"fit for {self.kind}: need {len(FEATURE_NAMES)} coefficients "
+                              f">= 0 (got {self.coefficients!r})")
+
+    def predict_s(self, feats: Sequence[float]) -> float:
+        """Predicted duration for one kernel's features."""
+        return float(np.dot(self.coefficients, feats))
+
+
+def fit_kind(kind: KernelKind, rows: Sequence[Sequence[float]],
+             durations_s: Sequence[float]) -> KindFit:
+    """Fit one kind's coefficients to feature rows and measured durations (relative error)."""
+    if not rows:
+        raise GpusimError(f"no records of kind {kind} to fit")
+    matrix = np.asarray(rows, dtype=float)
+    target = np.asarray(durations_s, dtype=float)
+    # Dividing each row by its duration turns absolute into relative residuals.
+    coefs = nnls(matrix / target[:, None], np.ones_like(target))
+    return KindFit(kind=kind, coefficients=tuple(float(c) for c in coefs),  # type: ignore[arg-type]
+                   n_records=len(rows))
+
+
+def _work_kernels(records: Sequence[CalibrationRecord],
+                  work_fn: WorkFn | None) -> list[KernelSpec]:
+    kernels = []
+    for index, record in enumerate(records):
+        if work_fn is not None:
+            flops, dram_bytes = work_fn(record)
+            kernels.append(record.to_kernel_spec(flops=flops, dram_bytes=dram_bytes))
+        elif record.flops is None or record.dram_bytes is None:
+            raise GpusimError(
+                f"calibration record {index} ({record.library_name!r}) has no flops/dram_bytes "
+                "and no work function was given to derive them from its layer signature")
+        else:
+            kernels.append(record.to_kernel_spec())
+    return kernels
+
+
+def fit_records(records: Sequence[CalibrationRecord], spec: GPUSpec, *,
+                work_fn: WorkFn | None = None) -> dict[KernelKind, KindFit]:
+    """Per-kind fits of ``records`` measured on ``spec``."""
+    kernels = _work_kernels(records, work_fn)
+    by_kind: dict[KernelKind, list[KernelSpec]] = {}
+    for kernel in kernels:
+        by_kind.setdefault(kernel.kind, []).append(kernel)
+    return {
+        kind: fit_kind(kind, [features(k, spec) for k in group],
+                       [k.measured_time_s or 0.0 for k in group])
+        for kind, group in by_kind.items()
+    }
+
+
+@dataclass(frozen=True)
+class FitError:
+    """Relative error of a kind's fit: |predicted - measured| / measured."""
+
+    kind: KernelKind
+    n_records: int
+    folds: int
+    #: Held-out error (each record predicted by a fit that did not see it).
+    heldout_median: float
+    heldout_mean: float
+    heldout_max: float
+    #: In-sample error of the fit on all records.
+    insample_mean: float
+    coefficients: tuple[float, float, float, float]
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-friendly view."""
+        out = dataclasses.asdict(self)
+        out["kind"] = self.kind.value
+        out["coefficients"] = dict(zip(FEATURE_NAMES, self.coefficients, strict=True))
+        return out
+
+
+def cross_validate(records: Sequence[CalibrationRecord], spec: GPUSpec, *,
+                   rng: np.random.Generator, folds: int = 5,
+                   work_fn: WorkFn | None = None) -> dict[KernelKind, FitError]:
+    """k-fold held-out relative error of the per-kind fit, per kind.
+
+    Records of a kind are shuffled with ``rng`` and split into ``min(folds, n)`` folds; a
+    kind with a single record has no held-out error (reported as NaN).
+    """
+    if folds < 2:
+        raise GpusimError(f"folds must be >= 2 (got {folds})")
+    kernels = _work_kernels(records, work_fn)
+    by_kind: dict[KernelKind, list[KernelSpec]] = {}
+    for kernel in kernels:
+        by_kind.setdefault(kernel.kind, []).append(kernel)
+    report = {}
+    for kind, group in sorted(by_kind.items()):
+        rows = np.array([features(k, spec) for k in group])
+        measured = np.array([k.measured_time_s or 0.0 for k in group])
+        full = fit_kind(kind, rows.tolist(), measured.tolist())
+        insample = np.abs(rows @ np.array(full.coefficients) - measured) / measured
+        n_folds = min(folds, len(group))
+        errors: list[float] = []
+        if n_folds >= 2:
+            order = rng.permutation(len(group))
+            for held in np.array_split(order, n_folds):
+                train = np.setdiff1d(order, held)
+                fit = fit_kind(kind, rows[train].tolist(), measured[train].tolist())
+                predicted = rows[held] @ np.array(fit.coefficients)
+                errors.extend((np.abs(predicted - measured[held]) / measured[held]).tolist())
+        nan = float("nan")
+        report[kind] = FitError(
+            kind=kind, n_records=len(group), folds=n_folds,
+            heldout_median=statistics.median(errors) if errors else nan,
+            heldout_mean=statistics.fmean(errors) if errors else nan,
+            heldout_max=max(errors) if errors else nan,
+            insample_mean=float(np.mean(insample)), coefficients=full.coefficients)
+    return report
+
+
+@dataclass(frozen=True)
+class CalibratedModel:
+    """Cost model for the GPU the data were measured on (see the module docstring)."""
+
+    spec: GPUSpec
+    fits: Mapping[KernelKind, KindFit]
+    #: Median measured duration per launch configuration (:attr:`CalibrationRecord.config_key`).
+    measured_s: Mapping[tuple[str, tuple[int, int, int], int, int, int], float] = field(
+        default_factory=lambda: MappingProxyType({}))
+    #: Used for kinds with no fit; ``None`` makes such kernels an error.
+    fallback: CostModel | None = field(default_factory=RooflineModel)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fits", MappingProxyType(dict(self.fits)))
+        object.__setattr__(self, "measured_s", MappingProxyType(dict(self.measured_s)))
+
+    def _check_spec(self, spec: GPUSpec) -> None:
+        if spec == self.spec:
+            return
+        changed = [f.name for f in dataclasses.fields(GPUSpec)
+                   if f.compare and f.name not in _HOST_FIELDS
+                   and getattr(spec, f.name) != getattr(self.spec, f.name)]
+        if changed:
+            raise GpusimError(
+                f"calibrated model of {self.spec.name} asked about {spec.name}, which differs in "
+                f"{', '.join(changed)}; use the 'scaled' cost model to carry it to other hardware")
+
+    def predict_s(self, kernel: KernelSpec) -> tuple[float, str]:
+        """Duration of ``kernel`` running alone, and how it was found: measured, fit, fallback."""
+        floor = physical_floor_s(kernel, self.spec)
+        key = (kernel.library_name, kernel.grid, kernel.threads, kernel.regs_per_thread,
+               kernel.smem_per_block_B)
+        if kernel.library_name and key in self.measured_s:
+            return max(self.measured_s[key], floor), "measured"
+        fit = self.fits.get(kernel.kind)
+        if fit is not None:
+            return max(fit.predict_s(features(kernel, self.spec)), floor), "fit"
+        if self.fallback is None:
+            raise GpusimError(f"calibrated model of {self.spec.name} has no records of kind "
+                              f"{kernel.kind} (kernel {kernel.name!r}) and no fallback")
+        cost = self.fallback(kernel, self.spec)
+        time_s = max(waves(kernel, self.spec) * cost.block_time_s,
+                     cost.dram_bytes / self.spec.dram_bw_Bps)
+        return max(time_s, floor), "fallback"
+
+    def __call__(self, kernel: KernelSpec, spec: GPUSpec) -> KernelCost:
+        self._check_spec(spec)
+        time_s, _ = self.predict_s(kernel)
+        # The whole duration goes into the block time (waves x block time = the duration);
+        # the bytes pass through, and since time_s >= bytes / bandwidth the engine does not
+        # stretch a lone kernel beyond its calibrated duration.
+        return KernelCost(block_time_s=time_s / waves(kernel, self.spec),
+                          dram_bytes=kernel.dram_bytes)
+
+
+def calibrated_model(
+    gpu: str | GPUSpec,
+    *,
+    records: Sequence[CalibrationRecord] | None = None,
+    work_fn: WorkFn | None = None,
+    directory: str | None = None,
+    fallback: CostModel | None = None,
+    use_fallback: bool = True,
+) -> CalibratedModel:
+    """Fit a :class:`CalibratedModel` for ``gpu`` (a preset name or a spec).
+
+    ``records`` default to the GPU's calibration files (an error names the GPU when there
+    are none). ``work_fn`` derives each record's FLOPs and bytes when the records lack them.
+    Kinds without records use ``fallback`` (default: the roofline model) unless
+    ``use_fallback`` is false.
+    """
+    spec = load_gpu(gpu) if isinstance(gpu, str) else gpu
+    if records is None:
+        records = all_records(load_gpu_calibration(spec.name, directory))
+    if not records:
+        raise GpusimError(f"no calibration records for GPU {spec.name!r}")
+    durations: dict[tuple[str, tuple[int, int, int], int, int, int], list[float]] = {}
+    for record in records:
+        durations.setdefault(record.config_key, []).append(record.duration_s)
+    return CalibratedModel(
+        spec=spec,
+        fits=fit_records(records, spec, work_fn=work_fn),
+        measured_s={k: statistics.median(v) for k, v in durations.items()},
+        fallback=(fallback or RooflineModel()) if use_fallback else None,
+    )

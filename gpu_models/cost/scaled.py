@@ -1,0 +1,93 @@
+"""The scaled cost model: one GPU's (calibrated) durations carried to another spec.
+
+In the spirit of Habitat's wave scaling (Yu et al., USENIX ATC'21): a kernel measured (or
+predicted) on the *origin* GPU in ``T_orig`` runs on the *destination* GPU in ::
+
+    T_dest = T_orig x (W_dest / W_orig) x (bw_orig / bw_dest) ** g x (P_orig / P_dest) ** (1 - g)
+
+``W`` are the kernel's waves on each GPU (occupancy and SM count both enter), ``bw`` the
+DRAM bandwidths, ``P`` the *per-SM* peak rate for the kernel's precision (peak / sm_count:
+the clock ratio within an architecture, and the per-SM throughput change across them), and
+``g`` in [0, 1] the kernel's memory-boundness. Habitat derives ``g`` from the kernel's
+arithmetic intensity against the origin's ridge point; here it is the memory share of the
+origin's roofline, ``g = t_mem / (t_mem + t_compute)`` with ``t_mem = bytes / bw`` and
+``t_compute = flops / peak`` (a kernel with neither is pure latency and scales with the
+per-SM rate, g = 0). The result is clamped to the destination's physical floors, which also
+stops a memory-bound kernel from speeding up with SMs alone (it cannot beat bytes / bw).
+
+Scaling a GPU to itself is the identity; the destination may be any spec, a preset or a
+hypothetical GPU (``spec.replace(...)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gpu_models.calibration import CalibrationRecord
+from gpu_models.cost.calibrated import WorkFn, calibrated_model
+from gpu_models.cost.waves import (
+    compute_floor_s,
+    isolated_time_s,
+    memory_floor_s,
+    peak_flop_per_s,
+    physical_floor_s,
+    waves,
+)
+from gpu_models.kernel import CostModel, KernelCost, KernelSpec
+from gpu_models.presets import load_gpu
+from gpu_models.spec import GPUSpec
+
+
+def memory_boundness(kernel: KernelSpec, spec: GPUSpec) -> float:
+    """``g``: the memory share of the kernel's roofline times on ``spec`` (0 if no work)."""
+    t_mem = memory_floor_s(kernel, spec)
+    t_compute = compute_floor_s(kernel, spec)
+    total = t_mem + t_compute
+    return t_mem / total if total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ScaledModel:
+    """Cost model for any GPU, from a cost model of the ``origin`` GPU."""
+
+    origin: GPUSpec
+    origin_model: CostModel
+
+    def scaled_time_s(self, kernel: KernelSpec, spec: GPUSpec) -> float:
+        """The kernel's isolated duration on ``spec`` (see the module docstring)."""
+        time_orig = isolated_time_s(kernel, self.origin, self.origin_model)
+        g = memory_boundness(kernel, self.origin)
+        wave_ratio = waves(kernel, spec) / waves(kernel, self.origin)
+        bw_ratio = self.origin.dram_bw_Bps / spec.dram_bw_Bps
+        per_sm_ratio = ((peak_flop_per_s(kernel, self.origin) / self.origin.sm_count)
+                        / (peak_flop_per_s(kernel, spec) / spec.sm_count))
+        scaled = time_orig * wave_ratio * bw_ratio ** g * per_sm_ratio ** (1 - g)
+        return max(scaled, physical_floor_s(kernel, spec))
+
+    def __call__(self, kernel: KernelSpec, spec: GPUSpec) -> KernelCost:
+        if spec == self.origin:
+            # Exactly the origin's cost, not a re-derivation that could differ by rounding.
+            return self.origin_model(kernel, spec)
+        return KernelCost(block_time_s=self.scaled_time_s(kernel, spec) / waves(kernel, spec),
+                          dram_bytes=kernel.dram_bytes)
+
+
+def scaled_model(
+    origin: str | GPUSpec,
+    *,
+    origin_model: CostModel | None = None,
+    records: Sequence[CalibrationRecord] | None = None,
+    work_fn: WorkFn | None = None,
+    directory: str | None = None,
+) -> ScaledModel:
+    """A :class:`ScaledModel` from ``origin`` (preset name or spec).
+
+    The origin's cost model is ``origin_model`` if given, else the calibrated model of the
+    origin (from ``records`` or its calibration files; see :func:`calibrated_model`).
+    """
+    spec = load_gpu(origin) if isinstance(origin, str) else origin
+    if origin_model is None:
+        origin_model = calibrated_model(spec, records=records, work_fn=work_fn,
+                                        directory=directory)
+    return ScaledModel(origin=spec, origin_model=origin_model)

@@ -1,0 +1,165 @@
+"""Per-block logs of microbenchmark kernels, and the compact summaries that get committed.
+
+Every block of a microbenchmark kernel writes three numbers (see ``kernels.cu``): its start
+and end on the device's global timer (nanoseconds) and the id of the SM it ran on. A log
+of a big grid is large and mostly redundant, so what is committed is a summary per kernel,
+with every time relative to the experiment's time zero ``t0_ns`` (the earliest block start
+of the run, so measured and simulated timelines can be aligned on their first block):
+
+* first/last block start and end;
+* per-block duration (median, min, max);
+* blocks per SM (how the block scheduler spread the grid), as ``[sm, count]`` pairs;
+* the most blocks resident at once on one SM and on the whole GPU (measured occupancy);
+* wave start times: block starts clustered where a gap exceeds half a block duration.
+
+Pure numpy; no CUDA. Tests feed it synthetic logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gpu_models.errors import GpusimError
+
+#: Waves kept in a summary; a kernel whose blocks start continuously (memory-bound blocks
+#: finishing at scattered times) has no staircase, and its first waves say enough.
+MAX_WAVES = 64
+
+
+@dataclass(frozen=True)
+class BlockLog:
+    """One kernel launch's per-block records, in block order."""
+
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    sm: np.ndarray
+
+    @classmethod
+    def from_raw(cls, raw: np.ndarray, name: str = "kernel") -> BlockLog:
+        """Parse the device array ``[start, end, smid] * blocks`` (uint64).
+
+        The host fills the log with zeros before each launch; a zero start means a block
+        never wrote its record, which makes the whole measurement invalid.
+        """
+        flat = np.asarray(raw, dtype=np.uint64).reshape(-1)
+        if flat.size == 0 or flat.size % 3:
+            raise GpusimError(f"{name}: block log must hold 3 values per block (got {flat.size})")
+        rows = flat.reshape(-1, 3)
+        start = rows[:, 0].astype(np.int64)
+        end = rows[:, 1].astype(np.int64)
+        missing = np.flatnonzero(start == 0)
+        if missing.size:
+            raise GpusimError(f"{name}: {missing.size} block(s) wrote no record "
+                              f"(first: block {int(missing[0])})")
+        if np.any(end < start):
+            bad = int(np.flatnonzero(end < start)[0])
+            raise GpusimError(f"{name}: block {bad} ends before it starts")
+        return cls(start_ns=start, end_ns=end, sm=rows[:, 2].astype(np.int64))
+
+    @property
+    def blocks(self) -> int:
+        return int(self.start_ns.size)
+
+
+def max_concurrency(start_ns: np.ndarray, end_ns: np.ndarray) -> int:
+    """Most intervals ``[start, end)`` open at one instant (an end at t closes before a start
+    at t opens, so back-to-back blocks do not count as overlapping)."""
+    if start_ns.size == 0:
+        return 0
+    times = np.concatenate([end_ns, start_ns])
+    deltas = np.concatenate([-np.ones(end_ns.size, np.int64), np.ones(start_ns.size, np.int64)])
+    order = np.lexsort((deltas, times))  # by time, ends (-1) before starts (+1)
+    return int(np.max(np.cumsum(deltas[order])))
+
+
+def wave_starts(start_ns: np.ndarray, gap_ns: float) -> tuple[list[int], list[int]]:
+    """Cluster sorted block starts into waves: a new wave begins after a gap > ``gap_ns``.
+
+    Returns (start of each wave, blocks in each wave), at most :data:`MAX_WAVES` waves.
+    """
+    starts = np.sort(start_ns)
+    if starts.size == 0:
+        return [], []
+    breaks = np.flatnonzero(np.diff(starts) > gap_ns) + 1
+    edges = np.concatenate([[0], breaks, [starts.size]])
+    firsts = [int(starts[i]) for i in edges[:-1]]
+    sizes = [int(n) for n in np.diff(edges)]
+    return firsts[:MAX_WAVES], sizes[:MAX_WAVES]
+
+
+def summarize_kernel(log: BlockLog, t0_ns: int) -> dict[str, Any]:
+    """Compact summary of one kernel's blocks, times in seconds relative to ``t0_ns``."""
+    durations = log.end_ns - log.start_ns
+    median_ns = float(np.median(durations))
+    sms, counts = np.unique(log.sm, return_counts=True)
+    resident_per_sm = max(
+        max_concurrency(log.start_ns[log.sm == s], log.end_ns[log.sm == s]) for s in sms
+    )
+    firsts, sizes = wave_starts(log.start_ns, gap_ns=max(0.5 * median_ns, 1.0))
+
+    def rel(t: float) -> float:
+        return (float(t) - t0_ns) * 1e-9
+
+    return {
+        "blocks": log.blocks,
+        "first_start_s": rel(log.start_ns.min()),
+        "last_start_s": rel(log.start_ns.max()),
+        "first_end_s": rel(log.end_ns.min()),
+        "last_end_s": rel(log.end_ns.max()),
+        "block_time_s": {
+            "median": median_ns * 1e-9,
+            "min": float(durations.min()) * 1e-9,
+            "max": float(durations.max()) * 1e-9,
+        },
+        "sms_used": int(sms.size),
+        "blocks_per_sm": [[int(s), int(c)] for s, c in zip(sms, counts)],
+        "max_resident_per_sm": int(resident_per_sm),
+        "max_resident": max_concurrency(log.start_ns, log.end_ns),
+        "wave_starts_s": [rel(t) for t in firsts],
+        "wave_sizes": sizes,
+    }
+
+
+def summarize_run(logs: Mapping[str, BlockLog]) -> dict[str, Any]:
+    """Summaries of every kernel of one run, on one time axis starting at the first block."""
+    if not logs:
+        raise GpusimError("a run needs at least one kernel log")
+    t0 = min(int(log.start_ns.min()) for log in logs.values())
+    t_end = max(int(log.end_ns.max()) for log in logs.values())
+    return {
+        "makespan_s": (t_end - t0) * 1e-9,
+        "kernels": {name: summarize_kernel(log, t0) for name, log in logs.items()},
+    }
+
+
+def run_scalars(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The few numbers kept for every repeat (the full summary is kept for one)."""
+    return {
+        "makespan_s": run["makespan_s"],
+        "kernels": {
+            name: {"first_start_s": k["first_start_s"], "last_end_s": k["last_end_s"]}
+            for name, k in run["kernels"].items()
+        },
+    }
+
+
+def representative(runs: Sequence[Mapping[str, Any]]) -> int:
+    """Index of the run with the median makespan (the lower median for an even count), so
+    the committed detail is one real run, not an average of several."""
+    if not runs:
+        raise GpusimError("no runs to choose from")
+    order = sorted(range(len(runs)), key=lambda i: (runs[i]["makespan_s"], i))
+    return order[(len(order) - 1) // 2]
+
+
+def observed_tick_ns(timestamps_ns: np.ndarray) -> int | None:
+    """Smallest positive step between distinct timestamps: an upper bound on the global
+    timer's resolution as seen in these logs (``None`` with fewer than two distinct values)."""
+    values = np.unique(np.asarray(timestamps_ns, dtype=np.int64))
+    if values.size < 2:
+        return None
+    return int(np.min(np.diff(values)))

@@ -1,0 +1,105 @@
+"""``gpusim workloads`` and ``gpusim graph``: the model zoo and the structure of its graphs.
+
+``gpusim workloads`` lists every network with its parameter count, inference multiply-adds
+at batch 1 and default resolution, and a one-line description. ``gpusim graph --workload
+NAME`` prints the structural analysis of :mod:`workloads.analysis` for one network, phase
+and batch size: op counts, FLOPs and bytes, critical paths, level widths, the maximum
+antichain of convolutions and the per-level parallelism profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sim.cli.common import add_json_arg, print_json, print_table
+from workloads.analysis import analyze
+from workloads.registry import PHASES, build, forward_macs, list_workloads
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``workloads`` and ``graph`` commands."""
+    p = subparsers.add_parser("workloads", help="list the model zoo",
+                              description="List every workload of the model zoo.")
+    add_json_arg(p)
+    p.set_defaults(func=cmd_workloads)
+
+    g = subparsers.add_parser(
+        "graph", help="analyse a workload's layer graph",
+        description="Structure of a workload's layer graph: critical path, widths, "
+        "maximum antichain of convolutions, parallelism per level.",
+    )
+    g.add_argument("--workload", required=True, help="workload name (see `gpusim workloads`)")
+    g.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    g.add_argument("--resolution", type=int, default=None,
+                   help="input height = width (default: the workload's own)")
+    g.add_argument("--phase", choices=PHASES, default="inference")
+    g.add_argument("--dtype", default="fp32", help="fp32 (default), fp16 or bf16")
+    add_json_arg(g)
+    g.set_defaults(func=cmd_graph)
+
+
+def workloads_table() -> list[dict[str, Any]]:
+    """One record per workload: name, params, inference MACs (batch 1), resolution, text."""
+    rows = []
+    for info in list_workloads():
+        graph = build(info.name)
+        rows.append({
+            "name": info.name,
+            "params": graph.graph["params"],
+            "macs": forward_macs(graph),
+            "resolution": info.default_resolution,
+            "torchvision": info.torchvision,
+            "description": info.description,
+        })
+    return rows
+
+
+def cmd_workloads(args: argparse.Namespace) -> int:
+    """Handler of ``gpusim workloads``."""
+    rows = workloads_table()
+    if args.json:
+        print_json(rows)
+        return 0
+    print_table(
+        [(r["name"], f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}", r["resolution"],
+          r["description"]) for r in rows],
+        ["workload", "params", "GMACs", "res", "description"],
+    )
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """Handler of ``gpusim graph``."""
+    graph = build(args.workload, batch=args.batch, resolution=args.resolution,
+                  phase=args.phase, dtype=args.dtype)
+    result = analyze(graph)
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    print(f"{result.name}  phase={result.phase}  batch={result.batch}  "
+          f"resolution={result.resolution}")
+    rows: list[tuple[str, Any]] = [
+        ("ops", result.ops),
+        ("kernel ops (non-view)", result.kernel_ops),
+        ("convolutions", result.convs),
+        ("parameters", f"{result.params:,}"),
+        ("GMACs", f"{result.macs / 1e9:.3f}"),
+        ("GFLOP", f"{result.flops / 1e9:.3f}"),
+        ("min DRAM traffic (MB)", f"{result.bytes / 1e6:.1f}"),
+        ("critical path (ops)", result.critical_path_ops),
+        ("critical path (GFLOP)", f"{result.critical_path_flops / 1e9:.3f}"),
+        ("critical path share of FLOPs", f"{result.critical_path_flops / max(result.flops, 1):.1%}"),
+        ("topological levels", result.levels),
+        ("max width (ops)", result.max_width),
+        ("max antichain of convolutions", result.max_conv_antichain),
+    ]
+    for part in result.profile:
+        rows.append((f"{part.phase}: max ops per level", part.max_ops))
+        rows.append((f"{part.phase}: max convs per level", part.max_convs))
+        rows.append((f"{part.phase}: max conv antichain", part.max_conv_antichain))
+    print_table(rows, ["metric", "value"])
+    for part in result.profile:
+        print(f"\n{part.phase} convs per level: "
+              + " ".join(str(c) for c in part.convs_per_level))
+    return 0

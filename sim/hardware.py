@@ -1,0 +1,269 @@
+"""Hardware pieces the engine drives: the SMs' resource accounting and DRAM bandwidth.
+
+**SMs.** :class:`SMArray` holds, for every SM, what is still free: warps, block slots,
+shared memory (the carveout is ``smem_per_sm_B``, the default maximum) and registers. The
+register file is split into ``sub_partitions`` pools (one per warp scheduler); every warp of
+a block takes ``regs_per_warp`` registers from one pool, the pool with the most free
+registers first (lowest pool index on a tie). A block's allocated size comes from
+:func:`gpu_models.occupancy.block_footprint`, so an empty SM holds exactly
+``occupancy(...).blocks_per_sm`` blocks of one kernel. State lives in numpy arrays so that
+a dispatch pass can ask every SM at once how many more blocks of a kernel it can take.
+
+**DRAM.** :class:`Dram` is a fluid, processor-sharing resource (design.md 3.5). A running
+block of a kernel with DRAM traffic asks for ``dram_bytes / blocks / block_time_s`` bytes/s.
+While the summed demand ``D`` of the running blocks exceeds the bandwidth, every such block
+progresses at rate ``bandwidth / D`` (compute-only blocks always at rate 1). Because all
+memory blocks share one rate, progress is kept as one *virtual clock* (the progress a memory
+block has made since time 0) and memory blocks wait in a heap keyed by the virtual time at
+which they finish, so a rate change costs O(log n), not one update per running block.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gpu_models.occupancy import LIMITERS, BlockFootprint
+from gpu_models.spec import GPUSpec
+
+IntArray = np.ndarray
+
+
+class SMArray:
+    """Free resources of every SM of a GPU, allocated and released in bulk."""
+
+    def __init__(self, spec: GPUSpec) -> None:
+        self.spec = spec
+        self.count = spec.sm_count
+        self.pools = spec.sub_partitions
+        self.free_warps: IntArray = np.full(self.count, spec.max_warps_per_sm, dtype=np.int64)
+        self.free_slots: IntArray = np.full(self.count, spec.max_blocks_per_sm, dtype=np.int64)
+        self.free_smem_B: IntArray = np.full(self.count, spec.smem_per_sm_B, dtype=np.int64)
+        self.free_regs: IntArray = np.full(
+            (self.count, self.pools), spec.regs_per_sm // spec.sub_partitions, dtype=np.int64
+        )
+
+    # ------------------------------------------------------------------ queries
+    def limits(self, fp: BlockFootprint) -> dict[str, IntArray]:
+        """More blocks of footprint ``fp`` each SM could take, per resource alone."""
+        big = np.full(self.count, self.spec.max_blocks_per_sm, dtype=np.int64)
+        regs = big
+        if fp.regs_per_warp:
+            # Each warp uses one pool "slot" of regs_per_warp; the greedy pool choice can
+            # always use any slot left, so the slots add up across pools.
+            regs = (self.free_regs // fp.regs_per_warp).sum(axis=1) // fp.warps
+        return {
+            "warps": self.free_warps // fp.warps,
+            "registers": regs,
+            "shared_memory": self.free_smem_B // fp.smem_B if fp.smem_B else big,
+            "blocks": self.free_slots,
+        }
+
+    def capacity(self, fp: BlockFootprint) -> IntArray:
+        """How many more blocks of footprint ``fp`` each SM can take right now."""
+        cap = np.minimum(self.free_warps // fp.warps, self.free_slots)
+        if fp.smem_B:
+            cap = np.minimum(cap, self.free_smem_B // fp.smem_B)
+        if fp.regs_per_warp:
+            slots = (self.free_regs // fp.regs_per_warp).sum(axis=1)
+            cap = np.minimum(cap, slots // fp.warps)
+        return cap
+
+    def blocking_resource(self, fp: BlockFootprint) -> str:
+        """The resource that keeps most SMs from taking one more block (ties in
+        :data:`~gpu_models.occupancy.LIMITERS` order)."""
+        limits = self.limits(fp)
+        blocked = np.zeros(self.count, dtype=bool)
+        counts: dict[str, int] = {}
+        for name in LIMITERS:
+            zero = (limits[name] == 0) & ~blocked
+            counts[name] = int(zero.sum())
+            blocked |= zero
+        return max(LIMITERS, key=lambda name: (counts[name], -LIMITERS.index(name)))
+
+    def resident_warps(self) -> IntArray:
+        """Warps resident on each SM."""
+        return self.spec.max_warps_per_sm - self.free_warps
+
+    def busy_count(self) -> int:
+        """SMs holding at least one block."""
+        return int(np.count_nonzero(self.free_slots < self.spec.max_blocks_per_sm))
+
+    # ------------------------------------------------------------------ changes
+    def allocate(self, fp: BlockFootprint, sm_ids: IntArray, counts: IntArray) -> IntArray:
+        """Place ``counts[i]`` blocks on SM ``sm_ids[i]`` (ids distinct); returns the warps
+        taken from each register pool, ``[len(sm_ids), pools]``, for :meth:`release`."""
+        self.free_warps[sm_ids] -= counts * fp.warps
+        self.free_slots[sm_ids] -= counts
+        self.free_smem_B[sm_ids] -= counts * fp.smem_B
+        if fp.regs_per_warp:
+            taken = take_register_warps(self.free_regs[sm_ids], fp.regs_per_warp,
+                                        counts * fp.warps)
+            self.free_regs[sm_ids] -= taken * fp.regs_per_warp
+        else:
+            taken = np.zeros((len(sm_ids), self.pools), dtype=np.int64)
+        return taken
+
+    def allocate_one(self, fp: BlockFootprint, sm_id: int) -> IntArray:
+        """Place one block on ``sm_id`` warp by warp (the reference rule of exact mode)."""
+        self.free_warps[sm_id] -= fp.warps
+        self.free_slots[sm_id] -= 1
+        self.free_smem_B[sm_id] -= fp.smem_B
+        taken = np.zeros((1, self.pools), dtype=np.int64)
+        if fp.regs_per_warp:
+            taken[0] = greedy_register_warps(self.free_regs[sm_id], fp.regs_per_warp, fp.warps)
+            self.free_regs[sm_id] -= taken[0] * fp.regs_per_warp
+        return taken
+
+    def release(self, fp: BlockFootprint, sm_ids: IntArray, counts: IntArray,
+                pool_warps: IntArray) -> None:
+        """Give back what :meth:`allocate` took."""
+        self.free_warps[sm_ids] += counts * fp.warps
+        self.free_slots[sm_ids] += counts
+        self.free_smem_B[sm_ids] += counts * fp.smem_B
+        if fp.regs_per_warp:
+            self.free_regs[sm_ids] += pool_warps * fp.regs_per_warp
+
+    def check(self) -> None:
+        """Raise AssertionError if any SM is over any resource (used by tests)."""
+        for name in ("free_warps", "free_slots", "free_smem_B", "free_regs"):
+            if (getattr(self, name) < 0).any():
+                raise AssertionError(f"an SM is over its {name.removeprefix('free_')}")
+
+
+def greedy_register_warps(free_regs: IntArray, regs_per_warp: int, warps: int) -> IntArray:
+    """Warps per pool when ``warps`` warps each take ``regs_per_warp`` from the pool with
+    the most free registers (lowest index on a tie) -- the rule, one warp at a time."""
+    free = [int(v) for v in free_regs]
+    taken = [0] * len(free)
+    for _ in range(warps):
+        pool = max(range(len(free)), key=lambda j: (free[j], -j))
+        if free[pool] < regs_per_warp:
+            raise AssertionError("register pools cannot hold the block")
+        free[pool] -= regs_per_warp
+        taken[pool] += 1
+    return np.array(taken, dtype=np.int64)
+
+
+def take_register_warps(free_regs: IntArray, regs_per_warp: int, warps: IntArray) -> IntArray:
+    """:func:`greedy_register_warps` for many SMs at once, in closed form.
+
+    Write a pool's free registers as ``q * r + rem`` (``r = regs_per_warp``). The greedy
+    picks warp "slots" in decreasing order of the free registers they leave behind, i.e. by
+    (level desc, rem desc, pool asc) where pool ``j`` offers levels ``q_j, q_j - 1, ..., 1``.
+    So every slot above some level ``L*`` is taken, and at ``L*`` the pools that reach it
+    are taken in (rem desc, pool asc) order until ``warps`` is met. ``L*`` is the largest
+    level whose slots at or above it number at least ``warps``.
+    """
+    r = regs_per_warp
+    k = warps.astype(np.int64)
+    q = free_regs // r
+    rem = free_regs % r
+    pools = q.shape[1]
+    qs = -np.sort(-q, axis=1)  # descending
+    top_sums = np.cumsum(qs, axis=1)
+    t = np.arange(1, pools + 1)
+    # If exactly the top t pools reach level L, slots at or above L = S_t - t * (L - 1).
+    level_t = (top_sums - k[:, None]) // t + 1
+    level = np.minimum(level_t, qs).max(axis=1)
+    above = np.maximum(q - level[:, None], 0)
+    extra = k - above.sum(axis=1)
+    eligible = q >= level[:, None]
+    # Rank of each eligible pool by (rem desc, pool asc) among the eligible ones.
+    idx = np.arange(pools)
+    before = (rem[:, :, None] > rem[:, None, :]) | (
+        (rem[:, :, None] == rem[:, None, :]) & (idx[:, None] < idx[None, :])
+    )
+    rank = (before & eligible[:, :, None]).sum(axis=1)
+    taken = above + (eligible & (rank < extra[:, None]))
+    # No warps wanted: the formulas above would still pick level-top slots.
+    return np.where(k[:, None] > 0, taken, 0)
+
+
+@dataclass(order=True)
+class _MemoryEntry:
+    virtual_finish_s: float
+    seq: int
+    token: object = field(compare=False)
+
+
+class Dram:
+    """DRAM bandwidth shared fluidly by the running blocks that use it.
+
+    Demand is kept per kernel as (running blocks, demand per block) and summed in kernel
+    launch order, so the same set of running blocks always gives the same float rate no
+    matter how the blocks were grouped.
+    """
+
+    def __init__(self, bandwidth_Bps: float) -> None:
+        self.bandwidth_Bps = bandwidth_Bps
+        self._blocks: dict[int, tuple[int, float]] = {}
+        self.demand_Bps = 0.0
+        self.rate = 1.0
+        self.virtual_s = 0.0
+        self._updated_s = 0.0
+        self._heap: list[_MemoryEntry] = []
+        self._seq = itertools.count()
+        #: Time with demand above the bandwidth.
+        self.saturated_s = 0.0
+        #: Bandwidth used, as a step function: (time, bytes/s) at each change.
+        self.used_Bps: list[tuple[float, float]] = [(0.0, 0.0)]
+
+    def advance(self, now_s: float) -> None:
+        """Move the virtual clock to ``now_s`` at the current rate."""
+        dt = now_s - self._updated_s
+        if dt > 0:
+            self.virtual_s += self.rate * dt
+            if self.demand_Bps > self.bandwidth_Bps:
+                self.saturated_s += dt
+            self._updated_s = now_s
+
+    def start(self, now_s: float, kernel_seq: int, blocks: int, demand_per_block_Bps: float,
+              duration_s: float, token: object) -> None:
+        """``blocks`` blocks of one kernel start now; ``token`` comes back when they end."""
+        self.advance(now_s)
+        heapq.heappush(self._heap, _MemoryEntry(self.virtual_s + duration_s, next(self._seq),
+                                                token))
+        running, _ = self._blocks.get(kernel_seq, (0, demand_per_block_Bps))
+        self._blocks[kernel_seq] = (running + blocks, demand_per_block_Bps)
+        self._rerate(now_s)
+
+    def next_finish_delay_s(self) -> float | None:
+        """Real time until the next memory entry finishes at the current rate."""
+        if not self._heap:
+            return None
+        return max(0.0, (self._heap[0].virtual_finish_s - self.virtual_s) / self.rate)
+
+    def pop_finished(self, now_s: float) -> object:
+        """Remove the entry due now and return its token (its blocks are not yet freed)."""
+        self.advance(now_s)
+        entry = heapq.heappop(self._heap)
+        # Snap the clock to the finish so entries that end together compare equal.
+        self.virtual_s = max(self.virtual_s, entry.virtual_finish_s)
+        return entry.token
+
+    def finish(self, now_s: float, kernel_seq: int, blocks: int) -> None:
+        """``blocks`` blocks of a kernel have ended."""
+        self.advance(now_s)
+        running, demand = self._blocks[kernel_seq]
+        if running == blocks:
+            del self._blocks[kernel_seq]
+        else:
+            self._blocks[kernel_seq] = (running - blocks, demand)
+        self._rerate(now_s)
+
+    def _rerate(self, now_s: float) -> None:
+        total = 0.0
+        for seq in sorted(self._blocks):
+            running, demand = self._blocks[seq]
+            total += running * demand
+        self.demand_Bps = total
+        self.rate = 1.0 if total <= self.bandwidth_Bps else self.bandwidth_Bps / total
+        used = min(total, self.bandwidth_Bps)
+        if self.used_Bps[-1][0] == now_s:
+            self.used_Bps[-1] = (now_s, used)
+        elif self.used_Bps[-1][1] != used:
+            self.used_Bps.append((now_s, used))

@@ -1,0 +1,367 @@
+"""Programs: the kernel-level input of the engine.
+
+A :class:`Program` is what a host thread would issue to one GPU: a list of streams and a
+list of kernel launches in host (program) order. Each :class:`Launch` says which stream it
+goes to, its launch configuration (grid, threads, registers, shared memory), how long one of
+its blocks runs when nothing slows it (``block_time_s``), how many bytes the whole kernel
+moves to and from DRAM, and which other kernels it must wait for (``after``: a cross-stream
+event, or a no-op within one stream since a stream is FIFO anyway).
+
+Programs are validated on construction: every error names the stream or kernel at fault
+(unknown stream, unknown or duplicate kernel, cyclic dependency, a block that can never fit
+an SM). The JSON form, with times in microseconds, is the ``gpusim run`` input::
+
+    {"gpu": "h100",
+     "streams": [{"name": "a", "priority": 0}, {"name": "b"}],
+     "kernels": [{"name": "k0", "stream": "a", "grid": 2112, "threads": 256, "regs": 32,
+                  "smem": 0, "block_time_us": 10.0, "dram_bytes": 0, "after": []}]}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpu_models.errors import GpusimError
+from gpu_models.occupancy import launch_failure
+from gpu_models.presets import list_presets, load_gpu, spec_from_mapping
+from gpu_models.spec import GPUSpec
+
+_US = 1e-6
+
+
+@dataclass(frozen=True)
+class StreamDef:
+    """A CUDA stream. Lower ``priority`` numbers are served first, as in CUDA."""
+
+    name: str
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise GpusimError(f"stream name must be a non-empty string (got {self.name!r})")
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise GpusimError(f"stream {self.name!r}: priority must be an integer "
+                              f"(got {self.priority!r})")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch. Times in seconds, sizes in bytes."""
+
+    name: str
+    stream: str
+    #: Blocks in the grid: a count or an (x[, y[, z]]) shape.
+    grid: int | tuple[int, ...]
+    threads: int
+    regs: int
+    smem_B: int
+    #: Duration of one block when nothing slows it.
+    block_time_s: float
+    #: Total DRAM traffic of the kernel, spread evenly over its blocks and their duration.
+    dram_bytes: float = 0.0
+    #: Kernels whose completion this one waits for.
+    after: tuple[str, ...] = ()
+    kind: str = ""
+    layer: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise GpusimError(f"kernel name must be a non-empty string (got {self.name!r})")
+        who = f"kernel {self.name!r}"
+        if not isinstance(self.stream, str) or not self.stream:
+            raise GpusimError(f"{who}: stream must be a stream name (got {self.stream!r})")
+        grid = self.grid
+        if isinstance(grid, (list, tuple)):
+            grid = tuple(grid)
+            object.__setattr__(self, "grid", grid)
+            if not 1 <= len(grid) <= 3 or not all(_is_int(g) and g >= 1 for g in grid):
+                raise GpusimError(f"{who}: grid must be a positive integer or 1-3 positive "
+                                  f"integers [x, y, z] (got {list(grid)!r})")
+        elif not _is_int(grid) or grid < 1:
+            raise GpusimError(f"{who}: grid must be a positive integer (got {grid!r})")
+        for field_name, low in (("threads", 1), ("regs", 0), ("smem_B", 0)):
+            value = getattr(self, field_name)
+            if not _is_int(value) or value < low:
+                raise GpusimError(f"{who}: {field_name} must be an integer >= {low} "
+                                  f"(got {value!r})")
+        if not _is_number(self.block_time_s) or not 0 < self.block_time_s < math.inf:
+            raise GpusimError(f"{who}: block_time_s must be a finite number > 0 "
+                              f"(got {self.block_time_s!r})")
+        if not _is_number(self.dram_bytes) or not 0 <= self.dram_bytes < math.inf:
+            raise GpusimError(f"{who}: dram_bytes must be a finite number >= 0 "
+                              f"(got {self.dram_bytes!r})")
+        after = tuple(self.after) if isinstance(self.after, (list, tuple)) else self.after
+        if not isinstance(after, tuple) or not all(isinstance(a, str) for a in after):
+            raise GpusimError(f"{who}: after must be a list of kernel names (got {self.after!r})")
+        if self.name in after:
+            raise GpusimError(f"{who}: after names the kernel itself")
+        object.__setattr__(self, "after", after)
+
+    @property
+    def blocks(self) -> int:
+        """Number of thread blocks in the grid."""
+        return math.prod(self.grid) if isinstance(self.grid, tuple) else self.grid
+
+    @property
+    def dram_demand_Bps(self) -> float:
+        """DRAM bandwidth one running block asks for when nothing slows it."""
+        return self.dram_bytes / self.blocks / self.block_time_s
+
+
+@dataclass(frozen=True)
+class Program:
+    """Streams and kernel launches (in host order) for one GPU, validated on construction.
+
+    ``launch_overhead_s`` / ``event_overhead_s`` of ``None`` take the GPU spec's values.
+    """
+
+    gpu: GPUSpec
+    streams: tuple[StreamDef, ...]
+    kernels: tuple[Launch, ...]
+    launch_overhead_s: float | None = None
+    event_overhead_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.gpu, GPUSpec):
+            raise GpusimError(f"program gpu must be a GPUSpec (got {type(self.gpu).__name__})")
+        object.__setattr__(self, "streams", tuple(self.streams))
+        object.__setattr__(self, "kernels", tuple(self.kernels))
+        for field_name in ("launch_overhead_s", "event_overhead_s"):
+            value = getattr(self, field_name)
+            if value is not None and (not _is_number(value) or not 0 <= value < math.inf):
+                raise GpusimError(f"program {field_name} must be a finite number >= 0 "
+                                  f"(got {value!r})")
+        _validate(self)
+
+    @property
+    def launch_overhead(self) -> float:
+        """Host seconds per kernel launch (the program's, else the GPU spec's)."""
+        if self.launch_overhead_s is None:
+            return self.gpu.launch_overhead_s
+        return self.launch_overhead_s
+
+    @property
+    def event_overhead(self) -> float:
+        """Host seconds per cross-stream wait (the program's, else the GPU spec's)."""
+        if self.event_overhead_s is None:
+            return self.gpu.event_overhead_s
+        return self.event_overhead_s
+
+    def stream(self, name: str) -> StreamDef:
+        """The stream called ``name``."""
+        for stream in self.streams:
+            if stream.name == name:
+                return stream
+        raise GpusimError(f"unknown stream {name!r}")
+
+    def kernel(self, name: str) -> Launch:
+        """The launch called ``name``."""
+        for launch in self.kernels:
+            if launch.name == name:
+                return launch
+        raise GpusimError(f"unknown kernel {name!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base_dir: Path | None = None) -> Program:
+        """Build a program from its JSON form (times in us). ``base_dir`` resolves a
+        relative GPU spec path (``load_program`` passes the program file's folder)."""
+        return _from_dict(data, base_dir)
+
+
+def load_program(path: str | Path) -> Program:
+    """Read a JSON program file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GpusimError(f"program file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise GpusimError(f"program file {str(path)!r} is a directory") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GpusimError(f"program file {str(path)!r} is not valid JSON: {exc}") from None
+    return Program.from_dict(data, base_dir=path.parent)
+
+
+# ---------------------------------------------------------------------- validation
+def _validate(program: Program) -> None:
+    streams: dict[str, StreamDef] = {}
+    for stream in program.streams:
+        if not isinstance(stream, StreamDef):
+            raise GpusimError(f"program streams must be StreamDef (got {stream!r})")
+        if stream.name in streams:
+            raise GpusimError(f"duplicate stream {stream.name!r}")
+        streams[stream.name] = stream
+    names: set[str] = set()
+    for launch in program.kernels:
+        if not isinstance(launch, Launch):
+            raise GpusimError(f"program kernels must be Launch (got {launch!r})")
+        if launch.name in names:
+            raise GpusimError(f"duplicate kernel name {launch.name!r}")
+        names.add(launch.name)
+        if launch.stream not in streams:
+            raise GpusimError(f"kernel {launch.name!r}: unknown stream {launch.stream!r}; "
+                              f"streams: {', '.join(streams) or '(none)'}")
+        why = launch_failure(program.gpu, launch.threads, launch.regs, launch.smem_B)
+        if why is not None:
+            raise GpusimError(f"kernel {launch.name!r} can never fit an SM of "
+                              f"{program.gpu.name}: {why}")
+    for launch in program.kernels:
+        for dep in launch.after:
+            if dep not in names:
+                raise GpusimError(f"kernel {launch.name!r}: after names unknown kernel {dep!r}")
+    _check_acyclic(program)
+
+
+def _check_acyclic(program: Program) -> None:
+    """Reject cycles among ``after`` edges and the stream FIFO order (which a wait on a
+    later kernel of the same stream would close)."""
+    deps: dict[str, list[str]] = {k.name: list(k.after) for k in program.kernels}
+    last_in_stream: dict[str, str] = {}
+    for launch in program.kernels:
+        if launch.stream in last_in_stream:
+            deps[launch.name].append(last_in_stream[launch.stream])
+        last_in_stream[launch.stream] = launch.name
+    # Iterative DFS with colours; the grey path is the cycle when a back edge appears.
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(deps, white)
+    for root in deps:
+        if colour[root] != white:
+            continue
+        path = [root]
+        stack = [iter(deps[root])]
+        colour[root] = grey
+        while stack:
+            dep = next(stack[-1], None)
+            if dep is None:
+                colour[path.pop()] = black
+                stack.pop()
+            elif colour[dep] == grey:
+                cycle = [*path[path.index(dep):], dep]
+                raise GpusimError("cyclic dependency between kernels (after / stream order): "
+                                  + " -> waits for -> ".join(repr(n) for n in cycle))
+            elif colour[dep] == white:
+                colour[dep] = grey
+                path.append(dep)
+                stack.append(iter(deps[dep]))
+
+
+# ---------------------------------------------------------------------- JSON form
+_TOP_KEYS = {"gpu", "launch_overhead_us", "event_overhead_us", "streams", "kernels"}
+_STREAM_KEYS = {"name", "priority"}
+_KERNEL_KEYS = {"name", "stream", "grid", "threads", "regs", "smem", "block_time_us",
+                "dram_bytes", "after", "kind", "layer"}
+_KERNEL_REQUIRED = ("name", "stream", "grid", "threads", "regs", "block_time_us")
+
+
+def _from_dict(data: Mapping[str, Any], base_dir: Path | None) -> Program:
+    if not isinstance(data, Mapping):
+        raise GpusimError("a program must be a JSON object with 'gpu', 'streams' and 'kernels'")
+    _no_unknown_keys(data, _TOP_KEYS, "program")
+    for key in ("gpu", "streams", "kernels"):
+        if key not in data:
+            raise GpusimError(f"program: missing key {key!r}")
+    gpu = _gpu_from(data["gpu"], base_dir)
+    if not isinstance(data["streams"], list):
+        raise GpusimError("program: 'streams' must be a list of {name, priority} objects")
+    if not isinstance(data["kernels"], list):
+        raise GpusimError("program: 'kernels' must be a list of kernel objects")
+    streams = tuple(_stream_from(i, s) for i, s in enumerate(data["streams"]))
+    kernels = tuple(_kernel_from(i, k) for i, k in enumerate(data["kernels"]))
+    return Program(
+        gpu=gpu,
+        streams=streams,
+        kernels=kernels,
+        launch_overhead_s=_us_or_none(data, "launch_overhead_us", "program"),
+        event_overhead_s=_us_or_none(data, "event_overhead_us", "program"),
+    )
+
+
+def _gpu_from(value: Any, base_dir: Path | None) -> GPUSpec:
+    if isinstance(value, str):
+        if value not in list_presets() and base_dir is not None:
+            local = base_dir / value
+            if local.exists():
+                return load_gpu(local)
+        return load_gpu(value)
+    if isinstance(value, Mapping):
+        return spec_from_mapping(dict(value), origin="program gpu")
+    raise GpusimError(f"program: 'gpu' must be a preset name, a spec file path or an object "
+                      f"{{'base': ..., FIELD: VALUE}} (got {value!r})")
+
+
+def _stream_from(index: int, value: Any) -> StreamDef:
+    if not isinstance(value, Mapping):
+        raise GpusimError(f"program: streams[{index}] must be an object (got {value!r})")
+    who = f"stream {value.get('name', index)!r}"
+    _no_unknown_keys(value, _STREAM_KEYS, who)
+    if "name" not in value:
+        raise GpusimError(f"program: streams[{index}] has no 'name'")
+    return StreamDef(name=value["name"], priority=value.get("priority", 0))
+
+
+def _kernel_from(index: int, value: Any) -> Launch:
+    if not isinstance(value, Mapping):
+        raise GpusimError(f"program: kernels[{index}] must be an object (got {value!r})")
+    who = f"kernel {value.get('name', f'#{index}')!r}"
+    _no_unknown_keys(value, _KERNEL_KEYS, who)
+    missing = [k for k in _KERNEL_REQUIRED if k not in value]
+    if missing:
+        raise GpusimError(f"{who}: missing key(s) {', '.join(missing)}")
+    block_time = value["block_time_us"]
+    if not _is_number(block_time):
+        raise GpusimError(f"{who}: block_time_us must be a number (got {block_time!r})")
+    after = value.get("after", [])
+    if not isinstance(after, list):
+        raise GpusimError(f"{who}: after must be a list of kernel names (got {after!r})")
+    return Launch(
+        name=value["name"],
+        stream=value["stream"],
+        grid=value["grid"],
+        threads=value["threads"],
+        regs=value["regs"],
+        smem_B=value.get("smem", 0),
+        block_time_s=block_time * _US,
+        dram_bytes=value.get("dram_bytes", 0.0),
+        after=tuple(after),
+        kind=_text(value, "kind", who),
+        layer=_text(value, "layer", who),
+    )
+
+
+def _no_unknown_keys(value: Mapping[str, Any], allowed: set[str], who: str) -> None:
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise GpusimError(f"{who}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                          f"allowed: {', '.join(sorted(allowed))}")
+
+
+def _us_or_none(data: Mapping[str, Any], key: str, who: str) -> float | None:
+    if key not in data:
+        return None
+    value = data[key]
+    if not _is_number(value):
+        raise GpusimError(f"{who}: {key} must be a number (got {value!r})")
+    return value * _US
+
+
+def _text(value: Mapping[str, Any], key: str, who: str) -> str:
+    text = value.get(key, "")
+    if not isinstance(text, str):
+        raise GpusimError(f"{who}: {key} must be a string (got {text!r})")
+    return text
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and not math.isnan(value))
