@@ -19,6 +19,7 @@ may be empty: no device data have been committed yet). A file is::
          "grid": [196, 2, 1], "block": [128, 1, 1], "regs_per_thread": 232,
          "smem_per_block_B": 81920, "duration_s": 2.1e-4,
          "layer_name": "inception3a.branch2.conv2", "stream": 7, "step": 4,
+         "phase": "forward", "batch": 32,
          "signature": {"op": "aten::convolution", "shapes": [[32, 64, 56, 56], [64, 64, 3, 3]],
                        "dtype": "fp32", "batch": 32,
                        "attrs": {"stride": "[1, 1]", "padding": "[1, 1]", "groups": "1"}},
@@ -127,6 +128,10 @@ class CalibrationRecord:
     signature: LayerSignature | None = None
     stream: int | None = None
     step: int | None = None
+    #: "forward", "backward" or "" (not known).
+    phase: str = ""
+    #: The workload's batch size, where known.
+    batch: int | None = None
     dtype: str = "fp32"
     tensor_cores: bool = False
     #: Derived (not measured) work of the kernel, where lowering or the script supplied it.
@@ -156,6 +161,14 @@ class CalibrationRecord:
         if isinstance(self.duration_s, bool) or not isinstance(self.duration_s, (int, float)) \
                 or not 0 < self.duration_s < float("inf"):
             fail(f"duration_s must be a finite number > 0 (got {self.duration_s!r})")
+        if self.phase not in ("", "forward", "backward"):
+            fail(f"phase must be '', 'forward' or 'backward' (got {self.phase!r})")
+        for name in ("stream", "step", "batch"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                fail(f"{name} must be null or an integer (got {value!r})")
+        if self.batch is not None and self.batch < 1:
+            fail(f"batch must be >= 1 (got {self.batch!r})")
         if self.dtype not in PRECISIONS:
             fail(f"dtype must be one of {PRECISIONS} (got {self.dtype!r})")
         for name in ("flops", "dram_bytes"):
@@ -199,7 +212,8 @@ class CalibrationRecord:
             "regs_per_thread": self.regs_per_thread, "smem_per_block_B": self.smem_per_block_B,
             "duration_s": self.duration_s, "layer_name": self.layer_name,
             "signature": self.signature.to_dict() if self.signature else None,
-            "stream": self.stream, "step": self.step, "dtype": self.dtype,
+            "stream": self.stream, "step": self.step, "phase": self.phase,
+            "batch": self.batch, "dtype": self.dtype,
             "tensor_cores": self.tensor_cores, "flops": self.flops,
             "dram_bytes": self.dram_bytes,
         }
@@ -354,8 +368,13 @@ def calibration_from_dict(data: Any, *, origin: str = "calibration data",
 
 
 def save_calibration_file(calibration: CalibrationSet, path: str | Path) -> None:
-    """Write ``calibration`` as a calibration file (indented JSON)."""
-    Path(path).write_text(json.dumps(calibration.to_dict(), indent=1) + "\n", encoding="utf-8")
+    """Write ``calibration`` as a calibration file: indented header, one record per line."""
+    data = calibration.to_dict()
+    records = ",\n  ".join(json.dumps(r) for r in data.pop("records"))
+    header = json.dumps(data, indent=1)[:-2]  # drop the closing "\n}"
+    body = f'{header},\n "records": [\n  {records}\n ]\n}}\n' if records else \
+        f'{header},\n "records": []\n}}\n'
+    Path(path).write_text(body, encoding="utf-8")
 
 
 def list_calibration_files(directory: str | Path | None = None) -> tuple[Path, ...]:

@@ -39,99 +39,97 @@ class SMArray:
         self.spec = spec
         self.count = spec.sm_count
         self.pools = spec.sub_partitions
-        self.free_warps: IntArray = np.full(self.count, spec.max_warps_per_sm, dtype=np.int64)
-        self.free_slots: IntArray = np.full(self.count, spec.max_blocks_per_sm, dtype=np.int64)
-        self.free_smem_B: IntArray = np.full(self.count, spec.smem_per_sm_B, dtype=np.int64)
-        self.free_regs: IntArray = np.full(
-            (self.count, self.pools), spec.regs_per_sm // spec.sub_partitions, dtype=np.int64
-        )
+        # One row per SM: free warps, block slots, shared memory, then each register pool.
+        # One matrix so that a group of blocks is taken or given back in one numpy step.
+        self.free: IntArray = np.empty((self.count, 3 + self.pools), dtype=np.int64)
+        self.free[:, :3] = (spec.max_warps_per_sm, spec.max_blocks_per_sm, spec.smem_per_sm_B)
+        self.free[:, 3:] = spec.regs_per_sm // spec.sub_partitions
+
+    @property
+    def free_warps(self) -> IntArray:
+        return self.free[:, 0]
+
+    @property
+    def free_slots(self) -> IntArray:
+        return self.free[:, 1]
+
+    @property
+    def free_smem_B(self) -> IntArray:
+        return self.free[:, 2]
+
+    @property
+    def free_regs(self) -> IntArray:
+        """Free registers per SM and pool, ``[sm_count, sub_partitions]``."""
+        return self.free[:, 3:]
 
     # ------------------------------------------------------------------ queries
-    def limits(self, fp: BlockFootprint) -> dict[str, IntArray]:
-        """More blocks of footprint ``fp`` each SM could take, per resource alone."""
+    def limits(self, fp: BlockFootprint) -> IntArray:
+        """More blocks of footprint ``fp`` each SM could take, per resource alone:
+        rows in :data:`~gpu_models.occupancy.LIMITERS` order, one column per SM."""
+        free = self.free
         big = np.full(self.count, self.spec.max_blocks_per_sm, dtype=np.int64)
         regs = big
         if fp.regs_per_warp:
             # Each warp uses one pool "slot" of regs_per_warp; the greedy pool choice can
             # always use any slot left, so the slots add up across pools.
-            regs = (self.free_regs // fp.regs_per_warp).sum(axis=1) // fp.warps
-        return {
-            "warps": self.free_warps // fp.warps,
-            "registers": regs,
-            "shared_memory": self.free_smem_B // fp.smem_B if fp.smem_B else big,
-            "blocks": self.free_slots,
-        }
+            regs = (free[:, 3:] // fp.regs_per_warp).sum(axis=1) // fp.warps
+        smem = free[:, 2] // fp.smem_B if fp.smem_B else big
+        return np.array((free[:, 0] // fp.warps, regs, smem, free[:, 1]))
 
     def capacity(self, fp: BlockFootprint) -> IntArray:
         """How many more blocks of footprint ``fp`` each SM can take right now."""
-        cap = np.minimum(self.free_warps // fp.warps, self.free_slots)
-        if fp.smem_B:
-            cap = np.minimum(cap, self.free_smem_B // fp.smem_B)
-        if fp.regs_per_warp:
-            slots = (self.free_regs // fp.regs_per_warp).sum(axis=1)
-            cap = np.minimum(cap, slots // fp.warps)
-        return cap
+        return self.limits(fp).min(axis=0)
 
-    def blocking_resource(self, fp: BlockFootprint) -> str:
-        """The resource that keeps most SMs from taking one more block (ties in
-        :data:`~gpu_models.occupancy.LIMITERS` order)."""
-        limits = self.limits(fp)
-        blocked = np.zeros(self.count, dtype=bool)
-        counts: dict[str, int] = {}
-        for name in LIMITERS:
-            zero = (limits[name] == 0) & ~blocked
-            counts[name] = int(zero.sum())
-            blocked |= zero
-        return max(LIMITERS, key=lambda name: (counts[name], -LIMITERS.index(name)))
+    @staticmethod
+    def blocking_resource(limits: IntArray) -> str:
+        """The resource that keeps most SMs from taking one more block, given
+        :meth:`limits` with no SM able to take one (each SM counts for the first of
+        :data:`~gpu_models.occupancy.LIMITERS` at zero; ties in that order too)."""
+        first_zero = (limits == 0).argmax(axis=0)
+        return LIMITERS[int(np.bincount(first_zero, minlength=len(LIMITERS)).argmax())]
 
     def resident_warps(self) -> IntArray:
         """Warps resident on each SM."""
-        return self.spec.max_warps_per_sm - self.free_warps
+        return self.spec.max_warps_per_sm - self.free[:, 0]
 
     def busy_count(self) -> int:
         """SMs holding at least one block."""
-        return int(np.count_nonzero(self.free_slots < self.spec.max_blocks_per_sm))
+        return int(np.count_nonzero(self.free[:, 1] < self.spec.max_blocks_per_sm))
 
     # ------------------------------------------------------------------ changes
     def allocate(self, fp: BlockFootprint, sm_ids: IntArray, counts: IntArray) -> IntArray:
-        """Place ``counts[i]`` blocks on SM ``sm_ids[i]`` (ids distinct); returns the warps
-        taken from each register pool, ``[len(sm_ids), pools]``, for :meth:`release`."""
-        self.free_warps[sm_ids] -= counts * fp.warps
-        self.free_slots[sm_ids] -= counts
-        self.free_smem_B[sm_ids] -= counts * fp.smem_B
+        """Place ``counts[i]`` blocks on SM ``sm_ids[i]`` (ids distinct); returns what was
+        taken (rows of :attr:`free`), for :meth:`release`."""
+        taken = np.empty((len(sm_ids), 3 + self.pools), dtype=np.int64)
+        taken[:, 0] = counts * fp.warps
+        taken[:, 1] = counts
+        taken[:, 2] = counts * fp.smem_B
         if fp.regs_per_warp:
-            taken = take_register_warps(self.free_regs[sm_ids], fp.regs_per_warp,
-                                        counts * fp.warps)
-            self.free_regs[sm_ids] -= taken * fp.regs_per_warp
+            taken[:, 3:] = take_register_warps(self.free[sm_ids, 3:], fp.regs_per_warp,
+                                               taken[:, 0]) * fp.regs_per_warp
         else:
-            taken = np.zeros((len(sm_ids), self.pools), dtype=np.int64)
+            taken[:, 3:] = 0
+        self.free[sm_ids] -= taken
         return taken
 
     def allocate_one(self, fp: BlockFootprint, sm_id: int) -> IntArray:
         """Place one block on ``sm_id`` warp by warp (the reference rule of exact mode)."""
-        self.free_warps[sm_id] -= fp.warps
-        self.free_slots[sm_id] -= 1
-        self.free_smem_B[sm_id] -= fp.smem_B
-        taken = np.zeros((1, self.pools), dtype=np.int64)
+        taken = np.zeros((1, 3 + self.pools), dtype=np.int64)
+        taken[0, :3] = (fp.warps, 1, fp.smem_B)
         if fp.regs_per_warp:
-            taken[0] = greedy_register_warps(self.free_regs[sm_id], fp.regs_per_warp, fp.warps)
-            self.free_regs[sm_id] -= taken[0] * fp.regs_per_warp
+            taken[0, 3:] = greedy_register_warps(self.free[sm_id, 3:], fp.regs_per_warp,
+                                                 fp.warps) * fp.regs_per_warp
+        self.free[sm_id] -= taken[0]
         return taken
 
-    def release(self, fp: BlockFootprint, sm_ids: IntArray, counts: IntArray,
-                pool_warps: IntArray) -> None:
+    def release(self, sm_ids: IntArray, taken: IntArray) -> None:
         """Give back what :meth:`allocate` took."""
-        self.free_warps[sm_ids] += counts * fp.warps
-        self.free_slots[sm_ids] += counts
-        self.free_smem_B[sm_ids] += counts * fp.smem_B
-        if fp.regs_per_warp:
-            self.free_regs[sm_ids] += pool_warps * fp.regs_per_warp
+        self.free[sm_ids] += taken
 
     def check(self) -> None:
         """Raise AssertionError if any SM is over any resource (used by tests)."""
-        for name in ("free_warps", "free_slots", "free_smem_B", "free_regs"):
-            if (getattr(self, name) < 0).any():
-                raise AssertionError(f"an SM is over its {name.removeprefix('free_')}")
+        if (self.free < 0).any():
+            raise AssertionError("an SM is over one of its resources")
 
 
 def greedy_register_warps(free_regs: IntArray, regs_per_warp: int, warps: int) -> IntArray:
@@ -160,9 +158,12 @@ def take_register_warps(free_regs: IntArray, regs_per_warp: int, warps: IntArray
     """
     r = regs_per_warp
     k = warps.astype(np.int64)
+    pools = free_regs.shape[1]
+    if (k % pools == 0).all() and (free_regs == free_regs[:, :1]).all():
+        # Equal pools and whole rounds: the greedy deals the warps out evenly.
+        return np.repeat((k // pools)[:, None], pools, axis=1)
     q = free_regs // r
     rem = free_regs % r
-    pools = q.shape[1]
     qs = -np.sort(-q, axis=1)  # descending
     top_sums = np.cumsum(qs, axis=1)
     t = np.arange(1, pools + 1)

@@ -35,36 +35,29 @@ class SMPolicy(ABC):
 
     name: ClassVar[str]
 
-    #: Whether the policy keeps state between placements (then it needs the last SM used).
-    stateful: ClassVar[bool] = False
-
     def choose(self, fp: BlockFootprint, sms: SMArray) -> int | None:
         """The SM for one block of footprint ``fp`` (``None`` if no SM can take it)."""
         cap = sms.capacity(fp)
         if not cap.any():
             return None
-        sm = self._rule(cap, sms)
-        self._placed(sm, sms)
-        return sm
+        return self._rule(cap, sms)
 
     def place(self, fp: BlockFootprint, n_blocks: int, sms: SMArray) -> Placement:
         """Up to ``n_blocks`` blocks as ``[(sm_id, count), ...]`` in SM order; the same
         result as calling :meth:`choose` and allocating, block after block."""
-        cap = sms.capacity(fp)
+        counts = self.place_counts(sms.capacity(fp), n_blocks, fp, sms)
+        return [(int(i), int(counts[i])) for i in np.flatnonzero(counts)]
+
+    def place_counts(self, cap: IntArray, n_blocks: int, fp: BlockFootprint,
+                     sms: SMArray) -> IntArray:
+        """:meth:`place` as blocks per SM, given each SM's capacity ``cap`` for ``fp``."""
         total = int(cap.sum())
-        if total == 0 or n_blocks <= 0:
-            return []
         if n_blocks >= total:
-            # Every free slot is taken, so the order matters only for the last SM used.
-            counts = cap
-            if self.stateful:
-                self._placed(int(self._order(cap, fp, sms)[-1]), sms)
-        else:
-            chosen = self._order(cap, fp, sms)[:n_blocks]
-            counts = np.bincount(chosen, minlength=sms.count)
-            self._placed(int(chosen[-1]), sms)
-        ids = np.flatnonzero(counts)
-        return [(int(i), int(counts[i])) for i in ids]
+            return cap  # every free slot is taken: the order does not matter
+        if n_blocks <= 0:
+            return np.zeros_like(cap)
+        chosen = self._order(cap, fp, sms)[:n_blocks]
+        return np.bincount(chosen, minlength=sms.count)
 
     def _order(self, cap: IntArray, fp: BlockFootprint, sms: SMArray) -> IntArray:
         """The SM of every item ``(sm, m)``, items sorted in the policy's order."""
@@ -82,9 +75,6 @@ class SMPolicy(ABC):
     def _keys(self, sm: IntArray, m: IntArray, fp: BlockFootprint,
               sms: SMArray) -> tuple[IntArray, ...]:
         """Sort keys of items, most significant first."""
-
-    def _placed(self, last_sm: int, sms: SMArray) -> None:
-        """Called with the last SM a placement used (for stateful policies)."""
 
 
 class MostFreeResources(SMPolicy):
@@ -125,7 +115,6 @@ class RoundRobin(SMPolicy):
     """
 
     name = "round-robin"
-    stateful = True
 
     def __init__(self) -> None:
         self.cursor = 0
@@ -138,8 +127,22 @@ class RoundRobin(SMPolicy):
               sms: SMArray) -> tuple[IntArray, ...]:
         return (m, (sm - self.cursor) % sms.count)
 
-    def _placed(self, last_sm: int, sms: SMArray) -> None:
-        self.cursor = (last_sm + 1) % sms.count
+    def choose(self, fp: BlockFootprint, sms: SMArray) -> int | None:
+        sm = super().choose(fp, sms)
+        if sm is not None:
+            self.cursor = (sm + 1) % sms.count
+        return sm
+
+    def place_counts(self, cap: IntArray, n_blocks: int, fp: BlockFootprint,
+                     sms: SMArray) -> IntArray:
+        counts = super().place_counts(cap, n_blocks, fp, sms)
+        if counts.any():
+            # The last block placed is the greatest item (m, distance) taken: on the last
+            # sweep (m = max count - 1), the SM farthest from the cursor.
+            last_sweep = np.flatnonzero(counts == counts.max())
+            last = last_sweep[np.argmax((last_sweep - self.cursor) % sms.count)]
+            self.cursor = int(last + 1) % sms.count
+        return counts
 
 
 PolicyFactory = Callable[[], SMPolicy]

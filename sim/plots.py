@@ -35,8 +35,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from gpu_models.errors import GpusimError
 from gpu_models.occupancy import occupancy
 from gpu_models.spec import GPUSpec
+from sim.result import BlockRecord, SimResult
 from workloads.analysis import PhaseProfile
 
 #: Qualitative colours (Okabe-Ito, colour-blind safe), used in this order for series.
@@ -46,6 +48,10 @@ PALETTE: tuple[str, ...] = (
 _US = 1e6
 _MS = 1e3
 _GB = 1e9
+#: Timelines with at most this many kernels write each kernel's name on its bar.
+_NAMED_KERNELS = 40
+#: Characters of x-small text that fit across a 10-inch timeline.
+_LABEL_CHARS = 150
 
 
 def _figure(width_in: float, height_in: float) -> Figure:
@@ -147,9 +153,9 @@ def waves_chart(
     ax.set_ylabel("kernel duration (us)")
     ax.set_ylim(0, None)
     ax.set_xlim(0, int(sizes.max()))
-    ax.set_title(f"Waves on {gpu.display_name}: {threads} threads, {regs_per_thread} registers, "
-                 f"{smem_per_block_B // 1024} KiB shared memory per block -> "
-                 f"{occ.blocks_per_sm} blocks/SM, wave = {wave} blocks", fontsize="medium")
+    ax.set_title(f"Waves on {gpu.display_name}\n{threads} threads, {regs_per_thread} "
+                 f"registers/thread, {smem_per_block_B // 1024} KiB shared memory per block: "
+                 f"{occ.blocks_per_sm} blocks/SM, one wave = {wave} blocks", fontsize="medium")
     ax.legend(loc="upper left", fontsize="small")
     ax.grid(alpha=0.3)
     return fig
@@ -173,9 +179,10 @@ def parallelism_profile_chart(
         for phase in profiles[name]:
             levels = np.arange(offset, offset + len(phase.ops_per_level))
             colour = PALETTE[0] if phase.phase == "forward" else PALETTE[3]
-            ax.fill_between(levels, phase.convs_per_level, step="mid", color=colour, alpha=0.3,
+            ax.fill_between(levels, phase.ops_per_level, step="mid", color=colour, alpha=0.3,
                             lw=0)
-            ax.step(levels, phase.ops_per_level, where="mid", color=colour, lw=1)
+            ax.fill_between(levels, phase.convs_per_level, step="mid", color=colour, alpha=0.9,
+                            lw=0)
             if offset:
                 ax.axvline(offset - 0.5, color="grey", ls="--", lw=0.8)
             offset += len(phase.ops_per_level)
@@ -189,12 +196,323 @@ def parallelism_profile_chart(
         ax.set_ylabel("ops at once")
     fig.legend(
         handles=[
-            Patch(color=PALETTE[0], alpha=0.3, label="forward: convolutions"),
-            Patch(color=PALETTE[3], alpha=0.3, label="backward: convolutions"),
-            Patch(facecolor="none", edgecolor="black", label="line: all ops (kernels)"),
+            Patch(color=PALETTE[0], alpha=0.3, label="forward: all kernel ops"),
+            Patch(color=PALETTE[0], alpha=0.9, label="forward: convolutions"),
+            Patch(color=PALETTE[3], alpha=0.3, label="backward: all kernel ops"),
+            Patch(color=PALETTE[3], alpha=0.9, label="backward: convolutions"),
         ],
-        loc="outside lower center", ncols=3, fontsize="small", frameon=False,
+        loc="outside lower center", ncols=4, fontsize="small", frameon=False,
     )
     fig.suptitle("Parallelism profile: ops runnable at once per topological level "
                  "(forward | backward)")
+    return fig
+
+
+# ---------------------------------------------------------------------------- timelines
+def _kind_colours(kinds: Sequence[str]) -> dict[str, str]:
+    return {kind: PALETTE[i % len(PALETTE)] for i, kind in enumerate(sorted(set(kinds)))}
+
+
+def short_names(names: Sequence[str]) -> dict[str, str]:
+    """Each name without the dotted prefix all of them share (``inception3a.``)."""
+    parts = [name.split(".") for name in names]
+    common = 0
+    while all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    return {name: ".".join(p[common:]) for name, p in zip(names, parts, strict=True)}
+
+
+def _draw_kernels(ax: Axes, result: SimResult, colours: Mapping[str, str], scale: float,
+                  span_s: float) -> None:
+    streams = [s.name for s in result.program.streams]
+    rows = {name: i for i, name in enumerate(streams)}
+    few = len(result.kernels) <= _NAMED_KERNELS
+    for kind, colour in colours.items():
+        for stream in streams:
+            spans = [(k.start_s * scale, k.duration_s * scale) for k in result.kernels
+                     if k.stream == stream and (k.kind or "kernel") == kind]
+            if spans:
+                ax.broken_barh(spans, (rows[stream] - 0.4, 0.8), facecolors=colour,
+                               edgecolors="white", linewidth=1.0 if few else 0.2)
+    if few:
+        labels = short_names([k.name for k in result.kernels])
+        for k in result.kernels:
+            label = labels[k.name]
+            if k.duration_s >= len(label) * span_s / _LABEL_CHARS:
+                ax.text((k.start_s + k.duration_s / 2) * scale, rows[k.stream], label,
+                        ha="center", va="center", fontsize="x-small", color="white",
+                        clip_on=True)
+    ax.set_yticks(range(len(streams)), streams)
+    ax.set_ylim(len(streams) - 0.5, -0.5)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def timeline_comparison(results: Mapping[str, SimResult], *, title: str = "") -> Figure:
+    """Kernels per stream of several runs of the same work, on one shared time axis.
+
+    One panel per run (e.g. ``{"serial": ..., "concurrent": ...}``), each row a stream,
+    each bar a kernel from its first block's start to its last block's end, coloured by
+    kernel kind. The panel title gives the run's makespan, so the speedup reads directly.
+    """
+    labels = list(results)
+    span = max(r.makespan_s for r in results.values())
+    scale, unit = time_unit(span)
+    colours = _kind_colours([k.kind or "kernel" for r in results.values() for k in r.kernels])
+    heights = [max(len(r.program.streams), 1) * 0.32 + 0.9 for r in results.values()]
+    fig = _figure(10, sum(heights) + 0.9)
+    axes = fig.subplots(len(labels), 1, sharex=True, squeeze=False,
+                        height_ratios=heights).ravel()
+    for ax, label in zip(axes, labels, strict=True):
+        result = results[label]
+        _draw_kernels(ax, result, colours, scale, span)
+        ax.set_title(f"{label}: {len(result.kernels)} kernels on {len(result.program.streams)} "
+                     f"stream(s), makespan {result.makespan_s * scale:.1f} {unit}",
+                     fontsize="medium", loc="left")
+        ax.set_ylabel("stream")
+    axes[-1].set_xlabel(f"time ({unit})")
+    axes[-1].set_xlim(0, span * scale)
+    if any(k.kind for r in results.values() for k in r.kernels):
+        fig.legend(handles=[Patch(color=c, label=k) for k, c in colours.items()],
+                   loc="outside lower center", ncols=min(len(colours), 6), fontsize="small",
+                   frameon=False, title="kernel kind", title_fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def kernel_timeline(result: SimResult, *, title: str = "") -> Figure:
+    """Kernels per stream of one run (:func:`timeline_comparison` with a single panel)."""
+    return timeline_comparison({result.program.gpu.display_name: result}, title=title)
+
+
+def utilization_chart(result: SimResult, *, title: str = "") -> Figure:
+    """Busy SMs, resident warps and DRAM bandwidth over the run, against the GPU's totals.
+
+    Top: SMs holding at least one block (of ``sm_count``) — a busy SM is not a full one.
+    Middle: warps resident on the whole GPU, as a share of ``sm_count x max_warps_per_sm``
+    (how full the busy SMs are). Bottom: DRAM bandwidth the running blocks get, in GB/s,
+    with the GPU's peak as a dashed line.
+    """
+    gpu = result.program.gpu
+    scale, unit = time_unit(result.makespan_s)
+    fig = _figure(10, 6)
+    top, middle, bottom = fig.subplots(3, 1, sharex=True)
+    occ = result.sm_occupancy
+    warps = np.asarray(occ.warps).sum(axis=1) / (gpu.sm_count * gpu.max_warps_per_sm) * 100
+    series = (
+        (top, np.asarray(result.busy_sms.times_s), np.asarray(result.busy_sms.values)),
+        (middle, np.asarray(occ.times_s), warps),
+        (bottom, np.asarray(result.dram_Bps.times_s), np.asarray(result.dram_Bps.values) / _GB),
+    )
+    for ax, times, values in series:
+        t = np.append(times, result.makespan_s) * scale
+        v = np.append(values, values[-1] if len(values) else 0.0)
+        ax.fill_between(t, v, step="post", color=PALETTE[0], alpha=0.35, lw=0)
+        ax.step(t, v, where="post", color=PALETTE[0], lw=0.8)
+        ax.grid(alpha=0.3)
+    top.axhline(gpu.sm_count, color=PALETTE[3], ls="--", lw=1, label=f"{gpu.sm_count} SMs")
+    top.set_ylim(0, gpu.sm_count * 1.15)
+    top.set_ylabel("busy SMs")
+    middle.set_ylim(0, 105)
+    middle.set_ylabel("resident warps\n(% of GPU)")
+    peak = gpu.dram_bw_Bps / _GB
+    bottom.axhline(peak, color=PALETTE[3], ls="--", lw=1, label=f"peak {peak:,.0f} GB/s")
+    bottom.set_ylim(0, peak * 1.15)
+    bottom.set_ylabel("DRAM bandwidth\n(GB/s)")
+    for ax in (top, bottom):
+        ax.legend(loc="lower right", fontsize="small")
+    bottom.set_xlabel(f"time ({unit})")
+    bottom.set_xlim(0, result.makespan_s * scale)
+    fig.suptitle(title or f"GPU utilisation on {gpu.display_name}")
+    return fig
+
+
+@dataclass(frozen=True)
+class _Lanes:
+    lane: list[int]
+    count: int
+
+
+def _pack_lanes(blocks: Sequence[BlockRecord]) -> _Lanes:
+    """Give each block of one SM the lowest lane free at its start (interval colouring)."""
+    free_at: list[float] = []
+    lanes: list[int] = []
+    for block in blocks:
+        for i, t in enumerate(free_at):
+            if t <= block.start_s:
+                free_at[i] = block.end_s
+                lanes.append(i)
+                break
+        else:
+            free_at.append(block.end_s)
+            lanes.append(len(free_at) - 1)
+    return _Lanes(lanes, len(free_at))
+
+
+def block_placement_chart(
+    result: SimResult, *, sms: Sequence[int] | None = None, title: str = ""
+) -> Figure:
+    """Which SM ran each thread block, and when: one row per SM, one colour per kernel.
+
+    Blocks resident on an SM at the same time are stacked in lanes within its row. Needs
+    per-block records (the engine's exact mode, or ``record_blocks=True``). ``sms`` picks the
+    rows to show (default: every SM that ran a block).
+    """
+    if result.blocks is None:
+        raise GpusimError("block_placement_chart needs per-block records: simulate with "
+                          "record_blocks=True or in exact mode")
+    kernels = [k.name for k in result.kernels]
+    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(kernels)}
+    by_sm: dict[int, list[BlockRecord]] = {}
+    for block in sorted(result.blocks, key=lambda b: (b.start_s, b.end_s)):
+        by_sm.setdefault(block.sm, []).append(block)
+    rows = sorted(by_sm) if sms is None else list(sms)
+    scale, unit = time_unit(result.makespan_s)
+    fig = _figure(10, min(0.12 * len(rows) + 1.6, 9))
+    ax = fig.subplots()
+    for row, sm in enumerate(rows):
+        blocks = by_sm.get(sm, [])
+        lanes = _pack_lanes(blocks)
+        height = 0.9 / max(lanes.count, 1)
+        for block, lane in zip(blocks, lanes.lane, strict=True):
+            ax.broken_barh([(block.start_s * scale, (block.end_s - block.start_s) * scale)],
+                           (row - 0.45 + lane * height, height),
+                           facecolors=colours[block.kernel], edgecolors="white",
+                           linewidth=0.2)
+    step = max(1, len(rows) // 16)
+    ax.set_yticks(range(0, len(rows), step), [str(rows[i]) for i in range(0, len(rows), step)])
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_ylabel("SM")
+    ax.set_xlabel(f"time ({unit})")
+    ax.set_xlim(0, result.makespan_s * scale)
+    ax.grid(axis="x", alpha=0.3)
+    shown = kernels[:12]
+    fig.legend(handles=[Patch(color=colours[k], label=k) for k in shown],
+               loc="outside lower center", ncols=min(len(shown), 6), fontsize="small",
+               frameon=False, title="kernel" if shown == kernels
+               else f"kernel (first 12 of {len(kernels)})", title_fontsize="small")
+    ax.set_title(title or f"Block placement on {result.program.gpu.display_name}")
+    return fig
+
+
+# ---------------------------------------------------------------------------- limits
+def _relative_bars(ax: Axes, rows: Sequence[Mapping[str, object]]) -> None:
+    names = [str(r["workload"]) for r in rows]
+    serial = np.array([float(r["serial_us"]) for r in rows])  # type: ignore[arg-type]
+    best = np.array([float(r["policies"][r["best_policy"]]) for r in rows])  # type: ignore[index]
+    bound = np.array([float(r["lower_bound_us"]) for r in rows])  # type: ignore[arg-type]
+    x = np.arange(len(rows))
+    width = 0.27
+    ax.bar(x - width, serial / serial, width, color="#999999", label="serial (one stream)")
+    bars = ax.bar(x, best / serial, width, color=PALETTE[0], label="best policy (simulated)")
+    ax.bar(x + width, bound / serial, width, color=PALETTE[2], label="lower bound")
+    for bar, s, b in zip(bars, serial, best, strict=True):
+        ax.annotate(f"{s / b:.2f}x", (bar.get_x() + width / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize="x-small")
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylim(0, 1.3)
+    ax.axhline(1.0, color="grey", lw=0.6)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def limits_chart(rows: Sequence[Mapping[str, object]]) -> Figure:
+    """Serial time, the best policy's time and the lower bound, relative to serial.
+
+    ``rows`` are :meth:`sim.limits.LimitsReport.to_dict` records with ``workload`` and
+    ``batch`` added; one panel per batch size, one group of three bars per network. The
+    label over the middle bar is the achievable speedup; the gap between the middle and
+    right bars is what a better schedule might still recover, the right bar what none can.
+    """
+    batches = sorted({int(r["batch"]) for r in rows})  # type: ignore[call-overload]
+    cols = min(len(batches), 3)
+    fig = _figure(4.0 * cols, 3.6 * math.ceil(len(batches) / cols) + 0.5)
+    axes = _grid(fig, len(batches), 3)
+    for ax, batch in zip(axes, batches, strict=True):
+        _relative_bars(ax, [r for r in rows if r["batch"] == batch])
+        ax.set_title(f"batch {batch}", fontsize="medium")
+    for ax in axes[::cols]:
+        ax.set_ylabel("time relative to serial")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize="small",
+               frameon=False)
+    fig.suptitle("Limits of concurrent layer scheduling (lower is faster; label: achievable "
+                 "speedup = serial / best policy)")
+    return fig
+
+
+def speedup_vs_batch_chart(rows: Sequence[Mapping[str, object]]) -> Figure:
+    """Achievable (solid) and ideal (dashed) speedup over serial against batch size.
+
+    ``rows`` as for :func:`limits_chart`. Achievable is serial / best policy; ideal is
+    serial / lower bound. Larger batches fill the GPU with one kernel, so both fall.
+    """
+    fig = _figure(7, 4.2)
+    ax = fig.subplots()
+    names = list(dict.fromkeys(str(r["workload"]) for r in rows))
+    for i, name in enumerate(names):
+        mine = sorted((r for r in rows if r["workload"] == name),
+                      key=lambda r: int(r["batch"]))  # type: ignore[call-overload]
+        batch = [int(r["batch"]) for r in mine]  # type: ignore[call-overload]
+        colour = PALETTE[i % len(PALETTE)]
+        ax.plot(batch, [float(r["speedup_achievable"]) for r in mine],  # type: ignore[arg-type]
+                "o-", color=colour, label=name)
+        ax.plot(batch, [float(r["speedup_ideal"]) for r in mine],  # type: ignore[arg-type]
+                "--", color=colour, alpha=0.7)
+    ax.set_xscale("log", base=2)
+    batches = sorted({int(r["batch"]) for r in rows})  # type: ignore[call-overload]
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.axhline(1.0, color="grey", lw=0.6)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("speedup over serial (x)")
+    ax.set_ylim(bottom=min(0.9, ax.get_ylim()[0]))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncols=2,
+              title="solid: best policy, dashed: ideal (serial / lower bound)",
+              title_fontsize="small")
+    ax.set_title("Speedup from concurrent layer scheduling against batch size")
+    return fig
+
+
+# ---------------------------------------------------------------------------- validation
+def measured_vs_simulated_chart(
+    measured_s: Sequence[float],
+    simulated_s: Sequence[float],
+    *,
+    groups: Sequence[str] | None = None,
+    title: str = "Simulated against measured",
+) -> Figure:
+    """Simulated against measured durations, log-log, with the y = x line and a +-20% band.
+
+    ``groups`` (one label per point, e.g. the benchmark case) colours the points. The text
+    box gives the median and the largest relative error, so a reader sees the error rather
+    than a cloud hugging the diagonal.
+    """
+    measured = np.asarray(measured_s, dtype=float)
+    simulated = np.asarray(simulated_s, dtype=float)
+    labels = list(groups) if groups is not None else ["cases"] * len(measured)
+    fig = _figure(5.5, 5)
+    ax = fig.subplots()
+    scale, unit = time_unit(float(max(measured.max(), simulated.max())))
+    for i, group in enumerate(dict.fromkeys(labels)):
+        mask = np.array([g == group for g in labels])
+        ax.scatter(measured[mask] * scale, simulated[mask] * scale, s=18,
+                   color=PALETTE[i % len(PALETTE)], label=group)
+    low = float(min(measured.min(), simulated.min())) * scale / 1.5
+    high = float(max(measured.max(), simulated.max())) * scale * 1.5
+    line = np.array([low, high])
+    ax.plot(line, line, color="black", lw=0.8, label="y = x")
+    ax.fill_between(line, line * 0.8, line * 1.2, color="grey", alpha=0.15, label="+-20%")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_xlabel(f"measured ({unit})")
+    ax.set_ylabel(f"simulated ({unit})")
+    err = np.abs(simulated - measured) / measured
+    ax.text(0.97, 0.03, f"{len(measured)} points\nmedian |error| {np.median(err):.1%}\n"
+            f"max |error| {err.max():.1%}", transform=ax.transAxes, ha="right", va="bottom",
+            fontsize="small", bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
+    ax.legend(loc="upper left", fontsize="small")
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(title)
     return fig

@@ -31,7 +31,8 @@ from gpu_models.occupancy import launch_failure
 from gpu_models.presets import list_presets, load_gpu, spec_from_mapping
 from gpu_models.spec import GPUSpec
 
-_US = 1e-6
+#: Microseconds per second; JSON times are divided by it (exact for decimal inputs like 10.0).
+_US_PER_S = 1e6
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,7 @@ def _kernel_from(index: int, value: Any) -> Launch:
         threads=value["threads"],
         regs=value["regs"],
         smem_B=value.get("smem", 0),
-        block_time_s=block_time * _US,
+        block_time_s=block_time / _US_PER_S,
         dram_bytes=value.get("dram_bytes", 0.0),
         after=tuple(after),
         kind=_text(value, "kind", who),
@@ -348,7 +349,7 @@ def _us_or_none(data: Mapping[str, Any], key: str, who: str) -> float | None:
     value = data[key]
     if not _is_number(value):
         raise GpusimError(f"{who}: {key} must be a number (got {value!r})")
-    return value * _US
+    return value / _US_PER_S
 
 
 def _text(value: Mapping[str, Any], key: str, who: str) -> str:

@@ -79,8 +79,12 @@ class GraphAnalysis:
     profile: tuple[PhaseProfile, ...]
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dict (tuples become lists when serialised)."""
-        return asdict(self)
+        """A JSON-ready dict (tuples become lists when serialised), profile maxima included."""
+        out = asdict(self)
+        for part, record in zip(self.profile, out["profile"], strict=True):
+            record["max_ops"] = part.max_ops
+            record["max_convs"] = part.max_convs
+        return out
 
 
 def _layer(graph: nx.DiGraph, node: str) -> Layer:

@@ -83,7 +83,8 @@ class GraphBuilder:
         # Stack of (name, is_branch): names join into the layer path; the first branch
         # scope splits "module" (above it) from "branch" (up to the innermost branch).
         self._scopes: list[tuple[str, bool]] = []
-        self._branch_label: str | None = None
+        # (scope depth when entered, label) of the innermost ``branch()`` context.
+        self._branch_label: tuple[int, str] | None = None
 
     # ------------------------------------------------------------------ scopes
     @contextlib.contextmanager
@@ -97,9 +98,13 @@ class GraphBuilder:
 
     @contextlib.contextmanager
     def branch(self, label: str) -> Iterator[None]:
-        """Label layers inside as branch ``<module>.<label>`` without changing their names."""
+        """Label layers inside as branch ``<module>.<label>`` without changing their names.
+
+        ``<module>`` is the scope path where the context is entered; scopes opened inside
+        still extend the layer names but not the module.
+        """
         previous = self._branch_label
-        self._branch_label = label
+        self._branch_label = (len(self._scopes), label)
         try:
             yield
         finally:
@@ -115,10 +120,11 @@ class GraphBuilder:
             first = flags.index(True)
             last = len(flags) - 1 - flags[::-1].index(True)
             return ".".join(names[:first]), ".".join(names[: last + 1])
-        module = ".".join(names)
         if self._branch_label is not None:
-            return module, f"{module}.{self._branch_label}" if module else self._branch_label
-        return module, None
+            depth, label = self._branch_label
+            module = ".".join(names[:depth])
+            return module, f"{module}.{label}" if module else label
+        return ".".join(names), None
 
     # ------------------------------------------------------------------ plumbing
     def input(self, shape: Sequence[int]) -> Tensor:

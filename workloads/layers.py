@@ -6,6 +6,9 @@ name) and whose edges are the tensors flowing between them. Every node carries o
 ints), ``bytes`` (int, ``prod(shape) * dtype size``) and ``kind`` (``"activation"`` for a
 forward tensor, ``"gradient"`` for a gradient, ``"saved"`` for a forward tensor saved for the
 backward pass, ``"weight_grad"`` for a parameter gradient going to the optimizer).
+For forward ops, ``graph.predecessors(node)`` lists the producers in the order of
+``inputs``; the image batch (the graph input) has no node, so an op reading it has fewer
+predecessors than inputs.
 
 Fields of :class:`Layer` (all counts are for the whole batch):
 
@@ -66,7 +69,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from gpu_models.errors import GpusimError
 
@@ -76,7 +79,7 @@ DTYPE_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "bf16": 2}
 PHASES: tuple[str, ...] = ("forward", "loss", "backward", "optimizer")
 
 
-class OpType(str, Enum):
+class OpType(StrEnum):
     """Kinds of operation. The value is the string used in JSON and the CLI."""
 
     # forward
@@ -232,7 +235,11 @@ class Layer:
         _pair(self.name, "dilation", self.dilation, 1)
         if not isinstance(self.groups, int) or self.groups < 1:
             raise GpusimError(f"layer {self.name!r}: groups must be >= 1, got {self.groups!r}")
-        dtype_bytes(self.dtype)
+        if self.dtype not in DTYPE_BYTES:
+            raise GpusimError(
+                f"layer {self.name!r}: dtype {self.dtype!r} is not supported; "
+                f"valid: {', '.join(DTYPE_BYTES)}"
+            )
         for field in ("params", "macs", "flops", "bytes_read", "bytes_written"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -276,6 +283,24 @@ class Layer:
     def out_channels(self) -> int:
         """Channels (dim 1) of the output (features for ``(N, F)`` outputs)."""
         return self.output[1] if len(self.output) > 1 else self.output[0]
+
+    @property
+    def weight_shape(self) -> tuple[int, ...] | None:
+        """Weight tensor shape of conv/linear ops and their gradients, else ``None``.
+
+        ``(K, C/groups, R, S)`` for convolutions, ``(out, in)`` for linear layers.
+        """
+        if self.op in (OpType.CONV2D, OpType.LINEAR):
+            x, y = self.inputs[0], self.output
+        elif self.op in (OpType.CONV2D_DGRAD, OpType.LINEAR_DGRAD):
+            x, y = self.output, self.inputs[0]  # reads dy, writes dx
+        elif self.op in (OpType.CONV2D_WGRAD, OpType.LINEAR_WGRAD):
+            return self.output
+        else:
+            return None
+        if self.op in GEMM_OPS:
+            return (y[1], x[1])
+        return (y[1], x[1] // self.groups, *self.kernel)
 
     @property
     def arithmetic_intensity(self) -> float:

@@ -114,8 +114,10 @@ def build(
     optimizer = options.pop("optimizer", "per_layer")
     unknown = sorted(set(options) - set(info.options))
     if unknown:
-        valid = ", ".join(info.options + ("optimizer",))
-        raise GpusimError(f"workload {name!r}: unknown option(s) {', '.join(unknown)}; valid: {valid}")
+        valid = ", ".join((*info.options, "optimizer"))
+        raise GpusimError(
+            f"workload {name!r}: unknown option(s) {', '.join(unknown)}; valid: {valid}"
+        )
     b = GraphBuilder(name, batch=batch, resolution=res, dtype=dtype, training=phase == "training")
     info.builder(b, res, **options)
     graph = b.finish()

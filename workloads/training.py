@@ -63,7 +63,9 @@ def make_training_graph(forward: nx.DiGraph, *, optimizer: str = "per_layer") ->
 
     # grads[v]: (node producing a gradient contribution for v's output, shape)
     grads: dict[str, list[str]] = defaultdict(list)
-    for out, label in zip(outputs, labels):
+    if len(labels) != len(outputs):
+        raise GpusimError("graph.graph['output_labels'] must match graph.graph['outputs']")
+    for out, label in zip(outputs, labels, strict=True):
         logits = g.nodes[out]["layer"]
         loss_name = "loss" if label == "logits" else f"{label}_loss"
         n = logits.output[0]
@@ -121,7 +123,8 @@ def _sgd(name: str, params: int, dtype: str, forward_of: str, like: Layer,
          inputs: tuple[tuple[int, ...], ...] | None = None) -> Layer:
     d = like.dtype_bytes
     return Layer(
-        name=name, op=OpType.SGD_UPDATE, inputs=inputs or ((params,),), output=(params,), dtype=dtype,
+        name=name, op=OpType.SGD_UPDATE, inputs=inputs or ((params,),), output=(params,),
+        dtype=dtype,
         params=params, flops=4 * params, bytes_read=3 * params * d, bytes_written=2 * params * d,
         phase="optimizer", forward_of=forward_of,
         module=like.module if inputs is None else "",
@@ -232,10 +235,10 @@ class _Builder:
         else:
             flops = per_elem * max(numel(x), numel(y))
         self.add(Layer(
-            name=name, op=bwd_op, inputs=(y,) + tuple(s for _, s, _ in saved), output=x,
+            name=name, op=bwd_op, inputs=(y, *tuple(s for _, s, _ in saved)), output=x,
             params=layer.params, flops=flops, bytes_read=reads * d, bytes_written=writes * d,
             **common,
-        ), [grad_edge] + saved)
+        ), [grad_edge, *saved])
         if layer.params:
             self.param_grad_source[v] = name
         return [(name, preds)] if preds else []

@@ -150,7 +150,8 @@ def _resnet(b: GraphBuilder, resolution: int, bottleneck: bool, blocks: tuple[in
     x = b.maxpool(x, 3, 2, padding=1, name="maxpool")
     inplanes, expansion = 64, 4 if bottleneck else 1
     block = _bottleneck if bottleneck else _basic_block
-    for stage, (planes, count) in enumerate(zip((64, 128, 256, 512), blocks), start=1):
+    stages = zip((64, 128, 256, 512), blocks, strict=True)
+    for stage, (planes, count) in enumerate(stages, start=1):
         with b.scope(f"layer{stage}"):
             for i in range(count):
                 stride = 2 if (i == 0 and stage > 1) else 1
@@ -508,7 +509,7 @@ def mobilenet_v2(b: GraphBuilder, resolution: int) -> None:
             cout = _make_divisible(c)
             for i in range(n):
                 stride = s if i == 0 else 1
-                hidden = int(round(cin * t))
+                hidden = round(cin * t)
                 with b.scope(idx), b.scope("conv"):
                     y, j = x, 0
                     if t != 1:

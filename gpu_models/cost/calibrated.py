@@ -27,7 +27,11 @@ kernel's derived work is overstated) cannot make the engine beat the hardware.
 
 Records from profiler traces carry no FLOPs or bytes (a trace does not record them); they
 are derived from the layer signature by a *work function* ``record -> (flops, dram_bytes)``
-that lowering provides, or read from the record when its producer filled them in.
+that lowering provides, or read from the record when its producer filled them in. Records
+with neither serve exact matches only, so a model built from raw trace data gives measured
+durations for the launches it saw and the fallback (roofline) for everything else.
+Lowering's ``KernelSpec.measured_time_s`` is not read: the exact match on the launch
+configuration finds the same measurement, and only for the GPU the model belongs to.
 
 :func:`cross_validate` reports the held-out error per kind (k-fold, folds drawn with a
 seeded generator passed in). No measured calibration data exist yet: the tests fit records
@@ -135,26 +139,27 @@ def fit_kind(kind: KernelKind, rows: Sequence[Sequence[float]],
                    n_records=len(rows))
 
 
-def _work_kernels(records: Sequence[CalibrationRecord],
-                  work_fn: WorkFn | None) -> list[KernelSpec]:
+def work_kernels(records: Sequence[CalibrationRecord],
+                 work_fn: WorkFn | None = None) -> list[KernelSpec]:
+    """The records that can be fitted, as kernels with their work and measured duration.
+
+    A record's FLOPs and bytes come from ``work_fn`` when given, else from the record; a
+    record with neither is left out (it still serves exact matches).
+    """
     kernels = []
-    for index, record in enumerate(records):
+    for record in records:
         if work_fn is not None:
             flops, dram_bytes = work_fn(record)
             kernels.append(record.to_kernel_spec(flops=flops, dram_bytes=dram_bytes))
-        elif record.flops is None or record.dram_bytes is None:
-            raise GpusimError(
-                f"calibration record {index} ({record.library_name!r}) has no flops/dram_bytes "
-                "and no work function was given to derive them from its layer signature")
-        else:
+        elif record.flops is not None and record.dram_bytes is not None:
             kernels.append(record.to_kernel_spec())
     return kernels
 
 
 def fit_records(records: Sequence[CalibrationRecord], spec: GPUSpec, *,
                 work_fn: WorkFn | None = None) -> dict[KernelKind, KindFit]:
-    """Per-kind fits of ``records`` measured on ``spec``."""
-    kernels = _work_kernels(records, work_fn)
+    """Per-kind fits of the fittable ``records`` (see :func:`work_kernels`) measured on ``spec``."""
+    kernels = work_kernels(records, work_fn)
     by_kind: dict[KernelKind, list[KernelSpec]] = {}
     for kernel in kernels:
         by_kind.setdefault(kernel.kind, []).append(kernel)
@@ -198,7 +203,11 @@ def cross_validate(records: Sequence[CalibrationRecord], spec: GPUSpec, *,
     """
     if folds < 2:
         raise GpusimError(f"folds must be >= 2 (got {folds})")
-    kernels = _work_kernels(records, work_fn)
+    kernels = work_kernels(records, work_fn)
+    if not kernels:
+        raise GpusimError(
+            f"none of the {len(records)} calibration records carries flops/dram_bytes: pass a "
+            "work function that derives them from the layer signature (CLI: --work)")
     by_kind: dict[KernelKind, list[KernelSpec]] = {}
     for kernel in kernels:
         by_kind.setdefault(kernel.kind, []).append(kernel)

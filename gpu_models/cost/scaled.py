@@ -9,11 +9,15 @@ predicted) on the *origin* GPU in ``T_orig`` runs on the *destination* GPU in ::
 DRAM bandwidths, ``P`` the *per-SM* peak rate for the kernel's precision (peak / sm_count:
 the clock ratio within an architecture, and the per-SM throughput change across them), and
 ``g`` in [0, 1] the kernel's memory-boundness. Habitat derives ``g`` from the kernel's
-arithmetic intensity against the origin's ridge point; here it is the memory share of the
-origin's roofline, ``g = t_mem / (t_mem + t_compute)`` with ``t_mem = bytes / bw`` and
-``t_compute = flops / peak`` (a kernel with neither is pure latency and scales with the
-per-SM rate, g = 0). The result is clamped to the destination's physical floors, which also
-stops a memory-bound kernel from speeding up with SMs alone (it cannot beat bytes / bw).
+arithmetic intensity against the origin's ridge point; here (our choice) it comes from the
+origin's roofline times ``t_mem = bytes / bw`` and ``t_compute = flops / peak`` as
+``g = t_mem^2 / (t_mem^2 + t_compute^2)``: 0.5 at the ridge point, near 0 or 1 well away
+from it (a kernel with no work is pure latency and scales with the per-SM rate, g = 0).
+
+The result is clamped to the destination's physical floors, which stops a fully
+memory-bound kernel from speeding up with SMs alone (it cannot beat bytes / bw). A kernel
+between the two regimes still gets the whole wave ratio, as in Habitat, so adding SMs
+without bandwidth flatters it: the wave ratio, not the bandwidth, scales its memory part.
 
 Scaling a GPU to itself is the identity; the destination may be any spec, a preset or a
 hypothetical GPU (``spec.replace(...)``).
@@ -40,11 +44,15 @@ from gpu_models.spec import GPUSpec
 
 
 def memory_boundness(kernel: KernelSpec, spec: GPUSpec) -> float:
-    """``g``: the memory share of the kernel's roofline times on ``spec`` (0 if no work)."""
+    """``g = t_mem^2 / (t_mem^2 + t_compute^2)`` on ``spec`` (0 for a kernel with no work).
+
+    A smooth version of the roofline's max: 0.5 at the ridge point, 1/65 at eight times
+    the ridge's arithmetic intensity (a typical large convolution), 64/65 at an eighth.
+    """
     t_mem = memory_floor_s(kernel, spec)
     t_compute = compute_floor_s(kernel, spec)
-    total = t_mem + t_compute
-    return t_mem / total if total > 0 else 0.0
+    total = t_mem ** 2 + t_compute ** 2
+    return t_mem ** 2 / total if total > 0 else 0.0
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,12 @@ from gpu_models.errors import GpusimError
 MAX_WAVES = 64
 
 
+def seconds(ns: float) -> float:
+    """Nanoseconds to seconds, rounded to 0.1 ns (the timer ticks in ns at best), so the
+    committed JSON does not carry float noise such as 0.0050030000000000005."""
+    return round(float(ns) * 1e-9, 10)
+
+
 @dataclass(frozen=True)
 class BlockLog:
     """One kernel launch's per-block records, in block order."""
@@ -101,8 +107,10 @@ def summarize_kernel(log: BlockLog, t0_ns: int) -> dict[str, Any]:
     )
     firsts, sizes = wave_starts(log.start_ns, gap_ns=max(0.5 * median_ns, 1.0))
 
-    def rel(t: float) -> float:
-        return (float(t) - t0_ns) * 1e-9
+    def rel(t: int) -> float:
+        # Subtract as integers: %globaltimer counts from the epoch (~1.7e18 ns), beyond
+        # float64's exact range, so converting first would round to ~256 ns.
+        return seconds(int(t) - int(t0_ns))
 
     return {
         "blocks": log.blocks,
@@ -111,12 +119,12 @@ def summarize_kernel(log: BlockLog, t0_ns: int) -> dict[str, Any]:
         "first_end_s": rel(log.end_ns.min()),
         "last_end_s": rel(log.end_ns.max()),
         "block_time_s": {
-            "median": median_ns * 1e-9,
-            "min": float(durations.min()) * 1e-9,
-            "max": float(durations.max()) * 1e-9,
+            "median": seconds(median_ns),
+            "min": seconds(durations.min()),
+            "max": seconds(durations.max()),
         },
         "sms_used": int(sms.size),
-        "blocks_per_sm": [[int(s), int(c)] for s, c in zip(sms, counts)],
+        "blocks_per_sm": [[int(s), int(c)] for s, c in zip(sms, counts, strict=True)],
         "max_resident_per_sm": int(resident_per_sm),
         "max_resident": max_concurrency(log.start_ns, log.end_ns),
         "wave_starts_s": [rel(t) for t in firsts],
@@ -131,19 +139,18 @@ def summarize_run(logs: Mapping[str, BlockLog]) -> dict[str, Any]:
     t0 = min(int(log.start_ns.min()) for log in logs.values())
     t_end = max(int(log.end_ns.max()) for log in logs.values())
     return {
-        "makespan_s": (t_end - t0) * 1e-9,
+        "makespan_s": seconds(t_end - t0),
         "kernels": {name: summarize_kernel(log, t0) for name, log in logs.items()},
     }
 
 
 def run_scalars(run: Mapping[str, Any]) -> dict[str, Any]:
-    """The few numbers kept for every repeat (the full summary is kept for one)."""
+    """The few numbers kept for every repeat (the full summary is kept for one): the
+    makespan and, per kernel, ``[first_start_s, last_end_s]``."""
     return {
         "makespan_s": run["makespan_s"],
-        "kernels": {
-            name: {"first_start_s": k["first_start_s"], "last_end_s": k["last_end_s"]}
-            for name, k in run["kernels"].items()
-        },
+        "kernels": {name: [k["first_start_s"], k["last_end_s"]]
+                    for name, k in run["kernels"].items()},
     }
 
 
@@ -154,6 +161,15 @@ def representative(runs: Sequence[Mapping[str, Any]]) -> int:
         raise GpusimError("no runs to choose from")
     order = sorted(range(len(runs)), key=lambda i: (runs[i]["makespan_s"], i))
     return order[(len(order) - 1) // 2]
+
+
+def describe(values: Sequence[float] | np.ndarray) -> dict[str, float | int]:
+    """Median, min, max, mean and count of ``values`` (at least one)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        raise GpusimError("nothing to describe: no values")
+    return {"median": float(np.median(arr)), "min": float(arr.min()), "max": float(arr.max()),
+            "mean": float(arr.mean()), "n": int(arr.size)}
 
 
 def observed_tick_ns(timestamps_ns: np.ndarray) -> int | None:

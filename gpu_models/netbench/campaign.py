@@ -64,13 +64,16 @@ class RunConfig:
 
 
 def plan(quick: bool, networks: Sequence[str] | None = None,
-         precisions: Sequence[str] | None = None) -> list[RunConfig]:
-    """The configurations of a pass, most important first (the budget cuts the tail)."""
+         precisions: Sequence[str] | None = None, max_batch: int = 32) -> list[RunConfig]:
+    """The configurations of a pass, most important first (the budget cuts the tail).
+
+    ``max_batch`` caps the batch sizes (a smoke test of the driver on the CPU uses 2).
+    """
     nets = tuple(networks) if networks else (QUICK_NETWORKS if quick else NETWORKS)
     precs = tuple(precisions) if precisions else (("tf32",) if quick else PRECISIONS)
     shapes = [("inference", 1), ("inference", 32), ("training", 32)]
-    return [RunConfig(n, phase, batch, p) for p in precs for phase, batch in shapes
-            for n in nets]
+    return [RunConfig(n, phase, min(batch, max_batch), p) for p in precs
+            for phase, batch in shapes for n in nets]
 
 
 def provenance(argv: Sequence[str], device: str) -> dict[str, Any]:
@@ -132,7 +135,7 @@ class _Timer:
         self.torch = torch
         self.cuda = device == "cuda"
 
-    def median_s(self, fn: Callable[[], Any], reps: int, warmup: int = 3) -> float:
+    def median_s(self, fn: Callable[[], Any], reps: int, warmup: int) -> float:
         for _ in range(warmup):
             fn()
         times = []
@@ -187,7 +190,7 @@ def _graph_fn(torch: Any, fn: Callable[[], Any]) -> Callable[[], Any]:
     return graph.replay
 
 
-def measure(cfg: RunConfig, device: str, reps: int) -> dict[str, Any]:
+def measure(cfg: RunConfig, device: str, reps: int, warmup: int) -> dict[str, Any]:
     """Step times of one configuration: serial/branches x eager/graph."""
     import torch
 
@@ -208,9 +211,10 @@ def measure(cfg: RunConfig, device: str, reps: int) -> dict[str, Any]:
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, foreach=True) \
             if cfg.phase == "training" else None
         step = _step_fn(torch, net, x, cfg.phase, opt)
-        out["times_s"][f"{mode}_eager"] = timer.median_s(step, reps)
+        out["times_s"][f"{mode}_eager"] = timer.median_s(step, reps, warmup)
         if device == "cuda" and cfg.phase == "inference":
-            out["times_s"][f"{mode}_graph"] = timer.median_s(_graph_fn(torch, step), reps)
+            out["times_s"][f"{mode}_graph"] = timer.median_s(_graph_fn(torch, step), reps,
+                                                             warmup)
         del net, opt, step
     return out
 
@@ -234,8 +238,8 @@ def profile_kernels(cfg: RunConfig, device: str, prov: dict[str, Any]) -> dict[s
         if cfg.phase == "training" else None
     step = _step_fn(torch, net, x, cfg.phase, opt)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    with profile(activities=activities, schedule=schedule(wait=0, warmup=2, active=1)) as prof:
-        for _ in range(3):
+    with profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=1)) as prof:
+        for _ in range(2):
             step()
             if device == "cuda":
                 torch.cuda.synchronize()
@@ -283,7 +287,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance(list(argv if argv is not None else sys.argv[1:]), args.device)
-    configs = plan(args.quick, args.networks, args.precisions)
+    configs = plan(args.quick, args.networks, args.precisions, args.max_batch)
     log: list[str] = []
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
@@ -295,7 +299,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                 continue
             t0 = time.monotonic()
             try:
-                runs.append(measure(cfg, args.device, args.reps))
+                runs.append(measure(cfg, args.device, args.reps, args.warmup))
                 calib = profile_kernels(cfg, args.device, prov)
             except (RuntimeError, GpusimError) as exc:  # e.g. out of memory: record, go on
                 log.append(f"failed {cfg.tag}: {type(exc).__name__}: {exc}")
@@ -326,6 +330,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--networks", nargs="*", help=f"default: {', '.join(NETWORKS)}")
     p.add_argument("--precisions", nargs="*", choices=PRECISIONS)
     p.add_argument("--reps", type=int, default=20, help="timed repetitions per mode")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
+    p.add_argument("--max-batch", type=int, default=32, help="cap on batch sizes")
     p.add_argument("--budget-s", type=float, default=420.0,
                    help="stop starting new configurations after this many seconds")
     return p

@@ -20,6 +20,14 @@ from gpu_models.errors import GpusimError
 COMMAND_MODULES: tuple[str, ...] = (
     "sim.cli.gpus",
     "sim.cli.workloads",
+    "sim.cli.op",
+    "sim.cli.run",
+    "sim.cli.simulate",
+    "sim.cli.limits",
+    "sim.cli.reproduce",
+    "sim.cli.calib",
+    "sim.cli.sweep",
+    "sim.cli.validate",
 )
 
 

@@ -1,0 +1,228 @@
+"""``gpusim calibrate``: turn profiler traces into calibration data and fit cost models.
+
+Subcommands::
+
+    gpusim calibrate ingest TRACE --out FILE.json [--gpu-name PRESET] [--driver V] ...
+    gpusim calibrate fit --gpu NAME [--file FILE.json ...] [--work MODULE:FUNC] [--json]
+
+``ingest`` reads a ``torch.profiler`` Chrome trace (``.json`` or ``.json.gz``), prints a
+summary (kernels per step, time per stream, kinds) and writes a calibration file whose
+provenance records this command line; ``fit`` fits the calibrated cost model to one GPU's
+calibration data and prints each kind's k-fold held-out error.
+
+``calibrate`` is a group other modules extend: a module that adds subcommands defines
+``register_calibrate(subparsers)`` (it receives the group's ``add_subparsers`` object,
+exactly like a top-level command module's ``register``) and lists itself in
+:data:`CALIBRATE_MODULES` below. This module stays the only top-level registration of
+``calibrate`` (its line in ``sim.cli.COMMAND_MODULES``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpu_models.calibration import (
+    CalibrationRecord,
+    all_records,
+    load_calibration_file,
+    load_gpu_calibration,
+    save_calibration_file,
+)
+from gpu_models.cost.calibrated import FEATURE_NAMES, WorkFn, cross_validate
+from gpu_models.errors import GpusimError
+from gpu_models.ingest import (
+    DEFAULT_LAYER_PREFIX,
+    DEFAULT_STEP_PREFIX,
+    TraceSummary,
+    parse_trace,
+    to_calibration,
+    trace_provenance,
+)
+from gpu_models.presets import list_presets, load_gpu
+from gpu_models.spec import PRECISIONS
+from sim.cli.common import add_json_arg, print_json, print_table
+
+#: Modules adding ``calibrate`` subcommands through ``register_calibrate(subparsers)``.
+CALIBRATE_MODULES: tuple[str, ...] = ("sim.cli.calib", "sim.cli.micro", "sim.cli.netbench")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``calibrate`` group and every subcommand of :data:`CALIBRATE_MODULES`."""
+    parser = subparsers.add_parser(
+        "calibrate", help="ingest profiler traces into calibration data; fit cost models",
+        description=__doc__.split("\n\n")[0])
+    group = parser.add_subparsers(dest="calibrate_command", metavar="SUBCOMMAND",
+                                  required=True)
+    for module_name in CALIBRATE_MODULES:
+        importlib.import_module(module_name).register_calibrate(group)
+
+
+def register_calibrate(subparsers: Any) -> None:
+    """This module's ``calibrate`` subcommands: ``ingest`` and ``fit``."""
+    ingest = subparsers.add_parser(
+        "ingest", help="profiler trace -> calibration file (with provenance)",
+        description="Read a torch.profiler Chrome trace, summarise it and write its kernels "
+        "as a calibration file.")
+    ingest.add_argument("trace", help="trace file (.json or .json.gz)")
+    ingest.add_argument("--out", required=True, help="calibration file to write (.json)")
+    ingest.add_argument("--gpu-name", default="",
+                        help="gpusim preset the GPU corresponds to (default: the preset "
+                        "whose name and memory size match the trace's device, if any)")
+    ingest.add_argument("--driver", default="", help="driver version (if the trace lacks it)")
+    ingest.add_argument("--cuda", default="", help="CUDA version (if the trace lacks it)")
+    ingest.add_argument("--library", action="append", default=[], metavar="NAME=VERSION",
+                        help="library version, repeatable (e.g. torch=2.3.0, cudnn=8.9.7)")
+    ingest.add_argument("--date", default="",
+                        help="measurement date (default: from the trace's clock, else "
+                        "'unknown')")
+    ingest.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="precision the workload ran at (for kernels whose names do "
+                        "not say)")
+    ingest.add_argument("--batch", type=int, default=None, help="the workload's batch size")
+    ingest.add_argument("--layer-prefix", default=DEFAULT_LAYER_PREFIX,
+                        help=f"prefix of layer ranges (default {DEFAULT_LAYER_PREFIX!r})")
+    ingest.add_argument("--step-prefix", default=DEFAULT_STEP_PREFIX,
+                        help=f"prefix of iteration ranges (default {DEFAULT_STEP_PREFIX!r})")
+    add_json_arg(ingest)
+    ingest.set_defaults(func=_cmd_ingest)
+
+    fit = subparsers.add_parser(
+        "fit", help="fit the calibrated cost model and report its held-out error",
+        description="Fit the per-kind calibrated cost model to a GPU's calibration data "
+        "and print each kind's k-fold held-out relative error.")
+    fit.add_argument("--gpu", required=True, help="preset name or spec file of the GPU")
+    fit.add_argument("--file", action="append", default=[], dest="files",
+                     help="calibration file(s) to fit (default: the GPU's files in the "
+                     "calibration directory)")
+    fit.add_argument("--dir", default=None, help="calibration directory to search")
+    fit.add_argument("--work", default=None, metavar="MODULE:FUNC",
+                     help="function record -> (flops, dram_bytes) for records without them "
+                     "(e.g. lowering's)")
+    fit.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the fold shuffle")
+    add_json_arg(fit)
+    fit.set_defaults(func=_cmd_fit)
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    libraries = {}
+    for text in args.library:
+        name, sep, version = text.partition("=")
+        if not sep or not name.strip():
+            raise GpusimError(f"--library expects NAME=VERSION, got {text!r}")
+        libraries[name.strip()] = version.strip()
+    result = parse_trace(args.trace, layer_prefix=args.layer_prefix,
+                         step_prefix=args.step_prefix, precision=args.precision,
+                         batch=args.batch)
+    preset = args.gpu_name or _guess_preset(result.summary)
+    provenance = trace_provenance(
+        result, script="gpusim calibrate ingest", args=_argv_of(args), date=args.date,
+        gpu_preset=preset, driver=args.driver, cuda=args.cuda, libraries=libraries,
+        source=Path(args.trace).name)
+    calibration = to_calibration(result, provenance)
+    save_calibration_file(calibration, args.out)
+    summary = result.summary
+    if args.json:
+        print_json({"out": args.out, "records": len(calibration.records),
+                    "provenance": provenance.to_dict(), "summary": summary.to_dict()})
+        return 0
+    print(f"{args.trace}: GPU {summary.gpu_name or '(none recorded)'}"
+          f"{f' (preset {preset})' if preset else ''}; {summary.n_kernels} kernels, "
+          f"{summary.n_cpu_ops} CPU ops, {summary.n_launches} runtime calls, "
+          f"{summary.n_communication} communication kernels skipped")
+    if summary.steps:
+        print_table([(step, n, t * 1e3) for step, (n, t) in summary.steps.items()],
+                    ["step", "kernels", "kernel ms"])
+    if summary.stream_time_s:
+        print_table([(s, t * 1e3) for s, t in summary.stream_time_s.items()],
+                    ["stream", "kernel ms"])
+    if summary.kinds:
+        print_table(list(summary.kinds.items()), ["kind", "kernels"])
+    print(f"{summary.n_with_layer} kernels attributed to {len(summary.layers)} layer ranges; "
+          f"wrote {len(calibration.records)} records to {args.out}")
+    return 0
+
+
+def _argv_of(args: argparse.Namespace) -> list[str]:
+    """The command's arguments, rebuilt from what was parsed (defaults left out)."""
+    argv = [args.trace, "--out", args.out]
+    for option in ("gpu_name", "driver", "cuda", "date", "precision", "batch"):
+        value = getattr(args, option)
+        if value not in ("", None):
+            argv += [f"--{option.replace('_', '-')}", str(value)]
+    for text in args.library:
+        argv += ["--library", text]
+    if args.layer_prefix != DEFAULT_LAYER_PREFIX:
+        argv += ["--layer-prefix", args.layer_prefix]
+    if args.step_prefix != DEFAULT_STEP_PREFIX:
+        argv += ["--step-prefix", args.step_prefix]
+    return argv
+
+
+def _guess_preset(summary: TraceSummary) -> str:
+    """The preset the trace's GPU is, when both its name and its memory size match one.
+
+    The memory check keeps e.g. a 40 GB A100 (1.6 TB/s) from passing for the 80 GB preset.
+    """
+    lowered = summary.gpu_name.lower()
+    memory_B = summary.device_properties.get("totalGlobalMem")
+    for preset in sorted(list_presets(), key=len, reverse=True):
+        # "h100-pcie" must win over "h100"; "titan-xp" matches "TITAN Xp".
+        if not all(part in lowered for part in preset.split("-")):
+            continue
+        spec = load_gpu(preset)
+        if isinstance(memory_B, (int, float)) and abs(memory_B / spec.dram_B - 1) < 0.1:
+            return preset
+        return ""
+    return ""
+
+
+def _load_work_fn(text: str | None) -> WorkFn | None:
+    if text is None:
+        return None
+    module_name, sep, func_name = text.partition(":")
+    if not sep:
+        raise GpusimError(f"--work expects MODULE:FUNC, got {text!r}")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        raise GpusimError(f"--work {text!r}: {exc}") from None
+    return func  # type: ignore[no-any-return]
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    spec = load_gpu(args.gpu)
+    records: tuple[CalibrationRecord, ...]
+    if args.files:
+        records = all_records(load_calibration_file(f) for f in args.files)
+    else:
+        records = all_records(load_gpu_calibration(spec.name, args.dir))
+    if not records:
+        raise GpusimError(f"no calibration records to fit for {spec.name}")
+    report = cross_validate(records, spec, rng=np.random.default_rng(args.seed),
+                            folds=args.folds, work_fn=_load_work_fn(args.work))
+    if args.json:
+        print_json({"gpu": spec.name, "records": len(records), "folds": args.folds,
+                    "seed": args.seed, "kinds": [e.to_dict() for e in report.values()]})
+        return 0
+    print(f"{spec.name}: {len(records)} records; relative error |pred - meas| / meas, "
+          f"{args.folds}-fold held out (seed {args.seed})")
+
+    def pct(value: float) -> str:
+        return "-" if math.isnan(value) else f"{100 * value:.1f}"
+
+    rows = []
+    for err in report.values():
+        a, b, c, d = err.coefficients
+        rows.append((err.kind.value, err.n_records, pct(err.heldout_median),
+                     pct(err.heldout_mean), pct(err.heldout_max), pct(err.insample_mean),
+                     f"{a:.3g}", f"{b:.3g}", f"{c * 1e6:.3g}", f"{d * 1e6:.3g}"))
+    print_table(rows, ["kind", "n", "median %", "mean %", "max %", "in-sample %",
+                       f"{FEATURE_NAMES[0]}", f"{FEATURE_NAMES[1]}", "us/wave", "us/kernel"])
+    return 0

@@ -1,0 +1,28 @@
+"""``gpusim calibrate micro``: device campaign 1 (block-level microbenchmarks, CuPy).
+
+The same sub-commands as ``python -m gpu_models.micro`` (``run``, ``plan``): see
+:mod:`gpu_models.micro.campaign` and gpu_models/micro/README.md. Registered into the
+``calibrate`` group through ``register_calibrate`` (see :mod:`sim.cli.calib`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from gpu_models.micro.campaign import add_arguments, run_args
+
+
+def register_calibrate(subparsers: Any) -> None:
+    """Add ``calibrate micro``."""
+    p = subparsers.add_parser(
+        "micro", help="block scheduling / concurrency / bandwidth microbenchmarks on GPU 0",
+        description="Device campaign 1: run block-level microbenchmarks with CuPy and write "
+        "one JSON file per experiment (`plan` is a dry run that needs no GPU).")
+    add_arguments(p)
+    p.set_defaults(func=_cmd_micro)
+
+
+def _cmd_micro(args: argparse.Namespace) -> int:
+    return run_args(args, sys.argv[1:], "gpusim")

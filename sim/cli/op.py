@@ -1,0 +1,166 @@
+"""``gpusim op``: the kernels one layer lowers to on a GPU, and how long they take.
+
+``gpusim op conv2d --batch 32 --in 64,56,56 --out 64 --kernel 3,3 --pad 1 --gpu a100
+--precision tf32`` prints each kernel's launch configuration (grid, threads, registers,
+shared memory), its occupancy (blocks per SM and the limiting resource) and waves, and the
+layer's predicted time: the kernels run back to back on one stream through the engine
+(:func:`sim.simulate`, no launch overhead) with per-block times from the chosen cost model.
+``gpusim op gemm --m M --n N --k K`` does the same for a matrix product (a cuBLAS GEMM).
+``--json`` prints ``{"time_us": ..., "kernels": [...]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from gpu_models.cost import get_cost_model, isolated_time_s, waves
+from gpu_models.kernel import CostModel, KernelSpec
+from gpu_models.occupancy import occupancy
+from gpu_models.spec import PRECISIONS, GPUSpec
+from sim import Launch, Program, StreamDef, simulate
+from sim.cli.common import add_gpu_args, add_json_arg, print_json, print_table, resolve_gpu
+from workloads.layers import Layer
+from workloads.lowering import CONV_PASSES, LAYOUTS, conv_layer, gemm_layer, lower_layer
+
+_US = 1e6
+COST_MODEL_NAMES: tuple[str, ...] = ("roofline", "calibrated", "scaled")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``op`` command with its ``conv2d`` and ``gemm`` forms."""
+    p = subparsers.add_parser("op", help="kernels one layer lowers to, occupancy and time")
+    ops = p.add_subparsers(dest="op_kind", metavar="OP", required=True)
+
+    conv = ops.add_parser("conv2d", help="a 2-D convolution (or its data/weight gradient)")
+    conv.add_argument("--batch", type=int, required=True, help="images in the batch")
+    conv.add_argument("--in", dest="in_chw", type=_triple, required=True, metavar="C,H,W",
+                      help="input channels, height, width")
+    conv.add_argument("--out", type=int, required=True, help="output channels")
+    conv.add_argument("--kernel", type=_pair, required=True, metavar="R,S",
+                      help="filter height, width (one number for square)")
+    conv.add_argument("--stride", type=_pair, default=(1, 1), metavar="S",
+                      help="stride (S or SH,SW; default 1)")
+    conv.add_argument("--pad", type=_pair, default=(0, 0), metavar="P",
+                      help="padding (P or PH,PW; default 0)")
+    conv.add_argument("--groups", type=int, default=1, help="groups (default 1)")
+    conv.add_argument("--pass", dest="pass_", choices=CONV_PASSES, default="fwd",
+                      help="forward, data gradient or weight gradient (default fwd)")
+    _common(conv)
+    conv.set_defaults(func=cmd_op)
+
+    gemm = ops.add_parser("gemm", help="a matrix product C[MxN] = A[MxK] B[KxN] (cuBLAS)")
+    gemm.add_argument("--m", type=int, required=True, help="rows of A and C")
+    gemm.add_argument("--n", type=int, required=True, help="columns of B and C")
+    gemm.add_argument("--k", type=int, required=True, help="columns of A, rows of B")
+    _common(gemm)
+    gemm.set_defaults(func=cmd_op)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="math precision: fp32 (CUDA cores), tf32/fp16/bf16 (tensor cores "
+                   "where the GPU has them); default fp32")
+    add_gpu_args(p)
+    p.add_argument("--layout", choices=LAYOUTS, default="nchw",
+                   help="activation layout: nchw (PyTorch default: cuDNN adds layout copies "
+                   "around tensor-op convs) or nhwc (channels_last); default nchw")
+    p.add_argument("--cost-model", choices=COST_MODEL_NAMES, default="roofline",
+                   help="per-block time model (default roofline)")
+    p.add_argument("--origin", default="a100",
+                   help="measured GPU the 'scaled' cost model scales from (default a100)")
+    add_json_arg(p)
+
+
+def _ints(text: str, count: int) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers, got {text!r}") from None
+    if len(values) == 1 and count == 2:
+        values = values * 2
+    if len(values) != count or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected {count} non-negative integers separated "
+                                         f"by commas, got {text!r}")
+    return values
+
+
+def _pair(text: str) -> tuple[int, int]:
+    a, b = _ints(text, 2)
+    return (a, b)
+
+
+def _triple(text: str) -> tuple[int, int, int]:
+    a, b, c = _ints(text, 3)
+    return (a, b, c)
+
+
+def _layer(args: argparse.Namespace) -> Layer:
+    if args.op_kind == "gemm":
+        return gemm_layer(args.m, args.n, args.k)
+    return conv_layer(args.batch, args.in_chw, args.out, args.kernel, stride=args.stride,
+                      padding=args.pad, groups=args.groups, pass_=args.pass_)
+
+
+def _cost_model(args: argparse.Namespace, gpu: GPUSpec) -> CostModel:
+    if args.cost_model == "calibrated":
+        return get_cost_model("calibrated", gpu=gpu)
+    if args.cost_model == "scaled":
+        return get_cost_model("scaled", origin=args.origin)
+    return get_cost_model("roofline")
+
+
+def predicted_time_s(kernels: list[KernelSpec], gpu: GPUSpec, cost_model: CostModel) -> float:
+    """The kernels back to back on one stream, through the engine, no launch overhead."""
+    launches = []
+    for kernel in kernels:
+        cost = cost_model(kernel, gpu)
+        launches.append(Launch(
+            name=kernel.name, stream="s0", grid=kernel.grid, threads=kernel.threads,
+            regs=kernel.regs_per_thread, smem_B=kernel.smem_per_block_B,
+            block_time_s=cost.block_time_s, dram_bytes=cost.dram_bytes,
+            kind=kernel.kind.value, layer=kernel.layer,
+        ))
+    program = Program(gpu, (StreamDef("s0"),), tuple(launches), launch_overhead_s=0.0,
+                      event_overhead_s=0.0)
+    return simulate(program).makespan_s
+
+
+def kernel_row(kernel: KernelSpec, gpu: GPUSpec, cost_model: CostModel) -> dict[str, Any]:
+    """One kernel's launch configuration, occupancy, waves and isolated time."""
+    occ = occupancy(gpu, kernel.threads, kernel.regs_per_thread, kernel.smem_per_block_B)
+    return {
+        "name": kernel.name, "kind": kernel.kind.value, "library_name": kernel.library_name,
+        "grid": list(kernel.grid), "blocks": kernel.blocks, "threads": kernel.threads,
+        "regs_per_thread": kernel.regs_per_thread, "smem_per_block_B": kernel.smem_per_block_B,
+        "dtype": kernel.dtype, "tensor_cores": kernel.tensor_cores,
+        "blocks_per_sm": occ.blocks_per_sm, "limiter": occ.limiter,
+        "waves": waves(kernel, gpu), "flops": kernel.flops, "dram_bytes": kernel.dram_bytes,
+        "isolated_time_us": isolated_time_s(kernel, gpu, cost_model) * _US,
+    }
+
+
+def cmd_op(args: argparse.Namespace) -> int:
+    gpu = resolve_gpu(args)
+    layer = _layer(args)
+    kernels = lower_layer(layer, gpu, precision=args.precision, layout=args.layout)
+    model = _cost_model(args, gpu)
+    rows = [kernel_row(k, gpu, model) for k in kernels]
+    time_us = predicted_time_s(kernels, gpu, model) * _US
+    if args.json:
+        print_json({"gpu": gpu.name, "layer": layer.name, "op": layer.op.value,
+                    "precision": args.precision, "cost_model": args.cost_model,
+                    "time_us": time_us, "kernels": rows})
+        return 0
+    print(f"{layer.name} ({layer.op.value}) on {gpu.display_name} ({gpu.name}), "
+          f"{args.precision}, {layer.macs * 2 / 1e9:.3g} GFLOP")
+    print_table(
+        [(r["name"], r["library_name"], "x".join(str(g) for g in r["grid"]), r["threads"],
+          r["regs_per_thread"], r["smem_per_block_B"], r["blocks_per_sm"], r["limiter"],
+          r["waves"], f"{r['isolated_time_us']:.2f}") for r in rows],
+        ("kernel", "library kernel", "grid", "threads", "regs", "smem B", "blocks/SM",
+         "limiter", "waves", "alone us"),
+    )
+    print(f"predicted time: {time_us:.2f} us ({args.cost_model} cost model, one stream, "
+          "no launch overhead)")
+    return 0

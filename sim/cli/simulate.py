@@ -1,0 +1,83 @@
+"""``gpusim simulate``: one workload, one scheduling policy, simulated on one GPU."""
+
+from __future__ import annotations
+
+import argparse
+
+from gpu_models.cost import list_cost_models
+from gpu_models.spec import PRECISIONS
+from sim.cli.common import add_gpu_args, add_json_arg, print_json, resolve_gpu
+from sim.trace import write_chrome_trace
+from sim.workflow import busy_sm_fraction, dram_utilisation, simulate_workload
+from workloads import workload_names
+
+_US = 1e6
+
+
+def add_workload_args(parser: argparse.ArgumentParser) -> None:
+    """``--workload`` and the options that pick its graph, GPU and cost model."""
+    parser.add_argument("--workload", required=True, metavar="NAME",
+                        help=f"network name ({', '.join(workload_names())})")
+    parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    parser.add_argument("--phase", choices=("inference", "training"), default="inference",
+                        help="inference (forward) or a training step (default inference)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="math precision (default fp32)")
+    add_gpu_args(parser)
+    parser.add_argument("--cost-model", choices=list_cost_models(), default="roofline",
+                        help="per-kernel cost model (default roofline)")
+    parser.add_argument("--origin", metavar="GPU",
+                        help="measured GPU whose calibration the 'scaled' cost model carries")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``simulate`` command."""
+    p = subparsers.add_parser(
+        "simulate", help="simulate a workload under a scheduling policy (makespan, SM and "
+        "DRAM use)")
+    add_workload_args(p)
+    p.add_argument("--policy", default="serial",
+                   help="scheduling policy, e.g. serial, min-streams, critical-path:8, "
+                   "min-streams+priority (default serial)")
+    add_json_arg(p)
+    p.add_argument("--trace", metavar="OUT.json",
+                   help="also write a Chrome/Perfetto trace (open in ui.perfetto.dev)")
+    p.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    gpu = resolve_gpu(args)
+    run = simulate_workload(
+        args.workload, batch=args.batch, phase=args.phase, precision=args.precision, gpu=gpu,
+        cost_model=args.cost_model, origin=args.origin, policy=args.policy)
+    result = run.result
+    if args.trace:
+        write_chrome_trace(result, args.trace)
+    summary = {
+        "workload": args.workload,
+        "batch": args.batch,
+        "phase": args.phase,
+        "precision": args.precision,
+        "gpu": gpu.name,
+        "cost_model": args.cost_model,
+        "policy": run.run.policy,
+        "makespan_us": result.makespan_s * _US,
+        "kernels": len(result.kernels),
+        "streams": len(run.program.streams),
+        "events": sum(len(k.after) for k in run.program.kernels),
+        "busy_sm_fraction": busy_sm_fraction(result),
+        "dram_utilisation": dram_utilisation(result),
+    }
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"{args.workload} {args.phase} batch {args.batch} ({args.precision}) on "
+              f"{gpu.display_name} ({gpu.name}), policy {summary['policy']}, "
+              f"cost model {args.cost_model}")
+        print(f"makespan: {summary['makespan_us']:,.1f} us   kernels: {summary['kernels']}   "
+              f"streams: {summary['streams']}   events: {summary['events']}")
+        print(f"busy SMs: {summary['busy_sm_fraction']:.1%}   "
+              f"DRAM utilisation: {summary['dram_utilisation']:.1%}")
+    if args.trace and not args.json:
+        print(f"trace written to {args.trace}")
+    return 0

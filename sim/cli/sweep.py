@@ -1,0 +1,209 @@
+"""``gpusim sweep`` and ``gpusim plot-sweep``: sweeps of hypothetical GPUs, and their heatmaps.
+
+``gpusim sweep`` takes the grid from options (``--set FIELD=V1,V2,...`` repeated, and comma
+lists for ``--gpu``, ``--workload``, ``--batch``, ``--phase``, ``--precision``,
+``--cost-model``, ``--policy``; the grid is their Cartesian product) or from a TOML file
+(see :mod:`sim.sweep.points`). With ``--out`` it writes rows to CSV/Parquet as they finish
+and prints a summary; without, it prints the rows. Ctrl-C stops it with the finished rows
+saved; ``--resume`` continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from gpu_models.errors import GpusimError
+from sim.cli.common import print_json, print_table
+from sim.sweep.evaluate import EVALUATORS, get_evaluator, limits_available
+from sim.sweep.executors import EXECUTOR_NAMES, make_executor
+from sim.sweep.points import (
+    OPTION_DEFAULTS,
+    SweepSpec,
+    load_sweep_file,
+    parse_set_axes,
+    split_values,
+)
+from sim.sweep.results import read_results
+from sim.sweep.runner import SweepOutcome, run_sweep
+
+#: Grid options: (flag, option name). Each takes a comma list.
+_GRID_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("--gpu", "gpu"),
+    ("--workload", "workload"),
+    ("--batch", "batch"),
+    ("--phase", "phase"),
+    ("--precision", "precision"),
+    ("--cost-model", "cost_model"),
+    ("--policy", "policy"),
+)
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``sweep`` and ``plot-sweep`` commands."""
+    p = subparsers.add_parser(
+        "sweep",
+        help="evaluate many hypothetical GPUs / workloads / policies (a grid), in parallel",
+        description="Evaluate the limits of concurrent layer scheduling over a grid of GPU "
+        "parameters, workloads, batch sizes and policies. Invalid points (an unknown field, "
+        "a spec that fails validation) become rows with an error, not a failed sweep.",
+    )
+    p.add_argument("spec", nargs="?", metavar="SWEEP.toml",
+                   help="sweep file ([sweep] defaults, [grid], [[points]]); replaces the "
+                   "grid options below")
+    grid = p.add_argument_group("grid (comma lists; the grid is their Cartesian product)")
+    grid.add_argument("--gpu", help=f"base preset(s) or spec file(s) (default: "
+                      f"{OPTION_DEFAULTS['gpu']})")
+    grid.add_argument("--set", dest="axes", action="append", default=[],
+                      metavar="FIELD=V1,V2,...",
+                      help="a GPUSpec field and its values (repeatable), e.g. "
+                      "--set sm_count=66,132,264")
+    grid.add_argument("--workload", help="workload name(s), e.g. resnet50,inception_v3")
+    grid.add_argument("--batch", help="batch size(s) (default: 1)")
+    grid.add_argument("--phase", help="inference and/or training (default: inference)")
+    grid.add_argument("--precision", help="fp32, tf32, fp16, bf16 (default: fp32)")
+    grid.add_argument("--cost-model", help="cost model(s) (default: roofline)")
+    grid.add_argument("--policy", help="policy name(s), or 'all' for every policy in one "
+                      "row (default: all)")
+    run = p.add_argument_group("running")
+    run.add_argument("--out", type=Path, metavar="FILE",
+                     help="results file, .csv or .parquet, written as points finish")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the sweep in --out: skip points already there")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    run.add_argument("--executor", choices=EXECUTOR_NAMES, default=None,
+                     help="local process pool (default), serial loop, or Dask distributed")
+    run.add_argument("--workers", type=int, default=None,
+                     help="worker processes (local) or LocalCluster workers (dask); "
+                     "default: the CPU count")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="join this Dask scheduler (implies --executor dask)")
+    run.add_argument("--max-points", type=int, default=None, metavar="N",
+                     help="evaluate at most N new points, then stop (resume later)")
+    run.add_argument("--evaluator", choices=tuple(EVALUATORS), default="limits",
+                     help="what to compute per point: the limits report (default) or the "
+                     "occupancy of reference kernel shapes (fast, no simulation)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_sweep)
+
+    p = subparsers.add_parser(
+        "plot-sweep",
+        help="heatmap of a sweep metric over two swept parameters",
+        description="Draw a heatmap of one metric of a sweep results file over two of its "
+        "columns; pick one slice of other varying columns with --where.",
+    )
+    p.add_argument("results", type=Path, metavar="RESULTS", help="a .csv or .parquet file "
+                   "written by gpusim sweep")
+    p.add_argument("--x", required=True, metavar="COLUMN", help="column for the x axis")
+    p.add_argument("--y", required=True, metavar="COLUMN", help="column for the y axis")
+    p.add_argument("--metric", default="speedup_achievable",
+                   help="column to colour by (default: speedup_achievable)")
+    p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="keep only rows with this value (repeatable)")
+    p.add_argument("--title", help="figure title (default: the metric and fixed inputs)")
+    p.add_argument("--out", type=Path, metavar="FIG",
+                   help="image file (default: RESULTS with the metric and .png)")
+    p.add_argument("--json", action="store_true", help="print the grid as JSON")
+    p.set_defaults(func=cmd_plot_sweep)
+
+
+def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    """The sweep the arguments describe: the TOML file, or the grid options."""
+    given = {name: getattr(args, name) for _, name in _GRID_OPTIONS
+             if getattr(args, name) is not None}
+    if args.spec is not None:
+        if given or args.axes:
+            flags = [flag for flag, name in _GRID_OPTIONS if name in given]
+            raise GpusimError(f"{args.spec} defines the grid; drop "
+                              f"{', '.join(flags + ['--set'] * bool(args.axes))} "
+                              "(or put them in the file)")
+        return load_sweep_file(args.spec)
+    defaults = {name: split_values(text) for name, text in given.items()}
+    return SweepSpec.from_tables([parse_set_axes(args.axes)], defaults)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    spec = sweep_spec_from_args(args)
+    if args.evaluator == "limits" and not limits_available():
+        raise GpusimError("the limits evaluator needs sim.limits, which this installation "
+                          "lacks; use --evaluator occupancy")
+    if args.resume and args.out is None:
+        raise GpusimError("--resume continues a results file: give it with --out")
+    executor = make_executor(
+        "dask" if args.scheduler and args.executor is None else (args.executor or "local"),
+        workers=args.workers, scheduler=args.scheduler,
+    )
+    try:
+        outcome = run_sweep(
+            spec, evaluate=get_evaluator(args.evaluator), executor=executor, out=args.out,
+            resume=args.resume, overwrite=args.overwrite, max_points=args.max_points,
+            progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        where = f"; finished points are in {args.out}, rerun with --resume to go on" \
+            if args.out else ""
+        print(f"gpusim: sweep interrupted{where}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.out is not None:
+        _print_summary(outcome, args.out, as_json=args.json)
+    elif args.json:
+        print_json(list(outcome.rows))
+    else:
+        _print_rows(outcome)
+    return 0
+
+
+def _print_summary(outcome: SweepOutcome, out: Path, *, as_json: bool) -> None:
+    summary: dict[str, Any] = {
+        "out": str(out), "points": outcome.total, "evaluated": outcome.evaluated,
+        "invalid": outcome.errors, "skipped": outcome.skipped,
+        "remaining": outcome.remaining, "elapsed_s": round(outcome.elapsed_s, 3),
+        "points_per_s": round(outcome.points_per_s, 2), "executor": outcome.executor,
+    }
+    if as_json:
+        print_json(summary)
+        return
+    print(f"{outcome.total} points: {outcome.evaluated} evaluated ({outcome.errors} invalid), "
+          f"{outcome.skipped} already in {out}, {outcome.remaining} left")
+    print(f"{outcome.elapsed_s:.2f} s, {outcome.points_per_s:.1f} points/s "
+          f"({outcome.executor} executor)")
+
+
+def _print_rows(outcome: SweepOutcome) -> None:
+    rows = outcome.rows
+    columns = [c for c in dict.fromkeys(c for row in rows for c in row) if c != "key"]
+    print_table([[("" if row.get(c) is None else row.get(c)) for c in columns] for row in rows],
+                columns)
+
+
+def cmd_plot_sweep(args: argparse.Namespace) -> int:
+    # The plotting stack is imported only by the command that draws.
+    from sim.plots_sweep import heatmap_figure, pivot_sweep
+
+    where: dict[str, str] = {}
+    for text in args.where:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise GpusimError(f"--where expects COLUMN=VALUE, got {text!r}")
+        where[name.strip()] = value.strip()
+    grid = pivot_sweep(read_results(args.results), x=args.x, y=args.y, metric=args.metric,
+                       where=where)
+    out = args.out or args.results.with_name(f"{args.results.stem}-{args.metric}.png")
+    heatmap_figure(grid, title=args.title).savefig(out, dpi=150)
+    if args.json:
+        print_json({"out": str(out), "x": grid.x, "y": grid.y, "metric": grid.metric,
+                    "x_values": grid.x_values, "y_values": grid.y_values,
+                    "values": grid.values, "fixed": dict(grid.fixed)})
+        return 0
+    print(f"wrote {out}")
+    print_table(
+        [[f"{grid.y}={yv}", *(("n/a" if v is None else v) for v in row)]
+         for yv, row in zip(grid.y_values, grid.values, strict=True)],
+        [f"{grid.metric}", *(f"{grid.x}={xv}" for xv in grid.x_values)],
+    )
+    return 0

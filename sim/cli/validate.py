@@ -1,0 +1,102 @@
+"""``gpusim validate``: the engine against block-level measurements of real GPUs.
+
+Replays every case of the committed device-campaign data (``gpu_models/data/micro/<gpu>/``)
+in the engine and prints measured against simulated makespan, each kernel's start and end,
+and per-SM block counts, with the error of each (see :mod:`sim.validate`). With no data it
+says what is missing and how to measure it, and never makes numbers up.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gpu_models.micro.schema import EXPERIMENTS, default_data_dir
+from sim.cli.common import add_json_arg, print_json, print_table
+from sim.engine import MODES
+from sim.validate import ValidationReport, find_measured, validate
+
+_US = 1e6
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``validate`` command."""
+    p = subparsers.add_parser(
+        "validate", help="replay measured microbenchmarks in the engine; show the errors")
+    p.add_argument("--data", type=Path, default=None,
+                   help="measured data folder (default: gpu_models/data/micro)")
+    p.add_argument("--gpu", action="append", default=[], metavar="KEY",
+                   help="only this GPU's data (repeatable; a folder name under --data)")
+    p.add_argument("--mode", choices=MODES, default="grouped",
+                   help="engine mode (default: grouped)")
+    p.add_argument("--require-data", action="store_true",
+                   help="exit 2 when no measured data are found")
+    p.add_argument("--kernels", action="store_true",
+                   help="also print every kernel's start and end")
+    add_json_arg(p)
+    p.set_defaults(func=cmd_validate)
+
+
+def _no_data_message(root: Path) -> str:
+    return (f"no measured data under {root}: expected <gpu>/<experiment>.json for "
+            f"experiments {', '.join(EXPERIMENTS)}.\n"
+            "Measure them on a GPU with `python -m gpu_models.micro run --out DIR` "
+            "(scripts/device_campaign1.sh) and commit DIR/<gpu>/ there; "
+            "see gpu_models/micro/README.md. Nothing was simulated.")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    root = default_data_dir() if args.data is None else args.data
+    if not find_measured(root):
+        if args.json:
+            print_json({"data_dir": str(root), "reports": [], "missing": list(EXPERIMENTS)})
+        else:
+            print(_no_data_message(root))
+        return 2 if args.require_data else 0
+    reports = validate(root, args.gpu, args.mode)
+    if args.json:
+        print_json({"data_dir": str(root), "reports": [r.to_dict() for r in reports]})
+        return 0
+    for report in reports:
+        _print_report(report, args.kernels)
+    return 0
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def _print_report(report: ValidationReport, kernels: bool) -> None:
+    prov = report.provenance
+    print(f"{report.gpu}: {prov.get('gpu_name')} (driver {prov.get('driver_version')}, "
+          f"CuPy {prov.get('cupy_version')}, measured {prov.get('date_utc')})")
+    if report.missing:
+        print(f"  missing experiments: {', '.join(report.missing)}")
+    rows = [(c.experiment, c.case + (" (calibration)" if c.calibration else ""),
+             round(c.measured_makespan_s * _US, 2), round(c.simulated_makespan_s * _US, 2),
+             _pct(c.makespan_error), round(c.measured_spread_s * _US, 2),
+             _pct(c.worst_edge_error) if c.kernels else "-",
+             f"{max((k.sm_distance for k in c.kernels), default=0.0):.3f}")
+            for c in report.cases]
+    if rows:
+        print_table(rows, ("experiment", "case", "measured_us", "simulated_us", "error_%",
+                           "noise_us", "worst_edge_%", "sm_dist"))
+    if kernels:
+        krows = [(c.case, k.name, k.blocks, round(k.measured_start_s * _US, 2),
+                  round(k.simulated_start_s * _US, 2), round(k.measured_end_s * _US, 2),
+                  round(k.simulated_end_s * _US, 2), f"{k.sm_distance:.3f}")
+                 for c in report.cases for k in c.kernels]
+        print_table(krows, ("case", "kernel", "blocks", "start_meas_us", "start_sim_us",
+                            "end_meas_us", "end_sim_us", "sm_dist"))
+    occ = [s for s in report.scalars if s.experiment == "occupancy"]
+    if occ:
+        for quantity in sorted({s.quantity for s in occ}):
+            same = [s for s in occ if s.quantity == quantity]
+            wrong = [s for s in same if s.measured != s.predicted]
+            print(f"  occupancy, calculator {quantity}: {len(same) - len(wrong)}/{len(same)} "
+                  "agree" + (f"; differ: {', '.join(s.case for s in wrong[:8])}"
+                             f"{' ...' if len(wrong) > 8 else ''}" if wrong else ""))
+    for s in report.scalars:
+        if s.experiment == "launch_overhead":
+            print(f"  launch: {s.case} {s.quantity}: measured {s.measured * _US:.3f} us, "
+                  f"model {s.predicted * _US:.3f} us")

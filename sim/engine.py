@@ -1,0 +1,512 @@
+"""The engine: a SimPy model of a GPU running a :class:`~sim.program.Program`.
+
+Pieces (design.md section 3), each a small class that owns its state:
+
+* **Host** (:meth:`Engine._host`, a SimPy process) walks the launches in program order.
+  Each ``after`` on a kernel of *another* stream costs ``event_overhead_s`` of host time (a
+  ``cudaStreamWaitEvent``; the matching ``cudaEventRecord`` after the awaited kernel is
+  folded into that cost); ``after`` within one stream costs nothing, the stream's FIFO
+  order already implies it. Then the launch call costs ``launch_overhead_s`` and the kernel
+  becomes visible to the GPU when the call ends. The host never synchronizes.
+* **Streams and hardware queues** (:class:`HardwareQueue`): stream ``i`` (in declaration
+  order) feeds queue ``i % connections``; a queue is FIFO in launch order. Its head kernel is
+  handed to the dispatcher once its stream predecessor and its ``after`` kernels have
+  *completed* and fewer than ``max_resident_grids`` kernels are handed and not complete.
+  A head that waits blocks the kernels behind it, even of other streams (false
+  dependency).
+* **Block dispatcher** (:class:`Dispatcher`): handed kernels are served in (stream priority,
+  time handed, launch order) order. Only the first kernel with blocks left gets blocks;
+  the next one gets any only after the first has dispatched *all* its blocks (leftover
+  policy). A higher-priority kernel handed later goes first for the remaining assignments;
+  running blocks are never preempted. Which SM gets each block is an
+  :class:`~sim.placement.SMPolicy`.
+* **SMs and DRAM**: :class:`~sim.hardware.SMArray` and :class:`~sim.hardware.Dram`.
+
+Same-instant ordering: block completions are URGENT events, host steps NORMAL, and the
+dispatch pass a single LATE event per instant, so every completion and launch at an instant
+is seen before blocks are handed out. That is what makes the two modes agree:
+
+* ``grouped``: the blocks of a kernel placed by one dispatch pass start together and, since
+  a block's duration depends only on its kernel and the shared DRAM rate, end together:
+  one completion event (or one DRAM heap entry) for the whole group, placed in bulk.
+* ``exact``: the reference. Blocks are placed one at a time by the policy's per-block rule
+  (registers warp by warp) and each block has its own completion event.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+from simpy.events import NORMAL, URGENT
+
+from gpu_models.errors import GpusimError
+from gpu_models.occupancy import BlockFootprint, block_footprint
+from sim.hardware import Dram, IntArray, SMArray
+from sim.placement import PolicyFactory, SMPolicy, make_policy
+from sim.program import Launch, Program
+from sim.result import (
+    BlockRecord,
+    Counters,
+    KernelRecord,
+    SimResult,
+    SMOccupancy,
+    StepSeries,
+)
+
+#: Priority of the dispatch pass: after every completion (URGENT) and host step (NORMAL)
+#: at the same instant.
+LATE = NORMAL + 1
+MODES: tuple[str, ...] = ("grouped", "exact")
+
+
+class DeadlockError(GpusimError):
+    """The program cannot progress; the message lists each waiting kernel."""
+
+
+class _Wakeup(simpy.Event):
+    """A timeout with a chosen priority that calls ``callback(event)``; ``event.value`` is
+    ``value``. (SimPy's Timeout always has NORMAL priority.)"""
+
+    def __init__(self, env: simpy.Environment, delay_s: float, priority: int, value: Any,
+                 callback: Callable[[simpy.Event], None]) -> None:
+        super().__init__(env)
+        self._ok = True
+        self._value = value
+        self.callbacks.append(callback)
+        env.schedule(self, priority, delay_s)
+
+
+@dataclass(eq=False)
+class _Kernel:
+    """Run-time state of one launch."""
+
+    launch: Launch
+    seq: int
+    priority: int
+    fp: BlockFootprint
+    demand_Bps: float
+    queue: HardwareQueue
+    sm_blocks: IntArray
+    stream_pred: _Kernel | None = None
+    after: list[_Kernel] = field(default_factory=list)
+    to_dispatch: int = 0
+    running: int = 0
+    done: bool = False
+    launch_begin_s: float = float("nan")
+    launch_s: float = float("nan")
+    ready_s: float = float("nan")
+    start_s: float = float("nan")
+    end_s: float = float("nan")
+
+    def unmet(self) -> list[_Kernel]:
+        """Kernels this one still waits for (stream predecessor first)."""
+        deps = [self.stream_pred] if self.stream_pred is not None else []
+        deps.extend(self.after)
+        return [k for k in deps if not k.done]
+
+
+@dataclass(eq=False)
+class _Group:
+    """Blocks of one kernel that started together on ``sm_ids`` and end together."""
+
+    kernel: _Kernel
+    sm_ids: IntArray
+    counts: IntArray
+    #: Resources taken per SM (rows of :attr:`SMArray.free`), given back at the end.
+    taken: IntArray
+    blocks: int
+    start_s: float
+
+
+class HardwareQueue:
+    """One hardware work queue: kernels of its streams in launch order."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.pending: deque[_Kernel] = deque()
+        self._per_stream: Counter[str] = Counter()
+
+    def push(self, kernel: _Kernel) -> None:
+        self.pending.append(kernel)
+        self._per_stream[kernel.launch.stream] += 1
+
+    def pop(self) -> _Kernel:
+        kernel = self.pending.popleft()
+        self._per_stream[kernel.launch.stream] -= 1
+        return kernel
+
+    def head(self) -> _Kernel | None:
+        return self.pending[0] if self.pending else None
+
+    def falsely_blocked(self) -> bool:
+        """The head waits on a dependency while another stream's kernel waits behind it."""
+        if not self.pending:
+            return False
+        head = self.pending[0]
+        return (len(self.pending) > self._per_stream[head.launch.stream]
+                and bool(head.unmet()))
+
+
+class Dispatcher:
+    """Hands blocks of ready kernels to SMs: priority first, then the leftover policy."""
+
+    def __init__(self, sms: SMArray, policy: SMPolicy, exact: bool,
+                 start: Callable[[_Kernel, IntArray, IntArray, IntArray], None]) -> None:
+        self.sms = sms
+        self.policy = policy
+        self.exact = exact
+        self._start = start
+        self._ready: list[tuple[int, float, int, _Kernel]] = []
+
+    def add(self, kernel: _Kernel, now_s: float) -> None:
+        bisect.insort(self._ready, (kernel.priority, now_s, kernel.seq, kernel))
+
+    def run_pass(self) -> str | None:
+        """Place every block that may go now; returns the resource that blocks the head
+        kernel if it still has blocks left, else ``None``."""
+        while self._ready:
+            kernel = self._ready[0][3]
+            if self.exact:
+                self._place_one_by_one(kernel)
+                if kernel.to_dispatch:
+                    return self.sms.blocking_resource(self.sms.limits(kernel.fp))
+            else:
+                limits = self._place_bulk(kernel)
+                if kernel.to_dispatch:
+                    return self.sms.blocking_resource(limits)
+            self._ready.pop(0)
+        return None
+
+    def _place_bulk(self, kernel: _Kernel) -> IntArray:
+        """Place what fits of ``kernel``; returns the SMs' limits for it afterwards."""
+        limits = self.sms.limits(kernel.fp)
+        counts = self.policy.place_counts(limits.min(axis=0), kernel.to_dispatch,
+                                          kernel.fp, self.sms)
+        ids = np.flatnonzero(counts)
+        if len(ids):
+            counts = counts[ids]
+            taken = self.sms.allocate(kernel.fp, ids, counts)
+            self._start(kernel, ids, counts, taken)
+            # Every per-resource limit drops by exactly the blocks placed (registers too:
+            # each warp uses up one register slot), so no need to recompute them.
+            limits[:, ids] -= counts
+        return limits
+
+    def _place_one_by_one(self, kernel: _Kernel) -> None:
+        one = np.ones(1, dtype=np.int64)
+        while kernel.to_dispatch:
+            sm = self.policy.choose(kernel.fp, self.sms)
+            if sm is None:
+                return
+            taken = self.sms.allocate_one(kernel.fp, sm)
+            self._start(kernel, np.array([sm], dtype=np.int64), one, taken)
+
+
+class _Stopwatch:
+    """Accumulates how long each labelled condition held."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self._label: str | None = None
+        self._since_s = 0.0
+
+    def set(self, now_s: float, label: str | None) -> None:
+        if label == self._label:
+            return
+        if self._label is not None:
+            self.totals[self._label] = self.totals.get(self._label, 0.0) + now_s - self._since_s
+        self._label = label
+        self._since_s = now_s
+
+
+class Engine:
+    """One simulation run of ``program``; call :meth:`run` once."""
+
+    def __init__(self, program: Program, *, mode: str = "grouped",
+                 sm_policy: str | PolicyFactory = "most-free",
+                 record_blocks: bool = False) -> None:
+        if mode not in MODES:
+            raise GpusimError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        self.program = program
+        self.mode = mode
+        self.policy = make_policy(sm_policy)
+        self.record_blocks = record_blocks or mode == "exact"
+        spec = program.gpu
+        self.env = simpy.Environment(initial_time=0.0)
+        self.sms = SMArray(spec)
+        self.dram = Dram(spec.dram_bw_Bps)
+        self.dispatcher = Dispatcher(self.sms, self.policy, mode == "exact", self._start)
+        self.queues = [HardwareQueue(i) for i in range(spec.connections)]
+        self.kernels = self._build_kernels()
+        self.resident = 0
+        self.completed = 0
+        self.running_blocks = 0
+        self.host_done = False
+        self._dispatch_pending = False
+        self._memory_dirty = False
+        self._memory_generation = 0
+        self.events = 0
+        self.passes = 0
+        self.groups = 0
+        self.blocks_started = 0
+        self.block_records: list[tuple[float, int, int, float, str]] = []
+        self.blocked = _Stopwatch()
+        self.launch_bound = _Stopwatch()
+        self.false_dependency = _Stopwatch()
+        self.resident_limit = _Stopwatch()
+        self.busy_sms: list[tuple[float, float]] = [(0.0, 0.0)]
+        self.occupancy_times: list[float] = [0.0]
+        self.occupancy_rows: list[IntArray] = [self.sms.resident_warps()]
+
+    def _build_kernels(self) -> list[_Kernel]:
+        spec = self.program.gpu
+        stream_index = {s.name: i for i, s in enumerate(self.program.streams)}
+        priority = {s.name: s.priority for s in self.program.streams}
+        by_name: dict[str, _Kernel] = {}
+        last: dict[str, _Kernel] = {}
+        kernels = []
+        for seq, launch in enumerate(self.program.kernels):
+            kernel = _Kernel(
+                launch=launch, seq=seq, priority=priority[launch.stream],
+                fp=block_footprint(spec, launch.threads, launch.regs, launch.smem_B),
+                demand_Bps=launch.dram_demand_Bps,
+                queue=self.queues[stream_index[launch.stream] % spec.connections],
+                sm_blocks=np.zeros(spec.sm_count, dtype=np.int64),
+                stream_pred=last.get(launch.stream), to_dispatch=launch.blocks,
+            )
+            by_name[launch.name] = kernel
+            last[launch.stream] = kernel
+            kernels.append(kernel)
+        for kernel in kernels:
+            kernel.after = [by_name[name] for name in kernel.launch.after]
+        return kernels
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> SimResult:
+        """Simulate to the end; raises :class:`DeadlockError` if kernels are left waiting."""
+        wall = time.perf_counter()
+        self.env.process(self._host())
+        self._request_dispatch()  # a first pass at t=0 starts the "what binds" clocks
+        self.env.run()
+        wall_s = time.perf_counter() - wall
+        if self.completed < len(self.kernels):
+            raise DeadlockError(self._deadlock_message())
+        return self._result(wall_s)
+
+    def _host(self) -> Generator[simpy.Event, Any, None]:
+        launch_s = self.program.launch_overhead
+        event_s = self.program.event_overhead
+        for kernel in self.kernels:
+            waits = sum(1 for k in kernel.after if k.launch.stream != kernel.launch.stream)
+            if waits and event_s > 0:
+                yield self.env.timeout(waits * event_s)
+                self.events += 1
+            kernel.launch_begin_s = self.env.now
+            if launch_s > 0:
+                yield self.env.timeout(launch_s)
+                self.events += 1
+            kernel.launch_s = self.env.now
+            kernel.queue.push(kernel)
+            self._advance_queues()
+            self._request_dispatch()
+        self.host_done = True
+        self._request_dispatch()
+
+    # ------------------------------------------------------------------ queues
+    def _advance_queues(self) -> None:
+        """Hand ready queue heads to the dispatcher, oldest launch first."""
+        limit = self.program.gpu.max_resident_grids
+        while self.resident < limit:
+            best: _Kernel | None = None
+            for queue in self.queues:
+                head = queue.head()
+                if head is not None and not head.unmet() and (best is None
+                                                              or head.seq < best.seq):
+                    best = head
+            if best is None:
+                return
+            best.queue.pop()
+            self.resident += 1
+            best.ready_s = self.env.now
+            self.dispatcher.add(best, self.env.now)
+
+    # ------------------------------------------------------------------ blocks
+    def _start(self, kernel: _Kernel, sm_ids: IntArray, counts: IntArray,
+               taken: IntArray) -> None:
+        now = self.env.now
+        blocks = int(counts.sum())
+        if kernel.to_dispatch == kernel.launch.blocks:
+            kernel.start_s = now
+        kernel.to_dispatch -= blocks
+        kernel.running += blocks
+        kernel.sm_blocks[sm_ids] += counts
+        self.running_blocks += blocks
+        self.blocks_started += blocks
+        self.groups += 1
+        group = _Group(kernel, sm_ids, counts, taken, blocks, now)
+        if kernel.demand_Bps > 0:
+            self.dram.start(now, kernel.seq, blocks, kernel.demand_Bps,
+                            kernel.launch.block_time_s, group)
+            self._memory_dirty = True
+        else:
+            _Wakeup(self.env, kernel.launch.block_time_s, URGENT, group, self._on_compute_done)
+
+    def _on_compute_done(self, event: simpy.Event) -> None:
+        self.events += 1
+        self._finish(event.value)
+
+    def _arm_memory_timer(self) -> None:
+        """(Re)schedule the next DRAM-bound completion; older timers become stale."""
+        self._memory_generation += 1
+        delay = self.dram.next_finish_delay_s()
+        if delay is not None:
+            _Wakeup(self.env, delay, URGENT, self._memory_generation, self._on_memory_timer)
+
+    def _on_memory_timer(self, event: simpy.Event) -> None:
+        self.events += 1
+        if event.value != self._memory_generation:
+            return  # the rate changed since this timer was set
+        group: _Group = self.dram.pop_finished(self.env.now)  # type: ignore[assignment]
+        self.dram.finish(self.env.now, group.kernel.seq, group.blocks)
+        self._finish(group)
+        self._arm_memory_timer()
+
+    def _finish(self, group: _Group) -> None:
+        kernel = group.kernel
+        now = self.env.now
+        self.sms.release(group.sm_ids, group.taken)
+        kernel.running -= group.blocks
+        self.running_blocks -= group.blocks
+        if self.record_blocks:
+            for sm, count in zip(group.sm_ids.tolist(), group.counts.tolist(), strict=True):
+                record = (group.start_s, kernel.seq, sm, now, kernel.launch.name)
+                self.block_records.extend([record] * count)
+        if not kernel.to_dispatch and not kernel.running:
+            kernel.done = True
+            kernel.end_s = now
+            self.resident -= 1
+            self.completed += 1
+            self._advance_queues()
+        self._request_dispatch()
+
+    # ------------------------------------------------------------------ dispatch
+    def _request_dispatch(self) -> None:
+        if not self._dispatch_pending:
+            self._dispatch_pending = True
+            _Wakeup(self.env, 0, LATE, None, self._dispatch)
+
+    def _dispatch(self, event: simpy.Event) -> None:
+        self.events += 1
+        self.passes += 1
+        self._dispatch_pending = False
+        now = self.env.now
+        blocked = self.dispatcher.run_pass()
+        if self._memory_dirty:
+            self._memory_dirty = False
+            self._arm_memory_timer()
+        # Everything at this instant is settled: sample the state and the "what binds" clocks.
+        self.blocked.set(now, blocked)
+        self.launch_bound.set(now, "on" if not self.running_blocks and not self.host_done
+                              else None)
+        self.false_dependency.set(now, "on" if any(q.falsely_blocked() for q in self.queues)
+                                  else None)
+        at_limit = self.resident >= self.program.gpu.max_resident_grids and any(
+            (h := q.head()) is not None and not h.unmet() for q in self.queues)
+        self.resident_limit.set(now, "on" if at_limit else None)
+        _append_step(self.busy_sms, now, float(self.sms.busy_count()))
+        warps = self.sms.resident_warps()
+        if not np.array_equal(warps, self.occupancy_rows[-1]):
+            if self.occupancy_times[-1] == now:
+                self.occupancy_rows[-1] = warps
+            else:
+                self.occupancy_times.append(now)
+                self.occupancy_rows.append(warps)
+
+    # ------------------------------------------------------------------ output
+    def _deadlock_message(self) -> str:
+        lines = []
+        for kernel in self.kernels:
+            if kernel.done:
+                continue
+            name = repr(kernel.launch.name)
+            head = kernel.queue.head()
+            if head is kernel:
+                waits = ", ".join(repr(k.launch.name) for k in kernel.unmet())
+                lines.append(f"{name} (head of hardware queue {kernel.queue.index}) waits for "
+                             f"{waits}")
+            elif kernel in kernel.queue.pending and head is not None:
+                lines.append(f"{name} is queued behind {head.launch.name!r} in hardware queue "
+                             f"{kernel.queue.index}")
+            else:
+                lines.append(f"{name} never completed")
+        return ("deadlock: the program cannot progress; waiting kernels: " + "; ".join(lines)
+                + " (a kernel waits on one queued behind it in the same hardware queue: "
+                "reorder the launches or use more connections)")
+
+    def _result(self, wall_s: float) -> SimResult:
+        end = max((k.end_s for k in self.kernels), default=0.0)
+        self.dram.advance(end)
+        for watch in (self.blocked, self.launch_bound, self.false_dependency,
+                      self.resident_limit):
+            watch.set(end, None)
+        records = tuple(
+            KernelRecord(
+                name=k.launch.name, stream=k.launch.stream, seq=k.seq,
+                launch_begin_s=k.launch_begin_s, launch_s=k.launch_s, ready_s=k.ready_s,
+                start_s=k.start_s, end_s=k.end_s, blocks=k.launch.blocks,
+                sm_blocks=tuple(k.sm_blocks.tolist()), kind=k.launch.kind,
+                layer=k.launch.layer,
+            )
+            for k in self.kernels
+        )
+        blocks = None
+        if self.record_blocks:
+            blocks = tuple(BlockRecord(kernel=name, sm=sm, start_s=start, end_s=stop)
+                           for start, _, sm, stop, name in sorted(self.block_records))
+        counters = Counters(
+            events=self.events, blocks=self.blocks_started, groups=self.groups,
+            dispatch_passes=self.passes, wall_s=wall_s,
+            blocked_s=dict(sorted(self.blocked.totals.items())),
+            launch_bound_s=self.launch_bound.totals.get("on", 0.0),
+            false_dependency_s=self.false_dependency.totals.get("on", 0.0),
+            resident_limit_s=self.resident_limit.totals.get("on", 0.0),
+            dram_saturated_s=self.dram.saturated_s,
+        )
+        return SimResult(
+            program=self.program, mode=self.mode, sm_policy=self.policy.name, makespan_s=end,
+            kernels=records, busy_sms=_series(self.busy_sms),
+            dram_Bps=_series(self.dram.used_Bps),
+            sm_occupancy=SMOccupancy(times_s=np.array(self.occupancy_times),
+                                     warps=np.vstack(self.occupancy_rows)),
+            counters=counters, blocks=blocks,
+        )
+
+
+def _append_step(steps: list[tuple[float, float]], now_s: float, value: float) -> None:
+    if steps[-1][0] == now_s:
+        steps[-1] = (now_s, value)
+    elif steps[-1][1] != value:
+        steps.append((now_s, value))
+
+
+def _series(steps: list[tuple[float, float]]) -> StepSeries:
+    return StepSeries(times_s=tuple(t for t, _ in steps), values=tuple(v for _, v in steps))
+
+
+def simulate(program: Program, *, mode: str = "grouped",
+             sm_policy: str | PolicyFactory = "most-free",
+             record_blocks: bool = False) -> SimResult:
+    """Run ``program`` and return its :class:`~sim.result.SimResult`.
+
+    ``mode``: ``"grouped"`` (fast) or ``"exact"`` (per-block reference). ``sm_policy``: a
+    name in :data:`sim.placement.POLICIES` or a factory such as ``RoundRobin``.
+    ``record_blocks``: keep per-block records in grouped mode too (exact mode always does).
+    """
+    return Engine(program, mode=mode, sm_policy=sm_policy, record_blocks=record_blocks).run()

@@ -1,0 +1,291 @@
+"""Lowering: a layer graph -> the kernel graph a GPU library would launch for it.
+
+Every operation of a workload graph (:mod:`workloads.registry`) becomes one or more GPU
+kernels (:class:`~gpu_models.kernel.KernelSpec`) chosen the way cuDNN, cuBLAS and eager
+PyTorch choose them on the GPU's architecture: convolutions as implicit GEMMs tiled with the
+architecture's thread-block tiles (:mod:`workloads.lowering.tiles`, tables in
+``gpu_models/data/tiles/``), with split-K and a reduction kernel where the GEMM is narrow;
+linear layers as cuBLAS GEMMs; batch norm, pooling, elementwise, concat, loss and optimizer
+ops as the ATen/cuDNN kernels they launch (:mod:`workloads.lowering.ops` lists each rule)::
+
+    from workloads import build
+    from workloads.lowering import lower, price
+    kg = lower(build("resnet50", batch=32, phase="training"), load_gpu("a100"),
+               precision="tf32")
+    costs = price(kg, load_gpu("a100"), get_cost_model("roofline"))
+
+The **kernel graph** is a networkx ``DiGraph``: one node per kernel, named ``<layer>`` when
+the layer launches one kernel and ``<layer>#<i>`` when it launches several; node attributes
+``kernel`` (the KernelSpec), ``layer`` (the layer's name), ``op``, ``module``, ``branch`` and
+``phase`` (copied from the layer). Edges are dependencies: a layer's kernels form a chain,
+and its first kernel depends on the last kernel of each predecessor layer; layers that
+launch nothing (views, ops fused away) pass their predecessors' dependencies through.
+``graph.graph`` keeps ``workload``, ``batch``, ``resolution``, ``phase``, ``precision``,
+``fusion``, ``layout`` and ``gpu``.
+
+Layout: ``layout="nchw"`` (default, PyTorch's default memory format) adds the NCHW <-> NHWC
+copies cuDNN launches around tensor-op convolution kernels and runs 1x1 convolutions as
+per-image GEMMs; ``layout="nhwc"`` is ``channels_last`` (no copies).
+
+Fusion: ``fusion="eager"`` (default) is what eager PyTorch launches: conv, batch norm and
+ReLU as separate kernels. ``fusion="inference"`` (inference graphs only) is what TensorRT or
+cuDNN's fusion runtime does: a batch norm that follows a convolution is folded into its
+weights, and a following ReLU/ReLU6 and a residual add (with its ReLU) run in the
+convolution's epilogue; those layers launch nothing.
+
+Calibration: where calibration data (:mod:`gpu_models.calibration`) recorded the kernel a
+library actually launched for a layer on this GPU (same preset, the layer's name, the
+pass's kernel kind), the GEMM kernel of that layer takes the recorded launch configuration
+(grid, threads, registers, shared memory, library name) and its measured duration; FLOPs
+and bytes stay lowering's. Lowering needs no calibration data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+import networkx as nx
+
+from gpu_models.calibration import CalibrationRecord, CalibrationSet
+from gpu_models.errors import GpusimError
+from gpu_models.kernel import CostModel, KernelCost, KernelKind, KernelSpec
+from gpu_models.occupancy import launch_failure
+from gpu_models.spec import GPUSpec
+from workloads.layers import Layer, OpType
+from workloads.lowering.ops import (
+    CONV_PASSES,
+    LAYOUTS,
+    STORAGE_BYTES,
+    GemmShape,
+    conv_layer,
+    gemm_layer,
+    gemm_shape,
+    is_depthwise,
+    lower_layer,
+    multi_tensor_launches,
+    param_tensors,
+)
+from workloads.lowering.tiles import (
+    Tile,
+    TileChoice,
+    load_table,
+    math_for,
+    select_tile,
+    table_for,
+)
+
+#: Fusion modes of :func:`lower`.
+FUSIONS: tuple[str, ...] = ("eager", "inference")
+
+_MAIN_KINDS: frozenset[KernelKind] = frozenset(
+    {KernelKind.CONV_FWD, KernelKind.CONV_DGRAD, KernelKind.CONV_WGRAD, KernelKind.GEMM}
+)
+
+
+def lower(
+    graph: nx.DiGraph, gpu: GPUSpec, *, precision: str = "fp32", fusion: str = "eager",
+    layout: str = "nchw", calibration: CalibrationSet | Sequence[CalibrationSet] | None = None,
+) -> nx.DiGraph:
+    """The kernel graph of a layer graph on ``gpu`` (see the module docstring).
+
+    Raises :class:`GpusimError` naming the layer for an op without a lowering rule or a
+    kernel that cannot launch on ``gpu``.
+    """
+    if fusion not in FUSIONS:
+        raise GpusimError(f"fusion must be one of {', '.join(FUSIONS)} (got {fusion!r})")
+    if precision not in STORAGE_BYTES:
+        raise GpusimError(f"unknown precision {precision!r}; expected one of "
+                          f"{', '.join(STORAGE_BYTES)}")
+    if layout not in LAYOUTS:
+        raise GpusimError(f"layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
+    meta = graph.graph
+    if fusion == "inference" and meta.get("phase") == "training":
+        raise GpusimError("fusion='inference' folds batch norm into convolutions: it applies "
+                          "to inference graphs, not training graphs")
+    sets = _calibration_sets(calibration, gpu)
+    epilogues, fused = _fusion_plan(graph) if fusion == "inference" else ({}, set())
+
+    kg = nx.DiGraph()
+    kg.graph.update(
+        workload=meta.get("name", ""), batch=meta.get("batch"),
+        resolution=meta.get("resolution"), phase=meta.get("phase", "inference"),
+        precision=precision, fusion=fusion, layout=layout, gpu=gpu.name,
+    )
+    exits: dict[str, tuple[str, ...]] = {}
+    for node in nx.topological_sort(graph):
+        layer: Layer = graph.nodes[node]["layer"]
+        deps: list[str] = []
+        for pred in graph.predecessors(node):
+            deps.extend(d for d in exits[pred] if d not in deps)
+        if node in fused:
+            kernels: list[KernelSpec] = []
+        else:
+            try:
+                kernels = lower_layer(
+                    layer, gpu, precision=precision, layout=layout,
+                    epilogue=epilogues.get(node, ""),
+                    tensor_elems=(_sgd_tensors(graph, node, layer)
+                                  if layer.op is OpType.SGD_UPDATE else None))
+            except GpusimError as exc:
+                message = str(exc)
+                if f"layer {node!r}" in message:
+                    raise
+                raise GpusimError(f"layer {node!r}: {message}") from None
+        if sets:
+            kernels = [_calibrated(k, layer, gpu, sets) for k in kernels]
+        if not kernels:
+            exits[node] = tuple(deps)
+            continue
+        previous: Sequence[str] = deps
+        for kernel in kernels:
+            failure = launch_failure(gpu, kernel.threads, kernel.regs_per_thread,
+                                     kernel.smem_per_block_B)
+            if failure:
+                raise GpusimError(f"layer {node!r}: kernel {kernel.name!r} "
+                                  f"({kernel.library_name}) cannot launch on {gpu.name}: "
+                                  f"{failure}")
+            kg.add_node(kernel.name, kernel=kernel, layer=node, op=layer.op.value,
+                        module=layer.module, branch=layer.branch, phase=layer.phase)
+            for dep in previous:
+                kg.add_edge(dep, kernel.name)
+            previous = (kernel.name,)
+        exits[node] = (kernels[-1].name,)
+    return kg
+
+
+def price(kernel_graph: nx.DiGraph, gpu: GPUSpec, cost_model: CostModel,
+          ) -> dict[str, KernelCost]:
+    """Each kernel's :class:`KernelCost` under ``cost_model`` on ``gpu``, by kernel name."""
+    return {name: cost_model(data["kernel"], gpu)
+            for name, data in kernel_graph.nodes(data=True)}
+
+
+def kernels(kernel_graph: nx.DiGraph) -> list[KernelSpec]:
+    """The kernel graph's KernelSpecs in a deterministic topological (launch) order."""
+    return [kernel_graph.nodes[n]["kernel"] for n in nx.topological_sort(kernel_graph)]
+
+
+# ---------------------------------------------------------------------- fusion
+#: Ops an inference runtime fuses into a preceding convolution, with their epilogue tag.
+_FUSABLE: dict[OpType, str] = {
+    OpType.BATCHNORM: "bn", OpType.RELU: "relu", OpType.RELU6: "relu6", OpType.ADD: "add",
+}
+
+def _fusion_plan(graph: nx.DiGraph) -> tuple[dict[str, str], set[str]]:
+    """Convs with their epilogue label, and the layers fused into them (launching nothing)."""
+    owner: dict[str, str] = {}        # layer -> the conv whose output it now is
+    epilogue: dict[str, list[str]] = {}
+
+    for node in nx.topological_sort(graph):
+        layer: Layer = graph.nodes[node]["layer"]
+        if layer.op is OpType.CONV2D:
+            owner[node] = node
+            epilogue[node] = []
+            continue
+        tag = _FUSABLE.get(layer.op)
+        if tag is None or layer.training:
+            continue
+        preds = list(graph.predecessors(node))
+        # The conv's output (or what it became) must feed this op alone.
+        candidates = [p for p in preds if p in owner and graph.out_degree(p) == 1]
+        if not candidates:
+            continue
+        conv = owner[candidates[0]]
+        done = epilogue[conv]
+        if tag == "bn" and done:
+            continue  # batch norm folds into the weights only straight after the conv
+        if tag == "add" and (len(preds) != 2 or "add" in done):
+            continue
+        if tag in ("relu", "relu6") and done and done[-1] in ("relu", "relu6"):
+            continue
+        owner[node] = conv
+        done.append(tag)
+    fused = {n for n, c in owner.items() if n != c}
+    labels = {c: "+" + "+".join(ops) for c, ops in epilogue.items() if ops}
+    return labels, fused
+
+
+# ---------------------------------------------------------------------- optimizer
+def _sgd_tensors(graph: nx.DiGraph, node: str, layer: Layer) -> list[int]:
+    """Parameter tensor sizes an sgd_update covers, from the forward layers it updates."""
+    forwards: list[Layer] = []
+    if layer.forward_of in graph and graph.nodes[layer.forward_of]["layer"].params:
+        forwards.append(graph.nodes[layer.forward_of]["layer"])
+    else:  # the whole-model step: one weight_grad edge per parameterised layer
+        for pred in graph.predecessors(node):
+            source: Layer = graph.nodes[pred]["layer"]
+            if source.forward_of in graph:
+                forwards.append(graph.nodes[source.forward_of]["layer"])
+    sizes = [t for f in forwards for t in param_tensors(f)]
+    return sizes or [layer.params]
+
+
+# ---------------------------------------------------------------------- calibration
+def _calibration_sets(calibration: CalibrationSet | Sequence[CalibrationSet] | None,
+                      gpu: GPUSpec) -> list[CalibrationSet]:
+    if calibration is None:
+        return []
+    sets: Iterable[CalibrationSet] = (
+        [calibration] if isinstance(calibration, CalibrationSet) else calibration)
+    # A library chooses per GPU: only data measured on this very preset apply.
+    return [s for s in sets if s.provenance.gpu_preset == gpu.name]
+
+
+def _calibrated(kernel: KernelSpec, layer: Layer, gpu: GPUSpec,
+                sets: Sequence[CalibrationSet]) -> KernelSpec:
+    if kernel.kind not in _MAIN_KINDS:
+        return kernel
+    record = _recorded_launch(layer, kernel.kind, sets)
+    if record is None:
+        return kernel
+    if launch_failure(gpu, record.threads, record.regs_per_thread, record.smem_per_block_B):
+        return kernel
+    return dataclasses.replace(
+        kernel, grid=record.grid, threads=record.threads,
+        regs_per_thread=record.regs_per_thread, smem_per_block_B=record.smem_per_block_B,
+        library_name=record.library_name, measured_time_s=record.duration_s,
+        tensor_cores=record.tensor_cores, dtype=record.dtype,
+    )
+
+
+def _recorded_launch(layer: Layer, kind: KernelKind, sets: Sequence[CalibrationSet],
+                     ) -> CalibrationRecord | None:
+    """The longest recorded kernel of ``kind`` for this layer (first step that has one)."""
+    forward_name = layer.forward_of or layer.name
+    phase = "backward" if layer.phase == "backward" else "forward"
+    batch = layer.inputs[0][0] if layer.inputs else None
+    for calibration_set in sets:
+        hits = [r for r in calibration_set.for_layer(forward_name)
+                if r.kind is kind and r.phase in ("", phase)
+                and (r.batch is None or r.batch == batch)]
+        if hits:
+            step = hits[0].step
+            same_step = [r for r in hits if r.step == step]
+            return max(same_step, key=lambda r: r.duration_s)
+    return None
+
+
+__all__ = [
+    "CONV_PASSES",
+    "FUSIONS",
+    "LAYOUTS",
+    "STORAGE_BYTES",
+    "GemmShape",
+    "Tile",
+    "TileChoice",
+    "conv_layer",
+    "gemm_layer",
+    "gemm_shape",
+    "is_depthwise",
+    "kernels",
+    "load_table",
+    "lower",
+    "lower_layer",
+    "math_for",
+    "multi_tensor_launches",
+    "param_tensors",
+    "price",
+    "select_tile",
+    "table_for",
+]

@@ -1,0 +1,232 @@
+"""Thread-block tiles of implicit-GEMM and GEMM kernels, and how lowering picks one.
+
+Convolution and matrix-product libraries (cuDNN, cuBLAS, CUTLASS) compute ``C[M x N] =
+A[M x K] @ B[K x N]`` in thread-block tiles: each block owns a ``bm x bn`` tile of C and
+walks K in slices of ``bk``, staging A and B slices through shared memory in a pipeline of
+``stages``. The launch grid is ``ceil(M / bm) x ceil(N / bn) x split_k``; threads, registers
+and shared memory per block are properties of the compiled kernel.
+
+The tile families each library ships for an architecture are *data*:
+``gpu_models/data/tiles/<table>.toml`` (``simt``, ``sm70``, ``sm80``, ``sm90``), each row
+with its source. A table may ``inherit`` others (Hopper runs Ampere kernels; every table
+keeps the SIMT kernels for FP32). :func:`table_for` maps a GPU to its table: sm61 -> simt,
+sm70/sm75 -> sm70, sm80/sm86/sm89 -> sm80, sm90 -> sm90 (newer: the newest table).
+
+Which tile a library picks is decided by proprietary heuristics (cuDNN's) or autotuning.
+:func:`select_tile` approximates them with a documented rule:
+
+1. candidates: the table's tiles for the pass (fprop/dgrad/wgrad/gemm) and math (simt,
+   tf32, f16) that can launch on the GPU at all (none: the simt tiles of the pass);
+2. keep the tiles whose padding waste is small: tile utilisation ``M*N / (padded M *
+   padded N)`` at least :data:`UTILISATION_SLACK` of the best candidate's;
+3. among those, the largest tile (``bm*bn``; on a tie the GPU's own architecture's kernel
+   before an inherited one, then the squarer tile, then fewer threads) whose grid has at least
+   :data:`WAVE_FILL` x ``sm_count`` blocks (about one block on every SM);
+4. if none fills the GPU, the tile with the most blocks, and then **split-K**: cut K into
+   ``min(sm_count // blocks, K // (MIN_K_ITERATIONS * bk))`` slices (at least 1), so a
+   narrow GEMM with a long K (weight gradients, batch-1 layers) still fills the GPU; the
+   partial tiles are summed by a separate reduction kernel, as cuDNN and cuBLAS do.
+
+Checked against the A100 ResNet-50 TF32 trace (see the lowering tests and report): it picks
+cuDNN's tile for the forward 3x3 convolutions of all four stages.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from gpu_models.errors import GpusimError
+from gpu_models.occupancy import launch_failure
+from gpu_models.spec import GPUSpec
+
+#: GEMM passes a tile can serve.
+PASSES: tuple[str, ...] = ("fprop", "dgrad", "wgrad", "gemm")
+#: Math classes: CUDA-core FP32, TF32 tensor cores, FP16/BF16 tensor cores.
+MATHS: tuple[str, ...] = ("simt", "tf32", "f16")
+#: A tile is a candidate if its utilisation is at least this fraction of the best one's.
+UTILISATION_SLACK = 0.75
+#: A grid "fills the GPU" when it has at least this many blocks per SM.
+WAVE_FILL = 0.9
+#: Each split-K slice runs at least this many K iterations (bk deep each).
+MIN_K_ITERATIONS = 8
+
+#: Architecture tag -> tile table, for the architectures the tables were made for.
+_ARCH_TABLES: dict[str, str] = {
+    "sm61": "simt", "sm70": "sm70", "sm75": "sm70", "sm80": "sm80", "sm86": "sm80",
+    "sm87": "sm80", "sm89": "sm80", "sm90": "sm90",
+}
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile family of a library kernel (a row of a tile table)."""
+
+    name: str
+    math: tuple[str, ...]
+    passes: tuple[str, ...]
+    bm: int
+    bn: int
+    #: Bytes of K one pipeline stage holds per row: bk = bk_B / element size.
+    bk_B: int
+    stages: int
+    threads: int
+    regs: int
+    smem_B: int
+    source: str
+    #: The table the row comes from.
+    table: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "math", tuple(self.math))
+        object.__setattr__(self, "passes", tuple(self.passes))
+
+        def fail(what: str) -> None:
+            raise GpusimError(f"tile {self.name!r} ({self.table or 'table'}): {what}")
+
+        if not self.name:
+            fail("name must not be empty")
+        if not self.math or set(self.math) - set(MATHS):
+            fail(f"math must be a non-empty subset of {MATHS} (got {self.math!r})")
+        if not self.passes or set(self.passes) - set(PASSES):
+            fail(f"passes must be a non-empty subset of {PASSES} (got {self.passes!r})")
+        for field_name in ("bm", "bn", "bk_B", "stages", "threads"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(f"{field_name} must be a positive integer (got {value!r})")
+        for field_name in ("regs", "smem_B"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                fail(f"{field_name} must be an integer >= 0 (got {value!r})")
+        if not self.source:
+            fail("every tile needs a source")
+
+    def bk(self, elem_B: int) -> int:
+        """K depth of one stage for elements of ``elem_B`` bytes."""
+        return max(1, self.bk_B // elem_B)
+
+
+@dataclass(frozen=True)
+class TileChoice:
+    """The tile picked for one GEMM, with its grid and split-K."""
+
+    tile: Tile
+    tiles_m: int
+    tiles_n: int
+    split_k: int
+
+    @property
+    def blocks(self) -> int:
+        """Blocks of the GEMM kernel (one per tile and K slice)."""
+        return self.tiles_m * self.tiles_n * self.split_k
+
+
+def _tiles_dir() -> Any:
+    return resources.files("gpu_models") / "data" / "tiles"
+
+
+@functools.cache
+def load_table(name: str) -> tuple[Tile, ...]:
+    """The tiles of table ``name`` followed by those of the tables it inherits."""
+    path = _tiles_dir() / f"{name}.toml"
+    if not path.is_file():
+        raise GpusimError(f"unknown tile table {name!r}")
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    own: list[Tile] = []
+    for index, row in enumerate(data.get("tile", [])):
+        try:
+            own.append(Tile(table=name, **row))
+        except TypeError as exc:
+            raise GpusimError(f"tile table {name!r}, tile {index}: {exc}") from None
+    inherited: list[Tile] = []
+    for parent in data.get("inherit", []):
+        inherited.extend(load_table(parent))
+    return (*own, *inherited)
+
+
+def table_for(gpu: GPUSpec) -> str:
+    """The tile table of ``gpu``'s architecture (the newest table for unknown newer ones)."""
+    arch = gpu.arch
+    if arch in _ARCH_TABLES:
+        return _ARCH_TABLES[arch]
+    major = gpu.compute_capability[0]
+    if major >= 9:
+        return "sm90"
+    if major == 8:
+        return "sm80"
+    if major == 7:
+        return "sm70"
+    return "simt"
+
+
+def math_for(gpu: GPUSpec, precision: str) -> str:
+    """The math class a library uses for ``precision`` on ``gpu``.
+
+    Tensor cores where the GPU has them for that precision (its tensor peak is > 0), CUDA
+    cores (simt) otherwise and always for fp32. A table without tensor-op tiles for the
+    pass falls back to its simt tiles in :func:`select_tile`.
+    """
+    tensor_peak = {
+        "fp32": 0.0,
+        "tf32": gpu.peak_tf32_tensor_flop_per_s,
+        "fp16": gpu.peak_fp16_tensor_flop_per_s,
+        "bf16": gpu.peak_bf16_tensor_flop_per_s,
+    }
+    if precision not in tensor_peak:
+        raise GpusimError(f"unknown precision {precision!r}; expected one of "
+                          f"{', '.join(tensor_peak)}")
+    if tensor_peak[precision] <= 0:
+        return "simt"
+    return "tf32" if precision == "tf32" else "f16"
+
+
+@functools.lru_cache(maxsize=256)
+def _launchable(gpu: GPUSpec, pass_: str, math_: str) -> tuple[Tile, ...]:
+    """The tiles of ``gpu``'s table for this pass and math that can launch on it."""
+    return tuple(t for t in load_table(table_for(gpu)) if pass_ in t.passes and math_ in t.math
+                 and launch_failure(gpu, t.threads, t.regs, t.smem_B) is None)
+
+
+def select_tile(
+    gpu: GPUSpec, pass_: str, math_: str, m: int, n: int, k: int, elem_B: int,
+    *, batch: int = 1, allow_split_k: bool = True,
+) -> TileChoice:
+    """The tile, grid and split-K for ``batch`` independent ``M x N x K`` GEMMs.
+
+    See the module docstring for the rule; ``batch`` GEMMs (grid z) count towards filling
+    the GPU.
+    """
+    if min(m, n, k) < 1:
+        raise GpusimError(f"GEMM shape must be positive (got M={m}, N={n}, K={k})")
+    # A library without a tensor-op kernel that fits falls back to its CUDA-core kernels.
+    candidates = _launchable(gpu, pass_, math_) or _launchable(gpu, pass_, "simt")
+    if not candidates:
+        raise GpusimError(f"no {math_} {pass_} tile of table {table_for(gpu)!r} can launch on "
+                          f"{gpu.name} (shared memory or registers per block too small)")
+
+    def utilisation(t: Tile) -> float:
+        return (m * n) / (math.ceil(m / t.bm) * t.bm * math.ceil(n / t.bn) * t.bn)
+
+    def blocks(t: Tile) -> int:
+        return math.ceil(m / t.bm) * math.ceil(n / t.bn) * batch
+
+    best = max(utilisation(t) for t in candidates)
+    kept = [t for t in candidates if utilisation(t) >= UTILISATION_SLACK * best]
+    native = table_for(gpu)
+    kept.sort(key=lambda t: (-t.bm * t.bn, t.table != native, max(t.bm, t.bn) / min(t.bm, t.bn),
+                             t.threads, t.name))
+    fill = WAVE_FILL * gpu.sm_count
+    for t in kept:
+        if blocks(t) >= fill:
+            return TileChoice(t, math.ceil(m / t.bm), math.ceil(n / t.bn), 1)
+    small = max(kept, key=lambda t: (blocks(t), t.bm * t.bn))
+    split = 1
+    if allow_split_k:
+        by_gpu = gpu.sm_count // blocks(small)
+        by_k = k // (MIN_K_ITERATIONS * small.bk(elem_B))
+        split = max(1, min(by_gpu, by_k))
+    return TileChoice(small, math.ceil(m / small.bm), math.ceil(n / small.bn), split)
