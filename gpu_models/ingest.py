@@ -58,6 +58,8 @@ _KERNEL_CATS = frozenset({"kernel", "Kernel"})
 _LAUNCH_CATS = frozenset({"cuda_runtime", "cuda_driver", "Runtime", "Driver"})
 _RANGE_CATS = frozenset({"cpu_op", "user_annotation", "Operator", "python_function"})
 _BACKWARD_PREFIX = "autograd::engine::evaluate_function:"
+#: Ranges of optimizer steps and gradient zeroing: kernels there are neither pass.
+_OPTIMIZER_PREFIX = "Optimizer."
 _US = 1e-6
 #: Timestamps above this many microseconds are Unix-epoch times (after 2001-09-09).
 _EPOCH_US_2001 = 1e15
@@ -113,7 +115,7 @@ def classify_kernel(name: str, op: str = "", ranges: Sequence[str] = ()) -> Kern
     weight gradient).
     """
     lower = name.lower()
-    if any(r.startswith("Optimizer.step") for r in ranges):
+    if any(r.startswith(f"{_OPTIMIZER_PREFIX}step") for r in ranges):
         return KernelKind.OPTIMIZER
     for pattern, kind in _NAME_KINDS:
         if re.search(pattern, lower):
@@ -167,7 +169,7 @@ class TraceKernel:
     smem_per_block_B: int
     kind: KernelKind
     layer_name: str = ""
-    #: "forward", "backward" or "" (not known).
+    #: "forward", "backward" or "" (not known, or an optimizer step).
     phase: str = ""
     #: The outermost aten op around the launch, and the innermost one.
     op: str = ""
@@ -303,6 +305,111 @@ def _signature(op_range: _Range | None) -> LayerSignature | None:
         return None  # shapes the profiler wrote in a form we do not read: no signature
 
 
+@dataclass
+class _Events:
+    """The events of a trace the ingester uses, sorted by kind."""
+
+    #: CPU ranges (ops, annotations) per (pid, tid) thread.
+    ranges: dict[tuple[Any, Any], list[_Range]] = field(default_factory=dict)
+    #: correlation id -> (thread, ts) of the runtime call that launched it.
+    launches: dict[int, tuple[tuple[Any, Any], float]] = field(default_factory=dict)
+    #: External id -> (thread, ts) of the first CPU op carrying it.
+    ext_ops: dict[int, tuple[tuple[Any, Any], float]] = field(default_factory=dict)
+    #: (event index, event) of every kernel event.
+    kernels: list[tuple[int, Mapping[str, Any]]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+def _collect(events: Sequence[Any], origin: str) -> _Events:
+    out = _Events()
+    for index, event in enumerate(events):
+        if not isinstance(event, Mapping):
+            raise GpusimError(f"{origin}: event {index} is not an object")
+        if event.get("ph") != "X":
+            continue
+        cat = event.get("cat")
+        args = event.get("args") or {}
+        where = f"{origin}: event {index} ({event.get('name')!r})"
+        if not isinstance(args, Mapping):
+            raise GpusimError(f"{where}: 'args' must be an object")
+        thread = (event.get("pid"), event.get("tid"))
+        if cat in _KERNEL_CATS:
+            out.kernels.append((index, event))
+        elif cat in _LAUNCH_CATS:
+            out.counts["launch"] += 1
+            if isinstance(args.get("correlation"), int):
+                out.launches[args["correlation"]] = (thread, _number(event, "ts", where))
+        elif cat in _RANGE_CATS:
+            start = _number(event, "ts", where)
+            end = start + _number(event, "dur", where)
+            out.ranges.setdefault(thread, []).append(
+                _Range(str(event.get("name", "")), start, end, str(cat), args))
+            if cat in ("cpu_op", "Operator"):
+                out.counts["cpu_op"] += 1
+                if isinstance(args.get("External id"), int):
+                    out.ext_ops.setdefault(args["External id"], (thread, start))
+        elif cat == "gpu_memcpy":
+            out.counts["memcpy"] += 1
+        elif cat == "gpu_memset":
+            out.counts["memset"] += 1
+    return out
+
+
+def _parse_kernel(index: int, event: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """A kernel event's fields, validated; errors name the event."""
+    where = f"{origin}: kernel event {index} ({event.get('name')!r})"
+    args = event.get("args") or {}
+    stream = args.get("stream")
+    if isinstance(stream, bool) or not isinstance(stream, int):
+        raise GpusimError(f"{where}: args.stream must be an integer (got {stream!r})")
+    name = str(event.get("name") or "")
+    if not name:
+        raise GpusimError(f"{where}: kernel has no name")
+    correlation = args.get("correlation")
+    device = args.get("device", 0)
+    return {
+        "name": name, "ts": _number(event, "ts", where), "dur": _number(event, "dur", where),
+        "stream": stream, "device": device if isinstance(device, int) else 0,
+        "correlation": correlation if isinstance(correlation, int) else None,
+        "external_id": args.get("External id"),
+        "grid": _dims(args, "grid", where), "block": _dims(args, "block", where),
+        "regs": _count(args, "registers per thread", where),
+        "smem": _count(args, "shared memory", where),
+    }
+
+
+def _enclosing(events: _Events, points: Mapping[tuple[Any, Any], list[tuple[float, int]]],
+               layer_prefix: str) -> tuple[dict[int, list[_Range]], dict[int, str]]:
+    """Ranges around each launch point, and forward sequence number -> layer.
+
+    Sweeps each thread's ranges in time order with a stack: at a launch, the stack holds
+    exactly the ranges that enclose it (ranges on one thread nest).
+    """
+    enclosing: dict[int, list[_Range]] = {}
+    seq_layer: dict[int, str] = {}
+    for thread in set(events.ranges) | set(points):
+        items: list[tuple[float, int, float, Any]] = []
+        for rng in events.ranges.get(thread, []):
+            items.append((rng.start, 0, -rng.end, rng))  # ranges before launches at equal ts
+        for ts, position in points.get(thread, []):
+            items.append((ts, 1, 0.0, position))
+        items.sort(key=lambda item: (item[0], item[1], item[2]))
+        stack: list[_Range] = []
+        for ts, is_point, _, payload in items:
+            while stack and stack[-1].end < ts:
+                stack.pop()
+            if is_point:
+                enclosing[payload] = list(stack)
+                continue
+            stack.append(payload)
+            seq = payload.args.get("Sequence number")
+            if isinstance(seq, int) and not payload.name.startswith(_BACKWARD_PREFIX):
+                layer = _innermost_layer(stack, layer_prefix)
+                if layer:
+                    seq_layer.setdefault(seq, layer)
+    return enclosing, seq_layer
+
+
 def parse_trace(
     trace: str | Path | Mapping[str, Any],
     *,
@@ -326,148 +433,65 @@ def parse_trace(
     origin = f"trace {str(trace)!r}" if isinstance(trace, (str, Path)) else "trace"
     if not isinstance(data, Mapping) or not isinstance(data.get("traceEvents"), list):
         raise GpusimError(f"{origin}: has no 'traceEvents' list")
-
-    ranges: dict[tuple[Any, Any], list[_Range]] = {}
-    launches: dict[int, tuple[tuple[Any, Any], float]] = {}
-    ext_ops: dict[int, tuple[tuple[Any, Any], float]] = {}
-    kernel_events: list[tuple[int, Mapping[str, Any]]] = []
-    counts: Counter[str] = Counter()
-    for index, event in enumerate(data["traceEvents"]):
-        if not isinstance(event, Mapping):
-            raise GpusimError(f"{origin}: event {index} is not an object")
-        if event.get("ph") != "X":
-            continue
-        cat = event.get("cat")
-        args = event.get("args") or {}
-        if not isinstance(args, Mapping):
-            raise GpusimError(f"{origin}: event {index} ({event.get('name')!r}): "
-                              "'args' must be an object")
-        where = f"{origin}: event {index} ({event.get('name')!r})"
-        if cat in _KERNEL_CATS:
-            kernel_events.append((index, event))
-        elif cat in _LAUNCH_CATS:
-            counts["launch"] += 1
-            if isinstance(args.get("correlation"), int):
-                thread = (event.get("pid"), event.get("tid"))
-                launches[args["correlation"]] = (thread, _number(event, "ts", where))
-        elif cat in _RANGE_CATS:
-            thread = (event.get("pid"), event.get("tid"))
-            start = _number(event, "ts", where)
-            end = start + _number(event, "dur", where)
-            ranges.setdefault(thread, []).append(
-                _Range(str(event.get("name", "")), start, end, str(cat), args))
-            if cat in ("cpu_op", "Operator"):
-                counts["cpu_op"] += 1
-                if isinstance(args.get("External id"), int):
-                    ext_ops.setdefault(args["External id"], (thread, start))
-        elif cat == "gpu_memcpy":
-            counts["memcpy"] += 1
-        elif cat == "gpu_memset":
-            counts["memset"] += 1
+    events = _collect(data["traceEvents"], origin)
 
     # Where each kernel was launched from: its runtime call, else the op with its External id.
+    parsed = [_parse_kernel(index, event, origin) for index, event in events.kernels]
     points: dict[tuple[Any, Any], list[tuple[float, int]]] = {}
     launch_ts: dict[int, float] = {}
-    parsed: list[dict[str, Any]] = []
-    for position, (index, event) in enumerate(kernel_events):
-        where = f"{origin}: kernel event {index} ({event.get('name')!r})"
-        args = event.get("args") or {}
-        stream = args.get("stream")
-        if isinstance(stream, bool) or not isinstance(stream, int):
-            raise GpusimError(f"{where}: args.stream must be an integer (got {stream!r})")
-        correlation = args.get("correlation")
-        correlation = correlation if isinstance(correlation, int) else None
-        parsed.append({
-            "name": str(event.get("name") or ""), "ts": _number(event, "ts", where),
-            "dur": _number(event, "dur", where), "stream": stream,
-            "device": int(args.get("device", 0)) if isinstance(args.get("device", 0), int)
-            else 0,
-            "correlation": correlation, "grid": _dims(args, "grid", where),
-            "block": _dims(args, "block", where),
-            "regs": _count(args, "registers per thread", where),
-            "smem": _count(args, "shared memory", where),
-        })
-        if not parsed[-1]["name"]:
-            raise GpusimError(f"{where}: kernel has no name")
-        source = launches.get(correlation) if correlation is not None else None
-        if source is None and isinstance(args.get("External id"), int):
-            source = ext_ops.get(args["External id"])
+    for position, info in enumerate(parsed):
+        source = events.launches.get(info["correlation"]) if info["correlation"] is not None \
+            else None
+        if source is None and isinstance(info["external_id"], int):
+            source = events.ext_ops.get(info["external_id"])
         if source is not None:
-            thread, ts = source
-            points.setdefault(thread, []).append((ts, position))
-            launch_ts[position] = ts
+            points.setdefault(source[0], []).append((source[1], position))
+            launch_ts[position] = source[1]
+    enclosing, seq_layer = _enclosing(events, points, layer_prefix)
 
-    # Sweep each thread's ranges in time order with a stack: at a launch, the stack holds
-    # exactly the ranges that enclose it (ranges on one thread nest).
-    enclosing: dict[int, list[_Range]] = {}
-    seq_layer: dict[int, str] = {}
-    for thread in set(ranges) | set(points):
-        items: list[tuple[float, int, float, Any]] = []
-        for rng in ranges.get(thread, []):
-            items.append((rng.start, 0, -rng.end, rng))  # ranges before launches at equal ts
-        for ts, position in points.get(thread, []):
-            items.append((ts, 1, 0.0, position))
-        items.sort(key=lambda item: (item[0], item[1], item[2]))
-        stack: list[_Range] = []
-        for ts, is_point, _, payload in items:
-            while stack and stack[-1].end < ts:
-                stack.pop()
-            if is_point:
-                enclosing[payload] = list(stack)
-                continue
-            stack.append(payload)
-            seq = payload.args.get("Sequence number")
-            if isinstance(seq, int) and not payload.name.startswith(_BACKWARD_PREFIX):
-                layer = _innermost_layer(stack, layer_prefix)
-                if layer:
-                    seq_layer.setdefault(seq, layer)
-
-    step_ranges = sorted(
-        (r for rs in ranges.values() for r in rs if r.name.startswith(step_prefix)),
-        key=lambda r: r.start)
+    step_ranges = sorted((r for rs in events.ranges.values() for r in rs
+                          if r.name.startswith(step_prefix)), key=lambda r: r.start)
     kernels = []
-    zero = 0
     for position, info in enumerate(parsed):
         if info["dur"] <= 0:
-            zero += 1
+            events.counts["zero_duration"] += 1
             continue
         if _COMM_PATTERN.search(info["name"]):
             # Collectives wait on other GPUs: their duration is not this GPU's work.
-            counts["communication"] += 1
+            events.counts["communication"] += 1
             continue
-        stack = enclosing.get(position)
-        layer, phase, op, inner, step, sig_range = "", "", "", "", None, None
-        if stack is not None:
-            layer = _innermost_layer(stack, layer_prefix)
-            backward = [r for r in stack if r.name.startswith(_BACKWARD_PREFIX)]
-            if backward:
-                phase = "backward"
-                seq = backward[-1].args.get("Sequence number")
-                layer = layer or (seq_layer.get(seq, "") if isinstance(seq, int) else "")
-            elif stack:
-                phase = "forward"
-            aten = [r for r in stack if r.name.startswith("aten::")]
-            if aten:
-                op, inner, sig_range = aten[0].name, aten[-1].name, aten[0]
-            step = _step_of(launch_ts[position], step_ranges, step_prefix)
-        names = [r.name for r in stack or []]
-        signature = _signature(sig_range)
-        kind = classify_kernel(info["name"], inner or op, names)
+        stack = enclosing.get(position, [])
+        layer = _innermost_layer(stack, layer_prefix)
+        backward = [r for r in stack if r.name.startswith(_BACKWARD_PREFIX)]
+        aten = [r for r in stack if r.name.startswith("aten::")]
+        phase = ""
+        if backward:
+            phase = "backward"
+            seq = backward[-1].args.get("Sequence number")
+            layer = layer or (seq_layer.get(seq, "") if isinstance(seq, int) else "")
+        elif (aten or layer) and not any(r.name.startswith(_OPTIMIZER_PREFIX) for r in stack):
+            phase = "forward"
+        op, inner = (aten[0].name, aten[-1].name) if aten else ("", "")
+        signature = _signature(aten[0] if aten else None)
+        kind = classify_kernel(info["name"], inner or op, [r.name for r in stack])
         dtype, tensor_cores = _precision(info["name"], kind, precision,
                                          signature.dtype if signature else "")
         kernels.append(TraceKernel(
             name=info["name"], ts_s=info["ts"] * _US, duration_s=info["dur"] * _US,
             device=info["device"], stream=info["stream"], correlation=info["correlation"],
             grid=info["grid"], block=info["block"], regs_per_thread=info["regs"],
-            smem_per_block_B=info["smem"],
-            kind=kind, layer_name=layer, phase=phase, op=op, inner_op=inner, step=step,
+            smem_per_block_B=info["smem"], kind=kind, layer_name=layer, phase=phase, op=op,
+            inner_op=inner,
+            step=_step_of(launch_ts[position], step_ranges, step_prefix)
+            if position in launch_ts else None,
             signature=signature, dtype=dtype, tensor_cores=tensor_cores,
             batch=batch or (signature.batch if signature else None)))
 
-    summary = _summarise(data, kernels, counts, zero,
-                         unlinked=sum(1 for p in range(len(parsed)) if p not in enclosing),
-                         layers=sorted({r.name[len(layer_prefix):] for rs in ranges.values()
-                                        for r in rs if r.name.startswith(layer_prefix)}))
+    summary = _summarise(data, kernels, events.counts,
+                         unlinked=len(parsed) - len(enclosing),
+                         layers=sorted({r.name[len(layer_prefix):]
+                                        for rs in events.ranges.values() for r in rs
+                                        if r.name.startswith(layer_prefix)}))
     metadata = {k: data[k] for k in ("traceName", "cuda_runtime_version",
                                      "cuda_driver_version", "cupti_version")
                 if k in data}
@@ -518,7 +542,7 @@ def _step_of(ts: float, step_ranges: Sequence[_Range], prefix: str) -> int | Non
 
 
 def _summarise(data: Mapping[str, Any], kernels: Sequence[TraceKernel], counts: Counter[str],
-               zero: int, *, unlinked: int, layers: Sequence[str]) -> TraceSummary:
+               *, unlinked: int, layers: Sequence[str]) -> TraceSummary:
     props_list = data.get("deviceProperties") or []
     devices = Counter(k.device for k in kernels)
     main_device = devices.most_common(1)[0][0] if devices else 0
@@ -541,7 +565,8 @@ def _summarise(data: Mapping[str, Any], kernels: Sequence[TraceKernel], counts: 
         n_with_layer=sum(1 for k in kernels if k.layer_name),
         steps=dict(sorted(steps.items())), stream_time_s=dict(sorted(streams.items())),
         kinds=dict(Counter(k.kind.value for k in kernels).most_common()),
-        layers=tuple(layers), n_zero_duration=zero, n_communication=counts["communication"])
+        layers=tuple(layers), n_zero_duration=counts["zero_duration"],
+        n_communication=counts["communication"])
 
 
 def trace_provenance(

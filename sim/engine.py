@@ -40,7 +40,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import simpy
@@ -313,16 +313,22 @@ class Engine:
                 yield self.env.timeout(launch_s)
                 self.events += 1
             kernel.launch_s = self.env.now
-            kernel.queue.push(kernel)
-            self._advance_queues()
-            self._request_dispatch()
+            queue = kernel.queue
+            queue.push(kernel)
+            # A pass is needed only if blocks may go out or a "what binds" clock may change:
+            # the kernel was handed over, waits only on the resident-grid limit, or now
+            # sits behind a head of another stream that waits.
+            if (self._advance_queues() or (queue.head() is kernel and not kernel.unmet())
+                    or queue.falsely_blocked()):
+                self._request_dispatch()
         self.host_done = True
         self._request_dispatch()
 
     # ------------------------------------------------------------------ queues
-    def _advance_queues(self) -> None:
-        """Hand ready queue heads to the dispatcher, oldest launch first."""
+    def _advance_queues(self) -> bool:
+        """Hand ready queue heads to the dispatcher, oldest launch first; True if any."""
         limit = self.program.gpu.max_resident_grids
+        handed = False
         while self.resident < limit:
             best: _Kernel | None = None
             for queue in self.queues:
@@ -331,11 +337,13 @@ class Engine:
                                                               or head.seq < best.seq):
                     best = head
             if best is None:
-                return
+                break
             best.queue.pop()
             self.resident += 1
             best.ready_s = self.env.now
             self.dispatcher.add(best, self.env.now)
+            handed = True
+        return handed
 
     # ------------------------------------------------------------------ blocks
     def _start(self, kernel: _Kernel, sm_ids: IntArray, counts: IntArray,
@@ -373,7 +381,7 @@ class Engine:
         self.events += 1
         if event.value != self._memory_generation:
             return  # the rate changed since this timer was set
-        group: _Group = self.dram.pop_finished(self.env.now)  # type: ignore[assignment]
+        group = cast(_Group, self.dram.pop_finished(self.env.now))
         self.dram.finish(self.env.now, group.kernel.seq, group.blocks)
         self._finish(group)
         self._arm_memory_timer()

@@ -44,6 +44,7 @@ class SMArray:
         self.free: IntArray = np.empty((self.count, 3 + self.pools), dtype=np.int64)
         self.free[:, :3] = (spec.max_warps_per_sm, spec.max_blocks_per_sm, spec.smem_per_sm_B)
         self.free[:, 3:] = spec.regs_per_sm // spec.sub_partitions
+        self._no_limit = np.full(self.count, spec.max_blocks_per_sm, dtype=np.int64)
 
     @property
     def free_warps(self) -> IntArray:
@@ -67,14 +68,20 @@ class SMArray:
         """More blocks of footprint ``fp`` each SM could take, per resource alone:
         rows in :data:`~gpu_models.occupancy.LIMITERS` order, one column per SM."""
         free = self.free
-        big = np.full(self.count, self.spec.max_blocks_per_sm, dtype=np.int64)
-        regs = big
+        out = np.empty((len(LIMITERS), self.count), dtype=np.int64)
+        np.floor_divide(free[:, 0], fp.warps, out=out[0])
         if fp.regs_per_warp:
             # Each warp uses one pool "slot" of regs_per_warp; the greedy pool choice can
             # always use any slot left, so the slots add up across pools.
-            regs = (free[:, 3:] // fp.regs_per_warp).sum(axis=1) // fp.warps
-        smem = free[:, 2] // fp.smem_B if fp.smem_B else big
-        return np.array((free[:, 0] // fp.warps, regs, smem, free[:, 1]))
+            np.floor_divide((free[:, 3:] // fp.regs_per_warp).sum(axis=1), fp.warps, out=out[1])
+        else:
+            out[1] = self._no_limit
+        if fp.smem_B:
+            np.floor_divide(free[:, 2], fp.smem_B, out=out[2])
+        else:
+            out[2] = self._no_limit
+        out[3] = free[:, 1]
+        return out
 
     def capacity(self, fp: BlockFootprint) -> IntArray:
         """How many more blocks of footprint ``fp`` each SM can take right now."""
@@ -100,15 +107,21 @@ class SMArray:
     def allocate(self, fp: BlockFootprint, sm_ids: IntArray, counts: IntArray) -> IntArray:
         """Place ``counts[i]`` blocks on SM ``sm_ids[i]`` (ids distinct); returns what was
         taken (rows of :attr:`free`), for :meth:`release`."""
-        taken = np.empty((len(sm_ids), 3 + self.pools), dtype=np.int64)
-        taken[:, 0] = counts * fp.warps
-        taken[:, 1] = counts
-        taken[:, 2] = counts * fp.smem_B
-        if fp.regs_per_warp:
-            taken[:, 3:] = take_register_warps(self.free[sm_ids, 3:], fp.regs_per_warp,
-                                               taken[:, 0]) * fp.regs_per_warp
+        pools = self.free[sm_ids, 3:]
+        if not fp.regs_per_warp or (fp.warps % self.pools == 0
+                                    and (pools == pools[:, :1]).all()):
+            # No registers, or equal pools and whole rounds of warps: the greedy deals the
+            # warps out evenly.
+            per_block = np.array((fp.warps, 1, fp.smem_B)
+                                 + (fp.warps // self.pools * fp.regs_per_warp,) * self.pools)
+            taken = counts[:, None] * per_block
         else:
-            taken[:, 3:] = 0
+            taken = np.empty((len(sm_ids), 3 + self.pools), dtype=np.int64)
+            taken[:, 0] = counts * fp.warps
+            taken[:, 1] = counts
+            taken[:, 2] = counts * fp.smem_B
+            taken[:, 3:] = take_register_warps(pools, fp.regs_per_warp,
+                                               taken[:, 0]) * fp.regs_per_warp
         self.free[sm_ids] -= taken
         return taken
 
@@ -159,9 +172,6 @@ def take_register_warps(free_regs: IntArray, regs_per_warp: int, warps: IntArray
     r = regs_per_warp
     k = warps.astype(np.int64)
     pools = free_regs.shape[1]
-    if (k % pools == 0).all() and (free_regs == free_regs[:, :1]).all():
-        # Equal pools and whole rounds: the greedy deals the warps out evenly.
-        return np.repeat((k // pools)[:, None], pools, axis=1)
     q = free_regs // r
     rem = free_regs % r
     qs = -np.sort(-q, axis=1)  # descending

@@ -6,13 +6,15 @@ For a kernel DAG on a GPU, :func:`compute_limits` reports
 * **each policy's** simulated time (default: :data:`sim.policies.DEFAULT_POLICIES`);
 * the **critical-path bound** — every kernel at its isolated time (alone on the GPU),
   unlimited concurrency, and the host launch overhead only as far as no launch order can
-  avoid it: the host issues the ``N`` launches one at a time (``L`` seconds each) in a
-  topological order, so a kernel ``v`` with ``d(v)`` descendants is launched at position
-  ``>= N - d(v)`` and cannot start before ``(N - d(v)) x L``; the bound is
-  ``max_v [(N - d(v)) x L + bottom(v)]``, ``bottom(v)`` the longest isolated-time path from
-  ``v`` to an exit. It reduces to the plain critical path when ``L = 0``, and to
-  ``N x L + (shortest exit kernel)`` when the host dominates. Event overhead is not
-  counted: a policy can avoid it (``serial`` has none);
+  avoid it. The host issues the ``N`` launches one at a time (``L`` seconds each) in a
+  topological order, and a kernel is visible to the GPU when its launch call ends. So a
+  kernel ``v`` with ``a(v)`` ancestors is launched at position ``>= a(v) + 1`` and cannot
+  start before ``(a(v) + 1) x L``, after which the longest isolated-time path from it to an
+  exit, ``bottom(v)``, still has to run; and the last launch ends at ``N x L``, after which
+  at least one exit kernel runs. The bound is the larger of
+  ``max_v [(a(v) + 1) x L + bottom(v)]`` and ``N x L + min over exits of its time``: the
+  plain critical path when ``L = 0``. Event overhead is not counted: a policy can avoid it
+  (``serial`` has none);
 * the **work bound** — the GPU's capacity: for each SM resource (warps, registers, shared
   memory, block slots), the summed resource-time of all blocks (a block holds its
   allocated share of one SM for its block time) over ``sm_count``; and the DRAM bytes over
@@ -91,7 +93,7 @@ class WorkBound:
 
 @dataclass(frozen=True, eq=False)
 class LimitsReport:
-    """The limits table row of one workload on one GPU. Times in seconds."""
+    """The limits-table row of one workload on one GPU. Times in seconds."""
 
     workload: str
     batch: int | None
@@ -101,7 +103,7 @@ class LimitsReport:
     cost_model: str
     kernels: int
     serial_s: float
-    #: Simulated time per policy (serial included), in the order asked.
+    #: Simulated time per policy (serial first, then in the order asked).
     policies_s: Mapping[str, float]
     critical_path_s: float
     work_bound: WorkBound
@@ -123,7 +125,7 @@ class LimitsReport:
 
     @property
     def best_policy(self) -> str:
-        """The fastest policy (the first asked on a tie)."""
+        """The fastest policy (the first on a tie, so serial wins ties)."""
         return min(self.policies_s, key=self.policies_s.__getitem__)
 
     @property
@@ -176,14 +178,16 @@ def critical_path_bound_s(ctx: ScheduleContext, launch_overhead_s: float) -> flo
     bottom = bottom_levels(graph, ctx.isolated_s)
     order = list(nx.topological_sort(graph))
     position = {n: i for i, n in enumerate(order)}
-    descendants = [0] * len(order)  # bitsets over topological positions
-    for i in reversed(range(len(order))):
-        for succ in graph.successors(order[i]):
-            j = position[succ]
-            descendants[i] |= descendants[j] | (1 << j)
-    count = len(order)
-    return max((count - descendants[i].bit_count()) * launch_overhead_s + bottom[node]
-               for i, node in enumerate(order))
+    ancestors = [0] * len(order)  # bitsets over topological positions
+    for i, node in enumerate(order):
+        for pred in graph.predecessors(node):
+            j = position[pred]
+            ancestors[i] |= ancestors[j] | (1 << j)
+    paths_s = max((ancestors[i].bit_count() + 1) * launch_overhead_s + bottom[node]
+                  for i, node in enumerate(order))
+    last_launch_s = len(order) * launch_overhead_s + min(
+        ctx.isolated_s[n] for n in order if graph.out_degree(n) == 0)
+    return max(paths_s, last_launch_s)
 
 
 def work_bound(ctx: ScheduleContext) -> WorkBound:
@@ -252,7 +256,7 @@ def compute_limits(
     cost_model); they default to the kernel graph's metadata.
     """
     asked = list(DEFAULT_POLICIES if policies is None else policies)
-    if not asked and policies is not None:
+    if not asked:
         raise GpusimError("policies must name at least one policy")
     ctx = schedule_context(kernel_graph, gpu, cost_model, launch_overhead_s=launch_overhead_s,
                            event_overhead_s=event_overhead_s)
@@ -262,7 +266,6 @@ def compute_limits(
                          event_overhead_s=event_overhead_s, mode=mode, sm_policy=sm_policy)
         runs.setdefault(run.policy, run)
     launch_s = gpu.launch_overhead_s if launch_overhead_s is None else launch_overhead_s
-    cp_s = critical_path_bound_s(ctx, launch_s)
     # "dependencies" bind only when the DAG itself, not the host, explains the time.
     dag_s = critical_path_bound_s(ctx, 0.0)
     times = {name: run.result.makespan_s for name, run in runs.items()}
@@ -278,14 +281,14 @@ def compute_limits(
         kernels=kernel_graph.number_of_nodes(),
         serial_s=times["serial"],
         policies_s=MappingProxyType(times),
-        critical_path_s=cp_s,
+        critical_path_s=critical_path_bound_s(ctx, launch_s),
         work_bound=work_bound(ctx),
         binds=what_binds(runs[best].result, dag_s),
         binds_detail_s=MappingProxyType(binds_detail(runs[best].result)),
         streams=MappingProxyType({n: r.schedule.stream_count for n, r in runs.items()}),
         events=MappingProxyType({n: event_count(r.program) for n, r in runs.items()}),
-        results=MappingProxyType({n: r.result for n, r in runs.items()}) if keep_results
-        else None,
+        results=(MappingProxyType({n: r.result for n, r in runs.items()}) if keep_results
+                 else None),
     )
 
 

@@ -52,6 +52,8 @@ _GB = 1e9
 _NAMED_KERNELS = 40
 #: Characters of x-small text that fit across a 10-inch timeline.
 _LABEL_CHARS = 150
+#: Utilisation charts of runs with more changes than this show means over this many windows.
+_UTILIZATION_WINDOWS = 250
 
 
 def _figure(width_in: float, height_in: float) -> Figure:
@@ -209,8 +211,20 @@ def parallelism_profile_chart(
 
 
 # ---------------------------------------------------------------------------- timelines
+#: One colour per kernel kind (convolutions in blues and green, memory-bound kinds warm).
+KIND_COLOURS: Mapping[str, str] = {
+    "conv_fwd": "#0072B2", "conv_dgrad": "#56B4E9", "conv_wgrad": "#009E73",
+    "gemm": "#332288", "elementwise": "#E69F00", "normalization": "#F0E442",
+    "pooling": "#D55E00", "reduction": "#999999", "concat_copy": "#882255",
+    "softmax_loss": "#000000", "optimizer": "#CC79A7", "micro": "#44AA99",
+    "kernel": "#0072B2",
+}
+
+
 def _kind_colours(kinds: Sequence[str]) -> dict[str, str]:
-    return {kind: PALETTE[i % len(PALETTE)] for i, kind in enumerate(sorted(set(kinds)))}
+    extra = iter(PALETTE[::-1])
+    return {kind: KIND_COLOURS.get(kind) or next(extra, "#777777")
+            for kind in sorted(set(kinds))}
 
 
 def short_names(names: Sequence[str]) -> dict[str, str]:
@@ -285,46 +299,87 @@ def kernel_timeline(result: SimResult, *, title: str = "") -> Figure:
     return timeline_comparison({result.program.gpu.display_name: result}, title=title)
 
 
-def utilization_chart(result: SimResult, *, title: str = "") -> Figure:
-    """Busy SMs, resident warps and DRAM bandwidth over the run, against the GPU's totals.
+def utilization_chart(
+    results: SimResult | Mapping[str, SimResult], *, title: str = ""
+) -> Figure:
+    """Busy SMs, resident warps and DRAM bandwidth over a run, against the GPU's totals.
 
     Top: SMs holding at least one block (of ``sm_count``) — a busy SM is not a full one.
     Middle: warps resident on the whole GPU, as a share of ``sm_count x max_warps_per_sm``
     (how full the busy SMs are). Bottom: DRAM bandwidth the running blocks get, in GB/s,
-    with the GPU's peak as a dashed line.
+    with the GPU's peak dashed. Several runs (a mapping of label to result, on the same GPU)
+    are drawn as lines over each other; one run is drawn filled.
     """
-    gpu = result.program.gpu
-    scale, unit = time_unit(result.makespan_s)
+    runs = {"": results} if isinstance(results, SimResult) else dict(results)
+    gpu = next(iter(runs.values())).program.gpu
+    span = max(r.makespan_s for r in runs.values())
+    scale, unit = time_unit(span)
+    changes = max(len(r.busy_sms.times_s) for r in runs.values())
+    window_s = span / _UTILIZATION_WINDOWS if changes > _UTILIZATION_WINDOWS else 0.0
     fig = _figure(10, 6)
     top, middle, bottom = fig.subplots(3, 1, sharex=True)
-    occ = result.sm_occupancy
-    warps = np.asarray(occ.warps).sum(axis=1) / (gpu.sm_count * gpu.max_warps_per_sm) * 100
-    series = (
-        (top, np.asarray(result.busy_sms.times_s), np.asarray(result.busy_sms.values)),
-        (middle, np.asarray(occ.times_s), warps),
-        (bottom, np.asarray(result.dram_Bps.times_s), np.asarray(result.dram_Bps.values) / _GB),
-    )
-    for ax, times, values in series:
-        t = np.append(times, result.makespan_s) * scale
-        v = np.append(values, values[-1] if len(values) else 0.0)
-        ax.fill_between(t, v, step="post", color=PALETTE[0], alpha=0.35, lw=0)
-        ax.step(t, v, where="post", color=PALETTE[0], lw=0.8)
+    for i, (label, result) in enumerate(runs.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        occ = result.sm_occupancy
+        warps = (np.asarray(occ.warps).sum(axis=1)
+                 / (gpu.sm_count * gpu.max_warps_per_sm) * 100)
+        series = (
+            (top, np.asarray(result.busy_sms.times_s), np.asarray(result.busy_sms.values)),
+            (middle, np.asarray(occ.times_s), warps),
+            (bottom, np.asarray(result.dram_Bps.times_s),
+             np.asarray(result.dram_Bps.values) / _GB),
+        )
+        for ax, times, values in series:
+            t, v = window_means(times, values, result.makespan_s, window_s)
+            if len(runs) == 1:
+                ax.fill_between(t * scale, v, step="post", color=colour, alpha=0.35, lw=0)
+            ax.step(t * scale, v, where="post", color=colour, lw=0.8,
+                    label=label if ax is middle and label else None)
+    for ax in (top, middle, bottom):
         ax.grid(alpha=0.3)
-    top.axhline(gpu.sm_count, color=PALETTE[3], ls="--", lw=1, label=f"{gpu.sm_count} SMs")
+    top.axhline(gpu.sm_count, color="black", ls="--", lw=1, label=f"{gpu.sm_count} SMs")
     top.set_ylim(0, gpu.sm_count * 1.15)
     top.set_ylabel("busy SMs")
     middle.set_ylim(0, 105)
     middle.set_ylabel("resident warps\n(% of GPU)")
     peak = gpu.dram_bw_Bps / _GB
-    bottom.axhline(peak, color=PALETTE[3], ls="--", lw=1, label=f"peak {peak:,.0f} GB/s")
+    bottom.axhline(peak, color="black", ls="--", lw=1, label=f"peak {peak:,.0f} GB/s")
     bottom.set_ylim(0, peak * 1.15)
     bottom.set_ylabel("DRAM bandwidth\n(GB/s)")
     for ax in (top, bottom):
         ax.legend(loc="lower right", fontsize="small")
-    bottom.set_xlabel(f"time ({unit})")
-    bottom.set_xlim(0, result.makespan_s * scale)
+    if len(runs) > 1:
+        middle.legend(loc="upper right", fontsize="small")
+    averaged = f" (means over {window_s * scale:.3g} {unit} windows)" if window_s else ""
+    bottom.set_xlabel(f"time ({unit}){averaged}")
+    bottom.set_xlim(0, span * scale)
     fig.suptitle(title or f"GPU utilisation on {gpu.display_name}")
     return fig
+
+
+def window_means(
+    times_s: np.ndarray, values: np.ndarray, end_s: float, window_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A step function (``values[i]`` from ``times_s[i]`` on, until ``end_s``) as steps.
+
+    With ``window_s > 0`` the result is its exact mean over consecutive windows of that
+    width (a run with thousands of changes stays readable); else the steps themselves, with
+    the last value repeated at ``end_s`` so that the final step is drawn.
+    """
+    times = np.asarray(times_s, dtype=float)
+    vals = np.asarray(values, dtype=float)
+    if not len(times):
+        return np.array([0.0, end_s]), np.zeros(2)
+    if window_s <= 0:
+        return np.append(times, end_s), np.append(vals, vals[-1])
+    edges = np.append(np.arange(0.0, end_s, window_s), end_s)
+    # Integral of the step function from 0 to each edge, by cumulative area.
+    knots = np.append(times, end_s)
+    area = np.concatenate(([0.0], np.cumsum(vals * np.diff(knots))))
+    index = np.clip(np.searchsorted(knots, edges, side="right") - 1, 0, len(vals) - 1)
+    at_edges = area[index] + vals[index] * (edges - knots[index])
+    means = np.diff(at_edges) / np.diff(edges)
+    return edges, np.append(means, means[-1])
 
 
 @dataclass(frozen=True)
@@ -435,8 +490,8 @@ def limits_chart(rows: Sequence[Mapping[str, object]]) -> Figure:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize="small",
                frameon=False)
-    fig.suptitle("Limits of concurrent layer scheduling (lower is faster; label: achievable "
-                 "speedup = serial / best policy)")
+    fig.suptitle("Limits of concurrent layer scheduling (label: serial / best policy)",
+                 fontsize="medium")
     return fig
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,23 +80,29 @@ class Launch:
         grid = self.grid
         if isinstance(grid, (list, tuple)):
             grid = tuple(grid)
-            object.__setattr__(self, "grid", grid)
             if not 1 <= len(grid) <= 3 or not all(_is_int(g) and g >= 1 for g in grid):
                 raise GpusimError(f"{who}: grid must be a positive integer or 1-3 positive "
                                   f"integers [x, y, z] (got {list(grid)!r})")
+            object.__setattr__(self, "grid", tuple(int(g) for g in grid))
         elif not _is_int(grid) or grid < 1:
             raise GpusimError(f"{who}: grid must be a positive integer (got {grid!r})")
+        else:
+            object.__setattr__(self, "grid", int(grid))
+        # Plain ints and floats inside (numpy scalars from lowering code are accepted).
         for field_name, low in (("threads", 1), ("regs", 0), ("smem_B", 0)):
             value = getattr(self, field_name)
             if not _is_int(value) or value < low:
                 raise GpusimError(f"{who}: {field_name} must be an integer >= {low} "
                                   f"(got {value!r})")
+            object.__setattr__(self, field_name, int(value))
         if not _is_number(self.block_time_s) or not 0 < self.block_time_s < math.inf:
             raise GpusimError(f"{who}: block_time_s must be a finite number > 0 "
                               f"(got {self.block_time_s!r})")
         if not _is_number(self.dram_bytes) or not 0 <= self.dram_bytes < math.inf:
             raise GpusimError(f"{who}: dram_bytes must be a finite number >= 0 "
                               f"(got {self.dram_bytes!r})")
+        object.__setattr__(self, "block_time_s", float(self.block_time_s))
+        object.__setattr__(self, "dram_bytes", float(self.dram_bytes))
         after = tuple(self.after) if isinstance(self.after, (list, tuple)) else self.after
         if not isinstance(after, tuple) or not all(isinstance(a, str) for a in after):
             raise GpusimError(f"{who}: after must be a list of kernel names (got {self.after!r})")
@@ -360,9 +367,9 @@ def _text(value: Mapping[str, Any], key: str, who: str) -> str:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
             and not math.isnan(value))

@@ -29,8 +29,9 @@ import csv
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,21 @@ from gpu_models.presets import DEFAULT_GPU, load_gpu
 from gpu_models.spec import GPUSpec
 from sim import plots
 from sim.engine import simulate
+from sim.limits import limits_for_workload
+from sim.plots_sweep import sweep_heatmap
 from sim.program import Launch, Program, StreamDef
 from sim.result import SimResult
+from sim.sweep import LocalPool, Point, evaluate_point, limits_evaluator
+from sim.sweep.evaluate import MAKESPAN_PREFIX
 from sim.trace import write_chrome_trace
 from sim.validate import ValidationReport, validate
-from sim.workflow import in_framework_order, resolve_cost_model, run_policy, schedule_context
+from sim.workflow import (
+    in_framework_order,
+    resolve_cost_model,
+    run_policy,
+    schedule_context,
+    simulate_workload,
+)
 from workloads.analysis import analyze, parallelism_profile
 from workloads.lowering import lower
 from workloads.registry import build
@@ -65,7 +76,9 @@ _US = 1e6
 class Plan:
     """What one reproduction covers."""
 
-    gpu: GPUSpec
+    #: GPU preset name or spec-file path, and ``FIELD=VALUE`` overrides applied to it.
+    gpu_name: str
+    overrides: tuple[str, ...]
     quick: bool
     #: Networks of the structure table, parallelism profile and limits.
     networks: tuple[str, ...]
@@ -74,12 +87,23 @@ class Plan:
     #: Batch size of the structure table and parallelism profile (structure does not
     #: depend on it; FLOPs do).
     profile_batch: int
+    #: The network and batch size of the whole-network timelines and of the sweep.
+    timeline: tuple[str, int]
+    #: Policies the limits compare (``None``: :data:`sim.policies.DEFAULT_POLICIES`).
+    policies: tuple[str, ...] | None
+    #: Sweep axes: SM counts as multiples of the GPU's, and hardware-queue counts.
+    sweep_sm_factors: tuple[float, ...]
+    sweep_connections: tuple[int, ...]
+
+    @cached_property
+    def gpu(self) -> GPUSpec:
+        """The GPU, overrides applied."""
+        spec = load_gpu(self.gpu_name)
+        return spec.with_overrides(self.overrides) if self.overrides else spec
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly view (the GPU by name)."""
-        out = asdict(self)
-        out["gpu"] = self.gpu.name
-        return out
+        """JSON-friendly view."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 #: The networks of the published analysis: multi-branch (GoogLeNet, Inception v3), residual
@@ -89,14 +113,27 @@ PAPER_NETWORKS: tuple[str, ...] = (
 )
 
 
-def make_plan(gpu: str | GPUSpec = DEFAULT_GPU, *, quick: bool = False) -> Plan:
-    """The full plan, or the quick one (two networks, two batch sizes)."""
-    spec = gpu if isinstance(gpu, GPUSpec) else load_gpu(gpu)
+#: The quick plan's policies: the strong ones, without the slow searching ``stages``.
+QUICK_POLICIES: tuple[str, ...] = ("branches", "min-streams", "critical-path",
+                                   "min-streams+priority")
+
+
+def make_plan(
+    gpu: str = DEFAULT_GPU, *, overrides: Sequence[str] = (), quick: bool = False
+) -> Plan:
+    """The full plan, or the quick one (two networks, two batch sizes, a 2 x 2 sweep)."""
+    common = {"gpu_name": str(gpu), "overrides": tuple(overrides), "phase": "training",
+              "profile_batch": 32, "timeline": ("googlenet", 32)}
     if quick:
-        return Plan(gpu=spec, quick=True, networks=("googlenet", "resnet50"), batches=(1, 32),
-                    phase="training", profile_batch=32)
-    return Plan(gpu=spec, quick=False, networks=PAPER_NETWORKS, batches=(1, 8, 32, 128),
-                phase="training", profile_batch=32)
+        plan = Plan(quick=True, networks=("googlenet", "resnet50"), batches=(1, 32),
+                    policies=QUICK_POLICIES, sweep_sm_factors=(1.0, 2.0),
+                    sweep_connections=(8, 32), **common)
+    else:
+        plan = Plan(quick=False, networks=PAPER_NETWORKS, batches=(1, 8, 32, 128),
+                    policies=None, sweep_sm_factors=(0.5, 1.0, 2.0),
+                    sweep_connections=(8, 16, 32), **common)
+    plan.gpu  # noqa: B018 - resolve now: a bad GPU fails before any work
+    return plan
 
 
 # ---------------------------------------------------------------------------- output
@@ -118,6 +155,8 @@ class Output:
     artifacts: list[Artifact] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     headline: dict[str, Any] = field(default_factory=dict)
+    #: The limits rows (one per network and batch size), for the steps that draw them.
+    limits: list[dict[str, Any]] = field(default_factory=list)
 
     def figure(self, name: str, fig: Figure, description: str) -> None:
         """Save ``fig`` as ``figures/NAME.png`` and ``.pdf``."""
@@ -190,9 +229,6 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], caption: str = "") -> str:
 
 
 # ---------------------------------------------------------------------------- steps
-Step = tuple[str, Callable[[Plan, Output], None]]
-
-
 def step_structure(plan: Plan, out: Output) -> None:
     """Structure table and parallelism-profile figure of the plan's networks."""
     rows = []
@@ -353,6 +389,143 @@ def step_module(plan: Plan, out: Output) -> None:
                                       / results["branches"].makespan_s)
 
 
+def limits_points(plan: Plan) -> list[Point]:
+    """One sweep point per network and batch size of the plan, every default policy."""
+    return [Point(workload=name, gpu=plan.gpu_name, overrides=_pairs(plan.overrides),
+                  batch=batch, phase=plan.phase)
+            for name in plan.networks for batch in plan.batches]
+
+
+def _pairs(overrides: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((k.strip(), v.strip()) for k, _, v in (o.partition("=") for o in overrides))
+
+
+def limits_for_point(point: Point, *, policies: Sequence[str] | None) -> dict[str, Any]:
+    """:func:`sim.limits.limits_for_workload` of a sweep point over ``policies``."""
+    return limits_for_workload(
+        point.workload, batch=point.batch, phase=point.phase, precision=point.precision,
+        gpu=point.gpu_spec(), cost_model=point.cost_model, policies=policies).to_dict()
+
+
+def limits_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat sweep row of the limits evaluator back in :meth:`LimitsReport.to_dict` form
+    (the ``policies`` map rebuilt from the ``makespan_us.<policy>`` columns)."""
+    record = {k: v for k, v in row.items() if not k.startswith(MAKESPAN_PREFIX)}
+    record["policies"] = {k.removeprefix(MAKESPAN_PREFIX): v for k, v in row.items()
+                          if k.startswith(MAKESPAN_PREFIX)}
+    return record
+
+
+def step_limits(plan: Plan, out: Output, tick: Callable[[int], None]) -> None:
+    """The limits table (every network x batch size, in parallel), chart and speedups."""
+    task = partial(evaluate_point, evaluate=partial(limits_for_point, policies=plan.policies))
+    rows = []
+    for row in LocalPool().run(task, limits_points(plan)):
+        tick(1)
+        if row["error"]:
+            out.skip(f"limits {row['workload']} batch {row['batch']}", row["error"])
+        else:
+            rows.append(limits_record(row))
+    order = {(n, b): i for i, (n, b) in enumerate(
+        (n, b) for n in plan.networks for b in plan.batches)}
+    rows.sort(key=lambda r: order[(r["workload"], r["batch"])])
+    out.limits = rows
+    out.table("limits", [{
+        "workload": r["workload"], "batch": r["batch"], "kernels": r["kernels"],
+        "serial_us": r["serial_us"], "best_policy": r["best_policy"],
+        "best_us": r["policies"][r["best_policy"]], "critical_path_us": r["critical_path_us"],
+        "work_bound_us": r["work_bound_us"], "lower_bound_us": r["lower_bound_us"],
+        "speedup_achievable": r["speedup_achievable"], "speedup_ideal": r["speedup_ideal"],
+        "binds": r["binds"]} for r in rows],
+        f"The limits of concurrent layer scheduling ({plan.phase}, {plan.gpu.name}): serial "
+        "time, the best policy's simulated time, the critical-path and work bounds and their "
+        "maximum (the lower bound), the achievable (serial / best) and ideal (serial / lower "
+        "bound) speedups, and what bound the best policy's run.")
+    policies = list(rows[0]["policies"]) if rows else []
+    out.table("policies", [
+        {"workload": r["workload"], "batch": r["batch"],
+         **{f"{p}_us": r["policies"][p] for p in policies}} for r in rows],
+        "Simulated time of every scheduling policy, per network and batch size (us).")
+    out.figure("limits", plots.limits_chart(rows),
+               "Serial time, best policy and lower bound relative to serial, per network "
+               "and batch size.")
+    out.figure("speedup_vs_batch", plots.speedup_vs_batch_chart(rows),
+               "Achievable and ideal speedup over serial against batch size, per network.")
+    out.headline["limits"] = {
+        f"{r['workload']}@{r['batch']}": {
+            "speedup_achievable": round(r["speedup_achievable"], 3),
+            "speedup_ideal": round(r["speedup_ideal"], 3), "best_policy": r["best_policy"],
+            "binds": r["binds"]} for r in rows}
+
+
+#: The whole-network timeline shows the fastest policy with at most this many streams (a
+#: timeline with hundreds of stream rows is unreadable; min-streams may use hundreds).
+MAX_TIMELINE_STREAMS = 16
+
+
+def step_network(plan: Plan, out: Output) -> None:
+    """One whole network, serial against the fastest readable policy: timelines, utilisation
+    and Chrome traces."""
+    workload, batch = plan.timeline
+    row = next(r for r in out.limits if (r["workload"], r["batch"]) == (workload, batch))
+    readable = [p for p in row["policies"] if p != "serial"
+                and row[f"streams.{p}"] <= MAX_TIMELINE_STREAMS]
+    policy = min(readable, key=row["policies"].__getitem__)
+    runs = {p: simulate_workload(workload, batch=batch, phase=plan.phase, gpu=plan.gpu,
+                                 policy=p).result for p in ("serial", policy)}
+    labelled = {"serial": runs["serial"], policy: runs[policy]}
+    what = f"{workload} {plan.phase}, batch {batch}"
+    out.figure("network_timeline", plots.timeline_comparison(
+        labelled, title=f"{what}: serial against {policy}"),
+        f"Every kernel of a {what} step per stream, serial and under {policy} (the fastest "
+        f"policy with at most {MAX_TIMELINE_STREAMS} streams).")
+    out.figure("network_utilization", plots.utilization_chart(
+        labelled, title=f"{what}: busy SMs, resident warps and DRAM bandwidth"),
+        f"Busy SMs, resident warps and DRAM bandwidth over the {what} step, serial and "
+        f"{policy}.")
+    for label, result in runs.items():
+        out.trace(f"{workload}_b{batch}_{label}", result,
+                  f"Chrome trace of a {what} step, policy {label}.")
+
+
+def sweep_points(plan: Plan) -> list[Point]:
+    """The sweep: SM count x hardware queues for the timeline network, one policy."""
+    workload, batch = plan.timeline
+    base = [pair for pair in _pairs(plan.overrides)
+            if pair[0] not in ("sm_count", "connections")]
+    sm_counts = sorted({max(1, round(plan.gpu.sm_count * f)) for f in plan.sweep_sm_factors})
+    return [Point(workload=workload, gpu=plan.gpu_name, batch=batch, phase=plan.phase,
+                  policy=SWEEP_POLICY,
+                  overrides=(*base, ("sm_count", str(sm)), ("connections", str(queues))))
+            for sm in sm_counts for queues in plan.sweep_connections]
+
+
+#: The policy the sweep evaluates (with serial, its baseline): one fast, strong policy.
+SWEEP_POLICY = "min-streams"
+
+
+def step_sweep(plan: Plan, out: Output, tick: Callable[[int], None]) -> None:
+    """Sweep heatmap: achievable speedup over SM count and hardware queues."""
+    task = partial(evaluate_point, evaluate=limits_evaluator)
+    rows = []
+    for row in LocalPool().run(task, sweep_points(plan)):
+        tick(1)
+        rows.append(row)
+    workload, batch = plan.timeline
+    out.figure("sweep_heatmap", sweep_heatmap(
+        rows, x="sm_count", y="connections", metric="speedup_achievable",
+        title=f"{workload} {plan.phase}, batch {batch}: {SWEEP_POLICY} over serial"),
+        "Achievable speedup over serial on hypothetical GPUs: SM count against hardware "
+        "work queues (CUDA_DEVICE_MAX_CONNECTIONS).")
+    out.table("sweep", [
+        {"sm_count": r["sm_count"], "connections": r["connections"],
+         "serial_us": r.get("serial_us"), f"{SWEEP_POLICY}_us":
+         r.get(f"{MAKESPAN_PREFIX}{SWEEP_POLICY}"), "speedup": r.get("speedup_achievable"),
+         "binds": r.get("binds"), "error": r["error"] or ""} for r in rows],
+        f"{workload} {plan.phase} batch {batch} on {plan.gpu.name} with the SM count and "
+        f"hardware queues changed: serial and {SWEEP_POLICY} times and the speedup.")
+
+
 def validation_points(
     reports: Sequence[ValidationReport],
 ) -> tuple[list[float], list[float], list[str]]:
@@ -395,44 +568,64 @@ def step_validation(plan: Plan, out: Output) -> None:
         "measured - 1; spread = max - min over the repeats, the noise floor).")
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step of a reproduction and its share of the progress bar."""
+
+    label: str
+    run: Callable[..., None]
+    #: Progress units the step is worth.
+    units: int = 1
+    #: Whether ``run`` reports its own progress through a ``tick(units)`` callback.
+    ticks: bool = False
+
+
 def plan_steps(plan: Plan) -> list[Step]:
-    """The steps of a reproduction, in order, each with its progress-bar label."""
+    """The steps of a reproduction, in order."""
     return [
-        ("structure and parallelism profile", step_structure),
-        ("occupancy", step_occupancy),
-        ("waves", step_waves),
-        ("leftover policy", step_leftover),
-        ("Inception module timelines", step_module),
-        ("validation against device data", step_validation),
+        Step("structure and parallelism profile", step_structure),
+        Step("occupancy", step_occupancy),
+        Step("waves", step_waves),
+        Step("leftover policy", step_leftover),
+        Step("Inception module", step_module),
+        Step("limits", step_limits, units=len(limits_points(plan)), ticks=True),
+        Step("whole network", step_network),
+        Step("sweep", step_sweep, units=len(sweep_points(plan)), ticks=True),
+        Step("validation against device data", step_validation),
     ]
 
 
 def reproduce(
     out_dir: str | Path = DEFAULT_OUT_DIR,
     *,
-    gpu: str | GPUSpec = DEFAULT_GPU,
+    gpu: str = DEFAULT_GPU,
+    overrides: Sequence[str] = (),
     quick: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run every step of the analysis into ``out_dir``; return (and write) the summary.
 
+    ``gpu`` is a preset name or spec file, ``overrides`` ``FIELD=VALUE`` changes to it.
     ``progress`` shows a tqdm bar on stderr. The summary lists every artifact with its files
     and description, the steps' wall times, the headline numbers and what was skipped.
     """
-    plan = make_plan(gpu, quick=quick)
+    plan = make_plan(gpu, overrides=overrides, quick=quick)
     out = Output(Path(out_dir))
     out.root.mkdir(parents=True, exist_ok=True)
     steps = plan_steps(plan)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    with tqdm(total=len(steps), disable=not progress, unit="step",
+    with tqdm(total=sum(s.units for s in steps), disable=not progress, unit="unit",
               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]") as bar:
-        for label, run in steps:
-            bar.set_description(label)
+        for step in steps:
+            bar.set_description(step.label)
             t0 = time.perf_counter()
-            run(plan, out)
-            timings[label] = round(time.perf_counter() - t0, 3)
-            bar.update()
+            if step.ticks:
+                step.run(plan, out, bar.update)
+            else:
+                step.run(plan, out)
+                bar.update(step.units)
+            timings[step.label] = round(time.perf_counter() - t0, 3)
     summary = {
         "command": "gpusim reproduce",
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -50,6 +50,7 @@ from gpu_models.cost.roofline import (
 )
 from gpu_models.cost.scaled import ScaledModel, memory_boundness, scaled_model
 from gpu_models.cost.waves import (
+    block_share_flop_per_s,
     blocks_per_sm,
     compute_floor_s,
     isolated_time_s,
@@ -99,6 +100,7 @@ __all__ = [
     "RooflineModel",
     "ScaledModel",
     "WorkFn",
+    "block_share_flop_per_s",
     "blocks_per_sm",
     "calibrated_model",
     "compute_floor_s",

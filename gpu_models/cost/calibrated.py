@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,12 +52,7 @@ import numpy as np
 
 from gpu_models.calibration import CalibrationRecord, all_records, load_gpu_calibration
 from gpu_models.cost.roofline import RooflineModel
-from gpu_models.cost.waves import (
-    peak_flop_per_s,
-    physical_floor_s,
-    resident_blocks_per_sm,
-    waves,
-)
+from gpu_models.cost.waves import block_share_flop_per_s, physical_floor_s, waves
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel, KernelCost, KernelKind, KernelSpec
 from gpu_models.presets import load_gpu
@@ -78,8 +74,7 @@ _HOST_FIELDS = frozenset({
 def features(kernel: KernelSpec, spec: GPUSpec) -> tuple[float, float, float, float]:
     """The fitted features of ``kernel`` on ``spec`` (see :data:`FEATURE_NAMES`)."""
     n_waves = waves(kernel, spec)
-    share = peak_flop_per_s(kernel, spec) / (spec.sm_count * resident_blocks_per_sm(kernel, spec))
-    compute_s = n_waves * kernel.flops / kernel.blocks / share
+    compute_s = n_waves * kernel.flops / kernel.blocks / block_share_flop_per_s(kernel, spec)
     return (compute_s, kernel.dram_bytes / spec.dram_bw_Bps, float(n_waves), 1.0)
 
 
@@ -90,21 +85,25 @@ def nnls(matrix: np.ndarray, target: np.ndarray) -> np.ndarray:
     its own support; with p columns there are 2^p supports, cheap for p = 4.
     """
     n_cols = matrix.shape[1]
+    # Columns differ by orders of magnitude (seconds vs wave counts): solve on unit columns.
+    norms = np.linalg.norm(matrix, axis=0)
+    norms[norms == 0] = 1.0
+    scaled = matrix / norms
     best = np.zeros(n_cols)
     best_residual = float(np.sum(target ** 2))
     for size in range(1, n_cols + 1):
         for support in itertools.combinations(range(n_cols), size):
             cols = list(support)
-            solution, *_ = np.linalg.lstsq(matrix[:, cols], target, rcond=None)
+            solution, *_ = np.linalg.lstsq(scaled[:, cols], target, rcond=None)
             if np.any(solution < 0):
                 continue
-            residual = float(np.sum((matrix[:, cols] @ solution - target) ** 2))
+            residual = float(np.sum((scaled[:, cols] @ solution - target) ** 2))
             # Prefer the smaller support on ties so unused features stay exactly zero.
             if residual < best_residual * (1 - 1e-12):
                 best = np.zeros(n_cols)
                 best[cols] = solution
                 best_residual = residual
-    return best
+    return best / norms
 
 
 @dataclass(frozen=True)
@@ -186,8 +185,9 @@ class FitError:
     coefficients: tuple[float, float, float, float]
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-friendly view."""
-        out = dataclasses.asdict(self)
+        """JSON-friendly view (a missing held-out error is ``None``, not NaN)."""
+        out = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+               for k, v in dataclasses.asdict(self).items()}
         out["kind"] = self.kind.value
         out["coefficients"] = dict(zip(FEATURE_NAMES, self.coefficients, strict=True))
         return out
@@ -241,10 +241,11 @@ class CalibratedModel:
     """Cost model for the GPU the data were measured on (see the module docstring)."""
 
     spec: GPUSpec
-    fits: Mapping[KernelKind, KindFit]
+    # Mappings are left out of the hash so that models stay hashable.
+    fits: Mapping[KernelKind, KindFit] = field(hash=False)
     #: Median measured duration per launch configuration (:attr:`CalibrationRecord.config_key`).
     measured_s: Mapping[tuple[str, tuple[int, int, int], int, int, int], float] = field(
-        default_factory=lambda: MappingProxyType({}))
+        default_factory=lambda: MappingProxyType({}), hash=False)
     #: Used for kinds with no fit; ``None`` makes such kernels an error.
     fallback: CostModel | None = field(default_factory=RooflineModel)
 

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from gpu_models.cost.waves import peak_flop_per_s, resident_blocks_per_sm
+from gpu_models.cost.waves import block_share_flop_per_s
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import KernelCost, KernelKind, KernelSpec
 from gpu_models.spec import GPUSpec
@@ -98,8 +98,9 @@ DEFAULT_EFFICIENCY: Mapping[KernelKind, KindEfficiency] = MappingProxyType({
 class RooflineModel:
     """Cost model from the spec's peaks, per-kind efficiencies and a per-block floor."""
 
+    # hash=False keeps models hashable (the engine may key caches on them).
     efficiency: Mapping[KernelKind, KindEfficiency] = field(
-        default_factory=lambda: DEFAULT_EFFICIENCY)
+        default_factory=lambda: DEFAULT_EFFICIENCY, hash=False)
     block_latency_s: float = DEFAULT_BLOCK_LATENCY_S
 
     def __post_init__(self) -> None:
@@ -115,8 +116,7 @@ class RooflineModel:
 
     def block_compute_s(self, kernel: KernelSpec, spec: GPUSpec) -> float:
         """One block's FLOPs at its share of the GPU's (efficiency-scaled) peak."""
-        share = (peak_flop_per_s(kernel, spec) * self.efficiency[kernel.kind].compute
-                 / (spec.sm_count * resident_blocks_per_sm(kernel, spec)))
+        share = block_share_flop_per_s(kernel, spec) * self.efficiency[kernel.kind].compute
         return kernel.flops / kernel.blocks / share
 
     def __call__(self, kernel: KernelSpec, spec: GPUSpec) -> KernelCost:

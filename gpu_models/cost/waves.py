@@ -54,6 +54,11 @@ def peak_flop_per_s(kernel: KernelSpec, spec: GPUSpec) -> float:
     return spec.peak_flop_per_s(kernel.dtype, tensor_cores=kernel.tensor_cores)
 
 
+def block_share_flop_per_s(kernel: KernelSpec, spec: GPUSpec) -> float:
+    """One block's share of the peak: ``peak / (sm_count x resident_blocks_per_sm)``."""
+    return peak_flop_per_s(kernel, spec) / (spec.sm_count * resident_blocks_per_sm(kernel, spec))
+
+
 def compute_floor_s(kernel: KernelSpec, spec: GPUSpec) -> float:
     """No kernel finishes faster than its FLOPs at the GPU's peak rate."""
     return kernel.flops / peak_flop_per_s(kernel, spec)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gpu_models.errors import GpusimError
 from gpu_models.micro import plans, provenance
 from gpu_models.micro.schema import EXPERIMENTS, FORMAT, check_result, result_path
@@ -44,6 +46,8 @@ BUDGETS_S: dict[str, tuple[float, float]] = {
 }
 #: Committed files stay well under this; a bigger one is reported.
 MAX_FILE_B = 1_000_000
+#: Where experiments put per-block logs when asked to keep them (None: not kept).
+RawLogs = dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,9 @@ def document(experiment: str, gpu_key: str, prov: dict[str, Any], outcome: Outco
         "experiment": experiment,
         "gpu_key": gpu_key,
         "provenance": prov,
-        "parameters": {"quick": quick, **outcome.parameters},
+        "parameters": {"quick": quick, **outcome.parameters,
+                       "compile_options": {v: list(plans.compile_options(v))
+                                           for v in plans.VARIANTS}},
         "truncated": outcome.truncated,
         "cases": outcome.cases,
     }
@@ -95,7 +101,8 @@ def write_document(doc: dict[str, Any], out_root: Path) -> Path:
     return path
 
 
-def _timeline(gpu: Any, cases: Sequence[plans.CasePlan], deadline: float) -> Outcome:
+def _timeline(gpu: Any, cases: Sequence[plans.CasePlan], deadline: float,
+              raw: dict[str, Any] | None) -> Outcome:
     from gpu_models.micro.harness import run_timeline_case
 
     done, truncated = [], False
@@ -103,7 +110,7 @@ def _timeline(gpu: Any, cases: Sequence[plans.CasePlan], deadline: float) -> Out
         if time.monotonic() > deadline:
             truncated = True
             break
-        done.append(run_timeline_case(gpu, case))
+        done.append(run_timeline_case(gpu, case, raw))
         gpu.free_memory()
         print(f"  {case.name}: makespan {done[-1]['detail']['makespan_s'] * 1e6:.1f} us",
               flush=True)
@@ -112,9 +119,10 @@ def _timeline(gpu: Any, cases: Sequence[plans.CasePlan], deadline: float) -> Out
                     "carveout_preference_percent": 100}, done, truncated)
 
 
-def exp_occupancy(gpu: Any, quick: bool, deadline: float) -> Outcome:
+def exp_occupancy(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outcome:
     from gpu_models.micro.harness import run_occupancy_shape
 
+    del raw  # only the residency each shape reached is kept
     shapes = plans.occupancy_shapes(quick, gpu.smem_optin_B)
     done, truncated = [], False
     for shape in shapes:
@@ -127,25 +135,27 @@ def exp_occupancy(gpu: Any, quick: bool, deadline: float) -> Outcome:
                     "carveout_preference_percent": 100}, done, truncated)
 
 
-def exp_waves(gpu: Any, quick: bool, deadline: float) -> Outcome:
-    return _timeline(gpu, plans.waves_plan(gpu.sm_count, gpu.slots, quick), deadline)
+def exp_waves(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outcome:
+    return _timeline(gpu, plans.waves_plan(gpu.sm_count, gpu.slots, quick), deadline, raw)
 
 
-def exp_concurrency(gpu: Any, quick: bool, deadline: float) -> Outcome:
-    return _timeline(gpu, plans.concurrency_plan(gpu.sm_count, gpu.slots, quick), deadline)
+def exp_concurrency(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outcome:
+    return _timeline(gpu, plans.concurrency_plan(gpu.sm_count, gpu.slots, quick), deadline,
+                     raw)
 
 
-def exp_bandwidth(gpu: Any, quick: bool, deadline: float) -> Outcome:
-    outcome = _timeline(gpu, plans.bandwidth_plan(gpu.sm_count, gpu.slots, quick), deadline)
+def exp_bandwidth(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outcome:
+    outcome = _timeline(gpu, plans.bandwidth_plan(gpu.sm_count, gpu.slots, quick), deadline,
+                        raw)
     outcome.parameters["elems_per_block"] = plans.STREAM_ELEMS_PER_BLOCK
     outcome.parameters["bytes_per_elem"] = plans.BYTES_PER_ELEM
     return outcome
 
 
-def exp_launch_overhead(gpu: Any, quick: bool, deadline: float) -> Outcome:
+def exp_launch_overhead(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outcome:
     from gpu_models.micro.harness import run_launch_overhead
 
-    del deadline  # a fixed, short experiment
+    del deadline, raw  # a fixed, short experiment; its logs are summarised in full
     plan = plans.launch_plan(quick)
     return Outcome({"host_launches": plan.host_launches,
                     "device_launches": plan.device_launches, "repeats": plan.repeats,
@@ -153,11 +163,19 @@ def exp_launch_overhead(gpu: Any, quick: bool, deadline: float) -> Outcome:
                    run_launch_overhead(gpu, plan), False)
 
 
+def _import_cupy() -> Any:
+    try:
+        import cupy
+    except ImportError as exc:
+        raise GpusimError(f"the campaign needs CuPy and a GPU ({exc}); `plan` runs without "
+                          "them") from None
+    return cupy
+
+
 def queues_child(connections: int, quick: bool, budget_s: float, out: Path,
                  argv: Sequence[str], script: str) -> None:
     """One CUDA_DEVICE_MAX_CONNECTIONS setting (this process was started with it set)."""
-    import cupy
-
+    cupy = _import_cupy()
     from gpu_models.micro.harness import Gpu
 
     if os.environ.get("CUDA_DEVICE_MAX_CONNECTIONS") != str(connections):
@@ -165,15 +183,16 @@ def queues_child(connections: int, quick: bool, budget_s: float, out: Path,
                           "in its environment before CUDA starts")
     gpu = Gpu(cupy)
     outcome = _timeline(gpu, plans.queues_plan(connections, quick),
-                        time.monotonic() + budget_s)
+                        time.monotonic() + budget_s, None)
     out.write_text(json.dumps({"provenance": provenance.collect(argv, script),
                                "cases": outcome.cases, "truncated": outcome.truncated}),
                    encoding="utf-8")
 
 
-def exp_queues(gpu: Any, quick: bool, deadline: float) -> Outcome:
-    """Run a fresh child per connections setting, then merge their cases."""
-    del gpu  # the parent's context stays idle while the children measure
+def exp_queues(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outcome:
+    """Run a fresh child per connections setting, then merge their cases (raw logs of the
+    children are not kept)."""
+    del gpu, raw  # the parent's context stays idle while the children measure
     cases: list[dict[str, Any]] = []
     children: dict[str, Any] = {}
     truncated = False
@@ -197,7 +216,7 @@ def exp_queues(gpu: Any, quick: bool, deadline: float) -> Outcome:
                     "gate_ns": plans.GATE_NS, "child_processes": children}, cases, truncated)
 
 
-EXPERIMENT_FUNCS: dict[str, Callable[[Any, bool, float], Outcome]] = {
+EXPERIMENT_FUNCS: dict[str, Callable[[Any, bool, float, RawLogs], Outcome]] = {
     "occupancy": exp_occupancy,
     "waves": exp_waves,
     "concurrency": exp_concurrency,
@@ -208,28 +227,31 @@ EXPERIMENT_FUNCS: dict[str, Callable[[Any, bool, float], Outcome]] = {
 
 
 def run_campaign(out_root: Path, quick: bool, only: Sequence[str], argv: Sequence[str],
-                 script: str) -> int:
+                 script: str, keep_raw: bool = False) -> int:
     """Run the chosen experiments on GPU 0 and write their files; returns an exit code."""
-    import cupy
-
-    from gpu_models.micro.harness import Gpu
-
     if "CUDA_DEVICE_MAX_CONNECTIONS" in os.environ:
         raise GpusimError("unset CUDA_DEVICE_MAX_CONNECTIONS: the campaign sets it per "
                           "queue experiment child, and the other experiments use the default")
+    cupy = _import_cupy()
+    from gpu_models.micro.harness import Gpu, selfcheck
+
     chosen = list(only) or list(EXPERIMENTS)
     gpu = Gpu(cupy)
     prov = provenance.collect(argv, script)
     key = provenance.gpu_key(prov["gpu_name"])
     print(f"GPU {prov['gpu_name']!r} ({gpu.sm_count} SMs) -> data key {key!r}; "
           f"driver {prov['driver_version']}, CuPy {prov['cupy_version']}", flush=True)
+    prov["selfcheck"] = selfcheck(gpu)
+    print(f"selfcheck: {prov['selfcheck']}", flush=True)
     failures = 0
+    raw: dict[str, Any] = {}
     for name in chosen:
         budget = BUDGETS_S[name][0 if quick else 1]
         started = time.monotonic()
         print(f"[{name}] budget {budget:.0f} s", flush=True)
         try:
-            outcome = EXPERIMENT_FUNCS[name](gpu, quick, started + budget)
+            outcome = EXPERIMENT_FUNCS[name](gpu, quick, started + budget,
+                                             raw if keep_raw else None)
             path = write_document(document(name, key, prov, outcome, quick), out_root)
         except Exception as exc:
             failures += 1
@@ -240,6 +262,11 @@ def run_campaign(out_root: Path, quick: bool, only: Sequence[str], argv: Sequenc
               f" in {time.monotonic() - started:.1f} s -> {path}", flush=True)
         if name == "occupancy":
             _print_occupancy_check(outcome.cases, key)
+    if keep_raw and raw:
+        # One file for all experiments: the device tool returns at most 8 files.
+        raw_path = out_root / key / "raw_blocklogs.npz"
+        np.savez_compressed(raw_path, **raw)
+        print(f"raw block logs of {len(raw)} kernels -> {raw_path} (not for committing)")
     return 1 if failures else 0
 
 
@@ -315,6 +342,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="folder for <gpu>/<experiment>.json")
     run.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=[],
                      help="run only these experiments")
+    run.add_argument("--raw", action="store_true",
+                     help="also write <gpu>/raw_blocklogs.npz: the per-block logs of every "
+                     "timeline case's committed repeat (large; not for committing)")
     run.set_defaults(micro_func=_cmd_run)
     plan = sub.add_parser("plan", help="dry run without a GPU: cases and time estimates")
     plan.add_argument("--quick", action="store_true")
@@ -330,7 +360,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str], script: str) -> int:
-    return run_campaign(args.out, args.quick, args.only, argv, script)
+    return run_campaign(args.out, args.quick, args.only, argv, script, args.raw)
 
 
 def _cmd_plan(args: argparse.Namespace, argv: Sequence[str], script: str) -> int:

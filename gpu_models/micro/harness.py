@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from gpu_models.errors import GpusimError
-from gpu_models.micro.blocklog import BlockLog, describe, seconds, summarize_run
+from gpu_models.micro.blocklog import (
+    BlockLog,
+    describe,
+    observed_tick_ns,
+    representative,
+    seconds,
+    summarize_run,
+)
 from gpu_models.micro.plans import (
     OCCUPANCY_SPIN_NS,
     VARIANTS,
@@ -35,6 +42,7 @@ from gpu_models.micro.plans import (
     KernelPlan,
     LaunchPlan,
     Shape,
+    compile_options,
 )
 from gpu_models.micro.schema import timeline_case
 
@@ -54,7 +62,6 @@ class BuildInfo:
     regs: int
     smem_static_B: int
     local_B: int
-    options: tuple[str, ...]
 
 
 class Gpu:
@@ -64,7 +71,6 @@ class Gpu:
         self.cp = cp
         runtime = cp.cuda.runtime
         props = runtime.getDeviceProperties(0)
-        self.props = props
         self.sm_count = int(props["multiProcessorCount"])
         self.smem_optin_B = int(props["sharedMemPerBlockOptin"])
         least, greatest = runtime.deviceGetStreamPriorityRange()
@@ -82,7 +88,7 @@ class Gpu:
         if key not in self._kernels:
             if variant not in self._modules:
                 self._modules[variant] = self.cp.RawModule(
-                    code=self._source, options=("-std=c++17", *VARIANTS[variant].options))
+                    code=self._source, options=compile_options(variant))
             fn = self._modules[variant].get_function(_FUNCTION_NAMES[kind])
             ptr = self.function_ptr(fn)
             drv = self.cp.cuda.driver
@@ -118,7 +124,6 @@ class Gpu:
             regs=int(drv.funcGetAttribute(self._attr("NUM_REGS"), ptr)),
             smem_static_B=int(drv.funcGetAttribute(self._attr("SHARED_SIZE_BYTES"), ptr)),
             local_B=int(drv.funcGetAttribute(self._attr("LOCAL_SIZE_BYTES"), ptr)),
-            options=("-std=c++17", *VARIANTS[variant].options),
         )
 
     def occupancy_api(self, shape: Shape) -> int:
@@ -179,11 +184,14 @@ def _kernel_record(gpu: Gpu, k: KernelPlan) -> dict[str, Any]:
     }
 
 
-def run_timeline_case(gpu: Gpu, case: CasePlan) -> dict[str, Any]:
+def run_timeline_case(gpu: Gpu, case: CasePlan,
+                      raw: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Run ``case`` (one warm-up, then ``case.repeats`` timed runs) and summarise it.
 
     Its buffers are freed when it returns; call :meth:`Gpu.free_memory` to hand them back
-    to the driver before the next big case."""
+    to the driver before the next big case. With ``raw``, the per-block logs of the
+    committed (median) repeat are stored in it as ``"<case>/<kernel>"`` -> rows of
+    ``[start_ns, end_ns, sm]``."""
     cp = gpu.cp
     streams = {s.name: gpu.stream(s.priority) for s in case.streams}  # created in order
     first = streams[case.streams[0].name]
@@ -230,12 +238,16 @@ def run_timeline_case(gpu: Gpu, case: CasePlan) -> dict[str, Any]:
         return logs, host_s, enqueue_s
 
     one_run()  # warm-up: module load, first-launch costs
-    summaries, host_all, enqueue_all = [], [], []
+    summaries, all_logs, host_all, enqueue_all = [], [], [], []
     for _ in range(case.repeats):
         logs, host_s, enqueue_s = one_run()
         summaries.append(summarize_run(logs))
+        all_logs.append(logs)
         host_all.extend(host_s)
         enqueue_all.append(enqueue_s)
+    if raw is not None:
+        for name, log in all_logs[representative(summaries)].items():
+            raw[f"{case.name}/{name}"] = np.stack([log.start_ns, log.end_ns, log.sm], axis=1)
     gate = None
     if case.gate_ns:
         gate = _kernel_record(gpu, KernelPlan("gate", case.streams[0].name,
@@ -335,11 +347,13 @@ def run_launch_overhead(gpu: Gpu, plan: LaunchPlan) -> list[dict[str, Any]]:
             with s:
                 if gate_ns:
                     spin((1,), (_SMALL_BLOCK,), gpu.spin_args(gate_ns, gate_log))
+                t = time.perf_counter()
                 for a in args:
                     spin((1,), (_SMALL_BLOCK,), a)
+                host_s = time.perf_counter() - t
             gpu.sync()
             if rep:
-                runs.append(_chain_record(name, read()))
+                runs.append({**_chain_record(name, read()), "host_s_per_launch": host_s / m})
         cases.append({"name": name, "launches": m, "gate_ns": gate_ns, **shape, "runs": runs})
 
     s.begin_capture()
@@ -361,3 +375,32 @@ def run_launch_overhead(gpu: Gpu, plan: LaunchPlan) -> list[dict[str, Any]]:
     cases.append({"name": "graph", "launches": m, "host_s_per_graph_launch": host, **shape,
                   "runs": runs})
     return cases
+
+
+def selfcheck(gpu: Gpu) -> dict[str, Any]:
+    """Compile every variant and run two tiny grids before any experiment: registers per
+    variant, the global timer's step as seen in the logs, and a sanity check of the logs
+    (SM ids in range, every spin block at least its requested duration). Raises
+    :class:`GpusimError` when the logs are not sane, so no device time is spent on a
+    broken harness."""
+    started = time.perf_counter()
+    regs = {v: gpu.build_info("spin", v).regs for v in VARIANTS}
+    regs["stream"] = gpu.build_info("stream").regs
+    compile_s = time.perf_counter() - started
+    grid = 4 * gpu.sm_count
+    spin_ns = 20_000
+    stamps = []
+    for ns in (0, spin_ns):
+        log = gpu.cp.zeros(3 * grid, dtype=gpu.cp.uint64)
+        gpu.kernel("spin")((grid,), (_SMALL_BLOCK,), gpu.spin_args(ns, log))
+        gpu.sync()
+        blocks = BlockLog.from_raw(log.get(), f"selfcheck spin {ns} ns")
+        if blocks.sm.max() >= gpu.sm_count or blocks.sm.min() < 0:
+            raise GpusimError(f"selfcheck: %smid out of range 0..{gpu.sm_count - 1}")
+        if ns and np.any(blocks.end_ns - blocks.start_ns < ns):
+            raise GpusimError("selfcheck: a spin block ended before its requested duration")
+        stamps.append(np.concatenate([blocks.start_ns, blocks.end_ns]))
+    tick = observed_tick_ns(np.concatenate(stamps))
+    return {"regs_per_variant": regs, "compile_s": round(compile_s, 3),
+            "globaltimer_step_ns_observed": tick,
+            "occupancy_api": gpu.api_used.get("occupancy", "")}

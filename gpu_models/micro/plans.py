@@ -64,6 +64,11 @@ VARIANTS: dict[str, Variant] = {
     "r255": Variant(232, 255),
 }
 
+def compile_options(variant: str) -> tuple[str, ...]:
+    """NVRTC options of a variant (recorded in every result file)."""
+    return ("-std=c++17", *VARIANTS[variant].options)
+
+
 #: Registers per thread of each kernel and variant in ptxas's report (``nvcc 13.0 -arch=sm_90
 #: -Xptxas -v``, read on the development machine; a test re-reads them where nvcc exists).
 #: Only the dry run (``plan``) uses them, to size grids without a GPU.
@@ -155,10 +160,6 @@ class CasePlan:
 
 #: How many blocks of a shape fit on one SM (CUDA's occupancy API on the device).
 SlotsFn = Callable[[Shape], int]
-
-
-def _waves_grid(sm_count: int, slots: int, waves: float) -> int:
-    return max(1, round(sm_count * slots * waves))
 
 
 def occupancy_shapes(quick: bool, max_smem_dynamic_B: int) -> list[Shape]:

@@ -79,7 +79,7 @@ def build(*, gpu_name: str, driver_version: str, cuda_driver_api_version: int,
         "cuda_driver_api_version": int(cuda_driver_api_version),
         "cuda_runtime_version": int(cuda_runtime_version),
         "cupy_version": cupy_version,
-        "nvrtc_version": ".".join(str(v) for v in nvrtc_version),
+        "nvrtc_version": ".".join(str(v) for v in nvrtc_version) or "unknown",
         "date_utc": date_utc,
         "script": script,
         "argv": list(argv),
@@ -110,6 +110,16 @@ def nvidia_smi(fields: Sequence[str]) -> dict[str, str]:
     return dict(zip(fields, values, strict=True)) if len(values) == len(fields) else {}
 
 
+def _nvrtc_version() -> tuple[int, ...]:
+    """NVRTC's (major, minor) through CuPy; () where this CuPy build does not expose it."""
+    try:
+        from cupy.cuda import nvrtc
+    except ImportError:
+        return ()
+    get_version = getattr(nvrtc, "getVersion", None)
+    return tuple(get_version()) if get_version else ()
+
+
 def collect(argv: Sequence[str], script: str) -> dict[str, Any]:
     """Provenance of the current process's GPU 0, read through CuPy (needs a GPU)."""
     import cupy
@@ -124,7 +134,7 @@ def collect(argv: Sequence[str], script: str) -> dict[str, Any]:
         cuda_driver_api_version=runtime.driverGetVersion(),
         cuda_runtime_version=runtime.runtimeGetVersion(),
         cupy_version=cupy.__version__,
-        nvrtc_version=cupy.cuda.nvrtc.getVersion(),
+        nvrtc_version=_nvrtc_version(),
         props=props,
         argv=argv,
         script=script,

@@ -34,7 +34,7 @@ from gpu_models.calibration import (
     load_gpu_calibration,
     save_calibration_file,
 )
-from gpu_models.cost.calibrated import FEATURE_NAMES, WorkFn, cross_validate
+from gpu_models.cost.calibrated import FEATURE_NAMES, WorkFn, cross_validate, work_kernels
 from gpu_models.errors import GpusimError
 from gpu_models.ingest import (
     DEFAULT_LAYER_PREFIX,
@@ -205,14 +205,18 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         records = all_records(load_gpu_calibration(spec.name, args.dir))
     if not records:
         raise GpusimError(f"no calibration records to fit for {spec.name}")
+    work_fn = _load_work_fn(args.work)
+    fitted = len(work_kernels(records, work_fn))
     report = cross_validate(records, spec, rng=np.random.default_rng(args.seed),
-                            folds=args.folds, work_fn=_load_work_fn(args.work))
+                            folds=args.folds, work_fn=work_fn)
     if args.json:
-        print_json({"gpu": spec.name, "records": len(records), "folds": args.folds,
-                    "seed": args.seed, "kinds": [e.to_dict() for e in report.values()]})
+        print_json({"gpu": spec.name, "records": len(records), "fitted_records": fitted,
+                    "folds": args.folds, "seed": args.seed,
+                    "kinds": [e.to_dict() for e in report.values()]})
         return 0
-    print(f"{spec.name}: {len(records)} records; relative error |pred - meas| / meas, "
-          f"{args.folds}-fold held out (seed {args.seed})")
+    print(f"{spec.name}: {len(records)} records, {fitted} with FLOPs and bytes fitted; "
+          f"relative error |pred - meas| / meas, {args.folds}-fold held out "
+          f"(seed {args.seed})")
 
     def pct(value: float) -> str:
         return "-" if math.isnan(value) else f"{100 * value:.1f}"

@@ -6,6 +6,8 @@ shared memory), its occupancy (blocks per SM and the limiting resource) and wave
 layer's predicted time: the kernels run back to back on one stream through the engine
 (:func:`sim.simulate`, no launch overhead) with per-block times from the chosen cost model.
 ``gpusim op gemm --m M --n N --k K`` does the same for a matrix product (a cuBLAS GEMM).
+``--layout nchw`` (default, PyTorch's) includes the layout copies cuDNN adds around
+tensor-op convolutions; ``--layout nhwc`` is channels_last.
 ``--json`` prints ``{"time_us": ..., "kernels": [...]}``.
 """
 

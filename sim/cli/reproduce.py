@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sim.cli.common import add_gpu_args, add_json_arg, print_json, print_table, resolve_gpu
+from sim.cli.common import add_gpu_args, add_json_arg, print_json, print_table
 from sim.reproduce import DEFAULT_OUT_DIR, reproduce
 
 
@@ -34,7 +34,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Handler of ``gpusim reproduce``."""
-    summary = reproduce(args.out, gpu=resolve_gpu(args), quick=args.quick,
+    summary = reproduce(args.out, gpu=args.gpu, overrides=args.overrides, quick=args.quick,
                         progress=not args.no_progress)
     if args.json:
         print_json(summary)

@@ -165,6 +165,9 @@ def _print_summary(outcome: SweepOutcome, out: Path, *, as_json: bool) -> None:
         "remaining": outcome.remaining, "elapsed_s": round(outcome.elapsed_s, 3),
         "points_per_s": round(outcome.points_per_s, 2), "executor": outcome.executor,
     }
+    # One example of what made points invalid (often one cause: a misspelt workload).
+    first_error = next((row["error"] for row in outcome.rows if row.get("error")), None)
+    summary["first_error"] = first_error
     if as_json:
         print_json(summary)
         return
@@ -172,6 +175,8 @@ def _print_summary(outcome: SweepOutcome, out: Path, *, as_json: bool) -> None:
           f"{outcome.skipped} already in {out}, {outcome.remaining} left")
     print(f"{outcome.elapsed_s:.2f} s, {outcome.points_per_s:.1f} points/s "
           f"({outcome.executor} executor)")
+    if first_error:
+        print(f"first invalid point: {first_error}")
 
 
 def _print_rows(outcome: SweepOutcome) -> None:

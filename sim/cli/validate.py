@@ -19,7 +19,7 @@ from sim.validate import ValidationReport, find_measured, validate
 _US = 1e6
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``validate`` command."""
     p = subparsers.add_parser(
         "validate", help="replay measured microbenchmarks in the engine; show the errors")
@@ -75,12 +75,20 @@ def _print_report(report: ValidationReport, kernels: bool) -> None:
     rows = [(c.experiment, c.case + (" (calibration)" if c.calibration else ""),
              round(c.measured_makespan_s * _US, 2), round(c.simulated_makespan_s * _US, 2),
              _pct(c.makespan_error), round(c.measured_spread_s * _US, 2),
-             _pct(c.worst_edge_error) if c.kernels else "-",
+             "-" if c.worst_edge_error is None else _pct(c.worst_edge_error),
              f"{max((k.sm_distance for k in c.kernels), default=0.0):.3f}")
             for c in report.cases]
     if rows:
         print_table(rows, ("experiment", "case", "measured_us", "simulated_us", "error_%",
                            "noise_us", "worst_edge_%", "sm_dist"))
+    by_experiment: dict[str, list[float]] = {}
+    for c in report.cases:
+        if not c.calibration:
+            by_experiment.setdefault(c.experiment, []).append(abs(c.makespan_error))
+    for experiment, errors in by_experiment.items():
+        errors.sort()
+        print(f"  {experiment}: {len(errors)} cases, |makespan error| median "
+              f"{100 * errors[len(errors) // 2]:.1f}%, max {100 * errors[-1]:.1f}%")
     if kernels:
         krows = [(c.case, k.name, k.blocks, round(k.measured_start_s * _US, 2),
                   round(k.simulated_start_s * _US, 2), round(k.measured_end_s * _US, 2),

@@ -27,6 +27,10 @@ from sim.policies.base import (
 )
 
 
+#: Streams of ``critical-path`` without a ``:k`` suffix.
+DEFAULT_CRITICAL_PATH_STREAMS = 4
+
+
 @dataclass(frozen=True)
 class Serial:
     """Everything on one stream in the framework's (topological) order.
@@ -186,12 +190,19 @@ class CriticalPath:
     start time, so the host issues kernels in the order the plan expects them to run.
     """
 
-    streams: int = 4
-    name: str = "critical-path"
+    streams: int = DEFAULT_CRITICAL_PATH_STREAMS
 
     def __post_init__(self) -> None:
         if self.streams < 1:
-            raise GpusimError(f"policy {self.name!r}: streams must be >= 1 (got {self.streams})")
+            raise GpusimError(f"policy 'critical-path': streams must be >= 1 "
+                              f"(got {self.streams})")
+
+    @property
+    def name(self) -> str:
+        """``critical-path``, or ``critical-path:k`` for a non-default stream count."""
+        if self.streams == DEFAULT_CRITICAL_PATH_STREAMS:
+            return "critical-path"
+        return f"critical-path:{self.streams}"
 
     def schedule(self, ctx: ScheduleContext) -> Schedule:
         graph = ctx.graph

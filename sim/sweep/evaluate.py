@@ -19,7 +19,8 @@ Two evaluators ship:
 
 A row is a flat dict: the point's ``key``, its input columns, the evaluator's result
 flattened (nested dicts become dotted names; the ``policies`` map becomes one
-``makespan_us.<policy>`` column per policy; lists become JSON text), and ``error``.
+``makespan_us.<policy>`` column per policy; lists become JSON text; keys that repeat an
+input column are dropped), and ``error``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def evaluate_point(point: Point, evaluate: Evaluator) -> Row:
         # One line: CSV rows are recovered line by line after a crash (see results).
         row["error"] = " ".join(str(exc).split())
         return row
-    row.update(flatten_result(result))
+    # The inputs are the point's own: a result that echoes them (the limits report names
+    # its workload and GPU, the latter as "h100*" once overridden) must not replace them.
+    row.update((k, v) for k, v in flatten_result(result).items() if k not in row)
     row["error"] = None
     return row
 

@@ -37,7 +37,7 @@ from sim.sweep.points import Point
 Task = Callable[[Point], Row]
 
 #: At most this many points per chunk, so progress and incremental writes stay fine-grained.
-MAX_CHUNK_POINTS = 16
+MAX_CHUNK_POINTS = 8
 #: Aim for this many chunks per worker (load balance vs messaging overhead).
 CHUNKS_PER_WORKER = 4
 
@@ -147,23 +147,33 @@ class Dask:
         if not points:
             return
         cluster: Any = None
-        if self.scheduler is None:
-            cluster = distributed.LocalCluster(
-                n_workers=self.workers or available_cpus(),
-                threads_per_worker=1,
-                processes=self.processes,
-                dashboard_address=None,
-            )
-        client = distributed.Client(cluster if cluster is not None else self.scheduler)
         try:
-            workers = max(1, sum(client.nthreads().values()))
-            futures = client.map(partial(run_chunk, task), chunked(points, workers), pure=False)
-            for future in distributed.as_completed(futures):
-                yield from future.result()
+            if self.scheduler is None:
+                cluster = distributed.LocalCluster(
+                    n_workers=self.workers or available_cpus(),
+                    threads_per_worker=1,
+                    processes=self.processes,
+                    dashboard_address=None,
+                )
+            client = _connect(distributed, cluster if cluster is not None else self.scheduler)
+            try:
+                workers = max(1, sum(client.nthreads().values()))
+                futures = client.map(partial(run_chunk, task), chunked(points, workers),
+                                     pure=False)
+                for future in distributed.as_completed(futures):
+                    yield from future.result()
+            finally:
+                client.close()
         finally:
-            client.close()
             if cluster is not None:
                 cluster.close()
+
+
+def _connect(distributed: Any, target: Any) -> Any:
+    try:
+        return distributed.Client(target)
+    except (OSError, TimeoutError) as exc:  # a wrong or unreachable scheduler address
+        raise GpusimError(f"cannot reach the Dask scheduler at {target}: {exc}") from None
 
 
 def _import_distributed() -> Any:

@@ -38,8 +38,8 @@ from sim.sweep.evaluate import Row
 #: Columns that are text whatever they look like (a key can be all digits).
 _TEXT_COLUMNS = frozenset({
     "key", "gpu", "workload", "phase", "precision", "cost_model", "policy", "error",
-    "best_policy", "binds", "compute_capability", "smem_carveouts_B", *(name for name, kind in GPUSpec.__annotations__.items()
-                              if kind == "str"),
+    "best_policy", "binds", "work_bound_binds", "compute_capability", "smem_carveouts_B",
+    *(name for name, kind in GPUSpec.__annotations__.items() if kind == "str"),
 })
 FORMATS: tuple[str, ...] = (".csv", ".parquet")
 

@@ -235,7 +235,7 @@ def test_cli_fit_reports_heldout_error(a100: GPUSpec, tmp_path: Path,
         tuple(make_records(a100, training_kernels(rng), rng, noise=0.03))), path)
     assert main(["calibrate", "fit", "--gpu", "a100", "--file", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["gpu"] == "a100" and out["records"] == 80
+    assert (out["gpu"], out["records"], out["fitted_records"]) == ("a100", 80, 80)
     kinds = {k["kind"]: k for k in out["kinds"]}
     assert set(kinds) == {"conv_fwd", "elementwise"}
     assert all(k["heldout_median"] < 0.04 for k in kinds.values())

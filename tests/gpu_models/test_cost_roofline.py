@@ -135,6 +135,12 @@ def test_every_kind_has_a_sourced_efficiency() -> None:
         assert 0 < eff.compute <= 1 and 0 < eff.memory <= 1
 
 
+def test_models_are_hashable_values() -> None:
+    assert RooflineModel() == RooflineModel()
+    assert hash(RooflineModel()) == hash(RooflineModel())
+    assert {_MODELS["calibrated"]: 1, _MODELS["scaled"]: 2}[_MODELS["scaled"]] == 2
+
+
 def test_registry() -> None:
     assert list_cost_models() == ("roofline", "calibrated", "scaled")
     assert isinstance(get_cost_model("roofline"), RooflineModel)

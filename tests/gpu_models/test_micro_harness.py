@@ -213,6 +213,7 @@ class FakeCupy(types.ModuleType):
 def fake_cupy(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCupy]:
     fake = FakeCupy()
     monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", fake.cuda)
     monkeypatch.delenv("CUDA_DEVICE_MAX_CONNECTIONS", raising=False)
     monkeypatch.setattr(provenance, "nvidia_smi", lambda fields: {})
     yield fake
@@ -227,7 +228,7 @@ def _run_child_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("CUDA_DEVICE_MAX_CONNECTIONS")
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(campaign.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)  # the campaign's call of it
 
 
 def test_quick_campaign_writes_valid_files(fake_cupy: FakeCupy, tmp_path: Path,
@@ -242,6 +243,7 @@ def test_quick_campaign_writes_valid_files(fake_cupy: FakeCupy, tmp_path: Path,
         check_result(doc)
         assert doc["provenance"]["gpu_name"] == "NVIDIA H100 80GB HBM3"
         assert doc["provenance"]["argv"] == ["run", "--quick", "--out", str(tmp_path)]
+        assert doc["provenance"]["nvrtc_version"] == "13.0"
         assert f.stat().st_size < campaign.MAX_FILE_B
     queues = json.loads((tmp_path / "h100" / "queues.json").read_text())
     assert {c["connections"] for c in queues["cases"]} == set(plans.QUEUE_CONNECTIONS)
@@ -281,6 +283,10 @@ def test_fake_campaign_replays_in_the_engine(fake_cupy: FakeCupy, tmp_path: Path
     names = {(c.experiment, c.case) for c in report.cases}
     assert ("waves", "t256_g1") in names and ("concurrency", "leftover") in names
     assert ("queues", "c8_depth_s16") in names and ("launch_overhead", "graph") in names
+    from sim.cli import main as gpusim
+
+    assert gpusim(["validate", "--data", str(tmp_path), "--json"]) == 0
+    assert gpusim(["validate", "--data", str(tmp_path), "--kernels"]) == 0
     # A lone one-wave spin kernel: the engine must give its measured single-wave time.
     one = next(c for c in report.cases if c.case == "t256_g1056")
     assert one.simulated_makespan_s == pytest.approx(one.measured_makespan_s, rel=1e-6)
@@ -295,7 +301,8 @@ def test_device_script_runs_end_to_end_with_fake_cupy(tmp_path: Path) -> None:
         "import sys\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_micro_harness import FakeCupy\n"
-        "sys.modules['cupy'] = FakeCupy()\n")
+        "sys.modules['cupy'] = fake = FakeCupy()\n"
+        "sys.modules['cupy.cuda'] = fake.cuda\n")
     repo = Path(__file__).resolve().parents[2]
     env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
            "PYTHONPATH": f"{tmp_path / 'site'}:{repo}", "HOME": str(tmp_path)}
@@ -306,3 +313,18 @@ def test_device_script_runs_end_to_end_with_fake_cupy(tmp_path: Path) -> None:
     assert files == sorted(f"{e}.json" for e in EXPERIMENTS)
     log = (tmp_path / "out" / "campaign1_quick.log").read_text()
     assert "== exit 0" in log and "[queues] 6 cases" in log
+
+
+def test_raw_block_logs_on_request(fake_cupy: FakeCupy, tmp_path: Path) -> None:
+    assert campaign.main(["run", "--quick", "--raw", "--only", "waves", "concurrency",
+                          "--out", str(tmp_path)]) == 0
+    raw = np.load(tmp_path / "h100" / "raw_blocklogs.npz")
+    assert "leftover/k1" in raw.files and "t256_g1/k" in raw.files
+    rows = raw["t256_g1057/k"]
+    assert rows.shape == (1057, 3)
+    waves = json.loads((tmp_path / "h100" / "waves.json").read_text())
+    case = next(c for c in waves["cases"] if c["name"] == "t256_g1057")
+    # The raw log is the committed (median) repeat: same makespan as its summary.
+    span_s = (rows[:, 1].max() - rows[:, 0].min()) * 1e-9
+    assert span_s == pytest.approx(case["detail"]["makespan_s"])
+    assert not (tmp_path / "h100" / "occupancy.json").exists()  # --only

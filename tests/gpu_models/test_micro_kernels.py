@@ -21,19 +21,24 @@ NVCC = shutil.which("nvcc")
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
 
 
+def _nvcc() -> str:
+    assert NVCC is not None
+    return NVCC
+
+
 def _supported_archs() -> set[str]:
-    out = subprocess.run([NVCC, "--list-gpu-arch"], capture_output=True, text=True,
-                         check=True).stdout  # type: ignore[list-item]
+    out = subprocess.run([_nvcc(), "--list-gpu-arch"], capture_output=True, text=True,
+                         check=True).stdout
     return {line.strip().replace("compute_", "sm_") for line in out.split()}
 
 
 def _compile(tmp_path: Path, arch: str, options: tuple[str, ...]) -> str:
     result = subprocess.run(
-        [NVCC, f"-arch={arch}", "-c", "-std=c++17", "-Xptxas", "-v", *options,
-         str(KERNEL_SOURCE), "-o", str(tmp_path / "k.o")],  # type: ignore[list-item]
+        [_nvcc(), f"-arch={arch}", "-c", "-std=c++17", "-Xptxas", "-v", *options,
+         str(KERNEL_SOURCE), "-o", str(tmp_path / "k.o")],
         capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    return result.stderr
+    return str(result.stderr)
 
 
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80", "sm_75", "sm_70"])

@@ -12,7 +12,7 @@ import pytest
 
 from gpu_models.presets import load_gpu
 from gpu_models.spec import GPUSpec
-from sim import DeadlockError, Launch, Program, StreamDef, simulate
+from sim import DeadlockError, Launch, Program, RoundRobin, StreamDef, simulate
 
 US = 1e-6
 H100 = load_gpu("h100")
@@ -269,3 +269,22 @@ def test_records_api_is_plain_data() -> None:
     assert d["makespan_us"] == pytest.approx(10)
     assert d["kernels"][0]["start_us"] == 0
     assert simulate(program([kernel("k", "a", 2)])).blocks is None
+
+
+def test_policy_factory_and_empty_program() -> None:
+    r = simulate(program([kernel("k", "a", 3)], gpu=H100.replace(sm_count=2)),
+                 sm_policy=RoundRobin, record_blocks=True)
+    assert r.sm_policy == "round-robin"
+    assert [b.sm for b in r.blocks or ()] == [0, 0, 1]
+    empty = simulate(program([], streams=[StreamDef("a")]))
+    assert empty.makespan_s == 0 and empty.kernels == ()
+
+
+def test_trace_dram_counter_in_gb_per_s() -> None:
+    from sim.trace import to_chrome_trace
+
+    bytes_each = 2 * H100.dram_bw_Bps * 10 * US
+    r = simulate(program([kernel("m0", "a", WAVE // 2, dram_bytes=bytes_each)]))
+    dram = [(e["ts"], e["args"]["GB/s"]) for e in to_chrome_trace(r)["traceEvents"]
+            if e["name"] == "DRAM bandwidth"]
+    assert dram == [(0.0, pytest.approx(H100.dram_bw_Bps / 1e9)), (pytest.approx(20.0), 0.0)]

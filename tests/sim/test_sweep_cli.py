@@ -40,13 +40,19 @@ def test_sweep_writes_results_and_resumes(capsys: pytest.CaptureFixture[str],
     assert code == 2 and "--resume" in err
 
 
-def test_invalid_points_do_not_fail_the_sweep(capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_points_do_not_fail_the_sweep(capsys: pytest.CaptureFixture[str],
+                                              tmp_path: Path) -> None:
     code, stdout, _ = run(capsys, "sweep", "--set", "connections=8,64", "--set", "bogus=1",
                           "--workload", "resnet50", "--evaluator", "occupancy",
                           "--executor", "serial", "--json")
     assert code == 0
     rows = json.loads(stdout)
     assert len(rows) == 2 and all("unknown GPUSpec field 'bogus'" in r["error"] for r in rows)
+    code, stdout, _ = run(capsys, "sweep", "--set", "connections=8,64", "--workload",
+                          "resnet50", "--evaluator", "occupancy", "--executor", "serial",
+                          "--out", str(tmp_path / "r.csv"))
+    assert code == 0 and "2 evaluated (1 invalid)" in stdout
+    assert "first invalid point: GPUSpec 'h100*': connections exceeds" in stdout
 
 
 def test_sweep_prints_a_table_without_out(capsys: pytest.CaptureFixture[str]) -> None:

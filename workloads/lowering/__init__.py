@@ -20,6 +20,8 @@ the layer launches one kernel and ``<layer>#<i>`` when it launches several; node
 ``phase`` (copied from the layer). Edges are dependencies: a layer's kernels form a chain,
 and its first kernel depends on the last kernel of each predecessor layer; layers that
 launch nothing (views, ops fused away) pass their predecessors' dependencies through.
+Nodes are added in eager launch order (the layer graph's node order: forward in module
+order, backward as autograd runs it), so ``list(kg.nodes)`` is the single-stream program.
 ``graph.graph`` keeps ``workload``, ``batch``, ``resolution``, ``phase``, ``precision``,
 ``fusion``, ``layout`` and ``gpu``.
 
@@ -31,7 +33,8 @@ Fusion: ``fusion="eager"`` (default) is what eager PyTorch launches: conv, batch
 ReLU as separate kernels. ``fusion="inference"`` (inference graphs only) is what TensorRT or
 cuDNN's fusion runtime does: a batch norm that follows a convolution is folded into its
 weights, and a following ReLU/ReLU6 and a residual add (with its ReLU) run in the
-convolution's epilogue; those layers launch nothing.
+convolution's epilogue; those layers launch nothing. Such runtimes keep tensors in NHWC:
+combine it with ``layout="nhwc"`` for an engine without layout copies.
 
 Calibration: where calibration data (:mod:`gpu_models.calibration`) recorded the kernel a
 library actually launched for a layer on this GPU (same preset, the layer's name, the
@@ -113,7 +116,7 @@ def lower(
         precision=precision, fusion=fusion, layout=layout, gpu=gpu.name,
     )
     exits: dict[str, tuple[str, ...]] = {}
-    for node in nx.topological_sort(graph):
+    for node in _program_order(graph):
         layer: Layer = graph.nodes[node]["layer"]
         deps: list[str] = []
         for pred in graph.predecessors(node):
@@ -161,9 +164,17 @@ def price(kernel_graph: nx.DiGraph, gpu: GPUSpec, cost_model: CostModel,
             for name, data in kernel_graph.nodes(data=True)}
 
 
-def kernels(kernel_graph: nx.DiGraph) -> list[KernelSpec]:
-    """The kernel graph's KernelSpecs in a deterministic topological (launch) order."""
-    return [kernel_graph.nodes[n]["kernel"] for n in nx.topological_sort(kernel_graph)]
+def kernels_in_order(kernel_graph: nx.DiGraph) -> list[KernelSpec]:
+    """The kernel graph's KernelSpecs in eager launch order (see :func:`_program_order`)."""
+    return [kernel_graph.nodes[n]["kernel"] for n in _program_order(kernel_graph)]
+
+
+def _program_order(graph: nx.DiGraph) -> list[str]:
+    # Graphs are built in the order a framework executes their ops (forward in module order,
+    # backward as autograd runs it), so node order is the eager launch order; the
+    # topological sort keyed on it returns exactly that order when it is valid.
+    index = {node: i for i, node in enumerate(graph.nodes)}
+    return list(nx.lexicographical_topological_sort(graph, key=index.__getitem__))
 
 
 # ---------------------------------------------------------------------- fusion
@@ -171,6 +182,7 @@ def kernels(kernel_graph: nx.DiGraph) -> list[KernelSpec]:
 _FUSABLE: dict[OpType, str] = {
     OpType.BATCHNORM: "bn", OpType.RELU: "relu", OpType.RELU6: "relu6", OpType.ADD: "add",
 }
+
 
 def _fusion_plan(graph: nx.DiGraph) -> tuple[dict[str, str], set[str]]:
     """Convs with their epilogue label, and the layers fused into them (launching nothing)."""
@@ -278,7 +290,7 @@ __all__ = [
     "gemm_layer",
     "gemm_shape",
     "is_depthwise",
-    "kernels",
+    "kernels_in_order",
     "load_table",
     "lower",
     "lower_layer",

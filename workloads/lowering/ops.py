@@ -16,17 +16,17 @@ What each op becomes (eager PyTorch on cuDNN/cuBLAS; launch shapes from
 
   plus a split-K reduction kernel when the tile choice splits K, a bias-add kernel after a
   biased forward conv (``fusion="eager"``) and a bias-gradient reduction after its wgrad.
-  A 1x1 stride-1 convolution on NCHW tensors runs, as cuDNN runs it, as one plain GEMM per
-  image (grid z = images; M = H*W of one image); its wgrad computes one partial weight
-  gradient per image and sums them in a reduction kernel (split-K by image). Tensor-op
-  kernels need 16-byte aligned channel vectors (cuDNN's ``align4``/``alignc4`` kernels):
-  a convolution whose channels are not (the RGB stem, C = 3) runs on CUDA cores.
+  A 1x1 stride-1 convolution on NCHW images of at least :data:`POINTWISE_GEMM_MIN_PIXELS`
+  pixels runs, as cuDNN runs it, as one plain GEMM per image (grid z = images; M = H*W of
+  one image); its wgrad computes one partial weight gradient per image and sums them in a
+  reduction kernel (split-K by image). Tensor-op kernels need 16-byte aligned channel
+  vectors (cuDNN's ``align4``/``alignc4`` kernels): a convolution whose channels are not
+  (the RGB stem, C = 3) runs on CUDA cores.
   Layout (``layout="nchw"``, PyTorch's default): tensor-op implicit-GEMM kernels read NHWC,
   so cuDNN first transposes their two operands (``nchwToNhwcKernel``: activation and
-  filter, or the two activations of a wgrad) and transposes dgrad/wgrad results back;
-  1x1 stride-1 convs take the batched-GEMM path above and need no transposes. With
-  ``layout="nhwc"`` (channels_last) there are no transposes and a 1x1 conv is one GEMM
-  with M = N*H*W.
+  filter, or the two activations of a wgrad) and transposes dgrad/wgrad results back; the
+  per-image GEMMs need no transposes. With ``layout="nhwc"`` (channels_last) there are no
+  transposes and a 1x1 conv is an implicit GEMM like any other.
   Depthwise convolutions (``groups == C > 1``) use PyTorch's direct depthwise kernels (one
   thread per output element; weight gradient: one block per channel and filter tap).
 - ``linear`` / ``linear_dgrad`` / ``linear_wgrad``: a cuBLAS GEMM (M = batch, N = out,
@@ -82,6 +82,10 @@ from workloads.lowering.tiles import math_for, select_tile
 STORAGE_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2}
 #: Split-K partial sums are accumulated in fp32.
 _PARTIAL_B = 4
+#: A 1x1 stride-1 conv on NCHW images of at least this many pixels runs as per-image GEMMs.
+#: In the A100 ResNet-50 trace cuDNN did so for 56x56, 28x28 and 14x14 images and used an
+#: implicit-GEMM kernel for 7x7 ones; where between 49 and 196 the cut-off lies is unknown.
+POINTWISE_GEMM_MIN_PIXELS = 128
 #: Activation memory layouts: PyTorch's default (NCHW) and channels_last (NHWC).
 LAYOUTS: tuple[str, ...] = ("nchw", "nhwc")
 
@@ -205,11 +209,13 @@ _PASS_OF: dict[OpType, tuple[str, KernelKind]] = {
 
 def _kernel(layer: Layer, ctx: Context, kind: KernelKind, grid: tuple[int, int, int],
             threads: int, regs: int, smem_B: int, flops: float, dram_B: float,
-            library_name: str, *, gemm: bool = False, tensor_cores: bool = False) -> KernelSpec:
+            library_name: str, *, tensor_cores: bool = False) -> KernelSpec:
+    # Math runs in the requested precision only on tensor cores; CUDA-core kernels compute
+    # in the storage type (a tf32 request is fp32 there).
     return KernelSpec(
         name=layer.name, kind=kind, grid=grid, threads=threads, regs_per_thread=regs,
         smem_per_block_B=smem_B, flops=float(flops), dram_bytes=float(dram_B),
-        dtype=ctx.precision if gemm else ctx.storage, tensor_cores=tensor_cores,
+        dtype=ctx.precision if tensor_cores else ctx.storage, tensor_cores=tensor_cores,
         layer=layer.name, library_name=library_name,
     )
 
@@ -256,10 +262,12 @@ def _tensor_aligned(layer: Layer, elem_B: int) -> bool:
 
 
 def _is_pointwise_conv(layer: Layer) -> bool:
-    return (layer.op in _PASS_OF and layer.op not in (OpType.LINEAR, OpType.LINEAR_DGRAD,
-                                                      OpType.LINEAR_WGRAD)
-            and layer.kernel == (1, 1)
-            and layer.stride == (1, 1) and layer.padding == (0, 0) and layer.groups == 1)
+    """A 1x1 stride-1 conv (pass) that cuDNN runs on NCHW tensors as per-image GEMMs."""
+    if layer.op not in (OpType.CONV2D, OpType.CONV2D_DGRAD, OpType.CONV2D_WGRAD):
+        return False
+    image = layer.output if layer.op is OpType.CONV2D_DGRAD else layer.inputs[0]
+    return (layer.kernel == (1, 1) and layer.stride == (1, 1) and layer.padding == (0, 0)
+            and layer.groups == 1 and image[2] * image[3] >= POINTWISE_GEMM_MIN_PIXELS)
 
 
 def gemm_kernels(layer: Layer, ctx: Context, *, epilogue: str = "") -> list[KernelSpec]:
@@ -298,11 +306,11 @@ def gemm_kernels(layer: Layer, ctx: Context, *, epilogue: str = "") -> list[Kern
     grid = (choice.tiles_m, choice.tiles_n, split * shape.groups)  # groups/images in z
     if split == 1:
         main = _kernel(layer, ctx, kind, grid, tile.threads, tile.regs, tile.smem_B, flops,
-                       max(reads + shape.c_B, minimum), label, gemm=True,
+                       max(reads + shape.c_B, minimum), label,
                        tensor_cores=tensor)
         return [main]
     main = _kernel(layer, ctx, kind, grid, tile.threads, tile.regs, tile.smem_B, flops,
-                   max(reads + partial_B, shape.a_B + shape.b_B), label, gemm=True,
+                   max(reads + partial_B, shape.a_B + shape.b_B), label,
                    tensor_cores=tensor)
     outputs = shape.m * shape.n * shape.groups
     e = kernel_shapes()["splitk_reduce"]
@@ -416,7 +424,8 @@ def _batchnorm(layer: Layer, ctx: Context) -> list[KernelSpec]:
         return [_kernel(layer, ctx, KernelKind.NORMALIZATION,
                         _grid1(numel(x), e["threads"] * e["elems_per_thread"]), e["threads"],
                         e["regs"], e["smem_B"], layer.flops, dram, "bn_fw_inf_1C11")]
-    # PyTorch bumps the int64 num_batches_tracked counter before calling cuDNN.
+    # PyTorch bumps the int64 num_batches_tracked counter (8 B read, 8 B written) before
+    # calling cuDNN.
     counter = _elementwise(layer, ctx, 1, binary=True, flops=1, dram_B=16,
                            label="add<long> (num_batches_tracked)")
     e = kernel_shapes()["batchnorm_fwd_training"]
@@ -469,12 +478,14 @@ def _dropout(layer: Layer, ctx: Context) -> list[KernelSpec]:
 
 
 # ---------------------------------------------------------------------- pooling
-def _pool(entry: str, label: str, *, per: str = "output",
+def _pool(entry: str, label: str, *,
           zero_fill: bool = False) -> Callable[[Layer, Context], list[KernelSpec]]:
+    # One thread per element the kernel writes: the pooled output forward, the input
+    # gradient backward.
     def rule(layer: Layer, ctx: Context) -> list[KernelSpec]:
         e = kernel_shapes()[entry]
-        elements = numel(layer.output) if per == "output" else numel(layer.inputs[0])
-        kernels = []
+        elements = numel(layer.output)
+        kernels: list[KernelSpec] = []
         if zero_fill:  # the input gradient is zeroed before the scatter
             out = numel(layer.output)
             kernels.append(_elementwise(layer, ctx, out, binary=False, flops=0,
@@ -601,7 +612,7 @@ def sgd_kernels(layer: Layer, ctx: Context, tensor_elems: Sequence[int]) -> list
     e = kernel_shapes()["multi_tensor_apply"]
     passes = (_FOREACH_SGD if layer.name == "optimizer.step"
               else (("_fused_sgd_ (param, grad, momentum_buffer)", 3, 3, 2, 4),))
-    kernels = []
+    kernels: list[KernelSpec] = []
     for label, depth, reads, writes, flops in passes:
         for blocks, elems in multi_tensor_launches(tensor_elems, depth):
             kernels.append(_kernel(layer, ctx, KernelKind.OPTIMIZER, (blocks, 1, 1),
@@ -645,8 +656,7 @@ RULES: dict[OpType, Rule] = {
     OpType.DROPOUT_BWD: _binary("masked_scale (dropout backward)"),
     OpType.LRN_BWD: _binary("lrn_backward"),
     OpType.MAXPOOL: _pool("maxpool_fwd", "max_pool_forward_nchw"),
-    OpType.MAXPOOL_BWD: _pool("maxpool_bwd", "max_pool_backward_nchw", per="input",
-                              zero_fill=True),
+    OpType.MAXPOOL_BWD: _pool("maxpool_bwd", "max_pool_backward_nchw", zero_fill=True),
     OpType.AVGPOOL: _pool("avgpool", "avg_pool2d_out_cuda_frame"),
     OpType.AVGPOOL_BWD: _pool("avgpool", "avg_pool2d_backward_out_cuda_frame"),
     OpType.ADAPTIVE_AVGPOOL: _adaptive_avgpool,

@@ -1,0 +1,125 @@
+"""Invariants of every policy and of the bounds, on the zoo and on random DAGs.
+
+* the lower bound is at most every policy's simulated time;
+* with no host overhead (zero launch and event cost), serial is never faster than a policy
+  that keeps the kernels as they are. Grid capping (``+cap``) changes kernels: a capped
+  kernel runs longer on fewer SMs, and when its isolated-time slack is not real (its peers
+  did not run beside it) it can end up slower than serial, so ``+cap`` is held only to the
+  lower bound;
+* every policy respects every dependency on the simulated timeline.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpu_models.cost import get_cost_model
+from gpu_models.kernel import KernelSpec
+from gpu_models.occupancy import launch_failure
+from gpu_models.presets import load_preset
+from sim.limits import LimitsReport, compute_limits
+from sim.policies import DEFAULT_POLICIES, Stages
+from sim.workflow import kernel_graph_for
+from workloads import workload_names
+
+ROOFLINE = get_cost_model("roofline")
+H100 = load_preset("h100")
+#: Float noise: sums along different paths and the engine's fluid DRAM clock differ in the
+#: last bits (seen: 8 ps in 68 us).
+REL = 1e-6
+
+#: Every default policy; the stage search on a small budget to keep the zoo run short.
+POLICIES = [*(p for p in DEFAULT_POLICIES if p != "stages"), "critical-path:2",
+            Stages(max_total_evaluations=30)]
+
+
+def check_invariants(graph: nx.DiGraph, report: LimitsReport, *, no_host: bool) -> None:
+    assert report.results is not None
+    for name, t in report.policies_s.items():
+        assert report.lower_bound_s <= t * (1 + REL), f"{name} beats the lower bound"
+        if no_host and "cap" not in name.split("+"):
+            assert report.serial_s >= t * (1 - REL), f"{name} slower than serial"
+    for name, result in report.results.items():
+        ends = {k.name: k.end_s for k in result.kernels}
+        starts = {k.name: k.start_s for k in result.kernels}
+        assert set(starts) == {str(n) for n in graph}, name
+        for u, v in graph.edges:
+            assert starts[v] >= ends[u] - 1e-15, f"{name}: {v} started before {u} ended"
+
+
+@pytest.mark.parametrize("workload", workload_names())
+def test_zoo_inference_without_host_overhead(workload: str) -> None:
+    graph = kernel_graph_for(workload, batch=1, gpu=H100)
+    report = compute_limits(graph, H100, cost_model=ROOFLINE, policies=POLICIES,
+                            launch_overhead_s=0.0, event_overhead_s=0.0, keep_results=True)
+    check_invariants(graph, report, no_host=True)
+
+
+@pytest.mark.parametrize(("workload", "phase", "batch"), [
+    ("googlenet", "inference", 8), ("squeezenet1_1", "training", 1),
+    ("resnet18", "training", 2), ("randwire", "inference", 1),
+])
+def test_zoo_with_host_overhead(workload: str, phase: str, batch: int) -> None:
+    graph = kernel_graph_for(workload, batch=batch, phase=phase, gpu=H100)
+    report = compute_limits(graph, H100, cost_model=ROOFLINE, policies=POLICIES,
+                            keep_results=True)
+    check_invariants(graph, report, no_host=False)
+
+
+@pytest.mark.parametrize("workload", ["googlenet", "squeezenet1_1"])
+def test_zoo_training_without_host_overhead(workload: str) -> None:
+    graph = kernel_graph_for(workload, batch=1, phase="training", gpu=H100)
+    report = compute_limits(graph, H100, cost_model=ROOFLINE, policies=POLICIES,
+                            launch_overhead_s=0.0, event_overhead_s=0.0, keep_results=True)
+    check_invariants(graph, report, no_host=True)
+
+
+# ---------------------------------------------------------------------- random DAGs
+@st.composite
+def kernel_dags(draw: st.DrawFn) -> nx.DiGraph:
+    """Up to 9 kernels, random edges (forward in index order), random shapes and work;
+    branch attributes on some, so ``branches`` has something to do."""
+    count = draw(st.integers(2, 9))
+    graph = nx.DiGraph()
+    for i in range(count):
+        threads = draw(st.sampled_from([64, 128, 256, 512]))
+        regs = draw(st.sampled_from([16, 32, 64, 128]))
+        smem = draw(st.sampled_from([0, 8192, 49152]))
+        if launch_failure(H100, threads, regs, smem) is not None:
+            regs = 32
+        kernel = KernelSpec(
+            name=f"k{i}", kind=draw(st.sampled_from(["elementwise", "conv_fwd", "gemm"])),
+            grid=(draw(st.integers(1, 3000)), 1, 1), threads=threads, regs_per_thread=regs,
+            smem_per_block_B=smem, flops=draw(st.floats(0, 2e10)),
+            dram_bytes=draw(st.floats(0, 2e8)))
+        graph.add_node(kernel.name, kernel=kernel, phase="forward",
+                       branch=draw(st.sampled_from([None, "m.b0", "m.b1", "m.b2"])))
+    for j in range(1, count):
+        for i in range(j):
+            if draw(st.integers(0, 2)) == 0:
+                graph.add_edge(f"k{i}", f"k{j}")
+    return graph
+
+
+RANDOM_POLICIES = [*DEFAULT_POLICIES, "critical-path:2"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graph=kernel_dags())
+def test_random_dags_without_host_overhead(graph: nx.DiGraph) -> None:
+    report = compute_limits(graph, H100, cost_model=ROOFLINE, policies=RANDOM_POLICIES,
+                            launch_overhead_s=0.0, event_overhead_s=0.0, keep_results=True)
+    check_invariants(graph, report, no_host=True)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graph=kernel_dags(), launch_us=st.floats(0.5, 20), event_us=st.floats(0, 5))
+def test_random_dags_with_host_overhead(graph: nx.DiGraph, launch_us: float,
+                                        event_us: float) -> None:
+    report = compute_limits(graph, H100, cost_model=ROOFLINE, policies=RANDOM_POLICIES,
+                            launch_overhead_s=launch_us * 1e-6,
+                            event_overhead_s=event_us * 1e-6, keep_results=True)
+    check_invariants(graph, report, no_host=False)
