@@ -69,6 +69,11 @@ class KernelComparison:
     simulated_end_s: float
     #: Fraction of blocks placed differently (sorted per-SM counts; 0 = same distribution).
     sm_distance: float
+    #: SMs that ran at least one block, and the most blocks one SM ran.
+    measured_sms_used: int = 0
+    simulated_sms_used: int = 0
+    measured_max_per_sm: int = 0
+    simulated_max_per_sm: int = 0
 
     @property
     def start_error_s(self) -> float:
@@ -86,6 +91,10 @@ class KernelComparison:
             "measured_end_s": self.measured_end_s, "simulated_end_s": self.simulated_end_s,
             "start_error_s": self.start_error_s, "end_error_s": self.end_error_s,
             "sm_distance": self.sm_distance,
+            "measured_sms_used": self.measured_sms_used,
+            "simulated_sms_used": self.simulated_sms_used,
+            "measured_max_per_sm": self.measured_max_per_sm,
+            "simulated_max_per_sm": self.simulated_max_per_sm,
         }
 
 
@@ -154,6 +163,18 @@ class ScalarComparison:
 
 
 @dataclass(frozen=True)
+class ReplayFailure:
+    """A measured case the engine could not replay (the reason is a finding too)."""
+
+    experiment: str
+    case: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"experiment": self.experiment, "case": self.case, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class ValidationReport:
     """Every comparison for one GPU's measured data."""
 
@@ -163,6 +184,7 @@ class ValidationReport:
     missing: tuple[str, ...]
     cases: tuple[CaseComparison, ...] = ()
     scalars: tuple[ScalarComparison, ...] = ()
+    failures: tuple[ReplayFailure, ...] = ()
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,6 +193,7 @@ class ValidationReport:
             "missing": list(self.missing), "provenance": dict(self.provenance),
             "cases": [c.to_dict() for c in self.cases],
             "scalars": [s.to_dict() for s in self.scalars],
+            "failures": [f.to_dict() for f in self.failures],
         }
 
 
@@ -305,14 +328,18 @@ def compare_case(experiment: str, case: Mapping[str, Any], result: SimResult,
     kernels = []
     for record in result.kernels:
         measured = detail["kernels"][record.name]
+        measured_counts = [int(c) for _, c in measured["blocks_per_sm"]]
         kernels.append(KernelComparison(
             name=record.name, blocks=record.blocks,
             measured_start_s=measured["first_start_s"],
             simulated_start_s=record.start_s - sim_t0,
             measured_end_s=measured["last_end_s"],
             simulated_end_s=record.end_s - sim_t0,
-            sm_distance=sm_distance([c for _, c in measured["blocks_per_sm"]],
-                                    record.sm_blocks, sm_count),
+            sm_distance=sm_distance(measured_counts, record.sm_blocks, sm_count),
+            measured_sms_used=sum(1 for c in measured_counts if c),
+            simulated_sms_used=sum(1 for c in record.sm_blocks if c),
+            measured_max_per_sm=max(measured_counts, default=0),
+            simulated_max_per_sm=max(record.sm_blocks, default=0),
         ))
     spans = [r["makespan_s"] for r in case["runs"]]
     return CaseComparison(
@@ -388,11 +415,15 @@ def validate_gpu(gpu: str, files: Mapping[str, Path], data_dir: Path,
     stream_cal = stream_calibration(docs["bandwidth"]) if "bandwidth" in docs else None
     cases: list[CaseComparison] = []
     scalars: list[ScalarComparison] = []
+    failures: list[ReplayFailure] = []
     for experiment, doc in docs.items():
         if experiment in TIMELINE_EXPERIMENTS:
             for case in doc["cases"]:
-                program = case_program(spec, case, stream_cal)
-                result = simulate(program, mode=mode)
+                try:
+                    result = simulate(case_program(spec, case, stream_cal), mode=mode)
+                except GpusimError as exc:  # e.g. a shape the calculator says cannot fit
+                    failures.append(ReplayFailure(experiment, case["name"], str(exc)))
+                    continue
                 cases.append(compare_case(experiment, case, result, spec.sm_count))
         elif experiment == "occupancy":
             scalars.extend(occupancy_scalars(spec, doc))
@@ -404,7 +435,7 @@ def validate_gpu(gpu: str, files: Mapping[str, Path], data_dir: Path,
     return ValidationReport(
         gpu=gpu, data_dir=str(data_dir), files={e: str(p) for e, p in files.items()},
         missing=tuple(e for e in EXPERIMENTS if e not in files), cases=tuple(cases),
-        scalars=tuple(scalars),
+        scalars=tuple(scalars), failures=tuple(failures),
         provenance={k: prov.get(k) for k in ("gpu_name", "driver_version", "cupy_version",
                                               "date_utc")},
     )

@@ -81,6 +81,8 @@ def _print_report(report: ValidationReport, kernels: bool) -> None:
     if rows:
         print_table(rows, ("experiment", "case", "measured_us", "simulated_us", "error_%",
                            "noise_us", "worst_edge_%", "sm_dist"))
+    for f in report.failures:
+        print(f"  NOT REPLAYED {f.experiment}/{f.case}: {f.reason}")
     by_experiment: dict[str, list[float]] = {}
     for c in report.cases:
         if not c.calibration:
@@ -92,10 +94,13 @@ def _print_report(report: ValidationReport, kernels: bool) -> None:
     if kernels:
         krows = [(c.case, k.name, k.blocks, round(k.measured_start_s * _US, 2),
                   round(k.simulated_start_s * _US, 2), round(k.measured_end_s * _US, 2),
-                  round(k.simulated_end_s * _US, 2), f"{k.sm_distance:.3f}")
+                  round(k.simulated_end_s * _US, 2),
+                  f"{k.measured_sms_used}/{k.simulated_sms_used}",
+                  f"{k.measured_max_per_sm}/{k.simulated_max_per_sm}", f"{k.sm_distance:.3f}")
                  for c in report.cases for k in c.kernels]
         print_table(krows, ("case", "kernel", "blocks", "start_meas_us", "start_sim_us",
-                            "end_meas_us", "end_sim_us", "sm_dist"))
+                            "end_meas_us", "end_sim_us", "SMs meas/sim", "max/SM meas/sim",
+                            "sm_dist"))
     occ = [s for s in report.scalars if s.experiment == "occupancy"]
     if occ:
         for quantity in sorted({s.quantity for s in occ}):

@@ -183,7 +183,7 @@ TOLERANCE = {
 @pytest.mark.parametrize("gpu", sorted(COMMITTED))
 def test_engine_matches_committed_measurements(gpu: str) -> None:
     (report,) = validate(gpus=[gpu])
-    failures = []
+    failures = [f"{f.experiment}/{f.case}: not replayed: {f.reason}" for f in report.failures]
     for case in report.cases:
         limit = TOLERANCE.get(case.experiment)
         if limit is None or case.calibration:
@@ -203,3 +203,30 @@ def test_calculator_matches_cuda_occupancy_api(gpu: str) -> None:
     wrong = [s.case for s in report.scalars
              if s.quantity == "blocks_per_sm vs CUDA API" and s.measured != s.predicted]
     assert not wrong, f"calculator differs from CUDA's occupancy API for {wrong}"
+
+
+def test_per_sm_counts_are_reported(tmp_path: Path) -> None:
+    # Half a wave, 4 blocks on each of the 132 SMs in both the synthetic log and the engine.
+    grid = SMS * 4
+    _write(tmp_path, "waves", [_case("half", [_kernel("k", "s0", grid)],
+                                     {"k": _log(grid, 8, 100_000)})])
+    (report,) = validate(tmp_path)
+    (k,) = report.cases[0].kernels
+    assert (k.measured_sms_used, k.measured_max_per_sm) == (SMS, 4)
+    assert k.simulated_sms_used == SMS and k.simulated_max_per_sm == 4
+    assert report.to_dict()["cases"][0]["kernels"][0]["simulated_sms_used"] == SMS
+
+
+def test_a_case_the_engine_cannot_replay_is_reported(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # A synthetic record claiming 300 registers per thread: the calculator says it can never
+    # run, so the replay fails; the report must say so and go on with the other cases.
+    good = _case("ok", [_kernel("k", "s0", SMS)], {"k": _log(SMS, 8, 100_000)})
+    bad = _case("bad", [_kernel("k", "s0", SMS, regs=300)], {"k": _log(SMS, 8, 100_000)})
+    _write(tmp_path, "waves", [good, bad])
+    (report,) = validate(tmp_path)
+    assert [c.case for c in report.cases] == ["ok"]
+    (failure,) = report.failures
+    assert failure.case == "bad" and "registers" in failure.reason
+    assert gpusim(["validate", "--data", str(tmp_path)]) == 0
+    assert "NOT REPLAYED waves/bad" in capsys.readouterr().out

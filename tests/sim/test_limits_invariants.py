@@ -31,10 +31,10 @@ H100 = load_preset("h100")
 #: last bits (seen: 8 ps in 68 us).
 REL = 1e-6
 
-#: Every default policy; the stage search on a small budget to keep the zoo run short.
-POLICIES = [*(p for p in DEFAULT_POLICIES if p != "stages"), "critical-path:2",
-            Stages(max_total_evaluations=30)]
-
+#: One policy of each kind (stream assignment, barriers, list scheduling, stage search on a
+#: small budget, modifiers): the zoo runs stay short. Random DAGs get every default policy.
+POLICIES = ["serial", "branches", "min-streams", "levels", "critical-path",
+            Stages(max_total_evaluations=30), "critical-path+priority+cap"]
 
 def check_invariants(graph: nx.DiGraph, report: LimitsReport, *, no_host: bool) -> None:
     assert report.results is not None
@@ -60,7 +60,6 @@ def test_zoo_inference_without_host_overhead(workload: str) -> None:
 
 @pytest.mark.parametrize(("workload", "phase", "batch"), [
     ("googlenet", "inference", 8), ("squeezenet1_1", "training", 1),
-    ("resnet18", "training", 2), ("randwire", "inference", 1),
 ])
 def test_zoo_with_host_overhead(workload: str, phase: str, batch: int) -> None:
     graph = kernel_graph_for(workload, batch=batch, phase=phase, gpu=H100)
@@ -69,7 +68,7 @@ def test_zoo_with_host_overhead(workload: str, phase: str, batch: int) -> None:
     check_invariants(graph, report, no_host=False)
 
 
-@pytest.mark.parametrize("workload", ["googlenet", "squeezenet1_1"])
+@pytest.mark.parametrize("workload", ["squeezenet1_1", "pathnet"])
 def test_zoo_training_without_host_overhead(workload: str) -> None:
     graph = kernel_graph_for(workload, batch=1, phase="training", gpu=H100)
     report = compute_limits(graph, H100, cost_model=ROOFLINE, policies=POLICIES,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
@@ -146,6 +147,27 @@ def test_measured_vs_simulated_chart_reports_error(tmp_path: Path) -> None:
     _check(fig, tmp_path, "measured (us)", "simulated (us)")
     text = " ".join(t.get_text() for t in fig.axes[0].texts)
     assert "median |error| 10.0%" in text and "max |error| 30.0%" in text
+
+
+def test_utilization_chart_of_two_runs_averages_windows(
+        results: dict[str, SimResult], tmp_path: Path) -> None:
+    fig = plots.utilization_chart(results)
+    _check(fig, tmp_path, "busy SMs", "time (us)")
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["serial",
+                                                                           "concurrent"]
+
+
+def test_window_means_integrates_the_steps() -> None:
+    times, means = plots.window_means(np.array([0.0, 1.0, 3.0]), np.array([2.0, 0.0, 4.0]),
+                                      4.0, 2.0)
+    assert times.tolist() == [0.0, 2.0, 4.0] and means.tolist() == [1.0, 2.0, 2.0]
+    times, values = plots.window_means(np.array([0.0, 1.0]), np.array([2.0, 0.0]), 3.0, 0.0)
+    assert times.tolist() == [0.0, 1.0, 3.0] and values.tolist() == [2.0, 0.0, 0.0]
+
+
+def test_short_names_drop_the_shared_prefix() -> None:
+    assert plots.short_names(["m.a.conv", "m.b.bn"]) == {"m.a.conv": "a.conv", "m.b.bn": "b.bn"}
+    assert plots.short_names(["a", "b"]) == {"a": "a", "b": "b"}
 
 
 def test_time_unit() -> None:

@@ -10,23 +10,30 @@ from typing import Any
 
 import pytest
 
+from gpu_models.errors import GpusimError
 from gpu_models.spec import GPUSpec
 from sim.cli import main
 from sim.engine import simulate
 from sim.reproduce import (
     PAPER_NETWORKS,
     leftover_programs,
+    limits_points,
+    limits_record,
     make_plan,
     markdown_table,
+    module_graph,
+    sweep_points,
     validation_points,
     wave_durations,
 )
 from sim.validate import CaseComparison, ValidationReport
+from workloads.registry import build
 
 #: Figures and tables the quick run must produce on a machine without device data.
 QUICK_FIGURES = {"parallelism_profile", "occupancy", "waves", "leftover_timeline",
-                 "leftover_blocks"}
-QUICK_TABLES = {"structure"}
+                 "leftover_blocks", "module_timeline", "limits", "speedup_vs_batch",
+                 "network_timeline", "network_utilization", "sweep_heatmap"}
+QUICK_TABLES = {"structure", "limits", "policies", "sweep"}
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +47,18 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return out, json.loads(capture.read_text())
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_artifact(quick_run: tuple[Path, dict[str, Any]]) -> None:
     out, summary = quick_run
     figures = {a["name"] for a in summary["artifacts"] if a["kind"] == "figure"}
     tables = {a["name"] for a in summary["artifacts"] if a["kind"] == "table"}
     assert figures >= QUICK_FIGURES
     assert tables >= QUICK_TABLES
+    traces = [a for a in summary["artifacts"] if a["kind"] == "trace"]
+    assert len(traces) == 4  # module and network, serial and concurrent
+    for trace in traces:
+        events = json.loads((out / trace["files"][0]).read_text())["traceEvents"]
+        assert any(e["ph"] == "X" for e in events)
     for artifact in summary["artifacts"]:
         assert artifact["description"]
         for rel in artifact["files"]:
@@ -55,15 +68,17 @@ def test_quick_run_writes_every_artifact(quick_run: tuple[Path, dict[str, Any]])
         assert (out / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
 
 
+@pytest.mark.slow
 def test_summary_file_matches_stdout(quick_run: tuple[Path, dict[str, Any]]) -> None:
     out, summary = quick_run
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == summary
-    assert summary["plan"]["quick"] is True and summary["plan"]["gpu"] == "h100"
+    assert summary["plan"]["quick"] is True and summary["plan"]["gpu_name"] == "h100"
     assert set(summary["step_wall_s"]) and summary["wall_s"] >= sum(
         summary["step_wall_s"].values()) * 0.99
 
 
+@pytest.mark.slow
 def test_skips_are_explained(quick_run: tuple[Path, dict[str, Any]]) -> None:
     _, summary = quick_run
     made = {a["name"] for a in summary["artifacts"]}
@@ -71,6 +86,7 @@ def test_skips_are_explained(quick_run: tuple[Path, dict[str, Any]]) -> None:
         assert item["name"] not in made and len(item["reason"]) > 20
 
 
+@pytest.mark.slow
 def test_structure_table_csv_and_markdown(quick_run: tuple[Path, dict[str, Any]]) -> None:
     out, _ = quick_run
     with (out / "tables" / "structure.csv").open() as fh:
@@ -82,11 +98,58 @@ def test_structure_table_csv_and_markdown(quick_run: tuple[Path, dict[str, Any]]
     assert md.count("\n| googlenet |") == 1
 
 
+@pytest.mark.slow
+def test_limits_tables_are_consistent(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    out, summary = quick_run
+    plan = make_plan(quick=True)
+    with (out / "tables" / "limits.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["workload"], int(r["batch"])) for r in rows] == [
+        (n, b) for n in plan.networks for b in plan.batches]
+    for r in rows:
+        assert float(r["best_us"]) <= float(r["serial_us"])
+        assert float(r["lower_bound_us"]) == pytest.approx(
+            max(float(r["critical_path_us"]), float(r["work_bound_us"])), rel=1e-5)
+    with (out / "tables" / "policies.csv").open() as fh:
+        header = next(csv.reader(fh))
+    assert header[:3] == ["workload", "batch", "serial_us"]
+    assert {f"{p}_us" for p in plan.policies} <= set(header)
+    assert set(summary["headline"]["limits"]) == {f"{n}@{b}" for n in plan.networks
+                                                  for b in plan.batches}
+
+
 def test_plans() -> None:
     full, quick = make_plan(), make_plan(quick=True)
     assert full.networks == PAPER_NETWORKS and full.gpu.name == "h100"
     assert set(quick.networks) < set(full.networks)
     assert set(quick.batches) <= set(full.batches)
+
+
+def test_plan_overrides_reach_every_point() -> None:
+    plan = make_plan(overrides=["sm_count=66", "launch_overhead_s=1e-6"], quick=True)
+    assert plan.gpu.sm_count == 66
+    for point in limits_points(plan):
+        assert dict(point.overrides) == {"sm_count": "66", "launch_overhead_s": "1e-6"}
+    sweep = sweep_points(plan)
+    # The swept fields replace the plan's own value of them; the others are kept.
+    assert {dict(p.overrides)["sm_count"] for p in sweep} == {"66", "132"}
+    assert all(dict(p.overrides)["launch_overhead_s"] == "1e-6" for p in sweep)
+
+
+def test_limits_record_rebuilds_the_policy_map() -> None:
+    row = {"workload": "w", "makespan_us.serial": 2.0, "makespan_us.min-streams": 1.0,
+           "best_policy": "min-streams"}
+    assert limits_record(row) == {"workload": "w", "best_policy": "min-streams",
+                                  "policies": {"serial": 2.0, "min-streams": 1.0}}
+
+
+def test_module_graph_keeps_the_framework_order() -> None:
+    full = build("googlenet", batch=2)
+    sub = module_graph("googlenet", "inception3a", batch=2)
+    assert list(sub) == [n for n in full if n.startswith("inception3a.")]
+    assert sub.number_of_edges() > 0 and sub.graph["name"] == "googlenet.inception3a"
+    with pytest.raises(GpusimError, match="no module 'nope'"):
+        module_graph("googlenet", "nope", batch=2)
 
 
 def test_wave_durations_follow_the_staircase(h100: GPUSpec) -> None:

@@ -16,10 +16,11 @@ ops as the ATen/cuDNN kernels they launch (:mod:`workloads.lowering.ops` lists e
 
 The **kernel graph** is a networkx ``DiGraph``: one node per kernel, named ``<layer>`` when
 the layer launches one kernel and ``<layer>#<i>`` when it launches several; node attributes
-``kernel`` (the KernelSpec), ``layer`` (the layer's name), ``op``, ``module``, ``branch`` and
-``phase`` (copied from the layer). Edges are dependencies: a layer's kernels form a chain,
-and its first kernel depends on the last kernel of each predecessor layer; layers that
-launch nothing (views, ops fused away) pass their predecessors' dependencies through.
+``kernel`` (the KernelSpec), ``layer`` (the layer's name), ``op``, ``module``, ``branch``,
+``phase`` and ``forward_of`` (copied from the layer). Edges are dependencies: a layer's
+kernels form a chain, and its first kernel depends on the last kernel of each predecessor
+layer; layers that launch nothing (views, ops fused away) pass their predecessors'
+dependencies through.
 Nodes are added in eager launch order (the layer graph's node order: forward in module
 order, backward as autograd runs it), so ``list(kg.nodes)`` is the single-stream program.
 ``graph.graph`` keeps ``workload``, ``batch``, ``resolution``, ``phase``, ``precision``,
@@ -41,6 +42,9 @@ library actually launched for a layer on this GPU (same preset, the layer's name
 pass's kernel kind), the GEMM kernel of that layer takes the recorded launch configuration
 (grid, threads, registers, shared memory, library name) and its measured duration; FLOPs
 and bytes stay lowering's. Lowering needs no calibration data.
+
+:func:`~workloads.lowering.compare.compare_to_trace` checks a kernel graph against the
+kernels of an ingested profiler trace (counts by kind; per-layer launch configurations).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from gpu_models.kernel import CostModel, KernelCost, KernelKind, KernelSpec
 from gpu_models.occupancy import launch_failure
 from gpu_models.spec import GPUSpec
 from workloads.layers import Layer, OpType
+from workloads.lowering.compare import TraceComparison, compare_to_trace
 from workloads.lowering.ops import (
     CONV_PASSES,
     LAYOUTS,
@@ -149,7 +154,8 @@ def lower(
                                   f"({kernel.library_name}) cannot launch on {gpu.name}: "
                                   f"{failure}")
             kg.add_node(kernel.name, kernel=kernel, layer=node, op=layer.op.value,
-                        module=layer.module, branch=layer.branch, phase=layer.phase)
+                        module=layer.module, branch=layer.branch, phase=layer.phase,
+                        forward_of=layer.forward_of)
             for dep in previous:
                 kg.add_edge(dep, kernel.name)
             previous = (kernel.name,)
@@ -286,6 +292,8 @@ __all__ = [
     "GemmShape",
     "Tile",
     "TileChoice",
+    "TraceComparison",
+    "compare_to_trace",
     "conv_layer",
     "gemm_layer",
     "gemm_shape",
