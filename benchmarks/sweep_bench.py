@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         if reference is None:
             reference = rows
         elif rows != reference:
-            raise SystemExit(f"{name}: results differ from {table[0][0]}'s")
+            differing = {c for k, row in rows.items() for c in row
+                         if row.get(c) != reference.get(k, {}).get(c)}
+            count = sum(1 for k, row in rows.items() if row != reference.get(k))
+            raise SystemExit(f"{name}: {count} of {len(rows)} rows differ from "
+                             f"{table[0][0]}'s, in {', '.join(sorted(differing))}")
         workers = 1 if name == "serial" else args.workers
         table.append((name, workers, outcome.evaluated, outcome.errors,
                       round(outcome.elapsed_s, 2), round(outcome.points_per_s, 1)))
