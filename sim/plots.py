@@ -350,7 +350,7 @@ def utilization_chart(
         ax.legend(loc="lower right", fontsize="small")
     if len(runs) > 1:
         middle.legend(loc="upper right", fontsize="small")
-    averaged = f" (means over {window_s * scale:.3g} {unit} windows)" if window_s else ""
+    averaged = f"; each step is a mean over {window_s * scale:.2g} {unit}" if window_s else ""
     bottom.set_xlabel(f"time ({unit}){averaged}")
     bottom.set_xlim(0, span * scale)
     fig.suptitle(title or f"GPU utilisation on {gpu.display_name}")

@@ -211,7 +211,10 @@ def _csv_cell(value: Any) -> Any:
 
 def _md_cell(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+        for limit, spec in ((100, ",.0f"), (10, ".1f"), (1, ".2f")):
+            if abs(value) >= limit:
+                return format(value, spec)
+        return f"{value:.3g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value)
     return str(value)
@@ -245,7 +248,6 @@ def step_structure(plan: Plan, out: Output) -> None:
             "params_M": a.params / 1e6,
             "GFLOP": a.flops / 1e9,
             "critical_path_ops": a.critical_path_ops,
-            "levels": a.levels,
             "max_width": a.max_width,
             "max_conv_antichain": a.max_conv_antichain,
             "fwd_max_convs_per_level": widest.get("forward", 0),
@@ -630,6 +632,7 @@ def reproduce(
         "command": "gpusim reproduce",
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "plan": plan.to_dict(),
+        "gpu": plan.gpu.to_dict(),
         "wall_s": round(time.perf_counter() - started, 3),
         "step_wall_s": timings,
         "headline": out.headline,

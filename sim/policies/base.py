@@ -27,7 +27,7 @@ how Nimble and hand-written multi-stream code keep synchronisation down.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
@@ -267,8 +267,3 @@ def to_program(
 def event_count(program: Program) -> int:
     """Cross-stream waits the host issues for ``program``."""
     return sum(len(k.after) for k in program.kernels)
-
-
-def dependency_pairs(graph: nx.DiGraph, nodes: Iterable[Node]) -> list[tuple[Node, Node]]:
-    """Every DAG edge among ``nodes``."""
-    return list(graph.subgraph(list(nodes)).edges)

@@ -26,7 +26,6 @@ from sim.policies.base import (
     ordered_by,
 )
 
-
 #: Streams of ``critical-path`` without a ``:k`` suffix.
 DEFAULT_CRITICAL_PATH_STREAMS = 4
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import networkx as nx
 
@@ -232,7 +232,7 @@ class _Search:
             return [s for s in found if nx.number_weakly_connected_components(
                 unit_graph.subgraph(_bits(s))) <= self.policy.max_groups]
 
-        @lru_cache(maxsize=None)
+        @cache
         def best(done: int) -> tuple[float, tuple[int, ...]]:
             if done == full:
                 return 0.0, ()

@@ -78,22 +78,26 @@ def test_zoo_training_without_host_overhead(workload: str) -> None:
 
 # ---------------------------------------------------------------------- random DAGs
 @st.composite
-def kernel_dags(draw: st.DrawFn) -> nx.DiGraph:
+def kernel_dags(draw: st.DrawFn, *, uniform: bool = False) -> nx.DiGraph:
     """Up to 9 kernels, random edges (forward in index order), random shapes and work;
-    branch attributes on some, so ``branches`` has something to do."""
+    branch attributes on some, so ``branches`` has something to do. ``uniform``: every
+    block has the same footprint (256 threads, 32 registers, no shared memory) and no
+    kernel moves DRAM bytes."""
     count = draw(st.integers(2, 9))
     graph = nx.DiGraph()
     for i in range(count):
-        threads = draw(st.sampled_from([64, 128, 256, 512]))
-        regs = draw(st.sampled_from([16, 32, 64, 128]))
-        smem = draw(st.sampled_from([0, 8192, 49152]))
+        threads, regs, smem = 256, 32, 0
+        if not uniform:
+            threads = draw(st.sampled_from([64, 128, 256, 512]))
+            regs = draw(st.sampled_from([16, 32, 64, 128]))
+            smem = draw(st.sampled_from([0, 8192, 49152]))
         if launch_failure(H100, threads, regs, smem) is not None:
             regs = 32
         kernel = KernelSpec(
             name=f"k{i}", kind=draw(st.sampled_from(["elementwise", "conv_fwd", "gemm"])),
             grid=(draw(st.integers(1, 3000)), 1, 1), threads=threads, regs_per_thread=regs,
             smem_per_block_B=smem, flops=draw(st.floats(0, 2e10)),
-            dram_bytes=draw(st.floats(0, 2e8)))
+            dram_bytes=0.0 if uniform else draw(st.floats(0, 2e8)))
         graph.add_node(kernel.name, kernel=kernel, phase="forward",
                        branch=draw(st.sampled_from([None, "m.b0", "m.b1", "m.b2"])))
     for j in range(1, count):

@@ -184,9 +184,10 @@ def test_validation_points_label_calibration_cases() -> None:
 
 
 def test_markdown_table() -> None:
-    text = markdown_table([{"a": 1, "b": 1234.5}, {"a": 2, "b": 0.01234}], "Caption.")
+    text = markdown_table([{"a": 1, "b": 1234.5}, {"a": 2, "b": 0.01234}, {"a": 3, "b": 1.0},
+                           {"a": "x", "b": 25.61}], "Caption.")
     assert text.splitlines() == ["Caption.", "", "| a | b |", "|---|---|", "| 1 | 1,234 |",
-                                 "| 2 | 0.0123 |"]
+                                 "| 2 | 0.0123 |", "| 3 | 1.00 |", "| x | 25.6 |"]
 
 
 def test_bad_gpu_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
