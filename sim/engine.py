@@ -262,8 +262,11 @@ class Engine:
         self.false_dependency = _Stopwatch()
         self.resident_limit = _Stopwatch()
         self.busy_sms: list[tuple[float, float]] = [(0.0, 0.0)]
+        # Resident warps per SM as a change log: (row, SM ids, warps), rows at these times.
         self.occupancy_times: list[float] = [0.0]
-        self.occupancy_rows: list[IntArray] = [self.sms.resident_warps()]
+        self._last_warps = self.sms.resident_warps()
+        self.occupancy_changes: list[tuple[int, IntArray, IntArray]] = [
+            (0, np.arange(spec.sm_count), self._last_warps)]
 
     def _build_kernels(self) -> list[_Kernel]:
         spec = self.program.gpu
@@ -430,12 +433,13 @@ class Engine:
         self.resident_limit.set(now, "on" if at_limit else None)
         _append_step(self.busy_sms, now, float(self.sms.busy_count()))
         warps = self.sms.resident_warps()
-        if not np.array_equal(warps, self.occupancy_rows[-1]):
-            if self.occupancy_times[-1] == now:
-                self.occupancy_rows[-1] = warps
-            else:
+        changed = np.flatnonzero(warps != self._last_warps)
+        if len(changed):
+            if self.occupancy_times[-1] != now:
                 self.occupancy_times.append(now)
-                self.occupancy_rows.append(warps)
+            row = len(self.occupancy_times) - 1
+            self.occupancy_changes.append((row, changed, warps[changed]))
+            self._last_warps = warps
 
     # ------------------------------------------------------------------ output
     def _deadlock_message(self) -> str:
@@ -491,8 +495,13 @@ class Engine:
             program=self.program, mode=self.mode, sm_policy=self.policy.name, makespan_s=end,
             kernels=records, busy_sms=_series(self.busy_sms),
             dram_Bps=_series(self.dram.used_Bps),
-            sm_occupancy=SMOccupancy(times_s=np.array(self.occupancy_times),
-                                     warps=np.vstack(self.occupancy_rows)),
+            sm_occupancy=SMOccupancy(
+                times_s=np.array(self.occupancy_times), sm_count=self.program.gpu.sm_count,
+                change_rows=np.concatenate([np.full(len(ids), row) for row, ids, _ in
+                                            self.occupancy_changes]),
+                change_sms=np.concatenate([ids for _, ids, _ in self.occupancy_changes]),
+                change_warps=np.concatenate([w for _, _, w in self.occupancy_changes]),
+            ),
             counters=counters, blocks=blocks,
         )
 

@@ -8,6 +8,7 @@ it) and :meth:`SimResult.to_dict` the JSON summary ``gpusim run --json`` prints 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,10 +73,35 @@ class StepSeries:
 
 @dataclass(frozen=True, eq=False)
 class SMOccupancy:
-    """Resident warps per SM over time: row ``i`` of ``warps`` holds from ``times_s[i]``."""
+    """Resident warps per SM over time: row ``i`` of :attr:`warps` holds from ``times_s[i]``.
+
+    Stored as a change log (a dispatch pass usually touches a few SMs, and a dense row per
+    pass would cost sm_count numbers each); :attr:`warps` expands it on first use.
+    """
 
     times_s: np.ndarray
-    warps: np.ndarray
+    sm_count: int
+    #: Change ``j``: from ``times_s[change_rows[j]]`` SM ``change_sms[j]`` holds
+    #: ``change_warps[j]`` warps (a later change of the same row and SM wins).
+    change_rows: np.ndarray
+    change_sms: np.ndarray
+    change_warps: np.ndarray
+
+    @functools.cached_property
+    def warps(self) -> np.ndarray:
+        """Dense ``[len(times_s), sm_count]`` matrix of resident warps."""
+        rows, sms = len(self.times_s), self.sm_count
+        key = self.change_rows * sms + self.change_sms
+        # Keep the last change per (row, SM): unique over the reversed log.
+        _, first_in_reversed = np.unique(key[::-1], return_index=True)
+        keep = len(key) - 1 - first_in_reversed
+        values = np.zeros((rows, sms), dtype=np.int64)
+        source = np.zeros((rows, sms), dtype=np.int64)
+        values[self.change_rows[keep], self.change_sms[keep]] = self.change_warps[keep]
+        source[self.change_rows[keep], self.change_sms[keep]] = self.change_rows[keep]
+        # Carry each SM's last change forward to the rows without one.
+        source = np.maximum.accumulate(source, axis=0)
+        return values[source, np.arange(sms)]
 
 
 @dataclass(frozen=True)

@@ -149,20 +149,17 @@ def ordered_by(graph: nx.DiGraph, key: Callable[[Node], tuple[float, ...]]) -> t
     return tuple(nx.lexicographical_topological_sort(graph, key=key))
 
 
-def interleaved_order(graph: nx.DiGraph, stream_of: Mapping[Node, int],
-                      priorities: Mapping[int, int] | None = None) -> tuple[Node, ...]:
+def interleaved_order(graph: nx.DiGraph, stream_of: Mapping[Node, int]) -> tuple[Node, ...]:
     """Launch order that interleaves streams level by level.
 
-    Kernels are launched by ASAP level, then stream priority, then stream, then framework
-    order. Launching level by level hands every stream its next kernel early, so that with
-    a per-launch host cost the work of parallel branches becomes visible to the GPU at about
-    the same time instead of one branch after another.
+    Kernels are launched by ASAP level, then stream, then framework order. Launching level
+    by level hands every stream its next kernel early, so that with a per-launch host cost
+    the work of parallel branches becomes visible to the GPU at about the same time instead
+    of one branch after another.
     """
     level = generations(graph)
     index = framework_index(graph)
-    prio = priorities or {}
-    return ordered_by(graph, lambda n: (level[n], prio.get(stream_of[n], 0), stream_of[n],
-                                        index[n]))
+    return ordered_by(graph, lambda n: (level[n], stream_of[n], index[n]))
 
 
 # ---------------------------------------------------------------------- program

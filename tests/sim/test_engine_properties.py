@@ -74,6 +74,8 @@ def test_grouped_and_exact_modes_agree(program: Program, policy: str) -> None:
     assert sorted(key) == sorted((b.kernel, b.sm, round(b.start_s / US, 6),
                                   round(b.end_s / US, 6)) for b in exact.blocks or ())
     assert grouped.makespan_s == exact.makespan_s
+    assert np.array_equal(grouped.sm_occupancy.times_s, exact.sm_occupancy.times_s)
+    assert np.array_equal(grouped.sm_occupancy.warps, exact.sm_occupancy.warps)
     assert grouped.counters.groups <= exact.counters.groups == exact.counters.blocks
 
 
@@ -100,6 +102,14 @@ def test_resources_blocks_order_and_determinism(program: Program) -> None:
             assert sum(f.warps for f in fps) <= spec.max_warps_per_sm
             assert sum(f.smem_B for f in fps) <= spec.smem_per_sm_B
             assert sum(f.warps * f.regs_per_warp for f in fps) <= spec.regs_per_sm
+    # The occupancy log matches the blocks resident at each of its times.
+    occ = result.sm_occupancy
+    for row, t in enumerate(occ.times_s):
+        resident = np.zeros(spec.sm_count, dtype=np.int64)
+        for b in result.blocks or ():
+            if b.start_s <= t < b.end_s:
+                resident[b.sm] += footprint[b.kernel].warps
+        assert occ.warps[row].tolist() == resident.tolist()
     # Every block runs exactly once, for at least its block time.
     per_kernel: dict[str, int] = defaultdict(int)
     for b in result.blocks or ():
