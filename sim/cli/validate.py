@@ -4,6 +4,10 @@ Replays every case of the committed device-campaign data (``gpu_models/data/micr
 in the engine and prints measured against simulated makespan, each kernel's start and end,
 and per-SM block counts, with the error of each (see :mod:`sim.validate`). With no data it
 says what is missing and how to measure it, and never makes numbers up.
+
+It also compares simulated network step times and multi-stream speedups with the committed
+network runs of device campaign 2 (``gpu_models/data/netbench/<gpu>.json``; see
+:mod:`sim.validate_networks`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from gpu_models.micro.schema import EXPERIMENTS, default_data_dir
 from sim.cli.common import add_json_arg, print_json, print_table
 from sim.engine import MODES
 from sim.validate import ValidationReport, find_measured, validate
+from sim.validate_networks import NetworkValidation, find_network_data, validate_networks
 
 _US = 1e6
 
@@ -33,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="exit 2 when no measured data are found")
     p.add_argument("--kernels", action="store_true",
                    help="also print every kernel's start and end")
+    p.add_argument("--network-data", type=Path, default=None,
+                   help="network timing folder (default: gpu_models/data/netbench)")
+    p.add_argument("--network", action="append", default=[], metavar="NAME",
+                   help="only this network's runs (repeatable)")
     add_json_arg(p)
     p.set_defaults(func=cmd_validate)
 
@@ -47,19 +56,52 @@ def _no_data_message(root: Path) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     root = default_data_dir() if args.data is None else args.data
-    if not find_measured(root):
+    micro = find_measured(root)
+    networks = find_network_data(args.network_data)
+    if not micro and not networks:
         if args.json:
-            print_json({"data_dir": str(root), "reports": [], "missing": list(EXPERIMENTS)})
+            print_json({"data_dir": str(root), "reports": [], "missing": list(EXPERIMENTS),
+                        "networks": []})
         else:
             print(_no_data_message(root))
+            print(_NO_NETWORK_DATA)
         return 2 if args.require_data else 0
-    reports = validate(root, args.gpu, args.mode)
+    reports = validate(root, args.gpu, args.mode) if micro else []
+    gpus = [g for g in args.gpu if g in networks]
+    net_reports = validate_networks(args.network_data, gpus, networks=args.network) \
+        if networks else []
     if args.json:
-        print_json({"data_dir": str(root), "reports": [r.to_dict() for r in reports]})
+        print_json({"data_dir": str(root), "reports": [r.to_dict() for r in reports],
+                    "networks": [n.to_dict() for n in net_reports]})
         return 0
+    if not micro:
+        print(_no_data_message(root))
     for report in reports:
         _print_report(report, args.kernels)
+    if not networks:
+        print(_NO_NETWORK_DATA)
+    for net in net_reports:
+        _print_networks(net)
     return 0
+
+
+_NO_NETWORK_DATA = (
+    "no network timings under gpu_models/data/netbench: measure them on a GPU with "
+    "`gpusim calibrate layers --out DIR` (scripts/device_campaign2.sh) and add them with "
+    "`gpusim calibrate import-layers DIR`. Nothing was simulated.")
+
+
+def _print_networks(net: NetworkValidation) -> None:
+    prov = net.provenance
+    print(f"{net.gpu}: network runs on {prov.get('gpu_name')} (driver {prov.get('driver')}, "
+          f"measured {prov.get('date')}), cost model {net.cost_model}")
+    rows = [(c.network, c.phase, c.batch, c.precision, c.mode,
+             round(c.measured_serial_s * _US, 1), round(c.simulated_serial_s * _US, 1),
+             _pct(c.serial_error), f"{c.measured_speedup:.3f}", f"{c.simulated_speedup:.3f}",
+             f"{c.speedup_error:+.3f}") for c in net.comparisons]
+    print_table(rows, ("network", "phase", "batch", "precision", "host", "serial_meas_us",
+                       "serial_sim_us", "serial_err_%", "speedup_meas", "speedup_sim",
+                       "speedup_err"))
 
 
 def _pct(value: float) -> str:
