@@ -67,6 +67,20 @@ _EPOCH_US_2001 = 1e15
 #: PyTorch's names for tensor element types -> gpusim precisions.
 _TORCH_DTYPES = {"float": "fp32", "c10::Half": "fp16", "c10::BFloat16": "bf16"}
 
+#: Library helper kernels that cuDNN / cuBLAS / CUTLASS launch around a convolution or GEMM
+#: without doing its math, classified by what they do (tried before :data:`_NAME_KINDS`,
+#: whose ``wgrad``/``cutlass``/``cublas`` patterns would otherwise give them the main kind).
+_HELPER_KINDS: tuple[tuple[str, KernelKind], ...] = (
+    # Index/offset tables for implicit GEMM (cuDNN's cask computeOffsetsKernel,
+    # computeWgradBOffsetsKernel, computeWgradSplitKOffsetsKernel): a few integer ops
+    # per element of a small table.
+    (r"offsetskernel", KernelKind.ELEMENTWISE),
+    # alpha/beta scaling of a tensor (cuDNN's scalePackedTensor_kernel).
+    (r"scalepackedtensor", KernelKind.ELEMENTWISE),
+    # Split-K partial-sum reductions after a GEMM / weight-gradient kernel (cuBLASLt's
+    # splitKreduce_kernel, CUTLASS's ReduceSplitK, cuDNN's reduce_wgrad_nchw_helper).
+    (r"splitkreduce|reducesplitk|splitk_reduce|reduce_wgrad", KernelKind.REDUCTION),
+)
 #: Library-name patterns -> kind, tried in order on the lower-cased name (first match wins).
 _NAME_KINDS: tuple[tuple[str, KernelKind], ...] = (
     (r"wgrad", KernelKind.CONV_WGRAD),
@@ -106,17 +120,31 @@ _TENSOR_CORE_MARKS = ("xmma", "tensorop", "16816", "1688", "884", "hmma", "tf32"
 def classify_kernel(name: str, op: str = "", ranges: Sequence[str] = ()) -> KernelKind:
     """The kind of a kernel from its library name, its enclosing op and enclosing ranges.
 
-    Heuristic: an ``Optimizer.step`` range first, then cuDNN/cuBLAS/PyTorch names
-    (``dgrad``/``wgrad``/``fprop``/``winograd``, ``gemm``, ``bn_``, ``pool``, ...; a
-    forward-convolution kernel inside ``aten::convolution_backward`` is dgrad), then the
-    enclosing aten op; a kernel nothing identifies is elementwise. A GEMM kernel that cuDNN
-    runs for a forward convolution is ``conv_fwd``; inside ``convolution_backward`` a GEMM
-    kernel stays ``gemm`` (its name does not say whether it computes the data or the
-    weight gradient).
+    Heuristic: an ``Optimizer.step`` range first, then library helper kernels, then
+    cuDNN/cuBLAS/PyTorch names (``dgrad``/``wgrad``/``fprop``/``winograd``, ``gemm``,
+    ``bn_``, ``pool``, ...; a forward-convolution kernel inside
+    ``aten::convolution_backward`` is dgrad), then the enclosing aten op; a kernel nothing
+    identifies is elementwise. A GEMM kernel that cuDNN runs for a forward convolution is
+    ``conv_fwd``; inside ``convolution_backward`` a GEMM kernel stays ``gemm`` (its name
+    does not say whether it computes the data or the weight gradient).
+
+    Helper kernels that a library launches around a convolution or GEMM without doing its
+    math are classified by what they do, whatever op encloses them, so that a pass's main
+    kind holds only the kernels that carry its FLOPs (lowering picks a layer's recorded
+    launch among them, the calibrated model fits them, and the trace comparison counts
+    them): offset/index-table kernels (``computeOffsetsKernel``,
+    ``computeWgrad*OffsetsKernel``) and tensor scaling (``scalePackedTensor_kernel``) are
+    ``elementwise``; split-K partial-sum reductions (``splitKreduce_kernel``,
+    ``ReduceSplitK``, ``reduce_wgrad_nchw_helper``) are ``reduction``. Winograd transform
+    kernels (``winogradForwardData4x4``, ``generateWinogradTilesKernel``, ...) are *not*
+    helpers: they do part of the convolution's arithmetic and keep the pass's kind.
     """
     lower = name.lower()
     if any(r.startswith(f"{_OPTIMIZER_PREFIX}step") for r in ranges):
         return KernelKind.OPTIMIZER
+    for pattern, kind in _HELPER_KINDS:
+        if re.search(pattern, lower):
+            return kind
     for pattern, kind in _NAME_KINDS:
         if re.search(pattern, lower):
             # cuDNN computes data gradients with forward-convolution kernels (winograd,

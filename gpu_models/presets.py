@@ -38,8 +38,8 @@ def _data_dir() -> Any:
     return resources.files("gpu_models") / "data"
 
 
-@functools.cache
 def _arch_table() -> dict[str, dict[str, Any]]:
+    # Read afresh each time (it is small): a cached dict would be shared and mutable.
     return tomllib.loads((_data_dir() / "arch.toml").read_text(encoding="utf-8"))
 
 
@@ -58,7 +58,7 @@ def load_preset(name: str) -> GPUSpec:
         raise GpusimError(f"unknown GPU {name!r}; presets: {', '.join(list_presets())} "
                           "(or give a path to a .toml/.json spec file)")
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    return spec_from_mapping(data, origin=f"preset {name}")
+    return spec_from_mapping(data, origin=f"preset {name}", preset=name)
 
 
 def load_gpu(name_or_path: str | Path) -> GPUSpec:
@@ -88,14 +88,17 @@ def load_spec_file(path: str | Path) -> GPUSpec:
     return spec_from_mapping(data, origin=f"file {path}")
 
 
-def spec_from_mapping(data: dict[str, Any], *, origin: str = "spec") -> GPUSpec:
+def spec_from_mapping(data: dict[str, Any], *, origin: str = "spec",
+                      preset: str = "") -> GPUSpec:
     """Build a spec from a mapping: ``base`` preset + fields, or arch defaults + fields.
 
     Keys: any GPUSpec field, ``base`` (a preset to start from), and ``source`` (a table of
     field -> where the value came from).
     """
     data = dict(data)
-    sources = dict(data.pop("source", {}) or {})
+    sources = data.pop("source", {}) or {}
+    if not isinstance(sources, dict):
+        raise GpusimError(f"{origin}: 'source' must be a table of field -> source")
     base = data.pop("base", None)
     unknown = sorted(set(data) - set(field_names()))
     if unknown:
@@ -109,6 +112,10 @@ def spec_from_mapping(data: dict[str, Any], *, origin: str = "spec") -> GPUSpec:
     cc = data.get("compute_capability")
     if cc is None:
         raise GpusimError(f"{origin}: give 'base' (a preset) or 'compute_capability'")
+    if not isinstance(cc, (list, tuple)) or len(cc) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in cc):
+        raise GpusimError(f"{origin}: compute_capability must be [major, minor] "
+                          f"(got {cc!r})")
     arch_key = f"{int(cc[0])}.{int(cc[1])}"
     arch = dict(_arch_table().get(arch_key, {}))
     arch_source = arch.pop("source", None)
@@ -122,7 +129,7 @@ def spec_from_mapping(data: dict[str, Any], *, origin: str = "spec") -> GPUSpec:
         hint = "" if arch else f" (no per-SM defaults for compute capability {arch_key})"
         raise GpusimError(f"{origin}: missing GPUSpec field(s) {', '.join(missing)}{hint}")
     try:
-        return GPUSpec(**merged, sources=all_sources)
+        return GPUSpec(**merged, sources=all_sources, preset=preset)
     except TypeError as exc:  # wrong value shapes that dataclass construction rejects
         raise GpusimError(f"{origin}: {exc}") from None
 

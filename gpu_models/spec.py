@@ -21,6 +21,7 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from gpu_models.errors import GpusimError
@@ -87,12 +88,27 @@ class GPUSpec:
 
     #: Where each value came from: field name -> source. Not part of equality.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    #: The built-in preset this spec was made from ("" for a spec built from scratch). It
+    #: survives overrides, so measured data of the real GPU (calibration files, keyed by
+    #: preset) stay reachable from a hypothetical variant of it. Not part of equality.
+    preset: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        # Normalise containers given as lists (from TOML/JSON) so the spec stays hashable.
+        # Normalise containers given as lists (from TOML/JSON) so the spec stays hashable,
+        # after checking their shapes (a string where a list belongs is a user error).
+        for name in ("compute_capability", "smem_carveouts_B"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise GpusimError(f"GPUSpec {self.name!r}: {name} must be a list of integers "
+                                  f"(got {value!r})")
         object.__setattr__(self, "compute_capability", tuple(self.compute_capability))
         object.__setattr__(self, "smem_carveouts_B", tuple(self.smem_carveouts_B))
-        object.__setattr__(self, "sources", dict(self.sources))
+        if not isinstance(self.sources, Mapping):
+            raise GpusimError(f"GPUSpec {self.name!r}: sources must be a table of field -> "
+                              f"source (got {self.sources!r})")
+        # A read-only view: presets are cached and shared, so nobody may edit one in place.
+        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
         _validate(self)
 
     # ------------------------------------------------------------------ derived values
@@ -125,10 +141,18 @@ class GPUSpec:
     def replace(self, **changes: Any) -> GPUSpec:
         """A new, re-validated spec with ``changes`` applied.
 
-        Fields that depend on a changed one follow it unless also given: changing
-        ``smem_per_sm_B`` clips the carveouts and the per-block opt-in limit to it;
-        changing ``max_threads_per_sm`` sets ``max_warps_per_sm`` to match. Unknown field
-        names raise :class:`GpusimError` listing the valid ones.
+        Fields that depend on a changed one follow it unless also given:
+
+        * ``sm_count`` or ``clock_hz`` scale every peak FLOP/s figure (the peaks are whole-GPU
+          totals: SMs x clock x FLOP per clock per SM), so "twice the SMs" computes twice as
+          fast;
+        * ``smem_per_sm_B`` clips the carveouts and the per-block opt-in limit to it;
+        * ``max_threads_per_sm`` sets ``max_warps_per_sm`` to match, and the other way round;
+        * ``regs_per_sm`` caps ``regs_per_block``.
+
+        Changing ``compute_capability`` does not reload that architecture's per-SM limits:
+        start from a preset of that architecture instead. Unknown field names raise
+        :class:`GpusimError` listing the valid ones.
         """
         unknown = sorted(set(changes) - set(field_names()))
         if unknown:
@@ -136,7 +160,21 @@ class GPUSpec:
                 f"unknown GPUSpec field(s) {', '.join(unknown)}; valid fields: "
                 + ", ".join(field_names())
             )
+        for key, value in changes.items():
+            if key in _INT_FIELDS and (isinstance(value, bool) or not isinstance(value, int)):
+                raise GpusimError(f"GPUSpec {self.name!r}: {key} must be an integer "
+                                  f"(got {value!r})")
+            if key in _FLOAT_FIELDS and (isinstance(value, bool)
+                                         or not isinstance(value, (int, float))):
+                raise GpusimError(f"GPUSpec {self.name!r}: {key} must be a number "
+                                  f"(got {value!r})")
+        given = set(changes)
         changes = dict(changes)
+        scale = (changes.get("sm_count", self.sm_count) * changes.get("clock_hz", self.clock_hz)
+                 / (self.sm_count * self.clock_hz))
+        if scale != 1:
+            for peak in _PEAK_FIELDS:
+                changes.setdefault(peak, getattr(self, peak) * scale)
         if "smem_per_sm_B" in changes:
             smem = int(changes["smem_per_sm_B"])
             if "smem_carveouts_B" not in changes:
@@ -145,16 +183,21 @@ class GPUSpec:
             if "max_smem_per_block_B" not in changes:
                 reserved = changes.get("smem_reserved_per_block_B", self.smem_reserved_per_block_B)
                 changes["max_smem_per_block_B"] = min(self.max_smem_per_block_B, smem - reserved)
+        warp = changes.get("warp_size", self.warp_size)
         if "max_threads_per_sm" in changes and "max_warps_per_sm" not in changes:
-            warp = changes.get("warp_size", self.warp_size)
             changes["max_warps_per_sm"] = int(changes["max_threads_per_sm"]) // warp
+        elif "max_warps_per_sm" in changes and "max_threads_per_sm" not in changes:
+            changes["max_threads_per_sm"] = int(changes["max_warps_per_sm"]) * warp
+            changes.setdefault("max_threads_per_block",
+                               min(self.max_threads_per_block, changes["max_threads_per_sm"]))
         if "regs_per_sm" in changes and "regs_per_block" not in changes:
             changes["regs_per_block"] = min(self.regs_per_block, int(changes["regs_per_sm"]))
         if "name" not in changes:
             changes["name"] = self.name if not changes else f"{self.name}*"
         sources = dict(self.sources)
         for key in changes:
-            sources[key] = "override"
+            if key != "name":
+                sources[key] = "override" if key in given else "derived from an override"
         return dataclasses.replace(self, sources=sources, **changes)
 
     def with_overrides(self, assignments: Iterable[str]) -> GPUSpec:
@@ -170,15 +213,26 @@ class GPUSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict keyed by field name (JSON-friendly; ``sources`` left out)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sources"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in _META_FIELDS}
         out["compute_capability"] = list(self.compute_capability)
         out["smem_carveouts_B"] = list(self.smem_carveouts_B)
         return out
 
 
+#: Bookkeeping fields, not hardware parameters: never set by users, never in to_dict().
+_META_FIELDS = frozenset({"sources", "preset"})
+
+#: Whole-GPU peak rates, which scale with SM count and clock.
+_PEAK_FIELDS: tuple[str, ...] = (
+    "peak_fp32_flop_per_s", "peak_tf32_tensor_flop_per_s", "peak_fp16_tensor_flop_per_s",
+    "peak_bf16_tensor_flop_per_s",
+)
+
+
 def field_names() -> tuple[str, ...]:
-    """Names of the GPUSpec fields a user may set (``sources`` excluded)."""
-    return tuple(f.name for f in dataclasses.fields(GPUSpec) if f.name != "sources")
+    """Names of the GPUSpec fields a user may set (``sources`` and ``preset`` excluded)."""
+    return tuple(f.name for f in dataclasses.fields(GPUSpec) if f.name not in _META_FIELDS)
 
 
 _INT_FIELDS = frozenset(
@@ -227,9 +281,9 @@ def _validate(spec: GPUSpec) -> None:
         if name in _INT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, int):
                 fail(name, "must be an integer")
-        elif name in _FLOAT_FIELDS:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-                fail(name, "must be a number")
+        elif name in _FLOAT_FIELDS and (isinstance(value, bool) or not isinstance(
+                value, (int, float)) or not math.isfinite(value)):
+            fail(name, "must be a finite number")
     positive = (
         "sm_count", "clock_hz", "max_threads_per_sm", "max_warps_per_sm", "max_blocks_per_sm",
         "max_threads_per_block", "warp_size", "regs_per_sm", "regs_per_block",

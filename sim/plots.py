@@ -479,9 +479,10 @@ def limits_chart(rows: Sequence[Mapping[str, object]]) -> Figure:
     right bars is what a better schedule might still recover, the right bar what none can.
     """
     batches = sorted({int(r["batch"]) for r in rows})  # type: ignore[call-overload]
-    cols = min(len(batches), 3)
-    fig = _figure(4.0 * cols, 3.6 * math.ceil(len(batches) / cols) + 0.5)
-    axes = _grid(fig, len(batches), 3)
+    max_cols = 2 if len(batches) == 4 else 3
+    cols = min(len(batches), max_cols)
+    fig = _figure(4.5 * cols, 3.6 * math.ceil(len(batches) / cols) + 0.5)
+    axes = _grid(fig, len(batches), max_cols)
     for ax, batch in zip(axes, batches, strict=True):
         _relative_bars(ax, [r for r in rows if r["batch"] == batch])
         ax.set_title(f"batch {batch}", fontsize="medium")
@@ -501,7 +502,7 @@ def speedup_vs_batch_chart(rows: Sequence[Mapping[str, object]]) -> Figure:
     ``rows`` as for :func:`limits_chart`. Achievable is serial / best policy; ideal is
     serial / lower bound. Larger batches fill the GPU with one kernel, so both fall.
     """
-    fig = _figure(7, 4.2)
+    fig = _figure(8.5, 4.2)
     ax = fig.subplots()
     names = list(dict.fromkeys(str(r["workload"]) for r in rows))
     for i, name in enumerate(names):
@@ -521,8 +522,8 @@ def speedup_vs_batch_chart(rows: Sequence[Mapping[str, object]]) -> Figure:
     ax.set_ylabel("speedup over serial (x)")
     ax.set_ylim(bottom=min(0.9, ax.get_ylim()[0]))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", ncols=2,
-              title="solid: best policy, dashed: ideal (serial / lower bound)",
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              title="solid: best policy\ndashed: ideal\n(serial / lower bound)",
               title_fontsize="small")
     ax.set_title("Speedup from concurrent layer scheduling against batch size")
     return fig

@@ -509,10 +509,13 @@ SWEEP_POLICY = "min-streams"
 def step_sweep(plan: Plan, out: Output, tick: Callable[[int], None]) -> None:
     """Sweep heatmap: achievable speedup over SM count and hardware queues."""
     task = partial(evaluate_point, evaluate=limits_evaluator)
+    points = sweep_points(plan)
     rows = []
-    for row in LocalPool().run(task, sweep_points(plan)):
+    for row in LocalPool().run(task, points):
         tick(1)
         rows.append(row)
+    order = {p.key: i for i, p in enumerate(points)}
+    rows.sort(key=lambda r: order[r["key"]])
     workload, batch = plan.timeline
     out.figure("sweep_heatmap", sweep_heatmap(
         rows, x="sm_count", y="connections", metric="speedup_achievable",

@@ -52,10 +52,16 @@ import numpy as np
 
 from gpu_models.calibration import CalibrationRecord, all_records, load_gpu_calibration
 from gpu_models.cost.roofline import RooflineModel
-from gpu_models.cost.waves import block_share_flop_per_s, physical_floor_s, waves
+from gpu_models.cost.waves import (
+    block_share_flop_per_s,
+    isolated_time_s,
+    memory_floor_s,
+    physical_floor_s,
+    waves,
+)
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel, KernelCost, KernelKind, KernelSpec
-from gpu_models.presets import load_gpu
+from gpu_models.presets import list_presets, load_gpu, load_preset
 from gpu_models.spec import GPUSpec
 
 #: Names of the fitted features, in coefficient order.
@@ -64,18 +70,27 @@ FEATURE_NAMES: tuple[str, ...] = ("compute_s", "memory_s", "waves", "constant")
 #: Derives a record's (flops, dram_bytes) from its layer signature and launch.
 WorkFn = Callable[[CalibrationRecord], tuple[float, float]]
 
-#: GPUSpec fields that do not change how long a kernel takes once it runs.
-_HOST_FIELDS = frozenset({
+#: GPUSpec fields that do not change how long a kernel takes once it runs (host-side
+#: settings, names, memory capacity): a calibrated model answers for a spec that differs
+#: from its own only in these.
+HOST_FIELDS = frozenset({
     "name", "display_name", "dram_B", "connections", "max_connections",
     "max_resident_grids", "stream_priority_levels", "launch_overhead_s", "event_overhead_s",
 })
+
+
+def timing_differences(spec: GPUSpec, other: GPUSpec) -> tuple[str, ...]:
+    """Fields, outside :data:`HOST_FIELDS`, in which ``spec`` and ``other`` differ."""
+    return tuple(f.name for f in dataclasses.fields(GPUSpec)
+                 if f.compare and f.name not in HOST_FIELDS
+                 and getattr(spec, f.name) != getattr(other, f.name))
 
 
 def features(kernel: KernelSpec, spec: GPUSpec) -> tuple[float, float, float, float]:
     """The fitted features of ``kernel`` on ``spec`` (see :data:`FEATURE_NAMES`)."""
     n_waves = waves(kernel, spec)
     compute_s = n_waves * kernel.flops / kernel.blocks / block_share_flop_per_s(kernel, spec)
-    return (compute_s, kernel.dram_bytes / spec.dram_bw_Bps, float(n_waves), 1.0)
+    return (compute_s, memory_floor_s(kernel, spec), float(n_waves), 1.0)
 
 
 def nnls(matrix: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -254,11 +269,10 @@ class CalibratedModel:
         object.__setattr__(self, "measured_s", MappingProxyType(dict(self.measured_s)))
 
     def _check_spec(self, spec: GPUSpec) -> None:
+        """Raise unless ``spec`` is this model's GPU up to host-side settings."""
         if spec == self.spec:
             return
-        changed = [f.name for f in dataclasses.fields(GPUSpec)
-                   if f.compare and f.name not in _HOST_FIELDS
-                   and getattr(spec, f.name) != getattr(self.spec, f.name)]
+        changed = timing_differences(spec, self.spec)
         if changed:
             raise GpusimError(
                 f"calibrated model of {self.spec.name} asked about {spec.name}, which differs in "
@@ -277,9 +291,7 @@ class CalibratedModel:
         if self.fallback is None:
             raise GpusimError(f"calibrated model of {self.spec.name} has no records of kind "
                               f"{kernel.kind} (kernel {kernel.name!r}) and no fallback")
-        cost = self.fallback(kernel, self.spec)
-        time_s = max(waves(kernel, self.spec) * cost.block_time_s,
-                     cost.dram_bytes / self.spec.dram_bw_Bps)
+        time_s = isolated_time_s(kernel, self.spec, self.fallback)
         return max(time_s, floor), "fallback"
 
     def __call__(self, kernel: KernelSpec, spec: GPUSpec) -> KernelCost:
@@ -303,14 +315,26 @@ def calibrated_model(
 ) -> CalibratedModel:
     """Fit a :class:`CalibratedModel` for ``gpu`` (a preset name or a spec).
 
-    ``records`` default to the GPU's calibration files (an error names the GPU when there
-    are none). ``work_fn`` derives each record's FLOPs and bytes when the records lack them.
-    Kinds without records use ``fallback`` (default: the roofline model) unless
-    ``use_fallback`` is false.
+    ``records`` default to the calibration files of the preset ``gpu`` derives from
+    (``spec.preset``, else its name; an error names the GPU when there are none). Those
+    were measured on the preset itself, so ``gpu`` may differ from it only in host-side
+    settings (:data:`HOST_FIELDS`, e.g. ``connections`` or ``launch_overhead_s``); a spec
+    with other changes (SMs, clock, bandwidth, ...) raises, pointing to the ``scaled``
+    model. Records passed explicitly are taken as measured on ``gpu``. ``work_fn`` derives
+    each record's FLOPs and bytes when the records lack them. Kinds without records use
+    ``fallback`` (default: the roofline model) unless ``use_fallback`` is false.
     """
     spec = load_gpu(gpu) if isinstance(gpu, str) else gpu
     if records is None:
-        records = all_records(load_gpu_calibration(spec.name, directory))
+        measured = spec.preset or spec.name
+        if measured in list_presets():
+            changed = timing_differences(spec, load_preset(measured))
+            if changed:
+                raise GpusimError(
+                    f"calibration data of {measured} were measured on {measured}, but "
+                    f"{spec.name} differs from it in {', '.join(changed)}; use the 'scaled' "
+                    f"cost model (origin={measured!r}) to carry them to other hardware")
+        records = all_records(load_gpu_calibration(measured, directory))
     if not records:
         raise GpusimError(f"no calibration records for GPU {spec.name!r}")
     durations: dict[tuple[str, tuple[int, int, int], int, int, int], list[float]] = {}

@@ -3,7 +3,7 @@
 In the spirit of Habitat's wave scaling (Yu et al., USENIX ATC'21): a kernel measured (or
 predicted) on the *origin* GPU in ``T_orig`` runs on the *destination* GPU in ::
 
-    T_dest = T_orig x (W_dest / W_orig) x (bw_orig / bw_dest) ** g x (P_orig / P_dest) ** (1 - g)
+    T_dest = T_orig x ((W_dest / W_orig) x (P_orig / P_dest)) ** (1 - g) x (bw_orig / bw_dest) ** g
 
 ``W`` are the kernel's waves on each GPU (occupancy and SM count both enter), ``bw`` the
 DRAM bandwidths, ``P`` the *per-SM* peak rate for the kernel's precision (peak / sm_count:
@@ -14,13 +14,18 @@ origin's roofline times ``t_mem = bytes / bw`` and ``t_compute = flops / peak`` 
 ``g = t_mem^2 / (t_mem^2 + t_compute^2)``: 0.5 at the ridge point, near 0 or 1 well away
 from it (a kernel with no work is pure latency and scales with the per-SM rate, g = 0).
 
-The result is clamped to the destination's physical floors, which stops a fully
-memory-bound kernel from speeding up with SMs alone (it cannot beat bytes / bw). A kernel
-between the two regimes still gets the whole wave ratio, as in Habitat, so adding SMs
-without bandwidth flatters it: the wave ratio, not the bandwidth, scales its memory part.
+The compute part of the time scales with the waves and the per-SM rate; the memory part
+with the bandwidth *only*. This departs from Habitat, which multiplies the whole time by
+the wave ratio: there a memory-bound kernel gets faster from more SMs at the same bandwidth
+(a kernel measured at twice its memory floor would run ~2x faster on twice the SMs), which
+no GPU does once its DRAM is saturated. So, at the extremes: doubling the SMs (``replace``
+doubles the whole-GPU peaks with them) halves a compute-bound multi-wave kernel and leaves a
+memory-bound one unchanged; doubling the bandwidth halves a memory-bound kernel and leaves a
+compute-bound one unchanged; halving the clock doubles a compute-bound kernel.
 
-Scaling a GPU to itself is the identity; the destination may be any spec, a preset or a
-hypothetical GPU (``spec.replace(...)``).
+The result is never below the destination's physical floors (FLOPs at peak, bytes at full
+bandwidth). Scaling a GPU to itself is the identity; the destination may be any spec, a
+preset or a hypothetical GPU (``spec.replace(...)``).
 """
 
 from __future__ import annotations
@@ -67,10 +72,11 @@ class ScaledModel:
         time_orig = isolated_time_s(kernel, self.origin, self.origin_model)
         g = memory_boundness(kernel, self.origin)
         wave_ratio = waves(kernel, spec) / waves(kernel, self.origin)
-        bw_ratio = self.origin.dram_bw_Bps / spec.dram_bw_Bps
         per_sm_ratio = ((peak_flop_per_s(kernel, self.origin) / self.origin.sm_count)
                         / (peak_flop_per_s(kernel, spec) / spec.sm_count))
-        scaled = time_orig * wave_ratio * bw_ratio ** g * per_sm_ratio ** (1 - g)
+        bw_ratio = self.origin.dram_bw_Bps / spec.dram_bw_Bps
+        # Compute scales with waves x per-SM rate, memory with the bandwidth alone.
+        scaled = time_orig * (wave_ratio * per_sm_ratio) ** (1 - g) * bw_ratio ** g
         return max(scaled, physical_floor_s(kernel, spec))
 
     def __call__(self, kernel: KernelSpec, spec: GPUSpec) -> KernelCost:

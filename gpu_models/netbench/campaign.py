@@ -57,6 +57,8 @@ class RunConfig:
     phase: str
     batch: int
     precision: str
+    #: Input resolution; None = the workload's own (a CPU smoke test uses a small one).
+    resolution: int | None = None
 
     @property
     def tag(self) -> str:
@@ -64,7 +66,8 @@ class RunConfig:
 
 
 def plan(quick: bool, networks: Sequence[str] | None = None,
-         precisions: Sequence[str] | None = None, max_batch: int = 32) -> list[RunConfig]:
+         precisions: Sequence[str] | None = None, max_batch: int = 32,
+         resolution: int | None = None) -> list[RunConfig]:
     """The configurations of a pass, most important first (the budget cuts the tail).
 
     ``max_batch`` caps the batch sizes (a smoke test of the driver on the CPU uses 2).
@@ -72,7 +75,7 @@ def plan(quick: bool, networks: Sequence[str] | None = None,
     nets = tuple(networks) if networks else (QUICK_NETWORKS if quick else NETWORKS)
     precs = tuple(precisions) if precisions else (("tf32",) if quick else PRECISIONS)
     shapes = [("inference", 1), ("inference", 32), ("training", 32)]
-    return [RunConfig(n, phase, min(batch, max_batch), p) for p in precs
+    return [RunConfig(n, phase, min(batch, max_batch), p, resolution) for p in precs
             for phase, batch in shapes for n in nets]
 
 
@@ -197,7 +200,8 @@ def measure(cfg: RunConfig, device: str, reps: int, warmup: int) -> dict[str, An
     import workloads
 
     dtype = _set_precision(torch, cfg.precision)
-    graph = workloads.build(cfg.network, batch=cfg.batch, phase=cfg.phase)
+    graph = workloads.build(cfg.network, batch=cfg.batch, phase=cfg.phase,
+                            resolution=cfg.resolution)
     res = graph.graph["resolution"]
     x = torch.randn(cfg.batch, 3, res, res, device=device, dtype=dtype)
     timer = _Timer(torch, device)
@@ -228,7 +232,8 @@ def profile_kernels(cfg: RunConfig, device: str, prov: dict[str, Any]) -> dict[s
     from gpu_models.ingest import ingest_trace
 
     dtype = _set_precision(torch, cfg.precision)
-    graph = workloads.build(cfg.network, batch=cfg.batch, phase=cfg.phase)
+    graph = workloads.build(cfg.network, batch=cfg.batch, phase=cfg.phase,
+                            resolution=cfg.resolution)
     res = graph.graph["resolution"]
     x = torch.randn(cfg.batch, 3, res, res, device=device, dtype=dtype)
     torch.manual_seed(0)
@@ -287,7 +292,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance(list(argv if argv is not None else sys.argv[1:]), args.device)
-    configs = plan(args.quick, args.networks, args.precisions, args.max_batch)
+    configs = plan(args.quick, args.networks, args.precisions, args.max_batch, args.resolution)
     log: list[str] = []
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
@@ -332,6 +337,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=20, help="timed repetitions per mode")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
     p.add_argument("--max-batch", type=int, default=32, help="cap on batch sizes")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="input resolution for every network (default: each one's own)")
     p.add_argument("--budget-s", type=float, default=420.0,
                    help="stop starting new configurations after this many seconds")
     return p

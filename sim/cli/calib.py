@@ -3,12 +3,15 @@
 Subcommands::
 
     gpusim calibrate ingest TRACE --out FILE.json [--gpu-name PRESET] [--driver V] ...
-    gpusim calibrate fit --gpu NAME [--file FILE.json ...] [--work MODULE:FUNC] [--json]
+    gpusim calibrate fit --gpu NAME [--file FILE.json ...] [--work MODULE:FUNC] [--force] [--json]
 
 ``ingest`` reads a ``torch.profiler`` Chrome trace (``.json`` or ``.json.gz``), prints a
 summary (kernels per step, time per stream, kinds) and writes a calibration file whose
 provenance records this command line; ``fit`` fits the calibrated cost model to one GPU's
-calibration data and prints each kind's k-fold held-out error.
+calibration data and prints each kind's k-fold held-out error. The data must have been
+measured on that GPU: a ``--file`` whose provenance ``gpu_preset`` is another preset (or
+none), or a ``--gpu`` spec that differs from its preset in more than host-side settings,
+is an error unless ``--force`` is given.
 
 ``calibrate`` is a group other modules extend: a module that adds subcommands defines
 ``register_calibrate(subparsers)`` (it receives the group's ``add_subparsers`` object,
@@ -34,7 +37,13 @@ from gpu_models.calibration import (
     load_gpu_calibration,
     save_calibration_file,
 )
-from gpu_models.cost.calibrated import FEATURE_NAMES, WorkFn, cross_validate, work_kernels
+from gpu_models.cost.calibrated import (
+    FEATURE_NAMES,
+    WorkFn,
+    cross_validate,
+    timing_differences,
+    work_kernels,
+)
 from gpu_models.errors import GpusimError
 from gpu_models.ingest import (
     DEFAULT_LAYER_PREFIX,
@@ -106,6 +115,11 @@ def register_calibrate(subparsers: Any) -> None:
                      "(e.g. lowering's)")
     fit.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the fold shuffle")
+    fit.add_argument("--force", action="store_true",
+                     help="fit even when a --file's provenance gpu_preset is not --gpu's "
+                     "preset, or --gpu changes its preset beyond host-side settings (the "
+                     "features are computed on --gpu: only right if the data were measured "
+                     "on such a GPU)")
     add_json_arg(fit)
     fit.set_defaults(func=_cmd_fit)
 
@@ -135,7 +149,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     print(f"{args.trace}: GPU {summary.gpu_name or '(none recorded)'}"
           f"{f' (preset {preset})' if preset else ''}; {summary.n_kernels} kernels, "
           f"{summary.n_cpu_ops} CPU ops, {summary.n_launches} runtime calls, "
-          f"{summary.n_communication} communication kernels skipped")
+          f"{summary.n_communication} communication kernels skipped, "
+          f"{summary.n_zero_duration} zero-duration kernels dropped")
     if summary.steps:
         print_table([(step, n, t * 1e3) for step, (n, t) in summary.steps.items()],
                     ["step", "kernels", "kernel ms"])
@@ -198,11 +213,31 @@ def _load_work_fn(text: str | None) -> WorkFn | None:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     spec = load_gpu(args.gpu)
+    measured = spec.preset or spec.name
+    if not args.force and measured in list_presets():
+        changed = timing_differences(spec, load_gpu(measured))
+        if changed:
+            raise GpusimError(
+                f"--gpu {args.gpu} differs from preset {measured} (on which its calibration "
+                f"data were measured) in {', '.join(changed)}; fit on {measured} and use the "
+                "'scaled' cost model for other hardware (or pass --force)")
     records: tuple[CalibrationRecord, ...]
     if args.files:
-        records = all_records(load_calibration_file(f) for f in args.files)
+        sets = [load_calibration_file(f) for f in args.files]
+        for calibration in sets:
+            preset = calibration.provenance.gpu_preset
+            if preset != measured and not args.force:
+                raise GpusimError(
+                    f"calibration file {calibration.path!r} was measured on "
+                    f"{calibration.provenance.gpu_name!r} (preset "
+                    f"{preset or '(none recorded)'}), not on {measured}: fitting it for "
+                    f"{spec.name} would compute its features on the wrong GPU; "
+                    + ("pass the matching --gpu" if preset else
+                       "re-ingest it with --gpu-name PRESET")
+                    + ", or --force if you know it was measured on this GPU")
+        records = all_records(sets)
     else:
-        records = all_records(load_gpu_calibration(spec.name, args.dir))
+        records = all_records(load_gpu_calibration(measured, args.dir))
     if not records:
         raise GpusimError(f"no calibration records to fit for {spec.name}")
     work_fn = _load_work_fn(args.work)

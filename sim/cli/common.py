@@ -70,7 +70,7 @@ def format_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
 
     def fmt(cells: Sequence[str]) -> str:
         return "  ".join(
-            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)
+            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True)
         ).rstrip()
 
     lines = [fmt(list(headers)), fmt(["-" * w for w in widths])]

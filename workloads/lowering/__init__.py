@@ -247,7 +247,7 @@ def _calibration_sets(calibration: CalibrationSet | Sequence[CalibrationSet] | N
     sets: Iterable[CalibrationSet] = (
         [calibration] if isinstance(calibration, CalibrationSet) else calibration)
     # A library chooses per GPU: only data measured on this very preset apply.
-    return [s for s in sets if s.provenance.gpu_preset == gpu.name]
+    return [s for s in sets if s.provenance.gpu_preset == (gpu.preset or gpu.name)]
 
 
 def _calibrated(kernel: KernelSpec, layer: Layer, gpu: GPUSpec,
