@@ -69,9 +69,8 @@ def format_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
     ]
 
     def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True)
-        ).rstrip()
+        columns = zip(cells, widths, numeric, strict=True)
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in columns).rstrip()
 
     lines = [fmt(list(headers)), fmt(["-" * w for w in widths])]
     lines.extend(fmt(row) for row in text_rows)
