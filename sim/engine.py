@@ -189,14 +189,13 @@ class Dispatcher:
         limits = self.sms.limits(kernel.fp)
         counts = self.policy.place_counts(limits.min(axis=0), kernel.to_dispatch,
                                           kernel.fp, self.sms)
-        ids = np.flatnonzero(counts)
+        ids = counts.nonzero()[0]
         if len(ids):
-            counts = counts[ids]
-            taken = self.sms.allocate(kernel.fp, ids, counts)
-            self._start(kernel, ids, counts, taken)
-            # Every per-resource limit drops by exactly the blocks placed (registers too:
-            # each warp uses up one register slot), so no need to recompute them.
-            limits[:, ids] -= counts
+            taken = self.sms.allocate(kernel.fp, ids, counts[ids])
+            self._start(kernel, ids, counts[ids], taken)
+        # Every per-resource limit drops by exactly the blocks placed (registers too: each
+        # warp uses up one register slot), so no need to recompute them.
+        limits -= counts
         return limits
 
     def _place_one_by_one(self, kernel: _Kernel) -> None:
@@ -250,6 +249,9 @@ class Engine:
         self.running_blocks = 0
         self.host_done = False
         self._dispatch_pending = False
+        # Set when a queue or a dependency changed (push, hand-over, completion): only then
+        # can the false-dependency and resident-limit clocks change.
+        self._queues_changed = True
         self._memory_dirty = False
         self._memory_generation = 0
         self.events = 0
@@ -318,6 +320,7 @@ class Engine:
             kernel.launch_s = self.env.now
             queue = kernel.queue
             queue.push(kernel)
+            self._queues_changed = True
             # A pass is needed only if blocks may go out or a "what binds" clock may change:
             # the kernel was handed over, waits only on the resident-grid limit, or now
             # sits behind a head of another stream that waits.
@@ -342,6 +345,7 @@ class Engine:
             if best is None:
                 break
             best.queue.pop()
+            self._queues_changed = True
             self.resident += 1
             best.ready_s = self.env.now
             self.dispatcher.add(best, self.env.now)
@@ -401,6 +405,7 @@ class Engine:
                 self.block_records.extend([record] * count)
         if not kernel.to_dispatch and not kernel.running:
             kernel.done = True
+            self._queues_changed = True
             kernel.end_s = now
             self.resident -= 1
             self.completed += 1
@@ -426,14 +431,16 @@ class Engine:
         self.blocked.set(now, blocked)
         self.launch_bound.set(now, "on" if not self.running_blocks and not self.host_done
                               else None)
-        self.false_dependency.set(now, "on" if any(q.falsely_blocked() for q in self.queues)
-                                  else None)
-        at_limit = self.resident >= self.program.gpu.max_resident_grids and any(
-            (h := q.head()) is not None and not h.unmet() for q in self.queues)
-        self.resident_limit.set(now, "on" if at_limit else None)
+        if self._queues_changed:
+            self._queues_changed = False
+            self.false_dependency.set(now, "on" if any(q.falsely_blocked() for q in self.queues)
+                                      else None)
+            at_limit = self.resident >= self.program.gpu.max_resident_grids and any(
+                (h := q.head()) is not None and not h.unmet() for q in self.queues)
+            self.resident_limit.set(now, "on" if at_limit else None)
         _append_step(self.busy_sms, now, float(self.sms.busy_count()))
         warps = self.sms.resident_warps()
-        changed = np.flatnonzero(warps != self._last_warps)
+        changed = (warps != self._last_warps).nonzero()[0]
         if len(changed):
             if self.occupancy_times[-1] != now:
                 self.occupancy_times.append(now)

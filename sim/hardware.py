@@ -33,7 +33,15 @@ IntArray = np.ndarray
 
 
 class SMArray:
-    """Free resources of every SM of a GPU, allocated and released in bulk."""
+    """Free resources of every SM of a GPU, allocated and released in bulk.
+
+    A dispatch pass makes a fixed number of numpy calls, whatever the number of SMs, and
+    their overhead, not the arithmetic, is most of its cost (integer division and
+    reductions along short rows are the slow ones). So the calls made once per pass are
+    kept few: while no resident block took unequal registers from the pools (the common
+    case: warps in whole rounds of the pool count), every SM's pools are equal, which lets
+    :meth:`limits` divide one pool instead of all and :meth:`allocate` skip the pool check.
+    """
 
     def __init__(self, spec: GPUSpec) -> None:
         self.spec = spec
@@ -45,6 +53,11 @@ class SMArray:
         self.free[:, :3] = (spec.max_warps_per_sm, spec.max_blocks_per_sm, spec.smem_per_sm_B)
         self.free[:, 3:] = spec.regs_per_sm // spec.sub_partitions
         self._no_limit = np.full(self.count, spec.max_blocks_per_sm, dtype=np.int64)
+        #: Per footprint, the row one block takes when its warps are dealt evenly.
+        self._even_takes: dict[BlockFootprint, IntArray] = {}
+        #: Rows of resident blocks (as :meth:`allocate` returned them) that took unequal
+        #: registers from the pools; while there are none, every SM's pools are equal.
+        self._uneven_rows = 0
 
     @property
     def free_warps(self) -> IntArray:
@@ -73,7 +86,13 @@ class SMArray:
         if fp.regs_per_warp:
             # Each warp uses one pool "slot" of regs_per_warp; the greedy pool choice can
             # always use any slot left, so the slots add up across pools.
-            np.floor_divide((free[:, 3:] // fp.regs_per_warp).sum(axis=1), fp.warps, out=out[1])
+            if self._uneven_rows:
+                np.floor_divide((free[:, 3:] // fp.regs_per_warp).sum(axis=1), fp.warps,
+                                out=out[1])
+            else:  # all pools equal: the pool count times one pool's slots
+                np.floor_divide(free[:, 3], fp.regs_per_warp, out=out[1])
+                out[1] *= self.pools
+                out[1] //= fp.warps
         else:
             out[1] = self._no_limit
         if fp.smem_B:
@@ -92,8 +111,23 @@ class SMArray:
         """The resource that keeps most SMs from taking one more block, given
         :meth:`limits` with no SM able to take one (each SM counts for the first of
         :data:`~gpu_models.occupancy.LIMITERS` at zero; ties in that order too)."""
-        first_zero = (limits == 0).argmax(axis=0)
-        return LIMITERS[int(np.bincount(first_zero, minlength=len(LIMITERS)).argmax())]
+        # Count resource by resource the SMs whose first zero it is; stop once the SMs
+        # not yet counted could not outnumber the best so far (for most passes at once).
+        best, best_count = 0, -1
+        uncounted = limits.shape[1]
+        first_zero = limits[0] == 0
+        seen = first_zero
+        for resource in range(len(LIMITERS)):
+            if resource:
+                first_zero = ~seen & (limits[resource] == 0)
+                seen = seen | first_zero
+            count = int(np.count_nonzero(first_zero))
+            if count > best_count:
+                best, best_count = resource, count
+            uncounted -= count
+            if best_count >= uncounted:
+                break
+        return LIMITERS[best]
 
     def resident_warps(self) -> IntArray:
         """Warps resident on each SM."""
@@ -107,23 +141,29 @@ class SMArray:
     def allocate(self, fp: BlockFootprint, sm_ids: IntArray, counts: IntArray) -> IntArray:
         """Place ``counts[i]`` blocks on SM ``sm_ids[i]`` (ids distinct); returns what was
         taken (rows of :attr:`free`), for :meth:`release`."""
-        pools = self.free[sm_ids, 3:]
-        if not fp.regs_per_warp or (fp.warps % self.pools == 0
-                                    and (pools == pools[:, :1]).all()):
+        if not fp.regs_per_warp or (fp.warps % self.pools == 0 and (
+                not self._uneven_rows or _equal_pools(self.free[sm_ids, 3:]).all())):
             # No registers, or equal pools and whole rounds of warps: the greedy deals the
             # warps out evenly.
-            per_block = np.array((fp.warps, 1, fp.smem_B)
-                                 + (fp.warps // self.pools * fp.regs_per_warp,) * self.pools)
-            taken = counts[:, None] * per_block
+            taken = counts[:, None] * self._even_take(fp)
         else:
             taken = np.empty((len(sm_ids), 3 + self.pools), dtype=np.int64)
             taken[:, 0] = counts * fp.warps
             taken[:, 1] = counts
             taken[:, 2] = counts * fp.smem_B
-            taken[:, 3:] = take_register_warps(pools, fp.regs_per_warp,
+            taken[:, 3:] = take_register_warps(self.free[sm_ids, 3:], fp.regs_per_warp,
                                                taken[:, 0]) * fp.regs_per_warp
+            self._uneven_rows += int(np.count_nonzero(~_equal_pools(taken[:, 3:])))
         self.free[sm_ids] -= taken
         return taken
+
+    def _even_take(self, fp: BlockFootprint) -> IntArray:
+        take = self._even_takes.get(fp)
+        if take is None:
+            take = np.array((fp.warps, 1, fp.smem_B)
+                            + (fp.warps // self.pools * fp.regs_per_warp,) * self.pools)
+            self._even_takes[fp] = take
+        return take
 
     def allocate_one(self, fp: BlockFootprint, sm_id: int) -> IntArray:
         """Place one block on ``sm_id`` warp by warp (the reference rule of exact mode)."""
@@ -132,17 +172,25 @@ class SMArray:
         if fp.regs_per_warp:
             taken[0, 3:] = greedy_register_warps(self.free[sm_id, 3:], fp.regs_per_warp,
                                                  fp.warps) * fp.regs_per_warp
+            self._uneven_rows += int(np.count_nonzero(~_equal_pools(taken[:, 3:])))
         self.free[sm_id] -= taken[0]
         return taken
 
     def release(self, sm_ids: IntArray, taken: IntArray) -> None:
         """Give back what :meth:`allocate` took."""
         self.free[sm_ids] += taken
+        if self._uneven_rows:
+            self._uneven_rows -= int(np.count_nonzero(~_equal_pools(taken[:, 3:])))
 
     def check(self) -> None:
         """Raise AssertionError if any SM is over any resource (used by tests)."""
         if (self.free < 0).any():
             raise AssertionError("an SM is over one of its resources")
+
+
+def _equal_pools(pools: IntArray) -> IntArray:
+    """Per row of ``pools`` (one column per register pool): are all its pools equal?"""
+    return (pools == pools[:, :1]).all(axis=1)
 
 
 def greedy_register_warps(free_regs: IntArray, regs_per_warp: int, warps: int) -> IntArray:

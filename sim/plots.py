@@ -8,8 +8,8 @@ The figures explain one idea each, in the order the analysis builds it up:
   per *wave* of ``sm_count x blocks_per_sm`` blocks;
 * :func:`parallelism_profile_chart` — how many ops and convolutions of each network could
   run at once, level by level, forward then backward (the DAG's promise);
-* :func:`kernel_timeline`, :func:`timeline_comparison` — simulated kernels per stream, one
-  program run serially and concurrently (what the GPU actually does with that promise);
+* :func:`timeline_comparison` — simulated kernels per stream, one program run serially and
+  concurrently (what the GPU actually does with that promise), or a single run;
 * :func:`utilization_chart` — busy SMs and DRAM bandwidth over time of one simulation;
 * :func:`block_placement_chart` — which SM ran which thread block when (the leftover
   policy made visible: a younger kernel only gets the tail of the older one);
@@ -264,7 +264,8 @@ def _draw_kernels(ax: Axes, result: SimResult, colours: Mapping[str, str], scale
 def timeline_comparison(results: Mapping[str, SimResult], *, title: str = "") -> Figure:
     """Kernels per stream of several runs of the same work, on one shared time axis.
 
-    One panel per run (e.g. ``{"serial": ..., "concurrent": ...}``), each row a stream,
+    One panel per run (e.g. ``{"serial": ..., "concurrent": ...}``, or a single entry), each
+    row a stream,
     each bar a kernel from its first block's start to its last block's end, coloured by
     kernel kind. The panel title gives the run's makespan, so the speedup reads directly.
     """
@@ -292,11 +293,6 @@ def timeline_comparison(results: Mapping[str, SimResult], *, title: str = "") ->
     if title:
         fig.suptitle(title)
     return fig
-
-
-def kernel_timeline(result: SimResult, *, title: str = "") -> Figure:
-    """Kernels per stream of one run (:func:`timeline_comparison` with a single panel)."""
-    return timeline_comparison({result.program.gpu.display_name: result}, title=title)
 
 
 def utilization_chart(

@@ -44,6 +44,7 @@ def test_committed_without_outputs(path: Path) -> None:
                 f"{path.name}: strip outputs before committing")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
 def test_notebook_runs(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)

@@ -4,7 +4,9 @@ Per graph (:func:`analyze`): op count, total FLOPs, multiply-adds and minimum DR
 the critical path in ops (longest dependency chain) and in FLOPs (the chain with the most
 work: with unlimited concurrency and time proportional to FLOPs, no schedule beats it);
 the width of every topological level (ops whose longest chain from a source has the same
-length, i.e. that an as-soon-as-possible schedule with unit-time ops runs together); and
+length, i.e. that an as-soon-as-possible schedule with unit-time ops runs together); op
+counts in paths and widths leave out view ops, which launch no kernel (levels are still
+those of the whole graph, so a level holding only a view has width 0); and
 the **maximum antichain of convolutions**: the largest set of convolution ops (forward,
 data-gradient and weight-gradient) no two of which depend on each other, i.e. how many
 convolutions could ever run at once.
@@ -30,6 +32,16 @@ import networkx as nx
 
 from gpu_models.errors import GpusimError
 from workloads.layers import Layer
+
+
+def launches_kernels(layer: Layer) -> bool:
+    """Whether an op counts in op widths and op critical paths: every op but views.
+
+    View ops (flatten, add/concat/flatten backward) launch no kernel; :func:`analyze` and
+    :func:`parallelism_profile` both count ops through this one filter, so their numbers
+    agree.
+    """
+    return not layer.is_view
 
 
 @dataclass(frozen=True)
@@ -68,10 +80,12 @@ class GraphAnalysis:
     macs: int
     flops: int
     bytes: int
+    #: Non-view ops on the longest chain (views launch no kernel; see :func:`launches_kernels`).
     critical_path_ops: int
     critical_path_flops: int
     critical_path: tuple[str, ...]
     levels: int
+    #: Non-view ops per topological level, and the widest level.
     width_per_level: tuple[int, ...]
     max_width: int
     max_conv_antichain: int
@@ -208,7 +222,7 @@ def parallelism_profile(graph: nx.DiGraph) -> list[PhaseProfile]:
         sub = graph.subgraph(nodes)
         out.append(PhaseProfile(
             phase=label,
-            ops_per_level=tuple(width_per_level(sub, lambda layer: not layer.is_view)),
+            ops_per_level=tuple(width_per_level(sub, launches_kernels)),
             convs_per_level=tuple(width_per_level(sub, lambda layer: layer.is_conv)),
             max_conv_antichain=len(max_antichain(sub)),
         ))
@@ -218,9 +232,10 @@ def parallelism_profile(graph: nx.DiGraph) -> list[PhaseProfile]:
 def analyze(graph: nx.DiGraph) -> GraphAnalysis:
     """The full :class:`GraphAnalysis` of a layer graph."""
     layers = [_layer(graph, v) for v in _check_dag(graph)]
-    cp_ops, _ = critical_path(graph, lambda layer: 1)
+    # Ops are counted as parallelism_profile counts them: views (no kernel) excluded.
+    cp_ops, _ = critical_path(graph, lambda layer: int(launches_kernels(layer)))
     cp_flops, cp_path = critical_path(graph, lambda layer: layer.flops)
-    widths = width_per_level(graph)
+    widths = width_per_level(graph, launches_kernels)
     antichain = max_antichain(graph)
     params = graph.graph.get("params")
     if params is None:
@@ -231,7 +246,7 @@ def analyze(graph: nx.DiGraph) -> GraphAnalysis:
         batch=int(graph.graph.get("batch", 0)),
         resolution=graph.graph.get("resolution"),
         ops=len(layers),
-        kernel_ops=sum(1 for layer in layers if not layer.is_view),
+        kernel_ops=sum(1 for layer in layers if launches_kernels(layer)),
         convs=sum(1 for layer in layers if layer.is_conv),
         params=int(params),
         macs=sum(layer.macs for layer in layers),

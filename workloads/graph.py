@@ -37,18 +37,26 @@ class Tensor:
     shape: tuple[int, ...]
 
 
-def _as_pair(value: IntPair, what: str, where: str) -> tuple[int, int]:
+def _as_pair(value: IntPair, what: str, where: str, minimum: int = 0) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        return (int(value[0]), int(value[1]))
-    raise GpusimError(f"layer {where!r}: {what} must be an int or a pair, got {value!r}")
+        pair = (value, value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise GpusimError(f"layer {where!r}: {what} must be an int or a pair, got {value!r}")
+    if min(pair) < minimum:
+        raise GpusimError(f"layer {where!r}: {what} must be >= {minimum}, got {value!r}")
+    return pair
 
 
 def conv_output_size(
     size: int, kernel: int, stride: int, padding: int, dilation: int = 1, ceil_mode: bool = False
 ) -> int:
     """Output length along one spatial dim, following PyTorch's conv/pool formula."""
+    if min(kernel, stride, dilation) < 1 or padding < 0:
+        raise GpusimError(f"kernel, stride and dilation must be >= 1 and padding >= 0 (got "
+                          f"kernel={kernel}, stride={stride}, dilation={dilation}, "
+                          f"padding={padding})")
     span = size + 2 * padding - dilation * (kernel - 1) - 1
     out = (-(-span // stride) if ceil_mode else span // stride) + 1
     # PyTorch: with ceil_mode the last window must start inside the input or left padding.
@@ -199,10 +207,16 @@ class GraphBuilder:
         self._expect_nchw(x, name)
         self._check_channels(x, in_channels, name)
         where = self._path(name)
-        k, s = _as_pair(kernel, "kernel", where), _as_pair(stride, "stride", where)
-        p, d = _as_pair(padding, "padding", where), _as_pair(dilation, "dilation", where)
+        k, s = _as_pair(kernel, "kernel", where, 1), _as_pair(stride, "stride", where, 1)
+        p, d = _as_pair(padding, "padding", where), _as_pair(dilation, "dilation", where, 1)
         n, c, h, w = x.shape
-        if groups < 1 or c % groups or out_channels % groups:
+        if isinstance(out_channels, bool) or not isinstance(out_channels, int) \
+                or out_channels < 1:
+            raise GpusimError(f"layer {where!r}: out_channels must be a positive int, "
+                              f"got {out_channels!r}")
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise GpusimError(f"layer {where!r}: groups must be a positive int, got {groups!r}")
+        if c % groups or out_channels % groups:
             raise GpusimError(
                 f"layer {where!r}: channels {c}->{out_channels} not divisible by groups={groups}"
             )
@@ -289,8 +303,8 @@ class GraphBuilder:
               padding: IntPair, ceil_mode: bool, name: str) -> Tensor:
         self._expect_nchw(x, name)
         where = self._path(name)
-        k = _as_pair(kernel, "kernel", where)
-        s = _as_pair(stride if stride is not None else kernel, "stride", where)
+        k = _as_pair(kernel, "kernel", where, 1)
+        s = _as_pair(stride if stride is not None else kernel, "stride", where, 1)
         p = _as_pair(padding, "padding", where)
         if p[0] * 2 > k[0] or p[1] * 2 > k[1]:
             raise GpusimError(f"layer {where!r}: padding {p} exceeds half the kernel {k}")
@@ -319,7 +333,7 @@ class GraphBuilder:
                          name: str = "avgpool") -> Tensor:
         """Adaptive average pooling to ``output_size`` (torch ``nn.AdaptiveAvgPool2d``)."""
         self._expect_nchw(x, name)
-        oh, ow = _as_pair(output_size, "output_size", self._path(name))
+        oh, ow = _as_pair(output_size, "output_size", self._path(name), 1)
         out = (x.shape[0], x.shape[1], oh, ow)
         return self._add(name, OpType.ADAPTIVE_AVGPOOL, [x], out, flops=numel(x.shape),
                          **self._rw([x], out))

@@ -118,6 +118,7 @@ def build(
         raise GpusimError(
             f"workload {name!r}: unknown option(s) {', '.join(unknown)}; valid: {valid}"
         )
+    options = _typed_options(info, options)
     b = GraphBuilder(name, batch=batch, resolution=res, dtype=dtype, training=phase == "training")
     info.builder(b, res, **options)
     graph = b.finish()
@@ -126,6 +127,29 @@ def build(
     if phase == "training":
         graph = make_training_graph(graph, optimizer=optimizer)
     return graph
+
+
+def _typed_options(info: WorkloadInfo, options: dict[str, Any]) -> dict[str, Any]:
+    """Options checked against the type of the builder's default (an int is a float too)."""
+    params = inspect.signature(info.builder).parameters
+    typed: dict[str, Any] = {}
+    for key, value in options.items():
+        default = params[key].default
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if isinstance(default, bool):
+            ok, value_type = isinstance(value, bool), "a bool"
+        elif isinstance(default, int):
+            ok, value_type = is_int, "an int"
+        elif isinstance(default, float):
+            ok, value_type = is_int or isinstance(value, float), "a number"
+            value = float(value) if ok else value
+        else:
+            ok, value_type = True, ""
+        if not ok:
+            raise GpusimError(f"workload {info.name!r}: option {key} must be {value_type}, "
+                              f"got {value!r}")
+        typed[key] = value
+    return typed
 
 
 def param_count(graph: nx.DiGraph) -> int:

@@ -19,7 +19,8 @@ PyTorch autograd executes ``loss.backward()`` and ``optimizer.step()``:
   ``<name>.update`` per parameterised layer, depending on that layer's weight gradient
   (how a fused optimizer-in-backward or DDP-style overlap runs); ``optimizer="step"`` adds
   one ``optimizer.step`` op after *all* parameter gradients, as eager
-  ``optimizer.step()`` after ``loss.backward()`` runs it (multi-tensor kernels).
+  ``optimizer.step()`` after ``loss.backward()`` runs it (multi-tensor kernels). A graph
+  without parameters gets no optimizer op with either setting (there is nothing to update).
 
 SGD with momentum reads parameter, gradient and momentum buffer and writes parameter and
 buffer: 3 reads + 2 writes and ~4 FLOP per parameter.
@@ -107,7 +108,7 @@ def make_training_graph(forward: nx.DiGraph, *, optimizer: str = "per_layer") ->
             src = t.param_grad_source[v]
             t.add(_sgd(f"{v}.update", layer.params, layer.dtype, v, layer),
                   [(src, (layer.params,), "weight_grad")])
-    else:
+    elif param_grads:  # "step"; without parameters there is no update to launch
         total = sum(forward.nodes[v]["layer"].params for v in param_grads)
         first = forward.nodes[param_grads[0]]["layer"]
         shapes = tuple((forward.nodes[v]["layer"].params,) for v in param_grads)
@@ -184,7 +185,16 @@ class _Builder:
             weights = layer.params - (layer.out_channels if layer.bias else 0)
             w_shape = ((layer.out_channels, x[1] // layer.groups, *layer.kernel) if conv
                        else (layer.out_channels, x[1]))
-            assert math.prod(w_shape) == weights
+            if math.prod(w_shape) != weights:
+                raise GpusimError(
+                    f"layer {v!r}: {layer.params} parameters do not match weights of shape "
+                    f"{w_shape}{' plus a bias' if layer.bias else ''}")
+            # dgrad and wgrad are two independent nodes, both fed by the output gradient
+            # alone: autograd runs them inside one ConvolutionBackward (AddmmBackward) node,
+            # but cuDNN (cuBLAS) launches them as separate kernels with no data dependency
+            # between them, so a multi-stream schedule may overlap them; and the input
+            # gradient (dgrad) is what the rest of backward waits for, while the weight
+            # gradient only feeds the optimizer.
             out: list[tuple[str, list[str]]] = []
             if preds:
                 dgrad = self.add(Layer(
@@ -214,6 +224,7 @@ class _Builder:
         saved: list[tuple[str, tuple[int, ...], str]] = []
         reads = numel(y)
         writes = numel(x)
+        extra_read_B = 0  # bytes read beyond `reads` elements of the layer's dtype
         if bwd_op is OpType.BATCHNORM_BWD:
             saved = [(p, pred_shapes[p], "saved") for p in preds]
             reads += numel(x) + layer.params
@@ -223,12 +234,12 @@ class _Builder:
             reads += numel(y)
         elif bwd_op is OpType.MAXPOOL_BWD:
             saved = [(v, y, "saved")]  # the argmax indices (int64) saved by the forward
-            reads = numel(y) + 2 * numel(y)  # gradient + int64 indices (two fp32 words)
+            extra_read_B = 8 * numel(y)  # gradient (dtype) + int64 indices (8 B, any dtype)
         elif bwd_op in (OpType.LRN_BWD, OpType.SOFTMAX_BWD):
             saved = [(v, y, "saved")] + [(p, pred_shapes[p], "saved") for p in preds]
             reads += numel(y) + (numel(x) if bwd_op is OpType.LRN_BWD else 0)
         elif bwd_op is OpType.DROPOUT_BWD:
-            reads = numel(y) + numel(y) // d  # gradient + one-byte mask
+            extra_read_B = numel(y)  # gradient (dtype) + one-byte mask
         per_elem = _BWD_FLOPS_PER_ELEM.get(bwd_op)
         if per_elem is None:  # pooling backward: one add per window element
             flops = numel(y) * layer.kernel[0] * layer.kernel[1]
@@ -236,7 +247,8 @@ class _Builder:
             flops = per_elem * max(numel(x), numel(y))
         self.add(Layer(
             name=name, op=bwd_op, inputs=(y, *tuple(s for _, s, _ in saved)), output=x,
-            params=layer.params, flops=flops, bytes_read=reads * d, bytes_written=writes * d,
+            params=layer.params, flops=flops, bytes_read=reads * d + extra_read_B,
+            bytes_written=writes * d,
             **common,
         ), [grad_edge, *saved])
         if layer.params:

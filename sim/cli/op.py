@@ -8,7 +8,13 @@ layer's predicted time: the kernels run back to back on one stream through the e
 ``gpusim op gemm --m M --n N --k K`` does the same for a matrix product (a cuBLAS GEMM).
 ``--layout nchw`` (default, PyTorch's) includes the layout copies cuDNN adds around
 tensor-op convolutions; ``--layout nhwc`` is channels_last.
-``--json`` prints ``{"time_us": ..., "kernels": [...]}``.
+``--json`` prints ``{"time_us": ..., "timing": "engine" | "analytic", "kernels": [...]}``.
+
+Bad input never hangs: when the kernels have more than :data:`ENGINE_BLOCK_CAP` blocks in
+all (``--m 100000000`` makes ~6e8), the time is analytic instead: the sum of each kernel's
+:func:`~gpu_models.cost.isolated_time_s`. On one stream without launch overhead nothing
+overlaps, so that is what the engine gives too (exactly for one kernel, up to the tail
+overlap of a kernel with the next one's first blocks otherwise); the output says "analytic".
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gpu_models.cost import get_cost_model, isolated_time_s, waves
+from gpu_models.cost import get_cost_model, isolated_time_s, list_cost_models, waves
 from gpu_models.kernel import CostModel, KernelSpec
 from gpu_models.occupancy import occupancy
 from gpu_models.spec import PRECISIONS, GPUSpec
@@ -26,7 +32,9 @@ from workloads.layers import Layer
 from workloads.lowering import CONV_PASSES, LAYOUTS, conv_layer, gemm_layer, lower_layer
 
 _US = 1e6
-COST_MODEL_NAMES: tuple[str, ...] = ("roofline", "calibrated", "scaled")
+#: Most blocks (all kernels together) `gpusim op` runs through the engine; above it the time
+#: is analytic. The engine takes about 0.5 us per block: 2e6 blocks are about a second.
+ENGINE_BLOCK_CAP = 2_000_000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,26 +43,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ops = p.add_subparsers(dest="op_kind", metavar="OP", required=True)
 
     conv = ops.add_parser("conv2d", help="a 2-D convolution (or its data/weight gradient)")
-    conv.add_argument("--batch", type=int, required=True, help="images in the batch")
+    conv.add_argument("--batch", type=_positive, required=True, help="images in the batch")
     conv.add_argument("--in", dest="in_chw", type=_triple, required=True, metavar="C,H,W",
                       help="input channels, height, width")
-    conv.add_argument("--out", type=int, required=True, help="output channels")
+    conv.add_argument("--out", type=_positive, required=True, help="output channels")
     conv.add_argument("--kernel", type=_pair, required=True, metavar="R,S",
-                      help="filter height, width (one number for square)")
+                      help="filter height, width (one number for square; >= 1)")
     conv.add_argument("--stride", type=_pair, default=(1, 1), metavar="S",
-                      help="stride (S or SH,SW; default 1)")
-    conv.add_argument("--pad", type=_pair, default=(0, 0), metavar="P",
-                      help="padding (P or PH,PW; default 0)")
-    conv.add_argument("--groups", type=int, default=1, help="groups (default 1)")
+                      help="stride (S or SH,SW; >= 1; default 1)")
+    conv.add_argument("--pad", type=_padding, default=(0, 0), metavar="P",
+                      help="padding (P or PH,PW; >= 0; default 0)")
+    conv.add_argument("--groups", type=_positive, default=1, help="groups (default 1)")
     conv.add_argument("--pass", dest="pass_", choices=CONV_PASSES, default="fwd",
                       help="forward, data gradient or weight gradient (default fwd)")
     _common(conv)
     conv.set_defaults(func=cmd_op)
 
     gemm = ops.add_parser("gemm", help="a matrix product C[MxN] = A[MxK] B[KxN] (cuBLAS)")
-    gemm.add_argument("--m", type=int, required=True, help="rows of A and C")
-    gemm.add_argument("--n", type=int, required=True, help="columns of B and C")
-    gemm.add_argument("--k", type=int, required=True, help="columns of A, rows of B")
+    gemm.add_argument("--m", type=_positive, required=True, help="rows of A and C")
+    gemm.add_argument("--n", type=_positive, required=True, help="columns of B and C")
+    gemm.add_argument("--k", type=_positive, required=True, help="columns of A, rows of B")
     _common(gemm)
     gemm.set_defaults(func=cmd_op)
 
@@ -67,28 +75,44 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=LAYOUTS, default="nchw",
                    help="activation layout: nchw (PyTorch default: cuDNN adds layout copies "
                    "around tensor-op convs) or nhwc (channels_last); default nchw")
-    p.add_argument("--cost-model", choices=COST_MODEL_NAMES, default="roofline",
+    p.add_argument("--cost-model", choices=list_cost_models(), default="roofline",
                    help="per-block time model (default roofline)")
     p.add_argument("--origin", default="a100",
                    help="measured GPU the 'scaled' cost model scales from (default a100)")
     add_json_arg(p)
 
 
-def _ints(text: str, count: int) -> tuple[int, ...]:
+def _ints(text: str, count: int, minimum: int = 1) -> tuple[int, ...]:
+    # argparse prefixes the message with the option ("argument --stride: ...").
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected integers, got {text!r}") from None
     if len(values) == 1 and count == 2:
         values = values * 2
-    if len(values) != count or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected {count} non-negative integers separated "
-                                         f"by commas, got {text!r}")
+    if len(values) != count or min(values) < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        if count == 1:
+            expected = f"a {kind} integer"
+        else:
+            number = "one or two" if count == 2 else str(count)
+            expected = f"{number} {kind} integers separated by commas"
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return values
+
+
+def _positive(text: str) -> int:
+    (value,) = _ints(text, 1)
+    return value
 
 
 def _pair(text: str) -> tuple[int, int]:
     a, b = _ints(text, 2)
+    return (a, b)
+
+
+def _padding(text: str) -> tuple[int, int]:
+    a, b = _ints(text, 2, minimum=0)
     return (a, b)
 
 
@@ -112,8 +136,15 @@ def _cost_model(args: argparse.Namespace, gpu: GPUSpec) -> CostModel:
     return get_cost_model("roofline")
 
 
-def predicted_time_s(kernels: list[KernelSpec], gpu: GPUSpec, cost_model: CostModel) -> float:
-    """The kernels back to back on one stream, through the engine, no launch overhead."""
+def predicted_time_s(kernels: list[KernelSpec], gpu: GPUSpec, cost_model: CostModel,
+                     ) -> tuple[float, str]:
+    """The kernels back to back on one stream, no launch overhead: (seconds, how timed).
+
+    Through the engine (``"engine"``) up to :data:`ENGINE_BLOCK_CAP` blocks in all, else
+    analytic (``"analytic"``: the kernels' isolated times summed; see the module docstring).
+    """
+    if sum(k.blocks for k in kernels) > ENGINE_BLOCK_CAP:
+        return sum(isolated_time_s(k, gpu, cost_model) for k in kernels), "analytic"
     launches = []
     for kernel in kernels:
         cost = cost_model(kernel, gpu)
@@ -125,7 +156,7 @@ def predicted_time_s(kernels: list[KernelSpec], gpu: GPUSpec, cost_model: CostMo
         ))
     program = Program(gpu, (StreamDef("s0"),), tuple(launches), launch_overhead_s=0.0,
                       event_overhead_s=0.0)
-    return simulate(program).makespan_s
+    return simulate(program).makespan_s, "engine"
 
 
 def kernel_row(kernel: KernelSpec, gpu: GPUSpec, cost_model: CostModel) -> dict[str, Any]:
@@ -148,11 +179,12 @@ def cmd_op(args: argparse.Namespace) -> int:
     kernels = lower_layer(layer, gpu, precision=args.precision, layout=args.layout)
     model = _cost_model(args, gpu)
     rows = [kernel_row(k, gpu, model) for k in kernels]
-    time_us = predicted_time_s(kernels, gpu, model) * _US
+    time_s, timing = predicted_time_s(kernels, gpu, model)
+    time_us = time_s * _US
     if args.json:
         print_json({"gpu": gpu.name, "layer": layer.name, "op": layer.op.value,
                     "precision": args.precision, "cost_model": args.cost_model,
-                    "time_us": time_us, "kernels": rows})
+                    "time_us": time_us, "timing": timing, "kernels": rows})
         return 0
     print(f"{layer.name} ({layer.op.value}) on {gpu.display_name} ({gpu.name}), "
           f"{args.precision}, {layer.macs * 2 / 1e9:.3g} GFLOP")
@@ -163,6 +195,8 @@ def cmd_op(args: argparse.Namespace) -> int:
         ("kernel", "library kernel", "grid", "threads", "regs", "smem B", "blocks/SM",
          "limiter", "waves", "alone us"),
     )
+    how = ("through the engine" if timing == "engine" else
+           f"analytic: over {ENGINE_BLOCK_CAP:,} blocks, isolated times summed")
     print(f"predicted time: {time_us:.2f} us ({args.cost_model} cost model, one stream, "
-          "no launch overhead)")
+          f"no launch overhead, {how})")
     return 0

@@ -23,6 +23,7 @@ from gpu_models.calibration import (
 )
 from gpu_models.cost import (
     CalibratedModel,
+    RooflineModel,
     calibrated_model,
     cross_validate,
     features,
@@ -202,6 +203,54 @@ def test_calibrated_model_speaks_only_for_its_gpu(a100: GPUSpec, h100: GPUSpec) 
     assert model(k, a100.replace(connections=32)) == model(k, a100)
 
 
+@pytest.mark.parametrize("change", [
+    {"connections": 32}, {"launch_overhead_s": 1e-5}, {"event_overhead_s": 0.0},
+    {"max_resident_grids": 16}, {"connections": 16, "launch_overhead_s": 2e-6},
+])
+def test_host_only_overrides_are_the_same_gpu(a100: GPUSpec, change: dict[str, object]
+                                              ) -> None:
+    rng = np.random.default_rng(4)
+    model = calibrated_model(a100, records=make_records(a100, training_kernels(rng), rng, 0.0))
+    variant = a100.replace(**change)
+    assert variant.preset == "a100"
+    for k in (conv_kernel(8, 128), eltwise_kernel(1_000_000), conv_kernel(3, 96)):
+        assert model(k, variant) == model(k, a100)
+
+
+@pytest.mark.parametrize("change", [
+    {"sm_count": 216}, {"clock_hz": 0.7e9}, {"dram_bw_Bps": 3e12}, {"smem_per_sm_B": 65536},
+])
+def test_hardware_overrides_point_to_the_scaled_model(a100: GPUSpec, tmp_path: Path,
+                                                      change: dict[str, object]) -> None:
+    rng = np.random.default_rng(4)
+    records = make_records(a100, training_kernels(rng), rng, 0.0)
+    model = calibrated_model(a100, records=records)
+    variant = a100.replace(**change)
+    field = next(iter(change))
+    with pytest.raises(GpusimError, match=rf"differs in .*{field}.*use the 'scaled'"):
+        model(conv_kernel(8, 128), variant)
+    # Fitting the preset's files on a changed spec would compute features on hardware the
+    # data were not measured on: refused too, even though the data are found by preset.
+    save_calibration_file(CalibrationSet(_synthetic_provenance("a100"), tuple(records)),
+                          tmp_path / "a100-synthetic.json")
+    with pytest.raises(GpusimError, match=rf"measured on a100.*{field}.*'scaled'"):
+        calibrated_model(variant, directory=str(tmp_path))
+    # A host-only variant finds the preset's data and answers as the preset.
+    host = calibrated_model(a100.replace(connections=32), directory=str(tmp_path))
+    k = conv_kernel(8, 128)
+    assert host(k, a100) == calibrated_model("a100", directory=str(tmp_path))(k, a100)
+
+
+def test_fallback_time_is_the_fallback_models_isolated_time(a100: GPUSpec) -> None:
+    rng = np.random.default_rng(2)
+    model = calibrated_model(a100, records=make_records(a100, training_kernels(rng), rng, 0.0))
+    gemm = KernelSpec(name="gemm", kind="gemm", grid=(1000, 1, 1), threads=256,
+                      regs_per_thread=128, smem_per_block_B=32768, flops=1e11,
+                      dram_bytes=1e9, dtype="tf32", tensor_cores=True)
+    assert model.predict_s(gemm) == (
+        pytest.approx(isolated_time_s(gemm, a100, RooflineModel())), "fallback")
+
+
 def test_no_data_for_gpu_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(GpusimError, match=r"no calibration data for GPU 'a100'.*none yet"):
         calibrated_model("a100", directory=str(tmp_path))
@@ -242,6 +291,48 @@ def test_cli_fit_reports_heldout_error(a100: GPUSpec, tmp_path: Path,
     assert main(["calibrate", "fit", "--gpu", "a100", "--dir", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     assert "conv_fwd" in table and "median %" in table
+
+
+def test_cli_fit_checks_the_files_gpu(a100: GPUSpec, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(8)
+    records = tuple(make_records(a100, training_kernels(rng), rng, noise=0.03))
+    measured_on_a100 = tmp_path / "a100.json"
+    save_calibration_file(CalibrationSet(_synthetic_provenance("a100"), records),
+                          measured_on_a100)
+    # An A100 file fitted "for" another GPU: refused, naming both.
+    assert main(["calibrate", "fit", "--gpu", "v100", "--file", str(measured_on_a100)]) == 2
+    err = capsys.readouterr().err
+    assert "measured on" in err and "preset a100" in err and "not on v100" in err
+    assert "--force" in err
+    assert main(["calibrate", "fit", "--gpu", "v100", "--file", str(measured_on_a100),
+                 "--force", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gpu"] == "v100"
+    # One mismatched file among several is enough to refuse.
+    other = tmp_path / "h100.json"
+    save_calibration_file(CalibrationSet(_synthetic_provenance("h100"), records), other)
+    assert main(["calibrate", "fit", "--gpu", "a100", "--file", str(measured_on_a100),
+                 "--file", str(other)]) == 2
+    assert "not on a100" in capsys.readouterr().err
+    # A file that names no preset (an ingest that could not tell): refused, with the fix.
+    unnamed = tmp_path / "unnamed.json"
+    save_calibration_file(CalibrationSet(_synthetic_provenance(""), records), unnamed)
+    assert main(["calibrate", "fit", "--gpu", "a100", "--file", str(unnamed)]) == 2
+    assert "(none recorded)" in capsys.readouterr().err
+    # A spec file deriving from the preset: host-side changes fit, hardware changes do not.
+    host = tmp_path / "host.toml"
+    host.write_text('base = "a100"\nconnections = 32\n')
+    assert main(["calibrate", "fit", "--gpu", str(host), "--file", str(measured_on_a100),
+                 "--json"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", "fit", "--gpu", str(host), "--dir", str(tmp_path),
+                 "--json"]) == 0  # finds the preset's files in the directory
+    assert json.loads(capsys.readouterr().out)["records"] == 80
+    bigger = tmp_path / "bigger.toml"
+    bigger.write_text('base = "a100"\nsm_count = 216\n')
+    assert main(["calibrate", "fit", "--gpu", str(bigger), "--file",
+                 str(measured_on_a100)]) == 2
+    assert "differs from preset a100" in capsys.readouterr().err
 
 
 def test_cli_fit_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -98,6 +98,48 @@ def test_small_kernel_gets_the_latency_floor(h100: GPUSpec) -> None:
     assert isolated_time_s(k, h100, RooflineModel()) == pytest.approx(DEFAULT_BLOCK_LATENCY_S)
 
 
+def gemm(blocks: int, flops: float, dram_bytes: float = 0.0) -> KernelSpec:
+    """A bf16 tensor-core GEMM kernel: 256 threads, 128 regs, 96 KiB smem (2 blocks/SM)."""
+    return KernelSpec(name="gemm", kind="gemm", grid=(blocks, 1, 1), threads=256,
+                      regs_per_thread=128, smem_per_block_B=98304, flops=flops,
+                      dram_bytes=dram_bytes, dtype="bf16", tensor_cores=True)
+
+
+@pytest.mark.parametrize("make", [conv, gemm])
+def test_doubling_sms_halves_a_compute_bound_multi_wave_kernel(h100: GPUSpec, make: object
+                                                                ) -> None:
+    """``replace(sm_count=...)`` scales the whole-GPU peaks: twice the SMs, half the time."""
+    model = RooflineModel()
+    big = h100.replace(sm_count=264)
+    assert big.peak_bf16_tensor_flop_per_s == pytest.approx(2 * h100.peak_bf16_tensor_flop_per_s)
+    k = make(blocks=132 * 2 * 8, flops=8e12, dram_bytes=1e9)  # type: ignore[operator]
+    assert (waves(k, h100), waves(k, big)) == (8, 4)
+    ratio = isolated_time_s(k, big, model) / isolated_time_s(k, h100, model)
+    assert ratio == pytest.approx(0.5, rel=0.01)
+    # The scaled model, from the H100's roofline, agrees.
+    scaled = scaled_model(h100, origin_model=model)
+    assert isolated_time_s(k, big, scaled) / isolated_time_s(k, h100, scaled) == \
+        pytest.approx(0.5, rel=0.02)
+    # A memory-bound kernel at the same bandwidth does not speed up.
+    copy = KernelSpec(name="copy", kind="concat_copy", grid=(100_000, 1, 1), threads=256,
+                      regs_per_thread=16, smem_per_block_B=0, flops=0.0, dram_bytes=4e9)
+    for m in (model, scaled):
+        assert isolated_time_s(copy, big, m) == pytest.approx(isolated_time_s(copy, h100, m),
+                                                              rel=0.01)
+
+
+def test_halving_the_clock_doubles_a_compute_bound_kernel(h100: GPUSpec) -> None:
+    model = RooflineModel()
+    slow = h100.replace(clock_hz=h100.clock_hz / 2)
+    assert slow.peak_bf16_tensor_flop_per_s == pytest.approx(h100.peak_bf16_tensor_flop_per_s / 2)
+    k = conv(blocks=132 * 2 * 8, flops=8e12, dram_bytes=1e9)
+    assert isolated_time_s(k, slow, model) / isolated_time_s(k, h100, model) == \
+        pytest.approx(2.0, rel=0.02)
+    scaled = scaled_model(h100, origin_model=model)
+    assert isolated_time_s(k, slow, scaled) / isolated_time_s(k, h100, scaled) == \
+        pytest.approx(2.0, rel=0.02)
+
+
 def test_fp32_kernel_uses_cuda_core_peak(a100: GPUSpec) -> None:
     tf32 = conv(blocks=108, flops=1e10, dtype="tf32")
     fp32 = conv(blocks=108, flops=1e10, dtype="fp32", tensor_cores=False)

@@ -14,7 +14,9 @@ from gpu_models.cost import (
     get_cost_model,
     isolated_time_s,
     memory_boundness,
+    memory_floor_s,
     physical_floor_s,
+    roofline_model,
     scaled_model,
     waves,
 )
@@ -86,19 +88,46 @@ def test_doubling_bandwidth_speeds_only_memory_bound_kernels(a100: GPUSpec) -> N
 def test_doubling_sms_halves_the_waves(a100: GPUSpec) -> None:
     records = synthetic_records(a100)
     model = scaled_model(a100, records=records)
-    # Twice the SMs with the same per-SM rate: every total peak doubles too.
-    big = a100.replace(
-        sm_count=216, peak_fp32_flop_per_s=2 * a100.peak_fp32_flop_per_s,
-        peak_tf32_tensor_flop_per_s=2 * a100.peak_tf32_tensor_flop_per_s,
-        peak_fp16_tensor_flop_per_s=2 * a100.peak_fp16_tensor_flop_per_s,
-        peak_bf16_tensor_flop_per_s=2 * a100.peak_bf16_tensor_flop_per_s)
+    # Twice the SMs with the same per-SM rate: replace() doubles every total peak too.
+    big = a100.replace(sm_count=216)
+    assert big.peak_tf32_tensor_flop_per_s == pytest.approx(2 * a100.peak_tf32_tensor_flop_per_s)
     comp = compute_bound()
     assert waves(comp, a100) == 8 and waves(comp, big) == 4
     ratio = isolated_time_s(comp, big, model) / isolated_time_s(comp, a100, model)
     assert ratio == pytest.approx(0.5, rel=0.05)
-    # A memory-bound kernel cannot beat its bytes at the (unchanged) bandwidth.
+    # A memory-bound kernel at the (unchanged) bandwidth keeps its time.
     mem = memory_bound()
-    assert isolated_time_s(mem, big, model) >= physical_floor_s(mem, big)
+    assert isolated_time_s(mem, big, model) == pytest.approx(
+        isolated_time_s(mem, a100, model), rel=0.01)
+
+
+def test_memory_part_scales_with_bandwidth_not_sms(a100: GPUSpec) -> None:
+    """A kernel measured at twice its memory floor: SMs do not help it, bandwidth does.
+
+    (Scaling its whole time by the wave ratio, as Habitat does, made it ~2x faster on twice
+    the SMs: down to its floor at the same bandwidth.)
+    """
+    origin = roofline_model(efficiency={"elementwise": (0.5, 0.5)})
+    model = scaled_model(a100, origin_model=origin)
+    mem = memory_bound()
+    base = isolated_time_s(mem, a100, model)
+    assert base == pytest.approx(2 * memory_floor_s(mem, a100), rel=0.01)
+    assert waves(mem, a100.replace(sm_count=216)) < waves(mem, a100)
+    more_sms = isolated_time_s(mem, a100.replace(sm_count=216), model)
+    assert more_sms == pytest.approx(base, rel=0.01)
+    fewer_sms = isolated_time_s(mem, a100.replace(sm_count=54), model)
+    assert fewer_sms == pytest.approx(base, rel=0.01)
+    more_bw = isolated_time_s(mem, a100.replace(dram_bw_Bps=2 * a100.dram_bw_Bps), model)
+    assert more_bw == pytest.approx(base / 2, rel=0.01)
+    # The compute-bound kernel: SMs halve it, bandwidth leaves it, half the clock doubles it.
+    comp = compute_bound()
+    base = isolated_time_s(comp, a100, model)
+    assert isolated_time_s(comp, a100.replace(sm_count=216), model) == pytest.approx(
+        base / 2, rel=0.03)
+    assert isolated_time_s(comp, a100.replace(dram_bw_Bps=2 * a100.dram_bw_Bps), model) \
+        == pytest.approx(base, rel=0.03)
+    assert isolated_time_s(comp, a100.replace(clock_hz=a100.clock_hz / 2), model) \
+        == pytest.approx(2 * base, rel=0.03)
 
 
 def test_scaling_across_presets_respects_floors(a100: GPUSpec, h100: GPUSpec,

@@ -155,11 +155,21 @@ def test_unreadable_traces(tmp_path: Path) -> None:
         parse_trace({"events": []})
 
 
-def test_zero_duration_kernels_are_counted_not_recorded(tmp_path: Path) -> None:
+def test_zero_duration_kernels_are_counted_not_recorded(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _mutated(tmp_path, lambda d: next(
         e for e in d["traceEvents"] if e.get("cat") == "kernel").update(dur=0))
     result = parse_trace(path)
     assert (len(result.kernels), result.summary.n_zero_duration) == (5, 1)
+    assert result.summary.to_dict()["n_zero_duration"] == 1
+    # The CLI says so, in its text summary and its JSON.
+    out = tmp_path / "calib.json"
+    assert main(["calibrate", "ingest", str(path), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "5 kernels" in text and "1 zero-duration kernels dropped" in text
+    assert main(["calibrate", "ingest", str(path), "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["records"], report["summary"]["n_zero_duration"]) == (5, 1)
 
 
 def test_classify_kernel() -> None:
@@ -180,6 +190,57 @@ def test_classify_kernel() -> None:
                            ["Optimizer.step#SGD.step", "aten::add_"]) is KernelKind.OPTIMIZER
     assert classify_kernel("mystery_kernel", "aten::max_pool2d") is KernelKind.POOLING
     assert classify_kernel("mystery_kernel") is KernelKind.ELEMENTWISE
+
+
+# Kernel names as the RTX 2080 Ti ResNet-18 and A100 ResNet-50 traces in
+# shared/reference/traces record them, with the op that encloses each there.
+_CONV = "aten::cudnn_convolution"
+_BWD = "aten::convolution_backward"
+
+
+@pytest.mark.parametrize(("name", "op", "kind"), [
+    # Offset/index tables for implicit GEMM: elementwise, whatever the enclosing conv pass.
+    ("void cask_cudnn::computeOffsetsKernel<false, false>(cask_cudnn::ComputeOffsetsParams)",
+     _CONV, KernelKind.ELEMENTWISE),
+    ("void cask_cudnn_infer::computeOffsetsKernel<false, false>(cask_cudnn_infer::"
+     "ComputeOffsetsParams)", _CONV, KernelKind.ELEMENTWISE),
+    ("cask_cudnn::computeWgradBOffsetsKernel(cask_cudnn::ComputeWgradBOffsetsParams)", _BWD,
+     KernelKind.ELEMENTWISE),
+    ("cask_cudnn::computeWgradSplitKOffsetsKernel(cask_cudnn::ComputeSplitKOffsetsParams)",
+     _BWD, KernelKind.ELEMENTWISE),
+    ("void cudnn::ops::scalePackedTensor_kernel<float, float>(long, float*, float)", _BWD,
+     KernelKind.ELEMENTWISE),
+    # Split-K reductions: reduction, not the GEMM / wgrad kind.
+    ("void splitKreduce_kernel<32, 16, int, float, float, float, float, true, false, false>"
+     "(cublasLt::cublasSplitKParams<float>)", "aten::mm", KernelKind.REDUCTION),
+    ("void cublasLt::splitKreduce_kernel<32, 16, int, float, float, float, float, true, "
+     "true, false>(cublasLt::cublasSplitKParams<float>)", "aten::addmm",
+     KernelKind.REDUCTION),
+    ("void cutlass_cudnn_train::Kernel<cutlass_cudnn_train::reduction::kernel::"
+     "ReduceSplitK<cutlass_cudnn_train::MatrixShape<4, 64>>>(Params)", _BWD,
+     KernelKind.REDUCTION),
+    ("void cudnn::cnn::reduce_wgrad_nchw_helper<float, float>(void*, void const*, float, "
+     "int, int)", _BWD, KernelKind.REDUCTION),
+    # The pass's main kernels keep their kind ("splitK" in a conv kernel's name is not a
+    # reduction; winograd transforms do part of the convolution's math).
+    ("cudnn_turing_scudnn_128x64_stridedB_splitK_xregs_large_nn_v1", _BWD,
+     KernelKind.CONV_DGRAD),
+    ("cudnn_volta_scudnn_128x64_relu_xregs_large_nn_v1", _CONV, KernelKind.CONV_FWD),
+    ("void cudnn::winograd_nonfused::winogradForwardData4x4<float, float>(Params)", _CONV,
+     KernelKind.CONV_FWD),
+    ("void cudnn::winograd::generateWinogradTilesKernel<0, float, float>(Params)", _BWD,
+     KernelKind.CONV_DGRAD),
+    ("void cudnn::winograd_nonfused::winogradWgradData4x4<float, float>(Params)", _BWD,
+     KernelKind.CONV_WGRAD),
+    ("void wgrad_alg0_engine<float, 128, 6, 7, 3, 3, 5, false, 512>(int)", _BWD,
+     KernelKind.CONV_WGRAD),
+    ("volta_sgemm_64x64_nn", _CONV, KernelKind.CONV_FWD),
+    ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float>>(Op)", "aten::mean",
+     KernelKind.REDUCTION),
+])
+def test_library_helper_kernels_are_classified_by_what_they_do(
+        name: str, op: str, kind: KernelKind) -> None:
+    assert classify_kernel(name, op) is kind
 
 
 def test_cli_ingest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -93,8 +93,8 @@ def test_timeline_comparison(results: dict[str, SimResult], tmp_path: Path) -> N
     assert fig.axes[-1].get_xlim()[1] == pytest.approx(span)
 
 
-def test_kernel_timeline_one_panel(results: dict[str, SimResult], tmp_path: Path) -> None:
-    fig = plots.kernel_timeline(results["concurrent"])
+def test_timeline_of_one_run(results: dict[str, SimResult], tmp_path: Path) -> None:
+    fig = plots.timeline_comparison({"concurrent": results["concurrent"]})
     _check(fig, tmp_path, "stream")
     assert len(fig.axes) == 1
 

@@ -190,6 +190,30 @@ def test_markdown_table() -> None:
                                  "| 2 | 0.0123 |", "| 3 | 1.00 |", "| x | 25.6 |"]
 
 
+def test_cli_table_lists_artifacts_and_skips(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    canned = {"artifacts": [{"kind": "figure", "name": "waves",
+                             "files": ["figures/waves.png", "figures/waves.pdf"],
+                             "description": "d"}],
+              "skipped": [{"name": "measured_vs_simulated", "reason": "no data committed"}],
+              "wall_s": 1.5}
+    calls = []
+
+    def fake(out: str, **kwargs: Any) -> dict[str, Any]:
+        calls.append((out, kwargs))
+        return canned
+
+    monkeypatch.setattr("sim.cli.reproduce.reproduce", fake)
+    assert main(["reproduce", "--out", "somewhere", "--gpu", "a100", "--set", "sm_count=64",
+                 "--no-progress"]) == 0
+    assert calls == [("somewhere", {"gpu": "a100", "overrides": ["sm_count=64"],
+                                    "quick": False, "progress": False})]
+    out = capsys.readouterr().out
+    assert "figures/waves.png, figures/waves.pdf" in out
+    assert "skipped measured_vs_simulated: no data committed" in out
+    assert "wrote 1 artifacts and summary.json to somewhere in 1.5 s" in out
+
+
 def test_bad_gpu_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["reproduce", "--gpu", "h101", "--out", str(tmp_path), "--quick"]) == 2
     assert "unknown GPU 'h101'" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -441,3 +442,159 @@ def test_resnet50_and_inception_look_like_library_launches(
             assert k.threads == 128
         if k.kind is KernelKind.NORMALIZATION:
             assert k.threads in (128, 512)
+
+
+# ---------------------------------------------------------------------- review fixes
+@pytest.mark.parametrize("net", ["resnet50", "resnet18", "mobilenet_v2"])
+def test_fused_kernels_depend_on_every_input_of_what_they_fuse(net: str, h100: GPUSpec) -> None:
+    graph = build(net, batch=2)
+    kg = lower(graph, h100, precision="fp16", fusion="inference")
+    fused = kg.graph["fused"]
+    assert fused and all(graph.nodes[conv]["layer"].op is OpType.CONV2D
+                         for conv in fused.values())
+    if net == "resnet50":
+        # The residual add of layer1.0 reads the downsample branch: conv3 must wait for it.
+        assert fused["layer1.0.add"] == "layer1.0.conv3"
+        assert kg.nodes["layer1.0.conv3"]["kernel"].library_name.endswith("+bn+add+relu")
+        assert nx.has_path(kg, "layer1.0.downsample.0", "layer1.0.conv3")
+    kernels_of: dict[str, list[str]] = {}
+    for name, data in kg.nodes(data=True):
+        kernels_of.setdefault(data["layer"], []).append(name)
+    for layer, conv in fused.items():
+        conv_exit = kernels_of[conv][-1]
+        before = nx.ancestors(kg, conv_exit) | {conv_exit}
+        # Every kernel any input of the fused-away layer needs runs before the fused conv ends.
+        for ancestor in nx.ancestors(graph, layer):
+            missing = set(kernels_of.get(ancestor, ())) - before
+            assert not missing, (layer, conv, ancestor, missing)
+    # Node order stays a valid single-stream program (every edge points forward).
+    index = {n: i for i, n in enumerate(kg.nodes)}
+    assert all(index[u] < index[v] for u, v in kg.edges)
+    assert [k.name for k in kernels_in_order(kg)] == list(kg.nodes)
+
+
+def _provenance(preset: str) -> Provenance:
+    return Provenance(gpu_name="NVIDIA A100", driver="unknown", cuda="unknown", libraries={},
+                      date="unknown", script="test", args=(), gpu_preset=preset)
+
+
+def _fprop_record(name: str, dtype: str, tensor_cores: bool, duration_s: float,
+                  ) -> CalibrationRecord:
+    return CalibrationRecord(
+        library_name=name, kind=KernelKind.CONV_FWD, grid=(7, 8, 1), block=(128, 1, 1),
+        regs_per_thread=100, smem_per_block_B=4096, duration_s=duration_s,
+        layer_name="layer1.0.conv2", phase="forward", dtype=dtype, tensor_cores=tensor_cores)
+
+
+def test_calibration_records_apply_only_at_their_precision(a100: GPUSpec) -> None:
+    fp32 = _fprop_record("recorded_sgemm", "fp32", False, 4e-5)
+    bf16 = _fprop_record("recorded_bf16_xmma", "bf16", True, 9e-5)  # longer: picked if mixed
+    both = CalibrationSet(_provenance("a100"), (bf16, fp32))
+    graph = build("resnet50", batch=4)
+    k32 = _main_kernel(lower(graph, a100, precision="fp32", calibration=both), "layer1.0.conv2")
+    assert (k32.library_name, k32.measured_time_s, k32.dtype, k32.tensor_cores) == (
+        "recorded_sgemm", 4e-5, "fp32", False)
+    k16 = _main_kernel(lower(graph, a100, precision="bf16", calibration=both), "layer1.0.conv2")
+    assert (k16.library_name, k16.measured_time_s, k16.dtype, k16.tensor_cores) == (
+        "recorded_bf16_xmma", 9e-5, "bf16", True)
+    # Only a bf16 record: the fp32 kernel keeps lowering's own configuration.
+    only_bf16 = CalibrationSet(_provenance("a100"), (bf16,))
+    plain = _main_kernel(lower(graph, a100, precision="fp32"), "layer1.0.conv2")
+    kept = _main_kernel(lower(graph, a100, precision="fp32", calibration=only_bf16),
+                        "layer1.0.conv2")
+    assert kept == plain and kept.measured_time_s is None
+
+
+def test_precision_is_checked_once_against_the_spec_list(h100: GPUSpec) -> None:
+    from gpu_models.spec import PRECISIONS
+    from workloads.layers import DTYPE_BYTES
+    from workloads.lowering import STORAGE_BYTES, check_precision, math_for
+
+    graph = build("resnet18", batch=1)
+    expected = "expected one of " + ", ".join(PRECISIONS)
+    for call in (lambda: lower(graph, h100, precision="fp8"),
+                 lambda: lower_layer(gemm_layer(8, 8, 8), h100, precision="fp8"),
+                 lambda: math_for(h100, "fp8"), lambda: check_precision("fp8")):
+        with pytest.raises(GpusimError, match=f"unknown precision 'fp8'; {expected}"):
+            call()
+    assert tuple(STORAGE_BYTES) == PRECISIONS
+    assert all(STORAGE_BYTES[p] == DTYPE_BYTES[p] for p in DTYPE_BYTES)
+    assert STORAGE_BYTES["tf32"] == DTYPE_BYTES["fp32"]
+
+
+def test_kernel_shapes_are_read_only() -> None:
+    shapes = lowering_ops.kernel_shapes()
+    with pytest.raises(TypeError):
+        shapes["elementwise"]["threads"] = 1  # type: ignore[index]
+    with pytest.raises(TypeError):
+        shapes["new"] = {}  # type: ignore[index]
+    assert isinstance(shapes["multi_tensor_apply"]["max_tensors"], tuple)
+    assert lowering_ops.kernel_shapes() is shapes and shapes["elementwise"]["threads"] == 128
+
+
+def test_cli_op_rejects_zero_stride_kernel_and_negative_padding(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["op", "conv2d", "--batch", "1", "--in", "3,8,8", "--out", "8"]
+    for extra, option in ((["--kernel", "3", "--stride", "0"], "--stride"),
+                          (["--kernel", "0"], "--kernel"),
+                          (["--kernel", "3", "--pad", "-1"], "--pad"),
+                          (["--kernel", "3", "--batch", "0"], "--batch"),
+                          (["--kernel", "3", "--in", "3,0,8"], "--in")):
+        with pytest.raises(SystemExit) as exit_:
+            main(base + extra)
+        assert exit_.value.code == 2, extra
+        err = capsys.readouterr().err
+        assert f"argument {option}" in err and "Traceback" not in err
+    # Errors past the argument parser name the layer, not a "workload".
+    assert main([*base, "--kernel", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "layer 'conv'" in err and "workload" not in err
+    for call, what in ((lambda: conv_layer(1, (3, 8, 8), 8, (3, 3), stride=(0, 1)), "stride"),
+                       (lambda: conv_layer(0, (3, 8, 8), 8, (3, 3)), "batch"),
+                       (lambda: conv_layer(1, (3, 8, 8), 0, (3, 3)), "out_channels"),
+                       (lambda: gemm_layer(0, 8, 8), "GEMM shape")):
+        with pytest.raises(GpusimError, match=f"layer '(conv|gemm)': {what}"):
+            call()
+
+
+def test_cli_op_cost_models_come_from_the_registry() -> None:
+    import argparse
+
+    from gpu_models.cost import list_cost_models
+    from sim.cli import build_parser
+
+    def sub(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return action.choices[name]
+
+    for form in ("conv2d", "gemm"):
+        parser = sub(sub(build_parser(), "op"), form)
+        cost = next(a for a in parser._actions if a.dest == "cost_model")
+        assert tuple(cost.choices) == list_cost_models()
+
+
+def test_cli_op_huge_gemm_is_timed_analytically_and_quickly(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    from sim.cli.op import ENGINE_BLOCK_CAP, predicted_time_s
+
+    start = time.perf_counter()
+    assert main(["op", "gemm", "--m", "100000000", "--n", "100000", "--k", "100000",
+                 "--gpu", "h100", "--json"]) == 0
+    assert time.perf_counter() - start < 10
+    out = json.loads(capsys.readouterr().out)
+    assert out["timing"] == "analytic" and sum(k["blocks"] for k in out["kernels"]) > 1e8
+    assert out["time_us"] == pytest.approx(sum(k["isolated_time_us"] for k in out["kernels"]))
+    assert main(["op", "gemm", "--m", "100000000", "--n", "100000", "--k", "100000"]) == 0
+    assert "analytic" in capsys.readouterr().out
+    # Below the cap the engine times it, and for one kernel both give the same time.
+    h100 = load_preset("h100")
+    roofline = get_cost_model("roofline")
+    kernels = lower_layer(gemm_layer(4096, 4096, 4096), h100)
+    assert sum(k.blocks for k in kernels) <= ENGINE_BLOCK_CAP
+    engine_s, timing = predicted_time_s(kernels, h100, roofline)
+    assert timing == "engine"
+    big = [dataclasses.replace(k, grid=(ENGINE_BLOCK_CAP + 1, 1, 1)) for k in kernels]
+    analytic_s, timing = predicted_time_s(big, h100, roofline)
+    assert timing == "analytic" and analytic_s > engine_s

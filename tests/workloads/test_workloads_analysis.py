@@ -103,7 +103,7 @@ def test_antichain_is_fast_on_big_training_graphs(name: str) -> None:
 def test_inference_analysis_values() -> None:
     chain = analyze(workloads.build("vgg16"))
     assert chain.max_conv_antichain == 1 and chain.max_width == 1
-    assert chain.critical_path_ops == chain.ops
+    assert chain.critical_path_ops == chain.kernel_ops == chain.ops - 1  # flatten: a view
     goog = analyze(workloads.build("googlenet", batch=8))
     assert goog.max_conv_antichain == 4  # the four branches of an Inception module
     assert goog.params == 6_624_904 and goog.phase == "inference" and goog.batch == 8
@@ -127,3 +127,28 @@ def test_parallelism_profile_splits_forward_and_backward() -> None:
     n_fwd = sum(1 for _, lay in g.nodes(data="layer")
                 if lay.phase in ("forward", "loss") and not lay.is_view)
     assert sum(fwd.ops_per_level) == n_fwd
+
+
+@pytest.mark.parametrize("name", ["vgg16", "googlenet", "resnet18"])
+def test_analysis_and_profile_count_ops_alike(name: str) -> None:
+    # Inference graphs are all forward: the profile's one part is the whole graph, so the
+    # level widths of `gpusim graph` must be the profile's, views (flatten) left out of both.
+    inference = analyze(workloads.build(name))
+    (forward,) = inference.profile
+    assert inference.width_per_level == forward.ops_per_level
+    assert inference.max_width == forward.max_ops
+    training = workloads.build(name, phase="training")
+    result = analyze(training)
+    assert sum(result.width_per_level) == result.kernel_ops < result.ops  # views: add/cat bwd
+    assert result.critical_path_ops <= result.kernel_ops
+
+
+def test_critical_path_in_ops_skips_views() -> None:
+    # conv -> flatten (a view) -> linear: two ops that launch kernels on the longest chain.
+    g = nx.DiGraph(name="t")
+    for i, op in enumerate((OpType.CONV2D, OpType.FLATTEN, OpType.LINEAR)):
+        g.add_node(f"n{i}", layer=Layer(name=f"n{i}", op=op, inputs=((1, 1),), output=(1, 1)))
+    g.add_edges_from([("n0", "n1"), ("n1", "n2")])
+    result = analyze(g)
+    assert result.critical_path_ops == 2 and result.kernel_ops == 2
+    assert result.width_per_level == (1, 0, 1) == result.profile[0].ops_per_level

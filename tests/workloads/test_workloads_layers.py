@@ -118,3 +118,24 @@ def test_validate_graph_rejects_cycles_and_bad_edges() -> None:
     g.add_node("orphan")
     with pytest.raises(GpusimError, match=r"'orphan' has no Layer"):
         validate_graph(g)
+
+
+def test_zero_stride_kernel_or_dilation_is_an_error_naming_the_layer() -> None:
+    b = GraphBuilder("t", batch=1)
+    x = b.input((1, 3, 16, 16))
+    for kwargs, what in (({"stride": 0}, "stride"), ({"stride": (1, 0)}, "stride"),
+                         ({"dilation": 0}, "dilation"), ({"padding": -1}, "padding")):
+        with pytest.raises(GpusimError, match=f"layer 'c': {what} must be >= "):
+            b.conv2d(x, 8, 3, name="c", **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(GpusimError, match="layer 'c': kernel must be >= 1"):
+        b.conv2d(x, 8, 0, name="c")
+    with pytest.raises(GpusimError, match="layer 'c': out_channels must be a positive int"):
+        b.conv2d(x, 0, 3, name="c")
+    with pytest.raises(GpusimError, match="layer 'c': groups must be a positive int"):
+        b.conv2d(x, 8, 3, groups=0, name="c")
+    with pytest.raises(GpusimError, match="layer 'p': stride must be >= 1"):
+        b.maxpool(x, 2, 0, name="p")
+    with pytest.raises(GpusimError, match="layer 'p': kernel must be >= 1"):
+        b.avgpool(x, 0, name="p")
+    with pytest.raises(GpusimError, match=r"stride=0"):
+        conv_output_size(16, 3, 0, 1)

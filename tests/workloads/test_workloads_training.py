@@ -187,3 +187,49 @@ def test_weight_shapes_agree_across_forward_and_gradients() -> None:
             assert _layer(g, f"{v}.dgrad").weight_shape == shape
         bias = shape[0] if layer.bias else 0
         assert math.prod(shape) + bias == layer.params
+
+
+def test_maxpool_backward_reads_int64_indices_whatever_the_dtype() -> None:
+    for dtype, d in (("fp32", 4), ("fp16", 2), ("bf16", 2)):
+        g = workloads.build("resnet18", batch=2, phase="training", dtype=dtype)
+        bwd = _layer(g, "maxpool.bwd")
+        y = _layer(g, "maxpool").output
+        # gradient in the layer's dtype + one 8-byte index per pooled element
+        assert bwd.bytes_read == math.prod(y) * (d + 8), dtype
+        assert bwd.bytes_written == math.prod(_layer(g, "maxpool").inputs[0]) * d
+
+
+def _parameter_free_graph() -> nx.DiGraph:
+    from workloads.graph import GraphBuilder
+
+    b = GraphBuilder("pool_only", batch=2, training=True)
+    x = b.input((2, 3, 8, 8))
+    b.output(b.flatten(b.maxpool(x, 2, name="pool"), name="flatten"))
+    return b.finish()
+
+
+@pytest.mark.parametrize("optimizer", ["per_layer", "step"])
+def test_a_graph_without_parameters_gets_no_optimizer_op(optimizer: str) -> None:
+    from workloads.training import make_training_graph
+
+    g = make_training_graph(_parameter_free_graph(), optimizer=optimizer)
+    assert g.graph["optimizer"] == optimizer
+    assert not [n for n in g if _layer(g, n).phase == "optimizer"]
+    assert "pool.bwd" in g and "loss.bwd" in g
+
+
+def test_inconsistent_parameters_are_a_clean_error() -> None:
+    import dataclasses
+
+    from workloads.graph import GraphBuilder
+    from workloads.training import make_training_graph
+
+    b = GraphBuilder("t", batch=1, training=True)
+    x = b.input((1, 3, 8, 8))
+    y = b.conv2d(x, 4, 3, name="conv")
+    b.output(b.linear(b.flatten(y, name="flatten"), 10, name="fc"))
+    g = b.finish()
+    layer = g.nodes["conv"]["layer"]
+    g.nodes["conv"]["layer"] = dataclasses.replace(layer, params=layer.params + 1)
+    with pytest.raises(GpusimError, match=r"layer 'conv': .*parameters do not match"):
+        make_training_graph(g)

@@ -24,7 +24,8 @@ dependencies through.
 Nodes are added in eager launch order (the layer graph's node order: forward in module
 order, backward as autograd runs it), so ``list(kg.nodes)`` is the single-stream program.
 ``graph.graph`` keeps ``workload``, ``batch``, ``resolution``, ``phase``, ``precision``,
-``fusion``, ``layout`` and ``gpu``.
+``fusion``, ``layout``, ``gpu`` and ``fused`` (each layer fused away -> the convolution it
+runs in; empty without fusion).
 
 Layout: ``layout="nchw"`` (default, PyTorch's default memory format) adds the NCHW <-> NHWC
 copies cuDNN launches around tensor-op convolution kernels and runs 1x1 convolutions as
@@ -34,14 +35,19 @@ Fusion: ``fusion="eager"`` (default) is what eager PyTorch launches: conv, batch
 ReLU as separate kernels. ``fusion="inference"`` (inference graphs only) is what TensorRT or
 cuDNN's fusion runtime does: a batch norm that follows a convolution is folded into its
 weights, and a following ReLU/ReLU6 and a residual add (with its ReLU) run in the
-convolution's epilogue; those layers launch nothing. Such runtimes keep tensors in NHWC:
-combine it with ``layout="nhwc"`` for an engine without layout copies.
+convolution's epilogue; those layers launch nothing. A fused residual add reads the add's
+other input, so the fused convolution depends on that input's producer too (ResNet's
+``layer1.0.conv3`` runs ``+bn+add+relu`` after ``layer1.0.downsample.0``) and, as such a
+runtime orders it, launches after it. Such runtimes keep tensors in NHWC: combine it with
+``layout="nhwc"`` for an engine without layout copies.
 
 Calibration: where calibration data (:mod:`gpu_models.calibration`) recorded the kernel a
 library actually launched for a layer on this GPU (same preset, the layer's name, the
-pass's kernel kind), the GEMM kernel of that layer takes the recorded launch configuration
-(grid, threads, registers, shared memory, library name) and its measured duration; FLOPs
-and bytes stay lowering's. Lowering needs no calibration data.
+pass's kernel kind, and the same dtype and math units -- tensor cores or not -- as the
+lowered kernel: a bf16 measurement says nothing about an fp32 kernel), the GEMM kernel of
+that layer takes the recorded launch configuration (grid, threads, registers, shared
+memory, library name) and its measured duration; FLOPs and bytes stay lowering's.
+Lowering needs no calibration data.
 
 :func:`~workloads.lowering.compare.compare_to_trace` checks a kernel graph against the
 kernels of an ingested profiler trace (counts by kind; per-layer launch configurations).
@@ -50,7 +56,8 @@ kernels of an ingested profiler trace (counts by kind; per-layer launch configur
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import networkx as nx
 
@@ -65,11 +72,14 @@ from workloads.lowering.ops import (
     CONV_PASSES,
     LAYOUTS,
     STORAGE_BYTES,
+    Context,
     GemmShape,
+    check_options,
     conv_layer,
     gemm_layer,
     gemm_shape,
     is_depthwise,
+    layer_kernels,
     lower_layer,
     multi_tensor_launches,
     param_tensors,
@@ -77,6 +87,7 @@ from workloads.lowering.ops import (
 from workloads.lowering.tiles import (
     Tile,
     TileChoice,
+    check_precision,
     load_table,
     math_for,
     select_tile,
@@ -102,37 +113,36 @@ def lower(
     """
     if fusion not in FUSIONS:
         raise GpusimError(f"fusion must be one of {', '.join(FUSIONS)} (got {fusion!r})")
-    if precision not in STORAGE_BYTES:
-        raise GpusimError(f"unknown precision {precision!r}; expected one of "
-                          f"{', '.join(STORAGE_BYTES)}")
-    if layout not in LAYOUTS:
-        raise GpusimError(f"layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
+    # The one precision/layout check of the whole lowering: the rules below trust them.
+    check_options(precision, layout)
+    ctx = Context(gpu, precision, layout)
     meta = graph.graph
     if fusion == "inference" and meta.get("phase") == "training":
         raise GpusimError("fusion='inference' folds batch norm into convolutions: it applies "
                           "to inference graphs, not training graphs")
     sets = _calibration_sets(calibration, gpu)
-    epilogues, fused = _fusion_plan(graph) if fusion == "inference" else ({}, set())
+    plan = _fusion_plan(graph) if fusion == "inference" else _FusionPlan()
 
     kg = nx.DiGraph()
     kg.graph.update(
         workload=meta.get("name", ""), batch=meta.get("batch"),
         resolution=meta.get("resolution"), phase=meta.get("phase", "inference"),
         precision=precision, fusion=fusion, layout=layout, gpu=gpu.name,
+        fused=dict(plan.owner),
     )
     exits: dict[str, tuple[str, ...]] = {}
-    for node in _program_order(graph):
+    for node in _program_order(_with_extra_inputs(graph, plan.extra_inputs)):
         layer: Layer = graph.nodes[node]["layer"]
         deps: list[str] = []
-        for pred in graph.predecessors(node):
+        # A conv with a fused residual add also reads the add's other input(s).
+        for pred in (*graph.predecessors(node), *plan.extra_inputs.get(node, ())):
             deps.extend(d for d in exits[pred] if d not in deps)
-        if node in fused:
+        if node in plan.owner:
             kernels: list[KernelSpec] = []
         else:
             try:
-                kernels = lower_layer(
-                    layer, gpu, precision=precision, layout=layout,
-                    epilogue=epilogues.get(node, ""),
+                kernels = layer_kernels(
+                    layer, ctx, epilogue=plan.epilogues.get(node, ""),
                     tensor_elems=(_sgd_tensors(graph, node, layer)
                                   if layer.op is OpType.SGD_UPDATE else None))
             except GpusimError as exc:
@@ -190,10 +200,35 @@ _FUSABLE: dict[OpType, str] = {
 }
 
 
-def _fusion_plan(graph: nx.DiGraph) -> tuple[dict[str, str], set[str]]:
-    """Convs with their epilogue label, and the layers fused into them (launching nothing)."""
+@dataclass(frozen=True)
+class _FusionPlan:
+    """What ``fusion="inference"`` fuses (empty: nothing)."""
+
+    #: conv -> its epilogue label (``"+bn+add+relu"``).
+    epilogues: Mapping[str, str] = field(default_factory=dict)
+    #: layer fused away -> the conv it runs in.
+    owner: Mapping[str, str] = field(default_factory=dict)
+    #: conv -> the other inputs of the residual add fused into it (it reads them too).
+    extra_inputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _with_extra_inputs(graph: nx.DiGraph, extra: Mapping[str, tuple[str, ...]],
+                       ) -> nx.DiGraph:
+    """``graph``'s structure plus an edge from each extra input to the conv reading it."""
+    if not extra:
+        return graph
+    order = nx.DiGraph()
+    order.add_nodes_from(graph)
+    order.add_edges_from(graph.edges)
+    order.add_edges_from((p, conv) for conv, inputs in extra.items() for p in inputs)
+    return order
+
+
+def _fusion_plan(graph: nx.DiGraph) -> _FusionPlan:
+    """Convs with their epilogue label, the layers fused into them, their extra inputs."""
     owner: dict[str, str] = {}        # layer -> the conv whose output it now is
     epilogue: dict[str, list[str]] = {}
+    extra: dict[str, tuple[str, ...]] = {}
 
     for node in nx.topological_sort(graph):
         layer: Layer = graph.nodes[node]["layer"]
@@ -217,11 +252,16 @@ def _fusion_plan(graph: nx.DiGraph) -> tuple[dict[str, str], set[str]]:
             continue
         if tag in ("relu", "relu6") and done and done[-1] in ("relu", "relu6"):
             continue
+        if tag == "add":
+            # The epilogue reads the add's other input: the conv now depends on its producer
+            # (ResNet: the downsample branch). No cycle: every path out of the conv runs
+            # through its single-consumer chain into this add.
+            extra[conv] = tuple(p for p in preds if p != candidates[0])
         owner[node] = conv
         done.append(tag)
-    fused = {n for n, c in owner.items() if n != c}
+    fused = {n: c for n, c in owner.items() if n != c}
     labels = {c: "+" + "+".join(ops) for c, ops in epilogue.items() if ops}
-    return labels, fused
+    return _FusionPlan(labels, fused, extra)
 
 
 # ---------------------------------------------------------------------- optimizer
@@ -254,28 +294,33 @@ def _calibrated(kernel: KernelSpec, layer: Layer, gpu: GPUSpec,
                 sets: Sequence[CalibrationSet]) -> KernelSpec:
     if kernel.kind not in _MAIN_KINDS:
         return kernel
-    record = _recorded_launch(layer, kernel.kind, sets)
+    record = _recorded_launch(layer, kernel, sets)
     if record is None:
         return kernel
     if launch_failure(gpu, record.threads, record.regs_per_thread, record.smem_per_block_B):
         return kernel
+    # dtype and tensor cores already agree (see _recorded_launch).
     return dataclasses.replace(
         kernel, grid=record.grid, threads=record.threads,
         regs_per_thread=record.regs_per_thread, smem_per_block_B=record.smem_per_block_B,
         library_name=record.library_name, measured_time_s=record.duration_s,
-        tensor_cores=record.tensor_cores, dtype=record.dtype,
     )
 
 
-def _recorded_launch(layer: Layer, kind: KernelKind, sets: Sequence[CalibrationSet],
+def _recorded_launch(layer: Layer, kernel: KernelSpec, sets: Sequence[CalibrationSet],
                      ) -> CalibrationRecord | None:
-    """The longest recorded kernel of ``kind`` for this layer (first step that has one)."""
+    """The longest recorded kernel like ``kernel`` for this layer (first step that has one).
+
+    Like: the same kind, dtype and math units (tensor cores or not); a launch measured at
+    another precision chose its own kernel and ran for its own time.
+    """
     forward_name = layer.forward_of or layer.name
     phase = "backward" if layer.phase == "backward" else "forward"
     batch = layer.inputs[0][0] if layer.inputs else None
     for calibration_set in sets:
         hits = [r for r in calibration_set.for_layer(forward_name)
-                if r.kind is kind and r.phase in ("", phase)
+                if r.kind is kernel.kind and r.dtype == kernel.dtype
+                and r.tensor_cores == kernel.tensor_cores and r.phase in ("", phase)
                 and (r.batch is None or r.batch == batch)]
         if hits:
             step = hits[0].step
@@ -293,6 +338,7 @@ __all__ = [
     "Tile",
     "TileChoice",
     "TraceComparison",
+    "check_precision",
     "compare_to_trace",
     "conv_layer",
     "gemm_layer",

@@ -69,6 +69,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from types import MappingProxyType
 from typing import Any
 
 from gpu_models.errors import GpusimError
@@ -76,10 +77,12 @@ from gpu_models.kernel import KernelKind, KernelSpec
 from gpu_models.spec import PRECISIONS, GPUSpec
 from workloads.graph import GraphBuilder
 from workloads.layers import DTYPE_BYTES, Layer, OpType, numel
-from workloads.lowering.tiles import math_for, select_tile
+from workloads.lowering.tiles import check_precision, math_for, select_tile
 
-#: Bytes per element each precision stores activations and weights in.
-STORAGE_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2}
+#: Bytes per element each precision stores activations and weights in: the storage dtype's
+#: (:data:`workloads.layers.DTYPE_BYTES`); tf32 is a math mode on fp32 tensors.
+STORAGE_BYTES: Mapping[str, int] = MappingProxyType(
+    {p: DTYPE_BYTES["fp32" if p == "tf32" else p] for p in PRECISIONS})
 #: Split-K partial sums are accumulated in fp32.
 _PARTIAL_B = 4
 #: A 1x1 stride-1 conv on NCHW images of at least this many pixels runs as per-image GEMMs.
@@ -92,9 +95,23 @@ LAYOUTS: tuple[str, ...] = ("nchw", "nhwc")
 
 @functools.cache
 def kernel_shapes() -> Mapping[str, Mapping[str, Any]]:
-    """The non-GEMM kernel launch shapes (``gpu_models/data/tiles/kernels.toml``)."""
+    """The non-GEMM kernel launch shapes (``gpu_models/data/tiles/kernels.toml``).
+
+    Read-only (tables become mappingproxies, arrays tuples): the result is cached and
+    shared by every caller.
+    """
     path = resources.files("gpu_models") / "data" / "tiles" / "kernels.toml"
-    return tomllib.loads(path.read_text(encoding="utf-8"))
+    frozen: Mapping[str, Mapping[str, Any]] = _frozen(
+        tomllib.loads(path.read_text(encoding="utf-8")))
+    return frozen
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -118,19 +135,15 @@ class GemmShape:
 
 @dataclass(frozen=True)
 class Context:
-    """What every rule needs: the GPU, the precision and its derived values."""
+    """What every rule needs: the GPU, the precision and its derived values.
+
+    Not validated here: the public entries (:func:`workloads.lowering.lower`,
+    :func:`lower_layer`) check precision and layout once before building one.
+    """
 
     gpu: GPUSpec
     precision: str
     layout: str = "nchw"
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise GpusimError(f"unknown precision {self.precision!r}; expected one of "
-                              f"{', '.join(PRECISIONS)}")
-        if self.layout not in LAYOUTS:
-            raise GpusimError(f"layout must be one of {', '.join(LAYOUTS)} "
-                              f"(got {self.layout!r})")
 
     @property
     def elem_B(self) -> int:
@@ -149,6 +162,13 @@ class Context:
     def min_bytes(self, layer: Layer) -> float:
         """The layer's minimum DRAM traffic at this precision."""
         return layer.bytes * self.scale(layer)
+
+
+def check_options(precision: str, layout: str) -> None:
+    """:class:`GpusimError` for an unknown precision or layout (the public entries' check)."""
+    check_precision(precision)
+    if layout not in LAYOUTS:
+        raise GpusimError(f"layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
 
 
 def is_depthwise(layer: Layer) -> bool:
@@ -679,7 +699,14 @@ def lower_layer(layer: Layer, gpu: GPUSpec, *, precision: str = "fp32",
     per input shape). ``epilogue``: for a forward conv, the ops fused into its epilogue
     (``"+bn+relu"``); its bias then needs no separate kernel. View ops give ``[]``.
     """
-    ctx = Context(gpu, precision, layout)
+    check_options(precision, layout)
+    return layer_kernels(layer, Context(gpu, precision, layout), tensor_elems=tensor_elems,
+                         epilogue=epilogue)
+
+
+def layer_kernels(layer: Layer, ctx: Context, *, tensor_elems: Sequence[int] | None = None,
+                  epilogue: str = "") -> list[KernelSpec]:
+    """:func:`lower_layer` with a (validated) :class:`Context`."""
     if layer.is_view:
         return []
     if layer.op is OpType.SGD_UPDATE:
@@ -714,7 +741,15 @@ def conv_layer(
 ) -> Layer:
     """A stand-alone conv layer (or its data/weight gradient), as a training graph has it."""
     if pass_ not in CONV_PASSES:
-        raise GpusimError(f"conv pass must be one of {', '.join(CONV_PASSES)} (got {pass_!r})")
+        raise GpusimError(f"layer {name!r}: conv pass must be one of {', '.join(CONV_PASSES)} "
+                          f"(got {pass_!r})")
+    # Checked here so that errors name the layer (the builder would name a "workload").
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise GpusimError(f"layer {name!r}: batch must be a positive int, got {batch!r}")
+    if len(in_chw) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                               for v in in_chw):
+        raise GpusimError(f"layer {name!r}: input C,H,W must be three positive ints, "
+                          f"got {in_chw!r}")
     builder = GraphBuilder(name, batch=batch, dtype=dtype)
     x = builder.input((batch, *in_chw))
     builder.conv2d(x, out_channels, kernel, stride=stride, padding=padding, groups=groups,
@@ -740,7 +775,8 @@ def conv_layer(
 def gemm_layer(m: int, n: int, k: int, *, dtype: str = "fp32", name: str = "gemm") -> Layer:
     """A stand-alone ``M x N x K`` matrix product as a bias-free linear layer (M = batch)."""
     if min(m, n, k) < 1:
-        raise GpusimError(f"GEMM shape must be positive (got M={m}, N={n}, K={k})")
+        raise GpusimError(f"layer {name!r}: GEMM shape must be positive (got M={m}, N={n}, "
+                          f"K={k})")
     d = DTYPE_BYTES.get(dtype, 4)
     return Layer(name=name, op=OpType.LINEAR, inputs=((m, k),), output=(m, n), dtype=dtype,
                  params=n * k, macs=m * n * k, flops=2 * m * n * k,

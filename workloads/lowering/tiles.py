@@ -44,7 +44,7 @@ from typing import Any
 
 from gpu_models.errors import GpusimError
 from gpu_models.occupancy import launch_failure
-from gpu_models.spec import GPUSpec
+from gpu_models.spec import PRECISIONS, GPUSpec
 
 #: GEMM passes a tile can serve.
 PASSES: tuple[str, ...] = ("fprop", "dgrad", "wgrad", "gemm")
@@ -165,6 +165,13 @@ def table_for(gpu: GPUSpec) -> str:
     return "simt"
 
 
+def check_precision(precision: str) -> None:
+    """:class:`GpusimError` unless ``precision`` is one of ``gpu_models.spec.PRECISIONS``."""
+    if precision not in PRECISIONS:
+        raise GpusimError(f"unknown precision {precision!r}; expected one of "
+                          f"{', '.join(PRECISIONS)}")
+
+
 def math_for(gpu: GPUSpec, precision: str) -> str:
     """The math class a library uses for ``precision`` on ``gpu``.
 
@@ -177,11 +184,10 @@ def math_for(gpu: GPUSpec, precision: str) -> str:
         "tf32": gpu.peak_tf32_tensor_flop_per_s,
         "fp16": gpu.peak_fp16_tensor_flop_per_s,
         "bf16": gpu.peak_bf16_tensor_flop_per_s,
-    }
-    if precision not in tensor_peak:
-        raise GpusimError(f"unknown precision {precision!r}; expected one of "
-                          f"{', '.join(tensor_peak)}")
-    if tensor_peak[precision] <= 0:
+    }.get(precision)
+    if tensor_peak is None:
+        check_precision(precision)  # raises: the one message for an unknown precision
+    if not tensor_peak or tensor_peak <= 0:
         return "simt"
     return "tf32" if precision == "tf32" else "f16"
 
