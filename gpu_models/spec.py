@@ -21,13 +21,25 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from gpu_models.errors import GpusimError
 
 #: Precisions a cost model can ask a peak rate for.
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16")
+
+
+class _ReadOnlyDict(dict[str, str]):
+    """A dict that refuses changes but still pickles and deep-copies (process pools need it;
+    ``types.MappingProxyType`` does not pickle)."""
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("GPUSpec.sources is read-only; use GPUSpec.replace()")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, str]]]:
+        return (_ReadOnlyDict, (dict(self),))
 
 
 @dataclass(frozen=True)
@@ -107,8 +119,8 @@ class GPUSpec:
         if not isinstance(self.sources, Mapping):
             raise GpusimError(f"GPUSpec {self.name!r}: sources must be a table of field -> "
                               f"source (got {self.sources!r})")
-        # A read-only view: presets are cached and shared, so nobody may edit one in place.
-        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+        # Read-only: presets are cached and shared, so nobody may edit one in place.
+        object.__setattr__(self, "sources", _ReadOnlyDict(self.sources))
         _validate(self)
 
     # ------------------------------------------------------------------ derived values

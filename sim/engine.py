@@ -191,8 +191,9 @@ class Dispatcher:
                                           kernel.fp, self.sms)
         ids = counts.nonzero()[0]
         if len(ids):
-            taken = self.sms.allocate(kernel.fp, ids, counts[ids])
-            self._start(kernel, ids, counts[ids], taken)
+            placed = counts[ids]
+            taken = self.sms.allocate(kernel.fp, ids, placed)
+            self._start(kernel, ids, placed, taken)
         # Every per-resource limit drops by exactly the blocks placed (registers too: each
         # warp uses up one register slot), so no need to recompute them.
         limits -= counts
@@ -252,6 +253,8 @@ class Engine:
         # Set when a queue or a dependency changed (push, hand-over, completion): only then
         # can the false-dependency and resident-limit clocks change.
         self._queues_changed = True
+        # Set when blocks start or end: only then can busy SMs and occupancy change.
+        self._sms_changed = False
         self._memory_dirty = False
         self._memory_generation = 0
         self.events = 0
@@ -365,6 +368,7 @@ class Engine:
         self.running_blocks += blocks
         self.blocks_started += blocks
         self.groups += 1
+        self._sms_changed = True
         group = _Group(kernel, sm_ids, counts, taken, blocks, now)
         if kernel.demand_Bps > 0:
             self.dram.start(now, kernel.seq, blocks, kernel.demand_Bps,
@@ -397,6 +401,7 @@ class Engine:
         kernel = group.kernel
         now = self.env.now
         self.sms.release(group.sm_ids, group.taken)
+        self._sms_changed = True
         kernel.running -= group.blocks
         self.running_blocks -= group.blocks
         if self.record_blocks:
@@ -438,15 +443,17 @@ class Engine:
             at_limit = self.resident >= self.program.gpu.max_resident_grids and any(
                 (h := q.head()) is not None and not h.unmet() for q in self.queues)
             self.resident_limit.set(now, "on" if at_limit else None)
-        _append_step(self.busy_sms, now, float(self.sms.busy_count()))
-        warps = self.sms.resident_warps()
-        changed = (warps != self._last_warps).nonzero()[0]
-        if len(changed):
-            if self.occupancy_times[-1] != now:
-                self.occupancy_times.append(now)
-            row = len(self.occupancy_times) - 1
-            self.occupancy_changes.append((row, changed, warps[changed]))
-            self._last_warps = warps
+        if self._sms_changed:
+            self._sms_changed = False
+            _append_step(self.busy_sms, now, float(self.sms.busy_count()))
+            warps = self.sms.resident_warps()
+            changed = (warps != self._last_warps).nonzero()[0]
+            if len(changed):
+                if self.occupancy_times[-1] != now:
+                    self.occupancy_times.append(now)
+                row = len(self.occupancy_times) - 1
+                self.occupancy_changes.append((row, changed, warps[changed]))
+                self._last_warps = warps
 
     # ------------------------------------------------------------------ output
     def _deadlock_message(self) -> str:

@@ -55,9 +55,9 @@ class SMArray:
         self._no_limit = np.full(self.count, spec.max_blocks_per_sm, dtype=np.int64)
         #: Per footprint, the row one block takes when its warps are dealt evenly.
         self._even_takes: dict[BlockFootprint, IntArray] = {}
-        #: Rows of resident blocks (as :meth:`allocate` returned them) that took unequal
-        #: registers from the pools; while there are none, every SM's pools are equal.
-        self._uneven_rows = 0
+        #: Resident takes (what :meth:`allocate` returned) in which some SM took unequal
+        #: registers from its pools; while there are none, every SM's pools are equal.
+        self._uneven_takes = 0
 
     @property
     def free_warps(self) -> IntArray:
@@ -86,7 +86,7 @@ class SMArray:
         if fp.regs_per_warp:
             # Each warp uses one pool "slot" of regs_per_warp; the greedy pool choice can
             # always use any slot left, so the slots add up across pools.
-            if self._uneven_rows:
+            if self._uneven_takes:
                 np.floor_divide((free[:, 3:] // fp.regs_per_warp).sum(axis=1), fp.warps,
                                 out=out[1])
             else:  # all pools equal: the pool count times one pool's slots
@@ -142,7 +142,7 @@ class SMArray:
         """Place ``counts[i]`` blocks on SM ``sm_ids[i]`` (ids distinct); returns what was
         taken (rows of :attr:`free`), for :meth:`release`."""
         if not fp.regs_per_warp or (fp.warps % self.pools == 0 and (
-                not self._uneven_rows or _equal_pools(self.free[sm_ids, 3:]).all())):
+                not self._uneven_takes or not _unequal_pools(self.free[sm_ids, 3:]))):
             # No registers, or equal pools and whole rounds of warps: the greedy deals the
             # warps out evenly.
             taken = counts[:, None] * self._even_take(fp)
@@ -153,7 +153,7 @@ class SMArray:
             taken[:, 2] = counts * fp.smem_B
             taken[:, 3:] = take_register_warps(self.free[sm_ids, 3:], fp.regs_per_warp,
                                                taken[:, 0]) * fp.regs_per_warp
-            self._uneven_rows += int(np.count_nonzero(~_equal_pools(taken[:, 3:])))
+            self._uneven_takes += _unequal_pools(taken[:, 3:])
         self.free[sm_ids] -= taken
         return taken
 
@@ -172,15 +172,15 @@ class SMArray:
         if fp.regs_per_warp:
             taken[0, 3:] = greedy_register_warps(self.free[sm_id, 3:], fp.regs_per_warp,
                                                  fp.warps) * fp.regs_per_warp
-            self._uneven_rows += int(np.count_nonzero(~_equal_pools(taken[:, 3:])))
+            self._uneven_takes += _unequal_pools(taken[:, 3:])
         self.free[sm_id] -= taken[0]
         return taken
 
     def release(self, sm_ids: IntArray, taken: IntArray) -> None:
         """Give back what :meth:`allocate` took."""
         self.free[sm_ids] += taken
-        if self._uneven_rows:
-            self._uneven_rows -= int(np.count_nonzero(~_equal_pools(taken[:, 3:])))
+        if self._uneven_takes:
+            self._uneven_takes -= _unequal_pools(taken[:, 3:])
 
     def check(self) -> None:
         """Raise AssertionError if any SM is over any resource (used by tests)."""
@@ -188,9 +188,9 @@ class SMArray:
             raise AssertionError("an SM is over one of its resources")
 
 
-def _equal_pools(pools: IntArray) -> IntArray:
-    """Per row of ``pools`` (one column per register pool): are all its pools equal?"""
-    return (pools == pools[:, :1]).all(axis=1)
+def _unequal_pools(pools: IntArray) -> bool:
+    """Does some row of ``pools`` (one column per register pool) hold unequal values?"""
+    return bool((pools != pools[:, :1]).any())
 
 
 def greedy_register_warps(free_regs: IntArray, regs_per_warp: int, warps: int) -> IntArray:

@@ -9,8 +9,9 @@ The analysis argues one point in steps (see README, "What gpusim reproduce makes
 3. the block scheduler serves the oldest kernel first (leftover policy), so concurrent
    kernels overlap only in each other's tails (block placement, serial vs concurrent
    timelines of one Inception module and one whole network, utilisation);
-4. so the speedup concurrent layer scheduling can achieve is bounded, and shrinks with the
-   batch size (limits table and chart, speedup against batch size);
+4. so the speedup concurrent layer scheduling can achieve is bounded: none at batch size 1
+   (the host's launches bind), a modest window at medium sizes, shrinking again as single
+   kernels fill the GPU (limits table and chart, speedup against batch size);
 5. what would have to change on the GPU for it to matter (sweep heatmap);
 6. how far the simulator is from real GPUs (measured against simulated, once device data
    are committed — until then the step is reported as skipped, never faked).
@@ -611,8 +612,9 @@ def reproduce(
     """Run every step of the analysis into ``out_dir``; return (and write) the summary.
 
     ``gpu`` is a preset name or spec file, ``overrides`` ``FIELD=VALUE`` changes to it.
-    ``progress`` shows a tqdm bar on stderr. The summary lists every artifact with its files
-    and description, the steps' wall times, the headline numbers and what was skipped.
+    ``progress`` shows a tqdm bar on stderr (when it is a terminal). The summary lists every
+    artifact with its files and description, the steps' wall times, the headline numbers
+    and what was skipped.
     """
     plan = make_plan(gpu, overrides=overrides, quick=quick)
     out = Output(Path(out_dir))
@@ -620,7 +622,8 @@ def reproduce(
     steps = plan_steps(plan)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    with tqdm(total=sum(s.units for s in steps), disable=not progress, unit="unit",
+    # disable=None: no bar when stderr is not a terminal (logs stay clean).
+    with tqdm(total=sum(s.units for s in steps), disable=None if progress else True, unit="unit",
               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]") as bar:
         for step in steps:
             bar.set_description(step.label)

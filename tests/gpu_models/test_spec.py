@@ -221,3 +221,14 @@ def test_user_files_for_turing_and_ada_use_the_arch_table(tmp_path: Path, cc: li
         "peak_fp16_tensor_flop_per_s": 107e12, "peak_bf16_tensor_flop_per_s": 0}))
     spec = load_gpu(path)
     assert spec.max_threads_per_sm == threads and spec.preset == ""
+
+
+def test_specs_pickle_and_deepcopy(h100: GPUSpec) -> None:
+    # Process pools (sweeps) pickle specs; the engine's tests deep-copy them.
+    import copy
+    import pickle
+
+    variant = h100.replace(sm_count=264)
+    for clone in (pickle.loads(pickle.dumps(variant)), copy.deepcopy(variant)):
+        assert clone == variant and clone.preset == "h100"
+        assert dict(clone.sources) == dict(variant.sources)
