@@ -40,7 +40,13 @@ from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel
 from gpu_models.occupancy import block_footprint
 from gpu_models.spec import GPUSpec
-from sim.policies import DEFAULT_POLICIES, ScheduleContext, SchedulingPolicy, event_count
+from sim.policies import (
+    DEFAULT_POLICIES,
+    ScheduleContext,
+    SchedulingPolicy,
+    event_count,
+    get_policy,
+)
 from sim.policies.base import bottom_levels
 from sim.result import SimResult
 from sim.workflow import (
@@ -260,11 +266,13 @@ def compute_limits(
         raise GpusimError("policies must name at least one policy")
     ctx = schedule_context(kernel_graph, gpu, cost_model, launch_overhead_s=launch_overhead_s,
                            event_overhead_s=event_overhead_s)
-    runs = {}
+    chosen: dict[str, SchedulingPolicy] = {}
     for policy in ["serial", *asked]:
-        run = run_policy(ctx, policy, launch_overhead_s=launch_overhead_s,
-                         event_overhead_s=event_overhead_s, mode=mode, sm_policy=sm_policy)
-        runs.setdefault(run.policy, run)
+        resolved = get_policy(policy) if isinstance(policy, str) else policy
+        chosen.setdefault(resolved.name, resolved)  # each policy simulated once
+    runs = {name: run_policy(ctx, policy, launch_overhead_s=launch_overhead_s,
+                             event_overhead_s=event_overhead_s, mode=mode, sm_policy=sm_policy)
+            for name, policy in chosen.items()}
     launch_s = gpu.launch_overhead_s if launch_overhead_s is None else launch_overhead_s
     # "dependencies" bind only when the DAG itself, not the host, explains the time.
     dag_s = critical_path_bound_s(ctx, 0.0)

@@ -10,7 +10,8 @@ The figures explain one idea each, in the order the analysis builds it up:
   run at once, level by level, forward then backward (the DAG's promise);
 * :func:`timeline_comparison` — simulated kernels per stream, one program run serially and
   concurrently (what the GPU actually does with that promise), or a single run;
-* :func:`utilization_chart` — busy SMs and DRAM bandwidth over time of one simulation;
+* :func:`utilization_chart` — busy SMs, resident warps and DRAM bandwidth over time, of one
+  run or several;
 * :func:`block_placement_chart` — which SM ran which thread block when (the leftover
   policy made visible: a younger kernel only gets the tail of the older one);
 * :func:`limits_chart`, :func:`speedup_vs_batch_chart` — the limits of concurrent layer
@@ -29,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -447,11 +449,11 @@ def block_placement_chart(
 
 
 # ---------------------------------------------------------------------------- limits
-def _relative_bars(ax: Axes, rows: Sequence[Mapping[str, object]]) -> None:
+def _relative_bars(ax: Axes, rows: Sequence[Mapping[str, Any]]) -> None:
     names = [str(r["workload"]) for r in rows]
-    serial = np.array([float(r["serial_us"]) for r in rows])  # type: ignore[arg-type]
-    best = np.array([float(r["policies"][r["best_policy"]]) for r in rows])  # type: ignore[index]
-    bound = np.array([float(r["lower_bound_us"]) for r in rows])  # type: ignore[arg-type]
+    serial = np.array([float(r["serial_us"]) for r in rows])
+    best = np.array([float(r["policies"][r["best_policy"]]) for r in rows])
+    bound = np.array([float(r["lower_bound_us"]) for r in rows])
     x = np.arange(len(rows))
     width = 0.27
     ax.bar(x - width, serial / serial, width, color="#999999", label="serial (one stream)")
@@ -466,7 +468,7 @@ def _relative_bars(ax: Axes, rows: Sequence[Mapping[str, object]]) -> None:
     ax.grid(axis="y", alpha=0.3)
 
 
-def limits_chart(rows: Sequence[Mapping[str, object]]) -> Figure:
+def limits_chart(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """Serial time, the best policy's time and the lower bound, relative to serial.
 
     ``rows`` are :meth:`sim.limits.LimitsReport.to_dict` records with ``workload`` and
@@ -474,7 +476,7 @@ def limits_chart(rows: Sequence[Mapping[str, object]]) -> Figure:
     label over the middle bar is the achievable speedup; the gap between the middle and
     right bars is what a better schedule might still recover, the right bar what none can.
     """
-    batches = sorted({int(r["batch"]) for r in rows})  # type: ignore[call-overload]
+    batches = sorted({int(r["batch"]) for r in rows})
     max_cols = 2 if len(batches) == 4 else 3
     cols = min(len(batches), max_cols)
     fig = _figure(4.5 * cols, 3.6 * math.ceil(len(batches) / cols) + 0.5)
@@ -492,26 +494,27 @@ def limits_chart(rows: Sequence[Mapping[str, object]]) -> Figure:
     return fig
 
 
-def speedup_vs_batch_chart(rows: Sequence[Mapping[str, object]]) -> Figure:
+def speedup_vs_batch_chart(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """Achievable (solid) and ideal (dashed) speedup over serial against batch size.
 
     ``rows`` as for :func:`limits_chart`. Achievable is serial / best policy; ideal is
-    serial / lower bound. Larger batches fill the GPU with one kernel, so both fall.
+    serial / lower bound. At batch size 1 the host's launches bind (both are 1); past some
+    size single kernels fill the GPU and both fall again.
     """
     fig = _figure(8.5, 4.2)
     ax = fig.subplots()
     names = list(dict.fromkeys(str(r["workload"]) for r in rows))
     for i, name in enumerate(names):
         mine = sorted((r for r in rows if r["workload"] == name),
-                      key=lambda r: int(r["batch"]))  # type: ignore[call-overload]
-        batch = [int(r["batch"]) for r in mine]  # type: ignore[call-overload]
+                      key=lambda r: int(r["batch"]))
+        batch = [int(r["batch"]) for r in mine]
         colour = PALETTE[i % len(PALETTE)]
-        ax.plot(batch, [float(r["speedup_achievable"]) for r in mine],  # type: ignore[arg-type]
+        ax.plot(batch, [float(r["speedup_achievable"]) for r in mine],
                 "o-", color=colour, label=name)
-        ax.plot(batch, [float(r["speedup_ideal"]) for r in mine],  # type: ignore[arg-type]
+        ax.plot(batch, [float(r["speedup_ideal"]) for r in mine],
                 "--", color=colour, alpha=0.7)
     ax.set_xscale("log", base=2)
-    batches = sorted({int(r["batch"]) for r in rows})  # type: ignore[call-overload]
+    batches = sorted({int(r["batch"]) for r in rows})
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.axhline(1.0, color="grey", lw=0.6)
     ax.set_xlabel("batch size")

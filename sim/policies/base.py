@@ -21,7 +21,8 @@ need nothing (a stream is FIFO); a dependency that crosses streams becomes an ev
 ``cudaEventRecord`` + ``cudaStreamWaitEvent``. Redundant events are pruned with vector
 clocks: stream ``s`` needs no event on kernel ``u`` of stream ``t`` when it already follows a
 kernel of ``t`` at or after ``u`` (through its own earlier waits or stream order), which is
-how Nimble and hand-written multi-stream code keep synchronisation down.
+how Nimble and hand-written multi-stream code keep synchronisation down. Creating streams
+is a one-time setup cost outside the step, so only launches and events are charged.
 """
 
 from __future__ import annotations

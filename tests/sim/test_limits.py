@@ -112,6 +112,13 @@ def test_binds_host_launch_when_launches_dominate(h100: GPUSpec) -> None:
     assert report.best_policy == "serial"  # events cost the host more than overlap gains
 
 
+def test_each_policy_is_simulated_once(h100: GPUSpec) -> None:
+    report = compute_limits(dag([("a", "b")]), h100, cost_model=ROOFLINE,
+                            policies=("serial", "critical-path:4", "critical-path"),
+                            keep_results=True)
+    assert list(report.policies_s) == ["serial", "critical-path"]
+
+
 def test_empty_policy_list_is_an_error(h100: GPUSpec) -> None:
     with pytest.raises(GpusimError, match="at least one policy"):
         compute_limits(dag([("a", "b")]), h100, cost_model=ROOFLINE, policies=())
