@@ -111,16 +111,17 @@ class SMArray:
         """The resource that keeps most SMs from taking one more block, given
         :meth:`limits` with no SM able to take one (each SM counts for the first of
         :data:`~gpu_models.occupancy.LIMITERS` at zero; ties in that order too)."""
-        # Count resource by resource the SMs whose first zero it is; stop once the SMs
-        # not yet counted could not outnumber the best so far (for most passes at once).
+        # Count, resource by resource, the SMs whose first zero it is; stop once the SMs
+        # not yet counted could not outnumber the best so far (in most passes, after the
+        # first resource: a numpy call or two instead of a full argmax and bincount).
         best, best_count = 0, -1
         uncounted = limits.shape[1]
         first_zero = limits[0] == 0
-        seen = first_zero
+        counted = first_zero
         for resource in range(len(LIMITERS)):
             if resource:
-                first_zero = ~seen & (limits[resource] == 0)
-                seen = seen | first_zero
+                first_zero = (limits[resource] == 0) & ~counted
+                counted = counted | first_zero
             count = int(np.count_nonzero(first_zero))
             if count > best_count:
                 best, best_count = resource, count

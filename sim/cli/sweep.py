@@ -39,6 +39,11 @@ _GRID_OPTIONS: tuple[tuple[str, str], ...] = (
     ("--cost-model", "cost_model"),
     ("--policy", "policy"),
 )
+#: Result columns the table shows for a limits sweep (when present).
+_SUMMARY_COLUMNS: tuple[str, ...] = (
+    "serial_us", "lower_bound_us", "best_policy", "speedup_ideal", "speedup_achievable",
+    "binds", "error",
+)
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
 
@@ -182,6 +187,12 @@ def _print_summary(outcome: SweepOutcome, out: Path, *, as_json: bool) -> None:
 def _print_rows(outcome: SweepOutcome) -> None:
     rows = outcome.rows
     columns = [c for c in dict.fromkeys(c for row in rows for c in row) if c != "key"]
+    if "serial_us" in columns:
+        # The limits report has ~60 columns: show the inputs that vary and the headline
+        # figures; --json or --out has everything.
+        inputs = columns[: columns.index("policy") + 1]
+        varying = [c for c in inputs if len({str(row.get(c)) for row in rows}) > 1]
+        columns = varying + [c for c in _SUMMARY_COLUMNS if c in columns]
     print_table([[("" if row.get(c) is None else row.get(c)) for c in columns] for row in rows],
                 columns)
 

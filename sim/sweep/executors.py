@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from gpu_models.errors import GpusimError
 from sim.sweep.evaluate import Row
@@ -79,7 +79,7 @@ def _check_workers(workers: int | None) -> None:
 class Serial:
     """Evaluate points one after another in this process: the reference executor."""
 
-    name: str = "serial"
+    name: ClassVar[str] = "serial"
 
     def run(self, task: Task, points: Sequence[Point]) -> Generator[Row, None, None]:
         for point in points:
@@ -96,7 +96,7 @@ class LocalPool:
     """
 
     workers: int | None = None
-    name: str = "local"
+    name: ClassVar[str] = "local"
 
     def __post_init__(self) -> None:
         _check_workers(self.workers)
@@ -132,7 +132,7 @@ class Dask:
     scheduler: str | None = None
     workers: int | None = None
     processes: bool = True
-    name: str = "dask"
+    name: ClassVar[str] = "dask"
 
     def __post_init__(self) -> None:
         _check_workers(self.workers)

@@ -15,6 +15,7 @@ import pytest
 from gpu_models.errors import GpusimError
 from gpu_models.occupancy import occupancy
 from gpu_models.presets import load_preset
+from sim.policies import get_policy
 from sim.sweep import (
     Point,
     Serial,
@@ -171,6 +172,10 @@ def test_example_sweep_files_load() -> None:
     for path in examples:
         points = load_sweep_file(path).points()
         assert points, path
+        for point in points:  # every example point is a valid GPU under a known policy
+            point.gpu_spec()
+            if point.policy is not None:
+                get_policy(point.policy)
 
 
 # ---------------------------------------------------------------------- rows

@@ -150,3 +150,14 @@ def test_pivot_and_units_name_their_problems() -> None:
     assert display_unit("launch_overhead_s").scale == 1e6
     assert display_unit("l2_B", [50 * 2**20]).label == "l2_B (MiB)"
     assert display_unit("lower_bound_us").label == "lower_bound_us (us)"
+
+
+def test_limits_sweep_table_shows_varying_inputs_and_headline_figures(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, stdout, _ = run(capsys, "sweep", "--set", "sm_count=33,132", "--workload",
+                          "squeezenet1_1", "--policy", "critical-path", "--executor", "serial")
+    assert code == 0
+    header = stdout.splitlines()[0].split()
+    assert header == ["sm_count", "serial_us", "lower_bound_us", "best_policy",
+                      "speedup_ideal", "speedup_achievable", "binds", "error"]
