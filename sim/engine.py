@@ -20,6 +20,13 @@ Pieces (design.md section 3), each a small class that owns its state:
   policy). A higher-priority kernel handed later goes first for the remaining assignments;
   running blocks are never preempted. Which SM gets each block is an
   :class:`~sim.placement.SMPolicy`.
+* **SM partitions** (``StreamDef.sms``, as CUDA green contexts or MPS SM shares give): a
+  stream's kernels may only use its SMs; the policy sees zero capacity elsewhere. The
+  leftover rule then holds per SM: a kernel with blocks left keeps *its* SMs from younger
+  (or lower-priority) kernels, and those may still use the SMs outside it, so kernels of
+  disjoint partitions run side by side. Without partitions this is the rule above (the
+  first kernel with blocks left keeps every SM). All SMs are alike, so a block that fits
+  an SM fits every SM of a (non-empty, validated) partition: a partition never deadlocks.
 * **SMs and DRAM**: :class:`~sim.hardware.SMArray` and :class:`~sim.hardware.Dram`.
 
 Same-instant ordering: block completions are URGENT events, host steps NORMAL, and the
@@ -94,6 +101,8 @@ class _Kernel:
     demand_Bps: float
     queue: HardwareQueue
     sm_blocks: IntArray
+    #: Boolean mask of the SMs the kernel's stream may use; ``None``: every SM.
+    allowed: IntArray | None = None
     stream_pred: _Kernel | None = None
     after: list[_Kernel] = field(default_factory=list)
     to_dispatch: int = 0
@@ -158,11 +167,14 @@ class Dispatcher:
     """Hands blocks of ready kernels to SMs: priority first, then the leftover policy."""
 
     def __init__(self, sms: SMArray, policy: SMPolicy, exact: bool,
-                 start: Callable[[_Kernel, IntArray, IntArray, IntArray], None]) -> None:
+                 start: Callable[[_Kernel, IntArray, IntArray, IntArray], None],
+                 partitioned: bool = False) -> None:
         self.sms = sms
         self.policy = policy
         self.exact = exact
         self._start = start
+        #: Some stream is confined to an SM partition (else the plain, faster pass runs).
+        self.partitioned = partitioned
         self._ready: list[tuple[int, float, int, _Kernel]] = []
 
     def add(self, kernel: _Kernel, now_s: float) -> None:
@@ -171,6 +183,8 @@ class Dispatcher:
     def run_pass(self) -> str | None:
         """Place every block that may go now; returns the resource that blocks the head
         kernel if it still has blocks left, else ``None``."""
+        if self.partitioned:
+            return self._run_partitioned_pass()
         while self._ready:
             kernel = self._ready[0][3]
             if self.exact:
@@ -184,11 +198,49 @@ class Dispatcher:
             self._ready.pop(0)
         return None
 
-    def _place_bulk(self, kernel: _Kernel) -> IntArray:
-        """Place what fits of ``kernel``; returns the SMs' limits for it afterwards."""
+    def _run_partitioned_pass(self) -> str | None:
+        """:meth:`run_pass` with SM partitions: the leftover rule per SM. Kernels go in
+        ready order; each may use the SMs of its partition that no kernel before it with
+        blocks left holds; one left with blocks holds its partition from those after it."""
+        held: IntArray | None = None  # SMs held by earlier kernels with blocks left
+        head: str | None = None
+        i = 0
+        while i < len(self._ready):
+            kernel = self._ready[i][3]
+            usable = kernel.allowed
+            if held is not None:
+                usable = ~held if usable is None else usable & ~held
+                if not usable.any():
+                    i += 1
+                    continue
+            if self.exact:
+                self._place_one_by_one(kernel, usable)
+                limits = self.sms.limits(kernel.fp) if kernel.to_dispatch else None
+            else:
+                limits = self._place_bulk(kernel, usable)
+            if not kernel.to_dispatch:
+                self._ready.pop(i)
+                continue
+            if head is None:  # the first kernel with blocks left: nothing held before it
+                assert limits is not None
+                head = self.sms.blocking_resource(
+                    limits if kernel.allowed is None else limits[:, kernel.allowed])
+            if kernel.allowed is None:
+                break  # it holds every SM
+            held = kernel.allowed.copy() if held is None else held | kernel.allowed
+            if held.all():
+                break
+            i += 1
+        return head
+
+    def _place_bulk(self, kernel: _Kernel, usable: IntArray | None = None) -> IntArray:
+        """Place what fits of ``kernel`` (on the SMs ``usable`` marks, else any); returns
+        the SMs' limits for it afterwards."""
         limits = self.sms.limits(kernel.fp)
-        counts = self.policy.place_counts(limits.min(axis=0), kernel.to_dispatch,
-                                          kernel.fp, self.sms)
+        cap = limits.min(axis=0)
+        if usable is not None:
+            cap = np.where(usable, cap, 0)
+        counts = self.policy.place_counts(cap, kernel.to_dispatch, kernel.fp, self.sms)
         ids = counts.nonzero()[0]
         if len(ids):
             placed = counts[ids]
@@ -199,10 +251,10 @@ class Dispatcher:
         limits -= counts
         return limits
 
-    def _place_one_by_one(self, kernel: _Kernel) -> None:
+    def _place_one_by_one(self, kernel: _Kernel, usable: IntArray | None = None) -> None:
         one = np.ones(1, dtype=np.int64)
         while kernel.to_dispatch:
-            sm = self.policy.choose(kernel.fp, self.sms)
+            sm = self.policy.choose(kernel.fp, self.sms, usable)
             if sm is None:
                 return
             taken = self.sms.allocate_one(kernel.fp, sm)
@@ -242,7 +294,10 @@ class Engine:
         self.env = simpy.Environment(initial_time=0.0)
         self.sms = SMArray(spec)
         self.dram = Dram(spec.dram_bw_Bps)
-        self.dispatcher = Dispatcher(self.sms, self.policy, mode == "exact", self._start)
+        self.dispatcher = Dispatcher(
+            self.sms, self.policy, mode == "exact", self._start,
+            partitioned=any(s.sms is not None and len(s.sms) < spec.sm_count
+                            for s in program.streams))
         self.queues = [HardwareQueue(i) for i in range(spec.connections)]
         self.kernels = self._build_kernels()
         self.resident = 0
@@ -277,6 +332,13 @@ class Engine:
         spec = self.program.gpu
         stream_index = {s.name: i for i, s in enumerate(self.program.streams)}
         priority = {s.name: s.priority for s in self.program.streams}
+        allowed: dict[str, IntArray | None] = {}
+        for stream in self.program.streams:
+            mask = None
+            if stream.sms is not None and len(stream.sms) < spec.sm_count:
+                mask = np.zeros(spec.sm_count, dtype=bool)
+                mask[list(stream.sms)] = True
+            allowed[stream.name] = mask
         by_name: dict[str, _Kernel] = {}
         last: dict[str, _Kernel] = {}
         kernels = []
@@ -287,7 +349,8 @@ class Engine:
                 demand_Bps=launch.dram_demand_Bps,
                 queue=self.queues[stream_index[launch.stream] % spec.connections],
                 sm_blocks=np.zeros(spec.sm_count, dtype=np.int64),
-                stream_pred=last.get(launch.stream), to_dispatch=launch.blocks,
+                allowed=allowed[launch.stream], stream_pred=last.get(launch.stream),
+                to_dispatch=launch.blocks,
             )
             by_name[launch.name] = kernel
             last[launch.stream] = kernel

@@ -35,9 +35,13 @@ class SMPolicy(ABC):
 
     name: ClassVar[str]
 
-    def choose(self, fp: BlockFootprint, sms: SMArray) -> int | None:
-        """The SM for one block of footprint ``fp`` (``None`` if no SM can take it)."""
+    def choose(self, fp: BlockFootprint, sms: SMArray,
+               allowed: IntArray | None = None) -> int | None:
+        """The SM for one block of footprint ``fp`` (``None`` if no SM can take it);
+        ``allowed`` (a boolean mask over the SMs) restricts the choice to those SMs."""
         cap = sms.capacity(fp)
+        if allowed is not None:
+            cap = np.where(allowed, cap, 0)
         if not cap.any():
             return None
         return self._rule(cap, sms)
@@ -50,7 +54,8 @@ class SMPolicy(ABC):
 
     def place_counts(self, cap: IntArray, n_blocks: int, fp: BlockFootprint,
                      sms: SMArray) -> IntArray:
-        """:meth:`place` as blocks per SM, given each SM's capacity ``cap`` for ``fp``."""
+        """:meth:`place` as blocks per SM, given each SM's capacity ``cap`` for ``fp``
+        (zero outside the SMs a kernel may use: the rule only ever picks SMs with room)."""
         total = int(cap.sum())
         if n_blocks >= total:
             return cap  # every free slot is taken: the order does not matter
@@ -127,8 +132,9 @@ class RoundRobin(SMPolicy):
               sms: SMArray) -> tuple[IntArray, ...]:
         return (m, (sm - self.cursor) % sms.count)
 
-    def choose(self, fp: BlockFootprint, sms: SMArray) -> int | None:
-        sm = super().choose(fp, sms)
+    def choose(self, fp: BlockFootprint, sms: SMArray,
+               allowed: IntArray | None = None) -> int | None:
+        sm = super().choose(fp, sms, allowed)
         if sm is not None:
             self.cursor = (sm + 1) % sms.count
         return sm

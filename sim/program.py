@@ -9,16 +9,20 @@ event, or a no-op within one stream since a stream is FIFO anyway).
 
 Programs are validated on construction: every error names the stream or kernel at fault
 (unknown stream, unknown or duplicate kernel, cyclic dependency, a block that can never fit
-an SM). The JSON form, with times in microseconds, is the ``gpusim run`` input::
+an SM, an SM id the GPU does not have). A stream may be confined to a subset of the SMs
+(``sms``: an SM partition, as CUDA green contexts give; in JSON a list of ids or a range
+text such as ``"0-65"`` or ``"0-3,8"``). The JSON form, with times in microseconds, is the
+``gpusim run`` input::
 
     {"gpu": "h100",
-     "streams": [{"name": "a", "priority": 0}, {"name": "b"}],
+     "streams": [{"name": "a", "priority": 0}, {"name": "b", "sms": "0-65"}],
      "kernels": [{"name": "k0", "stream": "a", "grid": 2112, "threads": 256, "regs": 32,
                   "smem": 0, "block_time_us": 10.0, "dram_bytes": 0, "after": []}]}
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import numbers
@@ -38,10 +42,16 @@ _US_PER_S = 1e6
 
 @dataclass(frozen=True)
 class StreamDef:
-    """A CUDA stream. Lower ``priority`` numbers are served first, as in CUDA."""
+    """A CUDA stream. Lower ``priority`` numbers are served first, as in CUDA.
+
+    ``sms``: the SM ids the stream's kernels may use (an SM partition, as a CUDA green
+    context or an MPS client's SM share gives), or ``None`` for every SM. Kept as a sorted
+    tuple of distinct ids; :class:`Program` checks them against the GPU's SM count.
+    """
 
     name: str
     priority: int = 0
+    sms: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -49,6 +59,43 @@ class StreamDef:
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise GpusimError(f"stream {self.name!r}: priority must be an integer "
                               f"(got {self.priority!r})")
+        if self.sms is not None:
+            who = f"stream {self.name!r}"
+            sms = self.sms
+            if isinstance(sms, str):
+                sms = parse_sm_ids(sms, who)
+            if isinstance(sms, (str, bytes)) or not isinstance(sms, (list, tuple, range)):
+                raise GpusimError(f"{who}: sms must be a list of SM ids, a range text such as "
+                                  f"'0-65', or None for every SM (got {self.sms!r})")
+            if not all(_is_int(i) and i >= 0 for i in sms):
+                raise GpusimError(f"{who}: sms must hold SM ids >= 0 (got {list(sms)!r})")
+            ids = sorted(int(i) for i in sms)
+            if not ids:
+                raise GpusimError(f"{who}: sms is empty; a stream needs at least one SM "
+                                  f"(None means every SM)")
+            duplicates = sorted({a for a, b in itertools.pairwise(ids) if a == b})
+            if duplicates:
+                raise GpusimError(f"{who}: sms names SM(s) {duplicates} more than once")
+            object.__setattr__(self, "sms", tuple(ids))
+
+
+def parse_sm_ids(text: str, who: str = "sms") -> tuple[int, ...]:
+    """SM ids from a range text: ``"0-65"``, ``"0-3,8,10-11"`` (ranges inclusive)."""
+    ids: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        first, dash, last = part.partition("-")
+        try:
+            lo = int(first)
+            hi = int(last) if dash else lo
+        except ValueError:
+            raise GpusimError(f"{who}: sms {text!r} is not a list of SM ids or ranges such "
+                              f"as '0-65' or '0-3,8'") from None
+        if lo < 0 or hi < lo:
+            raise GpusimError(f"{who}: sms range {part!r} must be 'first-last' with "
+                              f"0 <= first <= last")
+        ids.extend(range(lo, hi + 1))
+    return tuple(ids)
 
 
 @dataclass(frozen=True)
@@ -205,6 +252,10 @@ def _validate(program: Program) -> None:
             raise GpusimError(f"program streams must be StreamDef (got {stream!r})")
         if stream.name in streams:
             raise GpusimError(f"duplicate stream {stream.name!r}")
+        if stream.sms is not None and stream.sms[-1] >= program.gpu.sm_count:
+            raise GpusimError(f"stream {stream.name!r}: sms names SM {stream.sms[-1]} but "
+                              f"{program.gpu.name} has {program.gpu.sm_count} SMs "
+                              f"(ids 0-{program.gpu.sm_count - 1})")
         streams[stream.name] = stream
     names: set[str] = set()
     for launch in program.kernels:
@@ -262,7 +313,7 @@ def _check_acyclic(program: Program) -> None:
 
 # ---------------------------------------------------------------------- JSON form
 _TOP_KEYS = {"gpu", "launch_overhead_us", "event_overhead_us", "streams", "kernels"}
-_STREAM_KEYS = {"name", "priority"}
+_STREAM_KEYS = {"name", "priority", "sms"}
 _KERNEL_KEYS = {"name", "stream", "grid", "threads", "regs", "smem", "block_time_us",
                 "dram_bytes", "after", "kind", "layer"}
 _KERNEL_REQUIRED = ("name", "stream", "grid", "threads", "regs", "block_time_us")
@@ -277,7 +328,7 @@ def _from_dict(data: Mapping[str, Any], base_dir: Path | None) -> Program:
             raise GpusimError(f"program: missing key {key!r}")
     gpu = _gpu_from(data["gpu"], base_dir)
     if not isinstance(data["streams"], list):
-        raise GpusimError("program: 'streams' must be a list of {name, priority} objects")
+        raise GpusimError("program: 'streams' must be a list of {name, priority, sms} objects")
     if not isinstance(data["kernels"], list):
         raise GpusimError("program: 'kernels' must be a list of kernel objects")
     streams = tuple(_stream_from(i, s) for i, s in enumerate(data["streams"]))
@@ -311,7 +362,8 @@ def _stream_from(index: int, value: Any) -> StreamDef:
     _no_unknown_keys(value, _STREAM_KEYS, who)
     if "name" not in value:
         raise GpusimError(f"program: streams[{index}] has no 'name'")
-    return StreamDef(name=value["name"], priority=value.get("priority", 0))
+    return StreamDef(name=value["name"], priority=value.get("priority", 0),
+                     sms=value.get("sms"))
 
 
 def _kernel_from(index: int, value: Any) -> Launch:

@@ -164,9 +164,10 @@ class Output:
         folder = self.root / "figures"
         folder.mkdir(parents=True, exist_ok=True)
         files = []
-        for suffix in ("png", "pdf"):
+        for suffix, metadata in (("png", {}), ("pdf", {"CreationDate": None})):
             path = folder / f"{name}.{suffix}"
-            fig.savefig(path, dpi=PNG_DPI)
+            # No creation date in the PDF: the same inputs give the same bytes.
+            fig.savefig(path, dpi=PNG_DPI, metadata=metadata)
             files.append(str(path.relative_to(self.root)))
         self.artifacts.append(Artifact("figure", name, files, description))
 
@@ -339,8 +340,8 @@ def step_leftover(plan: Plan, out: Output) -> None:
         title="Block placement on the first 12 SMs, two streams"),
         "Which SM ran each block of the concurrent run (first 12 SMs; lanes are resident "
         "block slots): b's blocks start only when a's first wave ends.")
-    out.headline["leftover_speedup"] = (results["serial"].makespan_s
-                                        / results["concurrent"].makespan_s)
+    out.headline["leftover_speedup"] = round(results["serial"].makespan_s
+                                              / results["concurrent"].makespan_s, 3)
 
 
 #: The Inception module of the module timelines, and the batch size it runs at.
@@ -388,8 +389,8 @@ def step_module(plan: Plan, out: Output) -> None:
     for label, result in results.items():
         out.trace(f"{module}_{label}", result,
                   f"Chrome trace of {workload} {module} (batch {MODULE_BATCH}), policy {label}.")
-    out.headline["module_speedup"] = (results["serial"].makespan_s
-                                      / results["branches"].makespan_s)
+    out.headline["module_speedup"] = round(results["serial"].makespan_s
+                                            / results["branches"].makespan_s, 3)
 
 
 def limits_points(plan: Plan) -> list[Point]:

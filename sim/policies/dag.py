@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import networkx as nx
-from networkx.algorithms import bipartite
 
 from gpu_models.errors import GpusimError
 from sim.policies.base import (
@@ -122,27 +121,89 @@ class MinStreams:
 def min_stream_assignment(graph: nx.DiGraph) -> dict[Node, int]:
     """Nimble's stream assignment: matched edges of the transitive reduction share a stream.
 
-    Streams are numbered by their first kernel in framework order.
+    Streams are numbered by their first kernel in framework order. Deterministic: the
+    reduction's edges and the matching's search both go in framework (insertion) order,
+    never in the order of a set of node names (which changes with ``PYTHONHASHSEED``).
     """
-    reduced = nx.transitive_reduction(graph)
-    bip = nx.DiGraph()
-    out_side = [("out", n) for n in graph.nodes]
-    bip.add_nodes_from(out_side)
-    bip.add_nodes_from(("in", n) for n in graph.nodes)
-    bip.add_edges_from((("out", u), ("in", v)) for u, v in reduced.edges)
-    matching = bipartite.hopcroft_karp_matching(bip.to_undirected(), top_nodes=out_side)
-    successor = {u[1]: v[1] for u, v in matching.items() if u[0] == "out"}
-    has_pred = set(successor.values())
+    index = framework_index(graph)
+    nodes = list(graph.nodes)
+    # networkx builds each node's reduced successors as a set; only their order is unstable.
+    successors: list[list[int]] = [[] for _ in nodes]
+    for u, v in nx.transitive_reduction(graph).edges:
+        successors[index[u]].append(index[v])
+    for row in successors:
+        row.sort()
+    match = max_bipartite_matching(successors, len(nodes))
+    has_pred = {v for v in match if v >= 0}
     stream_of: dict[Node, int] = {}
-    for node in graph.nodes:  # insertion order: stream numbers follow the framework
-        if node in has_pred:
+    streams = 0
+    for i in range(len(nodes)):  # insertion order: stream numbers follow the framework
+        if i in has_pred:
             continue
-        stream = len(set(stream_of.values()))
-        chain: Node | None = node
-        while chain is not None:
-            stream_of[chain] = stream
-            chain = successor.get(chain)
+        chain = i
+        while chain >= 0:
+            stream_of[nodes[chain]] = streams
+            chain = match[chain]
+        streams += 1
     return stream_of
+
+
+def max_bipartite_matching(adjacency: list[list[int]], right_count: int) -> list[int]:
+    """A maximum matching of a bipartite graph (Hopcroft-Karp), deterministically.
+
+    ``adjacency[u]`` lists the right vertices (``0 .. right_count - 1``) of left vertex
+    ``u``. Returns, per left vertex, its matched right vertex or ``-1``. Every search visits
+    left vertices in index order and their neighbours in list order, so the same input
+    always gives the same matching (``networkx``'s ``hopcroft_karp_matching`` walks a
+    ``set`` of the left vertices, whose order depends on their hashes).
+    """
+    left_count = len(adjacency)
+    match_left = [-1] * left_count
+    match_right = [-1] * right_count
+    while True:
+        # Breadth-first layers of alternating paths from every free left vertex.
+        dist = [-1] * left_count
+        queue = [u for u in range(left_count) if match_left[u] < 0]
+        for u in queue:
+            dist[u] = 0
+        found = False
+        head = 0
+        while head < len(queue):
+            u = queue[head]
+            head += 1
+            for v in adjacency[u]:
+                w = match_right[v]
+                if w < 0:
+                    found = True
+                elif dist[w] < 0:
+                    dist[w] = dist[u] + 1
+                    queue.append(w)
+        if not found:
+            return match_left
+        # Depth-first augmenting paths along the layers (iterative: paths can be long).
+        cursor = [0] * left_count
+        for root in range(left_count):
+            if match_left[root] >= 0:
+                continue
+            stack = [root]
+            while stack:
+                u = stack[-1]
+                if cursor[u] == len(adjacency[u]):
+                    dist[u] = -1  # dead end for the rest of this phase
+                    stack.pop()
+                    continue
+                v = adjacency[u][cursor[u]]
+                cursor[u] += 1
+                w = match_right[v]
+                if w < 0:
+                    # Augment: every vertex on the stack takes the edge it last followed.
+                    for x in reversed(stack):
+                        y = adjacency[x][cursor[x] - 1]
+                        match_left[x] = y
+                        match_right[y] = x
+                    break
+                if dist[w] == dist[u] + 1:
+                    stack.append(w)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""Property tests on random small programs: both modes agree, no SM is ever over a
-resource, every block runs once, runs are deterministic, and the makespan respects the
-lone-kernel, work and DRAM lower bounds."""
+"""Property tests on random small programs (some streams confined to SM partitions): both
+modes agree, no SM is ever over a resource, every block runs once and on its stream's
+SMs, runs are deterministic, and the makespan respects the lone-kernel, work and DRAM lower
+bounds."""
 
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ def programs(draw: st.DrawFn) -> Program:
         max_resident_grids=draw(st.integers(1, 6)),
     )
     n_streams = draw(st.integers(1, 4))
-    streams = tuple(StreamDef(f"s{i}", draw(st.sampled_from([0, 0, -1]))) for i in range(n_streams))
+    # Some streams confined to an SM partition (any non-empty subset of the SMs).
+    partitions = st.one_of(st.none(), st.none(),
+                           st.sets(st.integers(0, gpu.sm_count - 1), min_size=1).map(sorted))
+    streams = tuple(StreamDef(f"s{i}", draw(st.sampled_from([0, 0, -1])), sms=draw(partitions))
+                    for i in range(n_streams))
     kernels: list[Launch] = []
     for i in range(draw(st.integers(1, 7))):
         threads = draw(st.sampled_from([32, 64, 96, 128, 256, 512, 1024]))
@@ -155,3 +160,13 @@ def test_makespan_respects_lower_bounds(program: Program) -> None:
         work["regs"] += busy_s * fp.warps * fp.regs_per_warp / spec.regs_per_sm
     bounds.extend(v / spec.sm_count for v in work.values())
     assert result.makespan_s >= max(bounds) * (1 - REL)
+
+
+@settings(max_examples=80, deadline=None)
+@given(programs(), st.sampled_from(sorted(POLICIES)))
+def test_blocks_run_only_on_their_streams_sms(program: Program, policy: str) -> None:
+    result, _ = _run(program, "grouped", policy)
+    stream_of = {k.name: k.stream for k in program.kernels}
+    for b in result.blocks or ():
+        sms = program.stream(stream_of[b.kernel]).sms
+        assert sms is None or b.sm in sms, (b, sms)
