@@ -36,6 +36,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from gpu_models.errors import GpusimError
 from gpu_models.occupancy import occupancy
@@ -192,7 +193,7 @@ def parallelism_profile_chart(
             offset += len(phase.ops_per_level)
         widest = max(max(p.ops_per_level, default=0) for p in profiles[name])
         ax.set_ylim(0, widest + 1)
-        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name, fontsize="medium")
         ax.set_xlim(-0.5, offset - 0.5)
         ax.grid(alpha=0.3)
@@ -468,6 +469,11 @@ def _relative_bars(ax: Axes, rows: Sequence[Mapping[str, Any]]) -> None:
     ax.grid(axis="y", alpha=0.3)
 
 
+def _on_gpu(rows: Sequence[Mapping[str, Any]]) -> str:
+    gpus = sorted({str(r["gpu"]) for r in rows if r.get("gpu")})
+    return f" on {', '.join(gpus)}" if gpus else ""
+
+
 def limits_chart(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """Serial time, the best policy's time and the lower bound, relative to serial.
 
@@ -489,8 +495,8 @@ def limits_chart(rows: Sequence[Mapping[str, Any]]) -> Figure:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize="small",
                frameon=False)
-    fig.suptitle("Limits of concurrent layer scheduling (label: serial / best policy)",
-                 fontsize="medium")
+    fig.suptitle(f"Limits of concurrent layer scheduling{_on_gpu(rows)} (label: serial / best "
+                 "policy)", fontsize="medium")
     return fig
 
 
@@ -524,7 +530,7 @@ def speedup_vs_batch_chart(rows: Sequence[Mapping[str, Any]]) -> Figure:
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
               title="solid: best policy\ndashed: ideal\n(serial / lower bound)",
               title_fontsize="small")
-    ax.set_title("Speedup from concurrent layer scheduling against batch size")
+    ax.set_title(f"Speedup from concurrent layer scheduling against batch size{_on_gpu(rows)}")
     return fig
 
 

@@ -123,16 +123,21 @@ def make_plan(
     gpu: str = DEFAULT_GPU, *, overrides: Sequence[str] = (), quick: bool = False
 ) -> Plan:
     """The full plan, or the quick one (two networks, two batch sizes, a 2 x 2 sweep)."""
-    common = {"gpu_name": str(gpu), "overrides": tuple(overrides), "phase": "training",
-              "profile_batch": 32, "timeline": ("googlenet", 32)}
+    networks: tuple[str, ...]
+    batches: tuple[int, ...]
+    policies: tuple[str, ...] | None
+    sm_factors: tuple[float, ...]
+    queues: tuple[int, ...]
     if quick:
-        plan = Plan(quick=True, networks=("googlenet", "resnet50"), batches=(1, 32),
-                    policies=QUICK_POLICIES, sweep_sm_factors=(1.0, 2.0),
-                    sweep_connections=(8, 32), **common)
+        networks, batches, policies = ("googlenet", "resnet50"), (1, 32), QUICK_POLICIES
+        sm_factors, queues = (1.0, 2.0), (8, 32)
     else:
-        plan = Plan(quick=False, networks=PAPER_NETWORKS, batches=(1, 8, 32, 128),
-                    policies=None, sweep_sm_factors=(0.5, 1.0, 2.0),
-                    sweep_connections=(8, 16, 32), **common)
+        networks, batches, policies = PAPER_NETWORKS, (1, 8, 32, 128), None
+        sm_factors, queues = (0.5, 1.0, 2.0), (8, 16, 32)
+    plan = Plan(gpu_name=str(gpu), overrides=tuple(overrides), quick=quick, networks=networks,
+                batches=batches, phase="training", profile_batch=32,
+                timeline=("googlenet", 32), policies=policies, sweep_sm_factors=sm_factors,
+                sweep_connections=queues)
     plan.gpu  # noqa: B018 - resolve now: a bad GPU fails before any work
     return plan
 
@@ -394,7 +399,7 @@ def step_module(plan: Plan, out: Output) -> None:
 
 
 def limits_points(plan: Plan) -> list[Point]:
-    """One sweep point per network and batch size of the plan, every default policy."""
+    """One point per network and batch size of the plan (the evaluator picks the policies)."""
     return [Point(workload=name, gpu=plan.gpu_name, overrides=_pairs(plan.overrides),
                   batch=batch, phase=plan.phase)
             for name in plan.networks for batch in plan.batches]
@@ -477,14 +482,13 @@ def step_network(plan: Plan, out: Output) -> None:
     policy = min(readable, key=row["policies"].__getitem__)
     runs = {p: simulate_workload(workload, batch=batch, phase=plan.phase, gpu=plan.gpu,
                                  policy=p).result for p in ("serial", policy)}
-    labelled = {"serial": runs["serial"], policy: runs[policy]}
     what = f"{workload} {plan.phase}, batch {batch}"
     out.figure("network_timeline", plots.timeline_comparison(
-        labelled, title=f"{what}: serial against {policy}"),
+        runs, title=f"{what}: serial against {policy}"),
         f"Every kernel of a {what} step per stream, serial and under {policy} (the fastest "
         f"policy with at most {MAX_TIMELINE_STREAMS} streams).")
     out.figure("network_utilization", plots.utilization_chart(
-        labelled, title=f"{what}: busy SMs, resident warps and DRAM bandwidth"),
+        runs, title=f"{what}: busy SMs, resident warps and DRAM bandwidth"),
         f"Busy SMs, resident warps and DRAM bandwidth over the {what} step, serial and "
         f"{policy}.")
     for label, result in runs.items():
@@ -521,7 +525,8 @@ def step_sweep(plan: Plan, out: Output, tick: Callable[[int], None]) -> None:
     workload, batch = plan.timeline
     out.figure("sweep_heatmap", sweep_heatmap(
         rows, x="sm_count", y="connections", metric="speedup_achievable",
-        title=f"{workload} {plan.phase}, batch {batch}: {SWEEP_POLICY} over serial"),
+        title=f"{workload} {plan.phase}, batch {batch}: {SWEEP_POLICY} over serial\n"
+        f"{plan.gpu.name} with other SM and queue counts"),
         "Achievable speedup over serial on hypothetical GPUs: SM count against hardware "
         "work queues (CUDA_DEVICE_MAX_CONNECTIONS).")
     out.table("sweep", [

@@ -22,7 +22,9 @@ Base policies (each docstring says which real system it mirrors):
 ========================  ====================================================================
 
 Modifiers (``base+modifier``): ``priority`` (stream priorities for the critical path),
-``cap`` (grids capped to a share of the GPU: persistent kernels).
+``cap`` (grids capped to a share of the GPU: persistent kernels), ``partition`` (disjoint
+SM partitions per stream, in proportion to each stream's work: CUDA green contexts;
+``partition:N`` folds the streams into at most ``N`` partitions).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from sim.policies.base import (
     to_program,
 )
 from sim.policies.dag import Branches, CriticalPath, Levels, MinStreams, Serial
-from sim.policies.resource import CriticalPriority, GridCap, Modified, Modifier
+from sim.policies.resource import CriticalPriority, GridCap, Modified, Modifier, SMPartition
 from sim.policies.stages import Stages
 
 #: Base policy factories by name; the optional integer is the part after ``:``.
@@ -56,11 +58,14 @@ BASE_POLICIES: dict[str, Callable[[int | None], SchedulingPolicy]] = {
 #: Which base policies take a ``:N`` parameter.
 _PARAMETRISED = frozenset({"critical-path"})
 
-#: Modifiers by name.
-MODIFIERS: dict[str, Callable[[], Modifier]] = {
-    "priority": CriticalPriority,
-    "cap": GridCap,
+#: Modifiers by name; the optional integer is the part after ``:``.
+MODIFIERS: dict[str, Callable[[int | None], Modifier]] = {
+    "priority": lambda _: CriticalPriority(),
+    "cap": lambda _: GridCap(),
+    "partition": lambda k: SMPartition(max_partitions=k),
 }
+#: Which modifiers take a ``:N`` parameter.
+_PARAMETRISED_MODIFIERS = frozenset({"partition"})
 
 #: The policies ``gpusim limits`` compares by default.
 DEFAULT_POLICIES: tuple[str, ...] = (
@@ -99,11 +104,24 @@ def get_policy(name: str) -> SchedulingPolicy:
     base = BASE_POLICIES[base_name](param)
     if not mod_names:
         return base
-    unknown = [m for m in mod_names if m not in MODIFIERS]
+    unknown = [m for m in mod_names if m.partition(":")[0] not in MODIFIERS]
     if unknown:
         raise GpusimError(f"unknown policy modifier(s) {', '.join(map(repr, unknown))} in "
                           f"{name!r}; modifiers: {', '.join(MODIFIERS)}")
-    return Modified(base, tuple(MODIFIERS[m]() for m in mod_names))
+    modifiers = []
+    for mod_text in mod_names:
+        mod_name, sep, mod_param_text = mod_text.partition(":")
+        mod_param: int | None = None
+        if sep:
+            if mod_name not in _PARAMETRISED_MODIFIERS:
+                raise GpusimError(f"modifier {mod_name!r} takes no ':' parameter (in {name!r})")
+            try:
+                mod_param = int(mod_param_text)
+            except ValueError:
+                raise GpusimError(f"policy {name!r}: {mod_param_text!r} is not an "
+                                  f"integer") from None
+        modifiers.append(MODIFIERS[mod_name](mod_param))
+    return Modified(base, tuple(modifiers))
 
 
 __all__ = [
@@ -119,6 +137,7 @@ __all__ = [
     "MinStreams",
     "Modified",
     "Modifier",
+    "SMPartition",
     "Schedule",
     "ScheduleContext",
     "SchedulingPolicy",

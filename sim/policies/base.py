@@ -14,6 +14,8 @@ output is a :class:`Schedule`:
   whole groups of kernels (levels, stages).
 * ``grid_cap`` — a maximum grid per kernel, for policies that shrink grids so that
   concurrent kernels can share the GPU (see :func:`capped_launch`).
+* ``sms`` — the SM ids each listed stream may use (an SM partition, as CUDA green
+  contexts give; ``StreamDef.sms`` in the program).
 
 :func:`to_program` turns a schedule into launches. Dependencies between kernels of one stream
 need nothing (a stream is FIFO); a dependency that crosses streams becomes an event
@@ -57,6 +59,8 @@ class Schedule:
     barriers: tuple[tuple[Node, Node], ...] = ()
     #: Largest grid (in blocks) each listed kernel may use.
     grid_cap: Mapping[Node, int] = field(default_factory=dict)
+    #: SM ids each listed stream index may use (others: every SM).
+    sms: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
     #: A short note on how the schedule was made (e.g. a policy's fallback).
     note: str = ""
 
@@ -66,6 +70,7 @@ class Schedule:
         object.__setattr__(self, "priorities", MappingProxyType(dict(self.priorities)))
         object.__setattr__(self, "barriers", tuple(self.barriers))
         object.__setattr__(self, "grid_cap", MappingProxyType(dict(self.grid_cap)))
+        object.__setattr__(self, "sms", MappingProxyType(dict(self.sms)))
 
     @property
     def stream_count(self) -> int:
@@ -255,7 +260,8 @@ def to_program(
         ))
     return Program(
         gpu=ctx.gpu,
-        streams=tuple(StreamDef(stream_name[s], schedule.priorities.get(s, 0)) for s in streams),
+        streams=tuple(StreamDef(stream_name[s], schedule.priorities.get(s, 0),
+                                sms=schedule.sms.get(s)) for s in streams),
         kernels=tuple(launches),
         launch_overhead_s=launch_overhead_s,
         event_overhead_s=event_overhead_s,

@@ -8,20 +8,20 @@ return a changed one; the registry composes them by name (``min-streams+priority
 
 * ``priority`` — CUDA stream priorities for the critical path (:class:`CriticalPriority`);
 * ``cap`` — capped grids, i.e. persistent kernels with fewer, longer blocks, so that
-  concurrent kernels leave SMs to each other (:class:`GridCap`).
-
-SM partitioning per stream (CUDA green contexts / MPS-style SM masks) needs the engine to
-restrict a stream's blocks to a subset of SMs; the engine has no such option yet, so there
-is no modifier for it.
+  concurrent kernels leave SMs to each other (:class:`GridCap`);
+* ``partition`` — disjoint SM partitions per stream, as CUDA green contexts or MPS SM
+  shares give (:class:`SMPartition`).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gpu_models.cost import wave_size
+from gpu_models.errors import GpusimError
 from sim.policies.base import (
     Node,
     Schedule,
@@ -147,3 +147,103 @@ class GridCap:
             if cap < kernel.blocks:
                 caps[node] = min(cap, caps.get(node, cap))
         return replace(schedule, grid_cap=caps)
+
+
+@dataclass(frozen=True)
+class SMPartition:
+    """Disjoint SM partitions per stream, sized in proportion to each stream's work.
+
+    Mirrors CUDA green contexts (``cuGreenCtxCreate`` over an SM resource split, one
+    context per stream) and MPS's ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``-style SM shares:
+    every stream's kernels run only on its own SMs, so the block dispatcher's leftover
+    policy can no longer let one large kernel take the whole GPU ahead of the kernels of
+    other streams; the price is that a stream cannot use the SMs of the others even while
+    they are idle (the partition is static for the whole step).
+
+    How the SMs are split, deterministically: a stream's *work* is the summed isolated time
+    of its kernels. Every partition gets one SM; the other ``sm_count - P`` SMs go in
+    proportion to work, rounded down, and the SMs left by rounding go one each to the
+    largest remainders (ties: lower stream index). Partitions are contiguous SM ranges in
+    stream-index order. With more streams than ``max_partitions`` (or than SMs), streams
+    are first folded into that many partitions, heaviest stream first onto the partition
+    with the least work so far (ties: lower index) -- streams folded together share their
+    partition as streams normally share the GPU. A schedule with one stream, or one
+    partition, is unchanged. Launch order, streams, priorities and grids: the base
+    policy's. Registry names: ``partition`` (one partition per stream, up to one per SM)
+    and ``partition:N`` (at most ``N`` partitions).
+    """
+
+    #: At most this many partitions (``None``: as many as SMs allow).
+    max_partitions: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_partitions is not None and self.max_partitions < 1:
+            raise GpusimError(f"modifier 'partition': max_partitions must be >= 1 "
+                              f"(got {self.max_partitions})")
+
+    @property
+    def name(self) -> str:
+        """``partition``, or ``partition:N`` with a partition limit."""
+        if self.max_partitions is None:
+            return "partition"
+        return f"partition:{self.max_partitions}"
+
+    def apply(self, ctx: ScheduleContext, schedule: Schedule) -> Schedule:
+        streams = sorted(set(schedule.stream_of[n] for n in schedule.order))
+        work = dict.fromkeys(streams, 0.0)
+        for node in schedule.order:
+            work[schedule.stream_of[node]] += ctx.isolated_s[node]
+        limit = ctx.gpu.sm_count if self.max_partitions is None else min(
+            self.max_partitions, ctx.gpu.sm_count)
+        group_of = fold_streams(work, limit)
+        groups = sorted(set(group_of.values()))
+        if len(groups) < 2:
+            return schedule
+        group_work = [sum(w for s, w in work.items() if group_of[s] == g) for g in groups]
+        sizes = proportional_split(ctx.gpu.sm_count, group_work)
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        ranges = {g: tuple(range(start, start + size))
+                  for g, start, size in zip(groups, starts, sizes, strict=True)}
+        return replace(schedule, sms={s: ranges[group_of[s]] for s in streams})
+
+
+def fold_streams(work: dict[int, float], partitions: int) -> dict[int, int]:
+    """Partition index of each stream: its own (in stream order) when there are at most
+    ``partitions`` streams, else longest-processing-time folding (heaviest stream first
+    onto the partition with the least work; ties by stream / partition index). Partitions
+    are numbered by their first (lowest) stream."""
+    streams = sorted(work)
+    if len(streams) <= partitions:
+        return {s: i for i, s in enumerate(streams)}
+    loads = [(0.0, i) for i in range(partitions)]
+    heapq.heapify(loads)
+    bin_of: dict[int, int] = {}
+    for s in sorted(streams, key=lambda s: (-work[s], s)):
+        load, i = heapq.heappop(loads)
+        bin_of[s] = i
+        heapq.heappush(loads, (load + work[s], i))
+    # Renumber partitions by their lowest stream so that SM ranges follow stream order.
+    first = {}
+    for s in streams:
+        first.setdefault(bin_of[s], len(first))
+    return {s: first[bin_of[s]] for s in streams}
+
+
+def proportional_split(total: int, weights: list[float]) -> list[int]:
+    """``total`` items split into ``len(weights)`` shares of at least 1 each, the rest in
+    proportion to ``weights`` by largest remainder (ties: lower index); equal weights for
+    an all-zero input."""
+    count = len(weights)
+    if count > total:
+        raise ValueError(f"cannot give {count} shares at least 1 of {total}")
+    spare = total - count
+    weight_sum = sum(weights)
+    if weight_sum <= 0:
+        weights, weight_sum = [1.0] * count, float(count)
+    quotas = [spare * w / weight_sum for w in weights]
+    sizes = [1 + math.floor(q) for q in quotas]
+    left = total - sum(sizes)
+    by_remainder = sorted(range(count), key=lambda i: (-(quotas[i] - math.floor(quotas[i])), i))
+    for i in by_remainder[:left]:
+        sizes[i] += 1
+    return sizes
