@@ -68,7 +68,8 @@ BINDS: Mapping[str, str] = MappingProxyType({
     "registers": "blocked_s['registers']: ... found no SM with free registers",
     "shared_memory": "blocked_s['shared_memory']: ... found no SM with free shared memory",
     "blocks": "blocked_s['blocks']: ... found no SM with a free block slot",
-    "host_launch": "launch_bound_s: no block ran while the host was still launching",
+    "host_launch": "the host was still issuing launches at the end (launch_bound_s: GPU "
+                   "idle while the host launched)",
     "queue_head_of_line": "false_dependency_s: a queue's head waited and blocked other streams",
     "resident_grids": "resident_limit_s: a ready kernel waited for the resident-grid limit",
     "dram_bandwidth": "dram_saturated_s: running blocks asked for more than the bandwidth",
@@ -232,11 +233,20 @@ def binds_detail(result: SimResult) -> dict[str, float]:
 
 
 def what_binds(result: SimResult, dag_critical_path_s: float) -> str:
-    """What limited a run: ``dependencies`` when it is within
-    :data:`DEPENDENCY_BOUND_FACTOR` of the DAG's critical path (isolated times, no host
-    overhead), else the counter with the most time (see :data:`BINDS`)."""
+    """What limited a run, in this order:
+
+    * ``dependencies`` when it is within :data:`DEPENDENCY_BOUND_FACTOR` of the DAG's
+      critical path (isolated times, no host overhead);
+    * ``host_launch`` when the host was still issuing launches until within that factor of
+      the end: the GPU cannot finish before it has seen the last kernel, so nothing on the
+      GPU side was the limit (the counters below overlap it and would mislead);
+    * else the counter with the most time (see :data:`BINDS`).
+    """
     if result.makespan_s <= dag_critical_path_s * DEPENDENCY_BOUND_FACTOR:
         return "dependencies"
+    host_end_s = max((k.launch_s for k in result.kernels), default=0.0)
+    if host_end_s * DEPENDENCY_BOUND_FACTOR >= result.makespan_s:
+        return "host_launch"
     detail = binds_detail(result)
     return max(detail, key=detail.__getitem__)
 
