@@ -13,7 +13,9 @@ Pieces (design.md section 3), each a small class that owns its state:
   handed to the dispatcher once its stream predecessor and its ``after`` kernels have
   *completed* and fewer than ``max_resident_grids`` kernels are handed and not complete.
   A head that waits blocks the kernels behind it, even of other streams (false
-  dependency).
+  dependency). The ``false_dependency_s`` counter runs while some queue's head waits and a
+  kernel of another stream behind it has all its own dependencies met, i.e. while another
+  connection would let that kernel go now.
 * **Block dispatcher** (:class:`Dispatcher`): handed kernels are served in (stream priority,
   time handed, launch order) order. Only the first kernel with blocks left gets blocks;
   the next one gets any only after the first has dispatched *all* its blocks (leftover
@@ -34,7 +36,7 @@ dispatch pass a single LATE event per instant, so every completion and launch at
 is seen before blocks are handed out. That is what makes the two modes agree:
 
 * ``grouped``: the blocks of a kernel placed by one dispatch pass start together and, since
-  a block's duration depends only on its kernel and the shared DRAM rate, end together:
+  a block's duration depends only on its kernel and its kernel's DRAM rate, end together:
   one completion event (or one DRAM heap entry) for the whole group, placed in bulk.
 * ``exact``: the reference. Blocks are placed one at a time by the policy's per-block rule
   (registers warp by warp) and each block has its own completion event.
@@ -44,7 +46,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -140,27 +142,43 @@ class HardwareQueue:
     def __init__(self, index: int) -> None:
         self.index = index
         self.pending: deque[_Kernel] = deque()
-        self._per_stream: Counter[str] = Counter()
+        #: Pending kernels per stream, in launch order (a stream's first one is the only one
+        #: whose stream predecessor may be complete).
+        self._per_stream: dict[str, deque[_Kernel]] = {}
 
     def push(self, kernel: _Kernel) -> None:
         self.pending.append(kernel)
-        self._per_stream[kernel.launch.stream] += 1
+        stream = self._per_stream.get(kernel.launch.stream)
+        if stream is None:
+            stream = self._per_stream[kernel.launch.stream] = deque()
+        stream.append(kernel)
 
     def pop(self) -> _Kernel:
         kernel = self.pending.popleft()
-        self._per_stream[kernel.launch.stream] -= 1
+        stream = self._per_stream[kernel.launch.stream]
+        stream.popleft()
+        if not stream:
+            del self._per_stream[kernel.launch.stream]
         return kernel
 
     def head(self) -> _Kernel | None:
         return self.pending[0] if self.pending else None
 
     def falsely_blocked(self) -> bool:
-        """The head waits on a dependency while another stream's kernel waits behind it."""
-        if not self.pending:
+        """The head waits on a dependency while a kernel of another stream behind it has all
+        of its own dependencies met (it could be handed over if it were at the head).
+
+        Only the first pending kernel of each other stream can qualify: a later one waits
+        for its stream predecessor, which is still queued.
+        """
+        if len(self._per_stream) < 2:
             return False
         head = self.pending[0]
-        return (len(self.pending) > self._per_stream[head.launch.stream]
-                and bool(head.unmet()))
+        if not head.unmet():
+            return False
+        head_stream = head.launch.stream
+        return any(stream != head_stream and not kernels[0].unmet()
+                   for stream, kernels in self._per_stream.items())
 
 
 class Dispatcher:

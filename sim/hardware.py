@@ -9,20 +9,22 @@ registers first (lowest pool index on a tie). A block's allocated size comes fro
 ``occupancy(...).blocks_per_sm`` blocks of one kernel. State lives in numpy arrays so that
 a dispatch pass can ask every SM at once how many more blocks of a kernel it can take.
 
-**DRAM.** :class:`Dram` is a fluid, processor-sharing resource (design.md 3.5). A running
-block of a kernel with DRAM traffic asks for ``dram_bytes / blocks / block_time_s`` bytes/s.
-While the summed demand ``D`` of the running blocks exceeds the bandwidth, every such block
-progresses at rate ``bandwidth / D`` (compute-only blocks always at rate 1). Because all
-memory blocks share one rate, progress is kept as one *virtual clock* (the progress a memory
-block has made since time 0) and memory blocks wait in a heap keyed by the virtual time at
-which they finish, so a rate change costs O(log n), not one update per running block.
+**DRAM.** :class:`Dram` is a fluid resource (design.md 3.5). A running block of a kernel
+with DRAM traffic asks for ``dram_bytes / blocks / block_time_s`` bytes/s. While the summed
+demand of the running blocks fits the bandwidth every block runs at full speed. Beyond it
+the bandwidth is shared max-min fairly (water-filling) among the blocks: blocks that ask
+for less than the fair share get what they ask and keep full speed (they are not
+memory-bound); the others each get the fair share of what is left and progress at rate
+``share / demand`` (compute-only blocks always at rate 1). All blocks of one kernel have the
+same demand and so the same rate: progress is kept as one *virtual clock per kernel* and
+its groups wait in a per-kernel heap keyed by the virtual time at which they finish, so a
+rate change costs O(K log K) for K running memory kernels, not one update per block.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -243,40 +245,63 @@ def take_register_warps(free_regs: IntArray, regs_per_warp: int, warps: IntArray
     return np.where(k[:, None] > 0, taken, 0)
 
 
-@dataclass(order=True)
-class _MemoryEntry:
-    virtual_finish_s: float
-    seq: int
-    token: object = field(compare=False)
+class _Flow:
+    """The running blocks of one kernel that use DRAM: they share one demand and one rate.
+
+    ``virtual_s`` is the progress (seconds of block time) the kernel's blocks have made since
+    the flow began; ``heap`` holds ``(virtual finish, insertion number, token)`` per group.
+    """
+
+    __slots__ = ("blocks", "demand_Bps", "heap", "rate", "virtual_s")
+
+    def __init__(self, demand_Bps: float) -> None:
+        self.blocks = 0
+        self.demand_Bps = demand_Bps
+        self.rate = 1.0
+        self.virtual_s = 0.0
+        self.heap: list[tuple[float, int, object]] = []
 
 
 class Dram:
-    """DRAM bandwidth shared fluidly by the running blocks that use it.
+    """DRAM bandwidth shared max-min fairly (water-filling) by the running blocks that use it.
 
-    Demand is kept per kernel as (running blocks, demand per block) and summed in kernel
-    launch order, so the same set of running blocks always gives the same float rate no
-    matter how the blocks were grouped.
+    The sharing unit is the kernel: its ``n`` running blocks each ask for ``d`` bytes/s. If
+    the summed demand fits the bandwidth every block runs at rate 1. Otherwise kernels are
+    taken in increasing per-block demand (ties by launch order); while a kernel's per-block
+    demand is at most the fair share (bandwidth left / blocks left) its blocks get all they
+    ask (rate 1) and leave the rest; the remaining kernels' blocks each get the fair share,
+    i.e. progress at rate ``fair / d``. Each kernel keeps its own virtual clock and a heap of
+    its groups keyed by virtual finish, so a change of the running set costs O(K log K) for
+    K memory kernels (K <= ``max_resident_grids``), not one update per block. Demand is summed
+    in launch order, so the same running blocks give the same float rates whatever the
+    grouping.
     """
 
     def __init__(self, bandwidth_Bps: float) -> None:
         self.bandwidth_Bps = bandwidth_Bps
-        self._blocks: dict[int, tuple[int, float]] = {}
+        #: Running memory kernels by launch sequence number.
+        self._flows: dict[int, _Flow] = {}
         self.demand_Bps = 0.0
-        self.rate = 1.0
-        self.virtual_s = 0.0
         self._updated_s = 0.0
-        self._heap: list[_MemoryEntry] = []
         self._seq = itertools.count()
-        #: Time with demand above the bandwidth.
+        #: The kernel whose group :meth:`next_finish_delay_s` found due first.
+        self._due: int | None = None
+        #: Time with summed demand above the bandwidth.
         self.saturated_s = 0.0
         #: Bandwidth used, as a step function: (time, bytes/s) at each change.
         self.used_Bps: list[tuple[float, float]] = [(0.0, 0.0)]
 
+    def rate(self, kernel_seq: int) -> float:
+        """Current progress rate of a running memory kernel's blocks (1.0 if none run)."""
+        flow = self._flows.get(kernel_seq)
+        return 1.0 if flow is None else flow.rate
+
     def advance(self, now_s: float) -> None:
-        """Move the virtual clock to ``now_s`` at the current rate."""
+        """Move every kernel's virtual clock to ``now_s`` at its current rate."""
         dt = now_s - self._updated_s
         if dt > 0:
-            self.virtual_s += self.rate * dt
+            for flow in self._flows.values():
+                flow.virtual_s += flow.rate * dt
             if self.demand_Bps > self.bandwidth_Bps:
                 self.saturated_s += dt
             self._updated_s = now_s
@@ -285,44 +310,80 @@ class Dram:
               duration_s: float, token: object) -> None:
         """``blocks`` blocks of one kernel start now; ``token`` comes back when they end."""
         self.advance(now_s)
-        heapq.heappush(self._heap, _MemoryEntry(self.virtual_s + duration_s, next(self._seq),
-                                                token))
-        running, _ = self._blocks.get(kernel_seq, (0, demand_per_block_Bps))
-        self._blocks[kernel_seq] = (running + blocks, demand_per_block_Bps)
+        flow = self._flows.get(kernel_seq)
+        if flow is None:
+            flow = self._flows[kernel_seq] = _Flow(demand_per_block_Bps)
+        heapq.heappush(flow.heap, (flow.virtual_s + duration_s, next(self._seq), token))
+        flow.blocks += blocks
         self._rerate(now_s)
 
     def next_finish_delay_s(self) -> float | None:
-        """Real time until the next memory entry finishes at the current rate."""
-        if not self._heap:
-            return None
-        return max(0.0, (self._heap[0].virtual_finish_s - self.virtual_s) / self.rate)
+        """Real time until the next memory group finishes at the current rates (the earliest;
+        on a tie, the kernel launched first)."""
+        best: float | None = None
+        due = -1
+        for seq, flow in self._flows.items():
+            if flow.heap:
+                delay = (flow.heap[0][0] - flow.virtual_s) / flow.rate
+                if best is None or delay < best or (delay == best and seq < due):
+                    best, due = delay, seq
+        self._due = due if best is not None else None
+        return None if best is None else max(0.0, best)
 
     def pop_finished(self, now_s: float) -> object:
-        """Remove the entry due now and return its token (its blocks are not yet freed)."""
+        """Remove the group :meth:`next_finish_delay_s` found due (now) and return its token
+        (its blocks are not yet freed)."""
         self.advance(now_s)
-        entry = heapq.heappop(self._heap)
-        # Snap the clock to the finish so entries that end together compare equal.
-        self.virtual_s = max(self.virtual_s, entry.virtual_finish_s)
-        return entry.token
+        assert self._due is not None
+        flow = self._flows[self._due]
+        finish_s, _, token = heapq.heappop(flow.heap)
+        # Snap the clock to the finish so groups that end together compare equal.
+        if finish_s > flow.virtual_s:
+            flow.virtual_s = finish_s
+        return token
 
     def finish(self, now_s: float, kernel_seq: int, blocks: int) -> None:
         """``blocks`` blocks of a kernel have ended."""
         self.advance(now_s)
-        running, demand = self._blocks[kernel_seq]
-        if running == blocks:
-            del self._blocks[kernel_seq]
-        else:
-            self._blocks[kernel_seq] = (running - blocks, demand)
+        flow = self._flows[kernel_seq]
+        flow.blocks -= blocks
+        if not flow.blocks:
+            del self._flows[kernel_seq]
         self._rerate(now_s)
 
     def _rerate(self, now_s: float) -> None:
+        flows = self._flows
+        order = sorted(flows)  # launch order: a deterministic float sum
         total = 0.0
-        for seq in sorted(self._blocks):
-            running, demand = self._blocks[seq]
-            total += running * demand
+        for seq in order:
+            flow = flows[seq]
+            total += flow.blocks * flow.demand_Bps
         self.demand_Bps = total
-        self.rate = 1.0 if total <= self.bandwidth_Bps else self.bandwidth_Bps / total
-        used = min(total, self.bandwidth_Bps)
+        if total <= self.bandwidth_Bps:
+            for flow in flows.values():
+                flow.rate = 1.0
+            used = total
+        else:
+            # Water-filling: smallest per-block demand first.
+            left_Bps = self.bandwidth_Bps
+            left_blocks = 0
+            for seq in order:
+                left_blocks += flows[seq].blocks
+            by_demand = sorted(order, key=lambda s: flows[s].demand_Bps)  # stable: launch order
+            i, n = 0, len(by_demand)
+            while i < n:
+                flow = flows[by_demand[i]]
+                if flow.demand_Bps * left_blocks > left_Bps:
+                    break  # it and every kernel after it get the fair share
+                flow.rate = 1.0
+                left_Bps -= flow.blocks * flow.demand_Bps
+                left_blocks -= flow.blocks
+                i += 1
+            fair_Bps = left_Bps / left_blocks if left_blocks else 0.0
+            for seq in by_demand[i:]:
+                flow = flows[seq]
+                flow.rate = fair_Bps / flow.demand_Bps
+            used = self.bandwidth_Bps
         if self.used_Bps[-1][0] == now_s:
             self.used_Bps[-1] = (now_s, used)
         elif self.used_Bps[-1][1] != used:

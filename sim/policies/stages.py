@@ -21,9 +21,23 @@ of light kernels that follows it. The search is exponential, so, as IOS does, it
 * a stage holds at most ``max_stage_units`` units in at most ``max_groups`` groups (a group
   is a weakly connected part of the stage and runs in order on one stream);
 * a slice whose search needs more than ``max_evaluations`` stage simulations or
-  ``max_candidates`` candidate stages, and every slice once ``max_total_evaluations``
-  simulations have been spent, falls back to one stage per ASAP level of its units. The
-  guards count work, not wall time, so the schedule does not depend on the machine.
+  ``max_candidates`` candidate stages, and every slice once the total budget of stage
+  simulations is spent, falls back. The total budget scales with the graph:
+  ``evaluations_per_unit`` per operator unit, at least ``min_total_evaluations`` and at most
+  ``max_total_evaluations`` (the hard guard; an explicit ``total_evaluations`` overrides
+  the scaling). The guards count work, not wall time, so the schedule does not depend on
+  the machine.
+
+IOS never loses to sequential execution, and neither does this search:
+
+* a searched slice keeps its stage plan only when simulating it beats simulating the slice
+  as **one sequential stage** (one stream, framework order, no events);
+* a slice that falls back takes the cheaper, by simulation, of that sequential stage and
+  one stage per ASAP level of its units; with no simulator, or once the budget is spent,
+  it takes the sequential stage (ties go to sequential: fewer events);
+* finally the whole schedule is simulated against ``serial`` (one stream, framework
+  order) and ``serial`` is returned when it is faster. So under the simulator that prices
+  the candidates, ``stages`` is never slower than ``serial``.
 
 Launch order: stage by stage, the groups of a stage interleaved.
 """
@@ -61,7 +75,14 @@ class Stages:
     max_groups: int = 4
     max_segment_units: int = 6
     max_evaluations: int = 63
-    max_total_evaluations: int = 400
+    #: Stage simulations per operator unit of the graph (the scaled total budget) ...
+    evaluations_per_unit: int = 2
+    #: ... at least this many ...
+    min_total_evaluations: int = 400
+    #: ... and never more than this many (the hard guard on the search's total work).
+    max_total_evaluations: int = 2000
+    #: A fixed total budget instead of the scaled one (still at most the hard guard).
+    total_evaluations: int | None = None
     max_candidates: int = 50_000
     name: str = "stages"
 
@@ -69,18 +90,41 @@ class Stages:
         for what in ("max_stage_units", "max_groups", "max_segment_units"):
             if getattr(self, what) < 1:
                 raise GpusimError(f"policy {self.name!r}: {what} must be >= 1")
-        for what in ("max_evaluations", "max_total_evaluations", "max_candidates"):
+        for what in ("max_evaluations", "evaluations_per_unit", "min_total_evaluations",
+                     "max_total_evaluations", "max_candidates"):
             if getattr(self, what) < 0:
                 raise GpusimError(f"policy {self.name!r}: {what} must be >= 0")
+        if self.total_evaluations is not None and self.total_evaluations < 0:
+            raise GpusimError(f"policy {self.name!r}: total_evaluations must be >= 0")
+
+    def evaluation_budget(self, unit_count: int) -> int:
+        """Total stage simulations allowed for a graph of ``unit_count`` operator units."""
+        if self.total_evaluations is not None:
+            return min(self.total_evaluations, self.max_total_evaluations)
+        scaled = max(self.min_total_evaluations, self.evaluations_per_unit * unit_count)
+        return min(scaled, self.max_total_evaluations)
 
     def schedule(self, ctx: ScheduleContext) -> Schedule:
-        search = _Search(ctx, self)
+        all_segments = segments(ctx.graph)
+        unit_count = sum(len(units(ctx, seg)) if len(seg) > 1 else 1 for seg in all_segments)
+        search = _Search(ctx, self, budget=self.evaluation_budget(unit_count))
         stages: list[Stage] = []
-        for segment in segments(ctx.graph):
+        for segment in all_segments:
             stages.extend(search.segment_stages(segment))
-        note = (f"{search.searched} slice(s) searched, {search.fallbacks} by ASAP levels, "
-                f"{search.evaluations} stage simulations")
-        return stages_schedule(stages, note=note)
+        note = (f"{search.searched} slice(s) searched, {search.fallbacks} fell back "
+                f"({search.sequential} slice(s) sequential), {search.evaluations} stage "
+                f"simulations of {search.budget}")
+        schedule = stages_schedule(stages, note=note)
+        if ctx.evaluate is None or not stages:
+            return schedule
+        # Never lose to the framework default: simulate both whole schedules.
+        serial = stages_schedule([(tuple(framework_order(ctx.graph)),)])
+        if serial.order == schedule.order and len(stages) == 1:
+            return schedule
+        if ctx.evaluate(serial) < ctx.evaluate(schedule):
+            return stages_schedule([(tuple(framework_order(ctx.graph)),)],
+                                   note=note + "; serial was faster, kept serial")
+        return schedule
 
 
 def segments(graph: nx.DiGraph) -> list[list[Node]]:
@@ -158,10 +202,18 @@ class _Search:
 
     ctx: ScheduleContext
     policy: Stages
+    #: Total stage simulations this search may run.
+    budget: int = 0
     evaluations: int = 0
     searched: int = 0
     fallbacks: int = 0
+    #: Slices that ended as one sequential stage.
+    sequential: int = 0
     _stage_cost: dict[frozenset[Node], float] = field(default_factory=dict)
+    _position: dict[Node, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._position = {n: i for i, n in enumerate(framework_order(self.ctx.graph))}
 
     def segment_stages(self, segment: list[Node]) -> list[Stage]:
         if len(segment) == 1:
@@ -178,19 +230,39 @@ class _Search:
         for start in range(0, len(ordered), size):
             chunk = sorted(ordered[start:start + size])
             chunk_units = [unit_list[u] for u in chunk]
+            sequential: list[Stage] = [(tuple(sorted(
+                (n for unit in chunk_units for n in unit), key=self._position.__getitem__)),)]
             try:
-                if self.evaluations >= self.policy.max_total_evaluations:
+                if self.evaluations >= self.budget:
                     raise _OutOfBudget
                 found = self._search(chunk_units)
             except _OutOfBudget:
                 self.fallbacks += 1
                 chunk_graph = self._unit_graph(chunk_units)
-                found = [self._groups(chunk_units, chunk_graph, sum(1 << u for u in gen))
-                         for gen in nx.topological_generations(chunk_graph)]
+                levels = [self._groups(chunk_units, chunk_graph, sum(1 << u for u in gen))
+                          for gen in nx.topological_generations(chunk_graph)]
+                found = self._cheaper(sequential, levels, unpriced=sequential)
             else:
                 self.searched += 1
+                found = self._cheaper(sequential, found, unpriced=found)
+            if found is sequential:
+                self.sequential += 1
             stages.extend(found)
         return stages
+
+    def _cheaper(self, sequential: list[Stage], other: list[Stage],
+                 unpriced: list[Stage]) -> list[Stage]:
+        """``other`` when simulating it beats the sequential stage, else sequential;
+        ``unpriced`` without a simulator or once the budget is spent (two simulations)."""
+        if len(other) == 1 and other[0] == sequential[0]:
+            return sequential
+        evaluate = self.ctx.evaluate
+        if evaluate is None or self.evaluations + 2 > self.budget:
+            return unpriced
+        self.evaluations += 2
+        if evaluate(stages_schedule(other)) < evaluate(stages_schedule(sequential)):
+            return other
+        return sequential
 
     def _unit_graph(self, unit_list: list[tuple[Node, ...]]) -> nx.DiGraph:
         unit_of = {n: i for i, unit in enumerate(unit_list) for n in unit}

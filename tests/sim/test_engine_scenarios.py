@@ -168,13 +168,15 @@ def test_compute_blocks_are_not_slowed_by_dram_contention() -> None:
 
 def test_dram_rate_changes_when_a_memory_kernel_ends() -> None:
     # m0 (1 block-time of traffic at 2x bandwidth) and m1 (4 us blocks at 1x bandwidth) start
-    # together: demand 3x, rate 1/3. m1 needs 4 us of progress: ends at 12 us. m0 has then
-    # made 4 us of its 10 and runs alone at rate 1/2: 12 + 6 / 0.5 = 24 us.
+    # together, 528 blocks each: demand 3x. Max-min fair: the fair share per block is
+    # bw / 1056, below both kernels' per-block demand (2 bw / 528, bw / 528), so every block
+    # gets it: m0 at rate 1/4, m1 at rate 1/2. m1 needs 4 us of progress: ends at 8 us. m0
+    # has then made 2 us of its 10 and runs alone at rate 1/2: 8 + 8 / 0.5 = 24 us.
     bw = H100.dram_bw_Bps
     r = simulate(program([
         kernel("m0", "a", WAVE // 2, dram_bytes=2 * bw * 10 * US),
         kernel("m1", "b", WAVE // 2, dram_bytes=bw * 4 * US, block_time_s=4 * US)]))
-    assert us(r.kernel("m1").end_s) == pytest.approx(12)
+    assert us(r.kernel("m1").end_s) == pytest.approx(8)
     assert us(r.kernel("m0").end_s) == pytest.approx(24)
 
 
