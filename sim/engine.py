@@ -3,11 +3,15 @@
 Pieces (design.md section 3), each a small class that owns its state:
 
 * **Host** (:meth:`Engine._host`, a SimPy process) walks the launches in program order.
-  Each ``after`` on a kernel of *another* stream costs ``event_overhead_s`` of host time (a
-  ``cudaStreamWaitEvent``; the matching ``cudaEventRecord`` after the awaited kernel is
-  folded into that cost); ``after`` within one stream costs nothing, the stream's FIFO
-  order already implies it. Then the launch call costs ``launch_overhead_s`` and the kernel
-  becomes visible to the GPU when the call ends. The host never synchronizes.
+  Before a launch, each distinct cross-stream wait edge (an ``after`` kernel of *another*
+  stream; a kernel named twice is one edge) costs ``event_overhead_s`` of host time: the
+  ``cudaStreamWaitEvent``. The ``cudaEventRecord`` after the awaited kernel is not charged
+  on its own: it is issued once per producer however many kernels await it, and its cost is
+  folded into ``event_overhead_s`` (so a producer awaited by ``k`` streams costs ``k``
+  waits, not ``k`` waits and ``k`` records). ``after`` within one stream costs nothing, the
+  stream's FIFO order already implies it. Then the launch call costs ``launch_overhead_s``
+  and the kernel becomes visible to the GPU when the call ends. The host never
+  synchronizes.
 * **Streams and hardware queues** (:class:`HardwareQueue`): stream ``i`` (in declaration
   order) feeds queue ``i % connections``; a queue is FIFO in launch order. Its head kernel is
   handed to the dispatcher once its stream predecessor and its ``after`` kernels have
@@ -393,7 +397,8 @@ class Engine:
         launch_s = self.program.launch_overhead
         event_s = self.program.event_overhead
         for kernel in self.kernels:
-            waits = sum(1 for k in kernel.after if k.launch.stream != kernel.launch.stream)
+            # Distinct cross-stream wait edges (one cudaStreamWaitEvent each).
+            waits = len({k.seq for k in kernel.after if k.launch.stream != kernel.launch.stream})
             if waits and event_s > 0:
                 yield self.env.timeout(waits * event_s)
                 self.events += 1

@@ -21,14 +21,24 @@ For a kernel DAG on a GPU, :func:`compute_limits` reports
   the bandwidth. Its value is the largest of these;
 * the **lower bound** — ``max(critical path, work bound)``: no schedule beats it;
 * the **ideal speedup** ``serial / lower bound`` and the **achievable speedup**
-  ``serial / best policy``;
+  ``serial / best policy``. Both are >= 1 by construction (the lower bound is at most every
+  simulated time, serial's included, and the best policy is at most serial), but the bound
+  and the simulation sum the same times along different paths, so a ratio within a relative
+  :data:`SPEEDUP_SNAP` (1e-9) of 1 is reported as exactly 1 (float noise such as
+  1.0000000000000022 or 0.9999999999999998 is not a speedup);
 * **what binds** the best policy, from the engine's counters (see :func:`what_binds`).
+
+Every time in a report must be finite and > 0: a degenerate GPU (``clock_hz=1e-300``,
+``dram_bw_Bps=1e-300``) makes kernels take forever, and the report raises
+:class:`GpusimError` naming the figure and the likely GPUSpec field instead of printing
+``inf`` and ``nan``.
 
 :func:`limits_for_workload` does the same from a workload name (build, lower, price).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -58,6 +68,9 @@ from sim.workflow import (
 )
 
 _US = 1e6
+
+#: Speedups within this relative distance of 1 are float noise and reported as 1.
+SPEEDUP_SNAP = 1e-9
 
 #: The best policy is "dependency-bound" when within this factor of the critical path.
 DEPENDENCY_BOUND_FACTOR = 1.05
@@ -122,6 +135,26 @@ class LimitsReport:
     #: Per-policy simulation results, when asked to keep them (for plots).
     results: Mapping[str, SimResult] | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        wb = self.work_bound
+        if not math.isfinite(wb.dram_s):
+            raise GpusimError(f"{self.gpu}: the DRAM work bound is not finite "
+                              f"({wb.dram_s} s): dram_bw_Bps is too small")
+        for resource, value in wb.sm_resource_s.items():
+            if not math.isfinite(value):
+                raise GpusimError(f"{self.gpu}: the {resource} work bound is not finite "
+                                  f"({value} s): kernels' block times overflow; check "
+                                  f"clock_hz and the GPU's throughput fields")
+        figures = {"critical-path bound": self.critical_path_s,
+                   **{f"policy {n!r} time": t for n, t in self.policies_s.items()}}
+        for what, value in figures.items():
+            if not math.isfinite(value) or value < 0:
+                likely = ("dram_bw_Bps" if wb.dram_s >= max(wb.sm_resource_s.values(),
+                                                             default=0.0)
+                          else "clock_hz (or another throughput field)")
+                raise GpusimError(f"{self.gpu}: the {what} is not finite ({value} s): the "
+                                  f"GPU spec is degenerate; likely field: {likely}")
+
     @property
     def work_bound_s(self) -> float:
         return self.work_bound.value_s
@@ -141,11 +174,11 @@ class LimitsReport:
 
     @property
     def speedup_ideal(self) -> float:
-        return self.serial_s / self.lower_bound_s
+        return _snap(self.serial_s / self.lower_bound_s) if self.lower_bound_s > 0 else 1.0
 
     @property
     def speedup_achievable(self) -> float:
-        return self.serial_s / self.best_s
+        return _snap(self.serial_s / self.best_s) if self.best_s > 0 else 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, times in microseconds."""
@@ -175,6 +208,11 @@ class LimitsReport:
             "streams": dict(self.streams),
             "events": dict(self.events),
         }
+
+
+def _snap(ratio: float) -> float:
+    """``ratio``, or exactly 1 when within :data:`SPEEDUP_SNAP` of it (float noise)."""
+    return 1.0 if abs(ratio - 1.0) <= SPEEDUP_SNAP else ratio
 
 
 def critical_path_bound_s(ctx: ScheduleContext, launch_overhead_s: float) -> float:

@@ -8,11 +8,18 @@ moves to and from DRAM, and which other kernels it must wait for (``after``: a c
 event, or a no-op within one stream since a stream is FIFO anyway).
 
 Programs are validated on construction: every error names the stream or kernel at fault
-(unknown stream, unknown or duplicate kernel, cyclic dependency, a block that can never fit
-an SM, an SM id the GPU does not have). A stream may be confined to a subset of the SMs
-(``sms``: an SM partition, as CUDA green contexts give; in JSON a list of ids or a range
-text such as ``"0-65"`` or ``"0-3,8"``). The JSON form, with times in microseconds, is the
-``gpusim run`` input::
+(unknown stream, unknown or duplicate kernel, an ``after`` that names a kernel launched
+later, a block that can never fit an SM, an SM id the GPU does not have, a grid beyond
+CUDA's limits, a DRAM demand that is not finite). As in CUDA, a kernel can only wait for a
+kernel launched before it: ``cudaStreamWaitEvent`` on an event not yet recorded is a no-op,
+so a program whose ``after`` names a later kernel is rejected rather than silently run
+without that dependency. Duplicate names in ``after`` are dropped (first occurrence kept).
+Errors on a program loaded from JSON name the JSON key and show the value as written
+(``block_time_us``, ``smem``, ``launch_overhead_us``).
+
+A stream may be confined to a subset of the SMs (``sms``: an SM partition, as CUDA green
+contexts give; in JSON a list of ids or a range text such as ``"0-65"`` or ``"0-3,8"``).
+The JSON form, with times in microseconds, is the ``gpusim run`` input::
 
     {"gpu": "h100",
      "streams": [{"name": "a", "priority": 0}, {"name": "b", "sms": "0-65"}],
@@ -38,6 +45,13 @@ from gpu_models.spec import GPUSpec
 
 #: Microseconds per second; JSON times are divided by it (exact for decimal inputs like 10.0).
 _US_PER_S = 1e6
+
+#: CUDA's grid limits: ``gridDim.x`` up to 2^31 - 1, ``gridDim.y`` and ``gridDim.z`` up to 65535.
+MAX_GRID_DIMS: tuple[int, int, int] = (2**31 - 1, 65_535, 65_535)
+#: Most blocks one kernel may have here (a guard: more would take the engine forever).
+MAX_GRID_BLOCKS = 2**31
+#: SM ids must be below this (a sanity bound checked before a range text is expanded).
+MAX_SM_IDS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -67,8 +81,9 @@ class StreamDef:
             if isinstance(sms, (str, bytes)) or not isinstance(sms, (list, tuple, range)):
                 raise GpusimError(f"{who}: sms must be a list of SM ids, a range text such as "
                                   f"'0-65', or None for every SM (got {self.sms!r})")
-            if not all(_is_int(i) and i >= 0 for i in sms):
-                raise GpusimError(f"{who}: sms must hold SM ids >= 0 (got {list(sms)!r})")
+            if not all(_is_int(i) and 0 <= i < MAX_SM_IDS for i in sms):
+                raise GpusimError(f"{who}: sms must hold SM ids >= 0 and < {MAX_SM_IDS} "
+                                  f"(got {list(sms)!r})")
             ids = sorted(int(i) for i in sms)
             if not ids:
                 raise GpusimError(f"{who}: sms is empty; a stream needs at least one SM "
@@ -94,6 +109,9 @@ def parse_sm_ids(text: str, who: str = "sms") -> tuple[int, ...]:
         if lo < 0 or hi < lo:
             raise GpusimError(f"{who}: sms range {part!r} must be 'first-last' with "
                               f"0 <= first <= last")
+        if hi >= MAX_SM_IDS:
+            raise GpusimError(f"{who}: sms range {part!r} names SM {hi}; SM ids must be "
+                              f"below {MAX_SM_IDS} (and below the GPU's SM count)")
         ids.extend(range(lo, hi + 1))
     return tuple(ids)
 
@@ -130,11 +148,21 @@ class Launch:
             if not 1 <= len(grid) <= 3 or not all(_is_int(g) and g >= 1 for g in grid):
                 raise GpusimError(f"{who}: grid must be a positive integer or 1-3 positive "
                                   f"integers [x, y, z] (got {list(grid)!r})")
+            for axis, size, limit in zip("xyz", grid, MAX_GRID_DIMS, strict=False):
+                if size > limit:
+                    raise GpusimError(f"{who}: grid {axis} is {size}; CUDA allows at most "
+                                      f"{limit} (x <= 2^31-1, y and z <= 65535)")
             object.__setattr__(self, "grid", tuple(int(g) for g in grid))
         elif not _is_int(grid) or grid < 1:
             raise GpusimError(f"{who}: grid must be a positive integer (got {grid!r})")
+        elif grid > MAX_GRID_DIMS[0]:
+            raise GpusimError(f"{who}: grid is {grid} blocks; CUDA allows at most "
+                              f"{MAX_GRID_DIMS[0]} (2^31-1) in x")
         else:
             object.__setattr__(self, "grid", int(grid))
+        if self.blocks > MAX_GRID_BLOCKS:
+            raise GpusimError(f"{who}: grid has {self.blocks} blocks; at most "
+                              f"{MAX_GRID_BLOCKS} (2^31) blocks per kernel are supported")
         # Plain ints and floats inside (numpy scalars from lowering code are accepted).
         for field_name, low in (("threads", 1), ("regs", 0), ("smem_B", 0)):
             value = getattr(self, field_name)
@@ -150,12 +178,22 @@ class Launch:
                               f"(got {self.dram_bytes!r})")
         object.__setattr__(self, "block_time_s", float(self.block_time_s))
         object.__setattr__(self, "dram_bytes", float(self.dram_bytes))
+        try:
+            demand = self.dram_demand_Bps
+        except (OverflowError, ZeroDivisionError):
+            demand = math.inf
+        if not math.isfinite(demand):
+            raise GpusimError(f"{who}: DRAM demand per block (dram_bytes / blocks / block "
+                              f"time) is not finite: the block time "
+                              f"{self.block_time_s!r} s is too small for dram_bytes "
+                              f"{self.dram_bytes!r}")
         after = tuple(self.after) if isinstance(self.after, (list, tuple)) else self.after
         if not isinstance(after, tuple) or not all(isinstance(a, str) for a in after):
             raise GpusimError(f"{who}: after must be a list of kernel names (got {self.after!r})")
         if self.name in after:
             raise GpusimError(f"{who}: after names the kernel itself")
-        object.__setattr__(self, "after", after)
+        # Waiting twice on one event is the same as waiting once: drop repeats.
+        object.__setattr__(self, "after", tuple(dict.fromkeys(after)))
 
     @property
     def blocks(self) -> int:
@@ -257,13 +295,23 @@ def _validate(program: Program) -> None:
                               f"{program.gpu.name} has {program.gpu.sm_count} SMs "
                               f"(ids 0-{program.gpu.sm_count - 1})")
         streams[stream.name] = stream
-    names: set[str] = set()
+    names: set[str] = {k.name for k in program.kernels if isinstance(k, Launch)}
+    launched: set[str] = set()
     for launch in program.kernels:
         if not isinstance(launch, Launch):
             raise GpusimError(f"program kernels must be Launch (got {launch!r})")
-        if launch.name in names:
+        if launch.name in launched:
             raise GpusimError(f"duplicate kernel name {launch.name!r}")
-        names.add(launch.name)
+        for dep in launch.after:
+            if dep not in names:
+                raise GpusimError(f"kernel {launch.name!r}: after names unknown kernel {dep!r}")
+            if dep not in launched:
+                raise GpusimError(
+                    f"kernel {launch.name!r}: after names kernel {dep!r}, which is launched "
+                    f"later; a kernel can only wait for one launched before it (in CUDA a "
+                    f"wait on an event not yet recorded is a no-op): launch {dep!r} before "
+                    f"{launch.name!r}")
+        launched.add(launch.name)
         if launch.stream not in streams:
             raise GpusimError(f"kernel {launch.name!r}: unknown stream {launch.stream!r}; "
                               f"streams: {', '.join(streams) or '(none)'}")
@@ -271,10 +319,7 @@ def _validate(program: Program) -> None:
         if why is not None:
             raise GpusimError(f"kernel {launch.name!r} can never fit an SM of "
                               f"{program.gpu.name}: {why}")
-    for launch in program.kernels:
-        for dep in launch.after:
-            if dep not in names:
-                raise GpusimError(f"kernel {launch.name!r}: after names unknown kernel {dep!r}")
+    # With every wait on an earlier kernel no cycle can form; kept as a cheap safeguard.
     _check_acyclic(program)
 
 
@@ -377,6 +422,12 @@ def _kernel_from(index: int, value: Any) -> Launch:
     block_time = value["block_time_us"]
     if not _is_number(block_time):
         raise GpusimError(f"{who}: block_time_us must be a number (got {block_time!r})")
+    if not 0 < block_time < math.inf or not block_time / _US_PER_S > 0:
+        raise GpusimError(f"{who}: block_time_us must be a finite number > 0 "
+                          f"(got {block_time!r})")
+    smem = value.get("smem", 0)
+    if not _is_int(smem) or smem < 0:
+        raise GpusimError(f"{who}: smem must be an integer >= 0 (got {smem!r})")
     after = value.get("after", [])
     if not isinstance(after, list):
         raise GpusimError(f"{who}: after must be a list of kernel names (got {after!r})")
@@ -386,7 +437,7 @@ def _kernel_from(index: int, value: Any) -> Launch:
         grid=value["grid"],
         threads=value["threads"],
         regs=value["regs"],
-        smem_B=value.get("smem", 0),
+        smem_B=smem,
         block_time_s=block_time / _US_PER_S,
         dram_bytes=value.get("dram_bytes", 0.0),
         after=tuple(after),
@@ -406,8 +457,8 @@ def _us_or_none(data: Mapping[str, Any], key: str, who: str) -> float | None:
     if key not in data:
         return None
     value = data[key]
-    if not _is_number(value):
-        raise GpusimError(f"{who}: {key} must be a number (got {value!r})")
+    if not _is_number(value) or not 0 <= value < math.inf:
+        raise GpusimError(f"{who}: {key} must be a finite number >= 0 (got {value!r})")
     return value / _US_PER_S
 
 

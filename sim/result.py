@@ -122,11 +122,13 @@ class Counters:
     #: Time no block ran while the host was still launching (launch-bound).
     launch_bound_s: float = 0.0
     #: Time some hardware queue's head waited on a dependency while a kernel of another
-    #: stream sat behind it in the same queue (false dependency).
+    #: stream behind it in the same queue had all its own dependencies met (false
+    #: dependency: another connection would have let that kernel go).
     false_dependency_s: float = 0.0
     #: Time a queue head had its dependencies met but the resident-grid limit was reached.
     resident_limit_s: float = 0.0
-    #: Time the running blocks asked for more DRAM bandwidth than the GPU has.
+    #: Time the running blocks asked for more DRAM bandwidth than the GPU has (then it is
+    #: shared max-min fairly: only blocks asking more than the fair share slow down).
     dram_saturated_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:

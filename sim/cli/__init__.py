@@ -4,7 +4,8 @@ Every command lives in a module of this package that exposes ``register(subparse
 adds one or more sub-parsers whose ``func`` default is a handler ``(args) -> int``. The
 conventions are the same for every command: a human-readable table by default, ``--json``
 for machines, and exit code 2 with a one-line ``gpusim: error: ...`` message on bad input
-(any :class:`gpu_models.errors.GpusimError`, or a file that cannot be read).
+(any :class:`gpu_models.errors.GpusimError`, or a file that cannot be read or written:
+the message says "cannot write" when the file is one of the command's outputs).
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Argument names that hold files a command writes.
+OUTPUT_ARGS: tuple[str, ...] = ("trace", "out", "output", "out_dir")
+
+
+def _is_output(args: argparse.Namespace, filename: object) -> bool:
+    """Whether ``filename`` (from an OSError) is one of the command's output paths."""
+    if filename is None:
+        return False
+    outputs = [getattr(args, name, None) for name in OUTPUT_ARGS]
+    return any(out is not None and str(out) == str(filename) for out in outputs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpusim`` console script; returns the exit code."""
     parser = build_parser()
@@ -62,8 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GpusimError as exc:
         print(f"gpusim: error: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"gpusim: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        verb = "write" if _is_output(args, exc.filename) else "read"
+        print(f"gpusim: error: cannot {verb} {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `gpusim ... | head` is fine
         return 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from gpu_models.errors import GpusimError
 from sim.cli.common import add_json_arg, print_json, print_table
 from sim.engine import simulate
 from sim.placement import POLICIES
 from sim.program import load_program
+from sim.result import SimResult
 from sim.trace import write_chrome_trace
 
 _US = 1e6
@@ -26,7 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="per-block reference mode instead of grouped blocks (slower)")
     p.add_argument("--sm-policy", choices=tuple(POLICIES), default="most-free",
                    help="which SM gets each block (default: most-free)")
+    p.add_argument("--timing", action="store_true",
+                   help="with --json, include the simulation's wall time (counters.wall_s); "
+                   "left out by default so that identical runs print identical JSON")
     p.set_defaults(func=cmd_run)
+
+
+def write_trace(result: SimResult, path: str) -> None:
+    """:func:`write_chrome_trace`, with a write failure as a :class:`GpusimError`."""
+    try:
+        write_chrome_trace(result, path)
+    except OSError as exc:
+        raise GpusimError(f"cannot write trace {path}: {exc.strerror or exc}") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -34,9 +47,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = simulate(program, mode="exact" if args.exact else "grouped",
                       sm_policy=args.sm_policy)
     if args.trace:
-        write_chrome_trace(result, args.trace)
+        write_trace(result, args.trace)
     if args.json:
-        print_json(result.to_dict())
+        data = result.to_dict()
+        if not args.timing and isinstance(data.get("counters"), dict):
+            data["counters"].pop("wall_s", None)
+        print_json(data)
         return 0
     print(f"makespan: {result.makespan_s * _US:.3f} us on {program.gpu.name} "
           f"({len(result.kernels)} kernels, {result.counters.blocks} blocks, {result.mode})")

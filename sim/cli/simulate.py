@@ -7,7 +7,7 @@ import argparse
 from gpu_models.cost import list_cost_models
 from gpu_models.spec import PRECISIONS
 from sim.cli.common import add_gpu_args, add_json_arg, print_json, resolve_gpu
-from sim.trace import write_chrome_trace
+from sim.policies import event_count
 from sim.workflow import busy_sm_fraction, dram_utilisation, simulate_workload
 from workloads import workload_names
 
@@ -52,7 +52,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         cost_model=args.cost_model, origin=args.origin, policy=args.policy)
     result = run.result
     if args.trace:
-        write_chrome_trace(result, args.trace)
+        from sim.cli.run import write_trace
+
+        write_trace(result, args.trace)
     summary = {
         "workload": args.workload,
         "batch": args.batch,
@@ -64,7 +66,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "makespan_us": result.makespan_s * _US,
         "kernels": len(result.kernels),
         "streams": len(run.program.streams),
-        "events": sum(len(k.after) for k in run.program.kernels),
+        "events": event_count(run.program),
         "busy_sm_fraction": busy_sm_fraction(result),
         "dram_utilisation": dram_utilisation(result),
     }

@@ -6,6 +6,12 @@ lists for ``--gpu``, ``--workload``, ``--batch``, ``--phase``, ``--precision``,
 (see :mod:`sim.sweep.points`). With ``--out`` it writes rows to CSV/Parquet as they finish
 and prints a summary; without, it prints the rows. Ctrl-C stops it with the finished rows
 saved; ``--resume`` continues.
+
+Before anything runs, the values every point shares the meaning of are checked: GPU
+presets or spec files, and, for the limits evaluator, workload names, phases, precisions
+and policy names (through the policy registry). A bad one is a mistake in the command, not
+a hypothetical GPU, so it exits 2 naming it. Points whose GPUSpec overrides fail stay
+per-point errors; if every evaluated point ends in an error the command exits 1.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from gpu_models.errors import GpusimError
+from gpu_models.presets import load_gpu
 from sim.cli.common import print_json, print_table
 from sim.sweep.evaluate import EVALUATORS, get_evaluator, limits_available
 from sim.sweep.executors import EXECUTOR_NAMES, make_executor
 from sim.sweep.points import (
     OPTION_DEFAULTS,
+    Point,
     SweepSpec,
     load_sweep_file,
     parse_set_axes,
@@ -132,11 +140,50 @@ def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
     return SweepSpec.from_tables([parse_set_axes(args.axes)], defaults)
 
 
+#: Exit status when every evaluated point ended in an error.
+EXIT_ALL_INVALID = 1
+
+
+def check_global_values(points: list[Point], evaluator: str) -> None:
+    """Raise :class:`GpusimError` naming the first GPU base, workload, phase, precision or
+    policy of ``points`` that no point could run with."""
+    for gpu in dict.fromkeys(p.gpu for p in points):
+        try:
+            load_gpu(gpu)
+        except GpusimError as exc:
+            raise GpusimError(f"sweep: --gpu {gpu!r}: {exc}") from None
+    if evaluator != "limits":
+        return
+    from sim.policies import get_policy
+    from sim.workflow import PRECISIONS
+    from workloads import workload_names
+    from workloads.registry import PHASES
+
+    known = workload_names()
+    for workload in dict.fromkeys(p.workload for p in points):
+        if workload not in known:
+            raise GpusimError(f"sweep: unknown workload {workload!r}; workloads: "
+                              f"{', '.join(known)}")
+    for phase in dict.fromkeys(p.phase for p in points):
+        if phase not in PHASES:
+            raise GpusimError(f"sweep: unknown phase {phase!r}; phases: {', '.join(PHASES)}")
+    for precision in dict.fromkeys(p.precision for p in points):
+        if precision not in PRECISIONS:
+            raise GpusimError(f"sweep: unknown precision {precision!r}; precisions: "
+                              f"{', '.join(PRECISIONS)}")
+    for policy in dict.fromkeys(p.policy for p in points if p.policy is not None):
+        try:
+            get_policy(policy)
+        except GpusimError as exc:
+            raise GpusimError(f"sweep: --policy {policy!r}: {exc}") from None
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     spec = sweep_spec_from_args(args)
     if args.evaluator == "limits" and not limits_available():
         raise GpusimError("the limits evaluator needs sim.limits, which this installation "
                           "lacks; use --evaluator occupancy")
+    check_global_values(spec.points(), args.evaluator)
     if args.resume and args.out is None:
         raise GpusimError("--resume continues a results file: give it with --out")
     executor = make_executor(
@@ -160,6 +207,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print_json(list(outcome.rows))
     else:
         _print_rows(outcome)
+    if outcome.evaluated and outcome.errors == outcome.evaluated:
+        print(f"gpusim: every evaluated point ({outcome.evaluated}) ended in an error",
+              file=sys.stderr)
+        return EXIT_ALL_INVALID
     return 0
 
 
@@ -197,6 +248,23 @@ def _print_rows(outcome: SweepOutcome) -> None:
                 columns)
 
 
+def check_numeric_metric(rows: list[dict[str, Any]], metric: str) -> None:
+    """Raise :class:`GpusimError` when ``metric`` is a column of ``rows`` that holds a value
+    that is not a number, or no number at all (``error``, ``binds``, ``best_policy``:
+    nothing to colour by). A column that is absent is left to :func:`pivot_sweep`."""
+    if not any(metric in row for row in rows):
+        return
+    values = [row.get(metric) for row in rows if row.get(metric) is not None]
+    bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, (int, float))),
+               None)
+    if bad is not None or not values:
+        numeric = sorted({c for r in rows for c, v in r.items()
+                          if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        what = f"is not numeric (e.g. {bad!r})" if bad is not None else "has no values"
+        raise GpusimError(f"--metric {metric!r} {what}; numeric columns: "
+                          f"{', '.join(numeric[:20])}{' ...' if len(numeric) > 20 else ''}")
+
+
 def cmd_plot_sweep(args: argparse.Namespace) -> int:
     # The plotting stack is imported only by the command that draws.
     from sim.plots_sweep import heatmap_figure, pivot_sweep
@@ -207,8 +275,9 @@ def cmd_plot_sweep(args: argparse.Namespace) -> int:
         if not sep or not name.strip():
             raise GpusimError(f"--where expects COLUMN=VALUE, got {text!r}")
         where[name.strip()] = value.strip()
-    grid = pivot_sweep(read_results(args.results), x=args.x, y=args.y, metric=args.metric,
-                       where=where)
+    rows = read_results(args.results)
+    check_numeric_metric(rows, args.metric)
+    grid = pivot_sweep(rows, x=args.x, y=args.y, metric=args.metric, where=where)
     out = args.out or args.results.with_name(f"{args.results.stem}-{args.metric}.png")
     heatmap_figure(grid, title=args.title).savefig(out, dpi=150)
     if args.json:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gpu_models.errors import GpusimError
 from gpu_models.micro.schema import EXPERIMENTS, default_data_dir
+from gpu_models.presets import list_presets
 from sim.cli.common import add_json_arg, print_json, print_table
 from sim.engine import MODES
 from sim.validate import ValidationReport, find_measured, validate
@@ -58,6 +60,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     root = default_data_dir() if args.data is None else args.data
     micro = find_measured(root)
     networks = find_network_data(args.network_data)
+    known = {*list_presets(), *micro, *networks}
+    unknown = [g for g in args.gpu if g not in known]
+    if unknown:
+        raise GpusimError(
+            f"validate: unknown GPU {unknown[0]!r}: not a GPU preset and no data for it "
+            f"under {root}; presets: {', '.join(list_presets())}; with data: "
+            f"{', '.join(sorted({*micro, *networks})) or '(none)'}")
     if not micro and not networks:
         if args.json:
             print_json({"data_dir": str(root), "reports": [], "missing": list(EXPERIMENTS),

@@ -25,7 +25,8 @@ of light kernels that follows it. The search is exponential, so, as IOS does, it
   simulations is spent, falls back. The total budget scales with the graph:
   ``evaluations_per_unit`` per operator unit, at least ``min_total_evaluations`` and at most
   ``max_total_evaluations`` (the hard guard; an explicit ``total_evaluations`` overrides
-  the scaling). The guards count work, not wall time, so the schedule does not depend on
+  the scaling; a slice search begun under budget may finish, at most ``max_evaluations``
+  over). The guards count work, not wall time, so the schedule does not depend on
   the machine.
 
 IOS never loses to sequential execution, and neither does this search:
@@ -76,11 +77,11 @@ class Stages:
     max_segment_units: int = 6
     max_evaluations: int = 63
     #: Stage simulations per operator unit of the graph (the scaled total budget) ...
-    evaluations_per_unit: int = 2
+    evaluations_per_unit: int = 1
     #: ... at least this many ...
     min_total_evaluations: int = 400
     #: ... and never more than this many (the hard guard on the search's total work).
-    max_total_evaluations: int = 2000
+    max_total_evaluations: int = 1200
     #: A fixed total budget instead of the scaled one (still at most the hard guard).
     total_evaluations: int | None = None
     max_candidates: int = 50_000

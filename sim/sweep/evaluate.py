@@ -4,8 +4,11 @@ An *evaluator* is any picklable callable ``(Point) -> dict``; it must be a deter
 function of the point (executors run points in any order, in other processes or on other
 machines, and their results must not depend on which). Bad input for one point — an unknown
 field, a spec that fails validation, a kernel that fits no SM of that hypothetical GPU —
-raises :class:`GpusimError`, which :func:`evaluate_point` turns into the row's ``error``;
-any other exception is a bug and stops the sweep.
+raises :class:`GpusimError`, which :func:`evaluate_point` turns into the row's ``error``.
+Any other exception is a bug, but one point must not kill a sweep of thousands: it too
+becomes the row's ``error``, as ``"<ExceptionType>: <message>"`` so that it stands out
+from input errors (``KeyboardInterrupt`` and other non-``Exception`` signals still stop
+the sweep).
 
 Two evaluators ship:
 
@@ -53,6 +56,9 @@ def evaluate_point(point: Point, evaluate: Evaluator) -> Row:
     except GpusimError as exc:
         # One line: CSV rows are recovered line by line after a crash (see results).
         row["error"] = " ".join(str(exc).split())
+        return row
+    except Exception as exc:  # a bug in one point must not kill the sweep
+        row["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())
         return row
     # The inputs are the point's own: a result that echoes them (the limits report names
     # its workload and GPU, the latter as "h100*" once overridden) must not replace them.

@@ -71,7 +71,8 @@ def test_trace_counts_busy_sms() -> None:
       "kernels": [{"name": "k1", "stream": "a", "grid": 1, "threads": 32, "regs": 8,
                    "block_time_us": 1, "after": ["k2"]},
                   {"name": "k2", "stream": "b", "grid": 1, "threads": 32, "regs": 8,
-                   "block_time_us": 1}]}, "deadlock.*'k1'.*waits for 'k2'"),
+                   "block_time_us": 1}]}, "'k1': after names kernel 'k2', which is launched "
+                                          "later"),
 ])
 def test_errors_exit_2_naming_the_item(doc: dict, message: str, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,3 +88,60 @@ def test_errors_exit_2_naming_the_item(doc: dict, message: str, tmp_path: Path,
 def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(tmp_path / "nope.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- review fixes
+def test_run_json_is_identical_across_runs_unless_timing(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(EXAMPLES / "two_streams.json")
+    outs = []
+    for _ in range(2):
+        assert main(["run", path, "--json"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]
+    assert "wall_s" not in json.loads(outs[0])["counters"]
+    assert main(["run", path, "--json", "--timing"]) == 0
+    assert json.loads(capsys.readouterr().out)["counters"]["wall_s"] >= 0
+    assert main(["run", path]) == 0  # the table output is unchanged
+
+
+def test_trace_write_failure_says_cannot_write(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "no" / "such" / "dir" / "t.json"
+    assert main(["run", str(EXAMPLES / "two_streams.json"), "--trace", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpusim: error: cannot write trace") and str(out) in err
+    assert main(["simulate", "--workload", "alexnet", "--trace", str(out)]) == 2
+    assert "cannot write trace" in capsys.readouterr().err
+
+
+def test_main_says_cannot_write_for_output_args(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.json"
+
+    def fail(*_args: object, **_kw: object) -> None:
+        raise PermissionError(13, "Permission denied", str(out))
+
+    monkeypatch.setattr("sim.cli.run.write_chrome_trace", fail)
+    assert main(["run", str(EXAMPLES / "two_streams.json"), "--trace", str(out)]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_simulate_events_use_the_policy_event_count(capsys: pytest.CaptureFixture[str]) -> None:
+    from sim.policies import event_count
+    from sim.workflow import simulate_workload
+
+    assert main(["simulate", "--workload", "googlenet", "--policy", "levels", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["events"]
+    run = simulate_workload("googlenet", policy="levels")
+    assert shown == event_count(run.program) > 0
+
+
+def test_validate_unknown_gpu_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--gpu", "zzz"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown GPU 'zzz'" in err and "presets:" in err
+    assert main(["validate", "--gpu", "h100"]) == 0  # a known GPU (with or without data)

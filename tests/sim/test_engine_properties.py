@@ -46,8 +46,9 @@ def programs(draw: st.DrawFn) -> Program:
             threads = min(threads, 512)
         block_time_s = draw(st.sampled_from([1, 2, 3, 5])) * US
         blocks = draw(st.integers(1, 40))
-        # Demand per block up to ~a quarter of the bandwidth: a few blocks saturate it.
-        demand = draw(st.sampled_from([0.0, 0.0, 0.05, 0.25])) * gpu.dram_bw_Bps
+        # Demand per block from a sliver (never memory-bound under max-min sharing) to the
+        # whole bandwidth: a few blocks saturate it, and kernels of unequal demand mix.
+        demand = draw(st.sampled_from([0.0, 0.0, 0.001, 0.05, 0.25, 1.0])) * gpu.dram_bw_Bps
         after = tuple(sorted(set(draw(st.lists(st.sampled_from([k.name for k in kernels]),
                                                max_size=2))))) if kernels else ()
         kernels.append(Launch(

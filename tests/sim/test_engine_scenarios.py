@@ -250,15 +250,20 @@ def test_shared_memory_bound_kernel_reports_shared_memory() -> None:
 
 
 def test_deadlock_names_the_waiting_kernels() -> None:
-    # One hardware queue: k1 waits for k2, which is queued behind it.
+    # One hardware queue: k1 waits for k2, which is queued behind it. Program validation
+    # rejects a wait on a later kernel (a no-op in CUDA), so no valid program deadlocks;
+    # the launch order is swapped behind validation's back to show that the engine still
+    # reports, rather than hangs, if one ever did.
     gpu = H100.replace(connections=1)
-    ks = [kernel("k1", "a", 1, after=("k2",)), kernel("k2", "b", 1)]
+    ks = [kernel("k2", "b", 1), kernel("k1", "a", 1, after=("k2",))]
+    bad = program(ks, gpu=gpu)
+    object.__setattr__(bad, "kernels", (bad.kernels[1], bad.kernels[0]))
     with pytest.raises(DeadlockError, match=r"'k1' \(head of hardware queue 0\) waits for "
                                             r"'k2'.*'k2' is queued behind 'k1'"):
-        simulate(program(ks, gpu=gpu))
-    # With a queue per stream the same program runs.
-    r = simulate(program(ks, gpu=H100.replace(connections=2)))
-    assert [us(k.start_s) for k in r.kernels] == [10, 0]
+        simulate(bad)
+    # In a valid launch order the program runs.
+    r = simulate(program(ks, gpu=gpu))
+    assert [us(k.start_s) for k in r.kernels] == [0, 10]
 
 
 def test_records_api_is_plain_data() -> None:

@@ -46,6 +46,6 @@ def test_stages_fallback_is_sequential_without_budget() -> None:
 def test_stages_budget_scales_with_the_graph() -> None:
     policy = Stages()
     assert policy.evaluation_budget(10) == policy.min_total_evaluations
-    assert policy.evaluation_budget(600) == 1200
+    assert policy.evaluation_budget(900) == 900
     assert policy.evaluation_budget(10**6) == policy.max_total_evaluations
     assert Stages(total_evaluations=7).evaluation_budget(10**6) == 7

@@ -192,12 +192,13 @@ def test_invalid_points_become_error_rows_not_failures() -> None:
     assert evaluate_point(unparsable, occupancy_evaluator)["sm_count"] is None
 
 
-def test_other_exceptions_are_bugs_and_propagate() -> None:
+def test_unexpected_exceptions_are_recorded_per_point_with_their_type() -> None:
     def broken(point: Point) -> dict[str, Any]:
-        raise ZeroDivisionError
+        raise ZeroDivisionError("float division\nby zero")
 
-    with pytest.raises(ZeroDivisionError):
-        evaluate_point(Point("resnet50"), broken)
+    row = evaluate_point(Point("resnet50"), broken)
+    assert row["error"] == "ZeroDivisionError: float division by zero"
+    assert row["key"] == Point("resnet50").key
 
 
 def test_occupancy_evaluator_is_the_occupancy_calculator_on_the_points_gpu() -> None:

@@ -45,7 +45,7 @@ def test_invalid_points_do_not_fail_the_sweep(capsys: pytest.CaptureFixture[str]
     code, stdout, _ = run(capsys, "sweep", "--set", "connections=8,64", "--set", "bogus=1",
                           "--workload", "resnet50", "--evaluator", "occupancy",
                           "--executor", "serial", "--json")
-    assert code == 0
+    assert code == 1  # every point ended in an error
     rows = json.loads(stdout)
     assert len(rows) == 2 and all("unknown GPUSpec field 'bogus'" in r["error"] for r in rows)
     code, stdout, _ = run(capsys, "sweep", "--set", "connections=8,64", "--workload",
@@ -82,6 +82,34 @@ def test_sweep_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
                   "--executor", "local"]):
         code, _, err = run(capsys, *argv, "--evaluator", "occupancy")
         assert code == 2 and err.startswith("gpusim: error:"), argv
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--policy", "serial,nosuch"], "--policy 'nosuch': unknown policy 'nosuch'"),
+    (["--policy", "serial+turbo"], "unknown policy modifier"),
+    (["--gpu", "h100,zzz"], "--gpu 'zzz'"),
+    (["--workload", "resnet50,nonet"], "unknown workload 'nonet'"),
+    (["--phase", "inference,train"], "unknown phase 'train'; phases: inference, training"),
+    (["--precision", "fp8"], "unknown precision 'fp8'"),
+])
+def test_sweep_bad_global_values_exit_2_before_running(
+        capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    base = {"--workload": "resnet50"}
+    base.update(dict(zip(argv[::2], argv[1::2], strict=True)))
+    flat = [x for pair in base.items() for x in pair]
+    code, stdout, err = run(capsys, "sweep", *flat, "--executor", "serial", "--quiet")
+    assert code == 2 and err.startswith("gpusim: error: sweep: ") and message in err, err
+    assert stdout == ""
+
+
+def test_sweep_checks_only_the_gpu_for_the_occupancy_evaluator(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "sweep", "--gpu", "zzz", "--workload", "anything",
+                       "--evaluator", "occupancy", "--executor", "serial")
+    assert code == 2 and "--gpu 'zzz'" in err
+    code, _, _ = run(capsys, "sweep", "--workload", "anything", "--evaluator", "occupancy",
+                     "--executor", "serial", "--json")
+    assert code == 0
 
 
 def test_limits_evaluator_missing_is_a_clear_error(capsys: pytest.CaptureFixture[str],
@@ -161,3 +189,13 @@ def test_limits_sweep_table_shows_varying_inputs_and_headline_figures(
     header = stdout.splitlines()[0].split()
     assert header == ["sm_count", "serial_us", "lower_bound_us", "best_policy",
                       "speedup_ideal", "speedup_achievable", "binds", "error"]
+
+
+def test_plot_sweep_rejects_a_non_numeric_metric(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    results = tmp_path / "r.csv"
+    assert run(capsys, "sweep", *GRID, "--executor", "serial", "--out", str(results))[0] == 0
+    for metric in ("error", "conv_128x64.limiter"):
+        code, _, err = run(capsys, "plot-sweep", str(results), "--x", "sm_count", "--y",
+                           "smem_per_sm_B", "--metric", metric, "--where", "batch=1")
+        assert code == 2 and f"--metric {metric!r}" in err and "numeric columns" in err, err
