@@ -83,7 +83,8 @@ BINDS: Mapping[str, str] = MappingProxyType({
     "blocks": "blocked_s['blocks']: ... found no SM with a free block slot",
     "host_launch": "the host was still issuing launches at the end (launch_bound_s: GPU "
                    "idle while the host launched)",
-    "queue_head_of_line": "false_dependency_s: a queue's head waited and blocked other streams",
+    "queue_head_of_line": "false_dependency_s: a queue's head waited while a ready kernel of "
+                          "another stream was queued behind it",
     "resident_grids": "resident_limit_s: a ready kernel waited for the resident-grid limit",
     "dram_bandwidth": "dram_saturated_s: running blocks asked for more than the bandwidth",
     "dependencies": "the run is within 5% of the DAG's critical path (isolated times)",

@@ -428,6 +428,17 @@ def _kernel_from(index: int, value: Any) -> Launch:
     smem = value.get("smem", 0)
     if not _is_int(smem) or smem < 0:
         raise GpusimError(f"{who}: smem must be an integer >= 0 (got {smem!r})")
+    dram = value.get("dram_bytes", 0.0)
+    grid = value["grid"]
+    try:
+        blocks = math.prod(grid) if isinstance(grid, list) else grid
+        demand = dram / blocks / (block_time / _US_PER_S) if dram else 0.0
+    except (TypeError, ZeroDivisionError, OverflowError):
+        demand = 0.0  # a bad grid or dram_bytes: Launch names it
+    if isinstance(demand, float) and not math.isfinite(demand):
+        raise GpusimError(f"{who}: DRAM demand per block (dram_bytes / blocks / "
+                          f"block_time_us) is not finite: block_time_us {block_time!r} is too "
+                          f"small for dram_bytes {dram!r}")
     after = value.get("after", [])
     if not isinstance(after, list):
         raise GpusimError(f"{who}: after must be a list of kernel names (got {after!r})")
