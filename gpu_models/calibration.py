@@ -47,6 +47,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gpu_models.datafile import read_data_file
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import KernelKind, KernelSpec
 from gpu_models.spec import PRECISIONS
@@ -331,12 +332,7 @@ class CalibrationSet:
 def load_calibration_file(path: str | Path) -> CalibrationSet:
     """Read and validate one calibration file; errors name the file and record index."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GpusimError(f"calibration file {str(path)!r} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GpusimError(f"calibration file {str(path)!r} is not valid JSON: {exc}") from None
+    data = read_data_file(path, "calibration file")
     return calibration_from_dict(data, origin=f"calibration file {str(path)!r}", path=str(path))
 
 

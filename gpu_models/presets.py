@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gpu_models.datafile import read_data_file
 from gpu_models.errors import GpusimError
 from gpu_models.spec import GPUSpec, field_names
 
@@ -75,14 +75,8 @@ def load_gpu(name_or_path: str | Path) -> GPUSpec:
 def load_spec_file(path: str | Path) -> GPUSpec:
     """Read a user spec file; it may start from a preset with ``base = "NAME"``."""
     path = Path(path)
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GpusimError(f"GPU spec file {str(path)!r} does not exist") from None
-    try:
-        data = json.loads(raw) if path.suffix.lower() == ".json" else tomllib.loads(raw)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise GpusimError(f"GPU spec file {str(path)!r} is malformed: {exc}") from None
+    data = read_data_file(path, "GPU spec file",
+                          fmt="json" if path.suffix.lower() == ".json" else "toml")
     if not isinstance(data, dict):
         raise GpusimError(f"GPU spec file {str(path)!r} must hold a table/object of fields")
     return spec_from_mapping(data, origin=f"file {path}")

@@ -30,7 +30,6 @@ The JSON form, with times in microseconds, is the ``gpusim run`` input::
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import numbers
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpu_models.datafile import read_data_file
 from gpu_models.errors import GpusimError
 from gpu_models.occupancy import launch_failure
 from gpu_models.presets import list_presets, load_gpu, spec_from_mapping
@@ -269,16 +269,7 @@ class Program:
 def load_program(path: str | Path) -> Program:
     """Read a JSON program file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GpusimError(f"program file {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise GpusimError(f"program file {str(path)!r} is a directory") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GpusimError(f"program file {str(path)!r} is not valid JSON: {exc}") from None
+    data = read_data_file(path, "program file")
     return Program.from_dict(data, base_dir=path.parent)
 
 

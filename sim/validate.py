@@ -32,13 +32,13 @@ to turn one distribution into the other.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpu_models.datafile import read_data_file
 from gpu_models.errors import GpusimError
 from gpu_models.micro.schema import (
     EXPERIMENTS,
@@ -214,10 +214,7 @@ def find_measured(data_dir: Path | None = None) -> dict[str, dict[str, Path]]:
 
 def load_measured(path: Path) -> dict[str, Any]:
     """Read and check one result file; errors name the file."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise GpusimError(f"measured file {str(path)!r} is not valid JSON: {exc}") from None
+    doc = read_data_file(path, "measured file")
     check_result(doc, where=str(path))
     return doc  # type: ignore[no-any-return]
 

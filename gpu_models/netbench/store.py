@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_models.calibration import calibration_dir, calibration_from_dict, save_calibration_file
+from gpu_models.datafile import read_data_file
 from gpu_models.errors import GpusimError
 
 RUNS_FORMAT = "gpusim-netbench"
@@ -33,12 +34,7 @@ def netbench_dir() -> Path:
 def load_runs(path: str | Path) -> dict[str, Any]:
     """A network-timing file, checked for its format, provenance and run records."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GpusimError(f"network timing file {str(path)!r} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise GpusimError(f"network timing file {str(path)!r} is not valid JSON: {exc}") from None
+    data = read_data_file(path, "network timing file")
     if not isinstance(data, dict) or data.get("format") != RUNS_FORMAT:
         raise GpusimError(f"{path}: not a {RUNS_FORMAT} file")
     prov = data.get("provenance")

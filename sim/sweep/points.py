@@ -41,12 +41,12 @@ import functools
 import hashlib
 import itertools
 import json
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpu_models.datafile import read_data_file
 from gpu_models.errors import GpusimError
 from gpu_models.presets import DEFAULT_GPU, load_gpu
 from gpu_models.spec import GPUSpec, parse_field_value
@@ -271,12 +271,7 @@ _TOML_SECTIONS = ("sweep", "grid", "points")
 def load_sweep_file(path: str | Path) -> SweepSpec:
     """Read a sweep TOML file (``[sweep]`` defaults, ``[grid]``, ``[[points]]``)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GpusimError(f"sweep file {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise GpusimError(f"sweep file {str(path)!r} is malformed: {exc}") from None
+    data = read_data_file(path, "sweep file", fmt="toml")
     return sweep_from_mapping(data, origin=f"sweep file {path}")
 
 
