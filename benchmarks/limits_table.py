@@ -3,8 +3,8 @@
 For each GPU, workload, phase and batch size: the serial (framework) time, the best policy
 and its time, the lower bound, the ideal and achievable speedups and what binds the best
 policy; then, per GPU / workload / phase, the achievable speedup at each batch size. Each
-row is one :func:`sim.limits.limits_for_workload` call, run in a process pool; the wall time
-of every row is printed so slow workloads show. Usage::
+row is one :func:`sim.analysis.limits.limits_for_workload` call, run in a process pool; the
+wall time of every row is printed so slow workloads show. Usage::
 
     .venv/bin/python benchmarks/limits_table.py                    # the full table
     .venv/bin/python benchmarks/limits_table.py --jobs 4 --json out.json
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from sim.analysis.limits import limits_for_workload
 from sim.cli.common import format_table
-from sim.limits import limits_for_workload
 
 WORKLOADS = ("googlenet", "inception_v3", "resnet50", "densenet121", "randwire")
 GPUS = ("h100", "v100")

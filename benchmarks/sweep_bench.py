@@ -8,7 +8,7 @@ every executor are checked equal to the first one's.
     .venv/bin/python benchmarks/sweep_bench.py                      # local, dask
     .venv/bin/python benchmarks/sweep_bench.py --executors serial,local,dask --workers 2
 
-The default evaluator is the limits report (``sim.limits``); ``--evaluator occupancy``
+The default evaluator is the limits report (``sim.analysis.limits``); ``--evaluator occupancy``
 measures the sweep machinery alone (microseconds per point, so overhead dominates).
 """
 
@@ -19,8 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sim.cli.common import print_table
-from sim.sweep import (
+from sim.analysis.sweep import (
     EVALUATORS,
     Dask,
     Executor,
@@ -31,7 +30,8 @@ from sim.sweep import (
     load_sweep_file,
     run_sweep,
 )
-from sim.sweep.executors import available_cpus
+from sim.analysis.sweep.executors import available_cpus
+from sim.cli.common import print_table
 
 SWEEP_FILE = Path(__file__).resolve().parents[1] / "examples" / "sweeps" / "sms_vs_smem.toml"
 
@@ -54,14 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=available_cpus(),
                         help="workers for local and dask (default: the CPU count)")
     parser.add_argument("--evaluator", choices=tuple(EVALUATORS), default=None,
-                        help="default: limits if sim.limits is installed, else occupancy")
+                        help="default: limits if sim.analysis.limits is installed, else occupancy")
     args = parser.parse_args(argv)
 
     evaluator_name = args.evaluator or ("limits" if limits_available() else "occupancy")
     if evaluator_name == "limits" and not limits_available():
-        raise SystemExit("sim.limits is not available here; use --evaluator occupancy")
+        raise SystemExit("sim.analysis.limits is not available here; use --evaluator occupancy")
     if args.evaluator is None and evaluator_name == "occupancy":
-        print("note: sim.limits is not available; timing the occupancy evaluator",
+        print("note: sim.analysis.limits is not available; timing the occupancy evaluator",
               file=sys.stderr)
     evaluate = get_evaluator(evaluator_name)
     spec = load_sweep_file(SWEEP_FILE)

@@ -8,7 +8,7 @@
 # and SimPy are not needed). Writes OUT_DIR/<gpu>/<experiment>.json (6 files) and
 # OUT_DIR/campaign1_<mode>.log. OUT_DIR defaults to $OUT (the device tool's folder), else
 # ./campaign1_out. Commit OUT_DIR/<gpu>/*.json of the full pass to
-# gpu_models/data/micro/<gpu>/ (see gpu_models/micro/README.md).
+# sim/measure/data/micro/<gpu>/ (see sim/measure/micro/README.md).
 set -uo pipefail
 
 mode=full
@@ -36,7 +36,7 @@ export PYTHONUNBUFFERED=1
     "$python" -c "import sys, cupy; print('python', sys.version.split()[0], 'cupy', cupy.__version__)" \
         || { echo "cannot import cupy with $python"; exit 2; }
     start=$(date +%s)
-    timeout "$limit_s" "$python" -m gpu_models.micro run "${args[@]}" --out "$out_dir"
+    timeout "$limit_s" "$python" -m sim.measure.micro run "${args[@]}" --out "$out_dir"
     rc=$?
     echo "== exit $rc after $(( $(date +%s) - start )) s"
     find "$out_dir" -name '*.json' -printf '%s bytes  %p\n' | sort -k3

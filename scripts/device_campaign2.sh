@@ -13,7 +13,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv \
   > "$OUT/nvidia-smi.csv" 2>&1 || true
 if [[ "${1:-}" == "--quick" ]]; then
-  python3 -m gpu_models.netbench --out "$OUT" --quick --reps 10 --budget-s 90
+  python3 -m sim.measure.netbench --out "$OUT" --quick --reps 10 --budget-s 90
 else
-  python3 -m gpu_models.netbench --out "$OUT" --reps 20 --budget-s 420 "$@"
+  python3 -m sim.measure.netbench --out "$OUT" --reps 20 --budget-s 420 "$@"
 fi

@@ -45,7 +45,10 @@ from gpu_models.cost.calibrated import (
     work_kernels,
 )
 from gpu_models.errors import GpusimError
-from gpu_models.ingest import (
+from gpu_models.presets import list_presets, load_gpu
+from gpu_models.spec import PRECISIONS
+from sim.cli.common import add_json_arg, print_json, print_table
+from sim.measure.ingest import (
     DEFAULT_LAYER_PREFIX,
     DEFAULT_STEP_PREFIX,
     TraceSummary,
@@ -53,9 +56,6 @@ from gpu_models.ingest import (
     to_calibration,
     trace_provenance,
 )
-from gpu_models.presets import list_presets, load_gpu
-from gpu_models.spec import PRECISIONS
-from sim.cli.common import add_json_arg, print_json, print_table
 
 #: Modules adding ``calibrate`` subcommands through ``register_calibrate(subparsers)``.
 CALIBRATE_MODULES: tuple[str, ...] = ("sim.cli.calib", "sim.cli.micro", "sim.cli.netbench")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from sim.analysis.limits import BINDS, limits_for_workload
 from sim.cli.common import add_json_arg, print_json, print_table, resolve_gpu
 from sim.cli.simulate import add_workload_args
-from sim.limits import BINDS, limits_for_workload
-from sim.policies import DEFAULT_POLICIES
+from sim.scheduling import DEFAULT_POLICIES
 
 _US = 1e6
 

@@ -1,7 +1,7 @@
 """``gpusim calibrate micro``: device campaign 1 (block-level microbenchmarks, CuPy).
 
-The same sub-commands as ``python -m gpu_models.micro`` (``run``, ``plan``): see
-:mod:`gpu_models.micro.campaign` and gpu_models/micro/README.md. Registered into the
+The same sub-commands as ``python -m sim.measure.micro`` (``run``, ``plan``): see
+:mod:`sim.measure.micro.campaign` and sim/measure/micro/README.md. Registered into the
 ``calibrate`` group through ``register_calibrate`` (see :mod:`sim.cli.calib`).
 """
 
@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from gpu_models.micro.campaign import add_arguments, run_args
+from sim.measure.micro.campaign import add_arguments, run_args
 
 
 def register_calibrate(subparsers: Any) -> None:

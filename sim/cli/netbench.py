@@ -1,8 +1,8 @@
 """``gpusim calibrate layers`` and ``gpusim calibrate import-layers``: device campaign 2.
 
-``layers`` runs the campaign (:mod:`gpu_models.netbench.campaign`) on this machine's GPU;
+``layers`` runs the campaign (:mod:`sim.measure.netbench.campaign`) on this machine's GPU;
 ``import-layers`` validates a campaign's output folder and writes it into the package's data
-directories (:mod:`gpu_models.netbench.store`), ready to commit.
+directories (:mod:`sim.measure.netbench.store`), ready to commit.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gpu_models.netbench.campaign import NETWORKS, PRECISIONS, run
-from gpu_models.netbench.store import import_campaign
+from sim.measure.netbench.campaign import NETWORKS, PRECISIONS, run
+from sim.measure.netbench.store import import_campaign
 
 
 def register_calibrate(subparsers: Any) -> None:

@@ -3,7 +3,7 @@
 Writes ``figures/`` (PNG + PDF), ``tables/`` (CSV + Markdown), ``traces/`` (Chrome/Perfetto
 JSON) and ``summary.json`` under ``--out`` (default ``./reproduce_out``), with a progress
 bar on stderr; prints where everything went, or the summary itself with ``--json``.
-See :mod:`sim.reproduce` for what each step shows.
+See :mod:`sim.report.reproduce` for what each step shows.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 from typing import Any
 
 from sim.cli.common import add_gpu_args, add_json_arg, print_json, print_table
-from sim.reproduce import DEFAULT_OUT_DIR, reproduce
+from sim.report.reproduce import DEFAULT_OUT_DIR, reproduce
 
 
 def register(subparsers: Any) -> None:

@@ -1,4 +1,4 @@
-"""``gpusim run``: simulate a kernel-level program file (see :mod:`sim.program`)."""
+"""``gpusim run``: simulate a kernel-level program file (see :mod:`sim.engine.program`)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import argparse
 
 from gpu_models.errors import GpusimError
 from sim.cli.common import add_json_arg, print_json, print_table
-from sim.engine import simulate
-from sim.placement import POLICIES
-from sim.program import load_program
-from sim.result import SimResult
-from sim.trace import write_chrome_trace
+from sim.engine.engine import simulate
+from sim.engine.placement import POLICIES
+from sim.engine.program import load_program
+from sim.engine.result import SimResult
+from sim.engine.trace import write_chrome_trace
 
 _US = 1e6
 

@@ -6,9 +6,9 @@ import argparse
 
 from gpu_models.cost import list_cost_models
 from gpu_models.spec import PRECISIONS
+from sim.analysis.workflow import busy_sm_fraction, dram_utilisation, simulate_workload
 from sim.cli.common import add_gpu_args, add_json_arg, print_json, resolve_gpu
-from sim.policies import event_count
-from sim.workflow import busy_sm_fraction, dram_utilisation, simulate_workload
+from sim.scheduling import event_count
 from workloads import workload_names
 
 _US = 1e6

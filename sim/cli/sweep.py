@@ -3,7 +3,7 @@
 ``gpusim sweep`` takes the grid from options (``--set FIELD=V1,V2,...`` repeated, and comma
 lists for ``--gpu``, ``--workload``, ``--batch``, ``--phase``, ``--precision``,
 ``--cost-model``, ``--policy``; the grid is their Cartesian product) or from a TOML file
-(see :mod:`sim.sweep.points`). With ``--out`` it writes rows to CSV/Parquet as they finish
+(see :mod:`sim.analysis.sweep.points`). With ``--out`` it writes rows to CSV/Parquet as they finish
 and prints a summary; without, it prints the rows. Ctrl-C stops it with the finished rows
 saved; ``--resume`` continues.
 
@@ -23,10 +23,9 @@ from typing import Any
 
 from gpu_models.errors import GpusimError
 from gpu_models.presets import load_gpu
-from sim.cli.common import print_json, print_table
-from sim.sweep.evaluate import EVALUATORS, get_evaluator, limits_available
-from sim.sweep.executors import EXECUTOR_NAMES, make_executor
-from sim.sweep.points import (
+from sim.analysis.sweep.evaluate import EVALUATORS, get_evaluator, limits_available
+from sim.analysis.sweep.executors import EXECUTOR_NAMES, make_executor
+from sim.analysis.sweep.points import (
     OPTION_DEFAULTS,
     Point,
     SweepSpec,
@@ -34,8 +33,9 @@ from sim.sweep.points import (
     parse_set_axes,
     split_values,
 )
-from sim.sweep.results import read_results
-from sim.sweep.runner import SweepOutcome, run_sweep
+from sim.analysis.sweep.results import read_results
+from sim.analysis.sweep.runner import SweepOutcome, run_sweep
+from sim.cli.common import print_json, print_table
 
 #: Grid options: (flag, option name). Each takes a comma list.
 _GRID_OPTIONS: tuple[tuple[str, str], ...] = (
@@ -154,8 +154,8 @@ def check_global_values(points: list[Point], evaluator: str) -> None:
             raise GpusimError(f"sweep: --gpu {gpu!r}: {exc}") from None
     if evaluator != "limits":
         return
-    from sim.policies import get_policy
-    from sim.workflow import PRECISIONS
+    from sim.analysis.workflow import PRECISIONS
+    from sim.scheduling import get_policy
     from workloads import workload_names
     from workloads.registry import PHASES
 
@@ -181,7 +181,7 @@ def check_global_values(points: list[Point], evaluator: str) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     spec = sweep_spec_from_args(args)
     if args.evaluator == "limits" and not limits_available():
-        raise GpusimError("the limits evaluator needs sim.limits, which this installation "
+        raise GpusimError("the limits evaluator needs sim.analysis.limits, which this installation "
                           "lacks; use --evaluator occupancy")
     check_global_values(spec.points(), args.evaluator)
     if args.resume and args.out is None:
@@ -267,7 +267,7 @@ def check_numeric_metric(rows: list[dict[str, Any]], metric: str) -> None:
 
 def cmd_plot_sweep(args: argparse.Namespace) -> int:
     # The plotting stack is imported only by the command that draws.
-    from sim.plots_sweep import heatmap_figure, pivot_sweep
+    from sim.report.plots_sweep import heatmap_figure, pivot_sweep
 
     where: dict[str, str] = {}
     for text in args.where:

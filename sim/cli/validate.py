@@ -1,13 +1,13 @@
 """``gpusim validate``: the engine against block-level measurements of real GPUs.
 
-Replays every case of the committed device-campaign data (``gpu_models/data/micro/<gpu>/``)
+Replays every case of the committed device-campaign data (``sim/measure/data/micro/<gpu>/``)
 in the engine and prints measured against simulated makespan, each kernel's start and end,
-and per-SM block counts, with the error of each (see :mod:`sim.validate`). With no data it
+and per-SM block counts, with the error of each (see :mod:`sim.measure.validate`). With no data it
 says what is missing and how to measure it, and never makes numbers up.
 
 It also compares simulated network step times and multi-stream speedups with the committed
-network runs of device campaign 2 (``gpu_models/data/netbench/<gpu>.json``; see
-:mod:`sim.validate_networks`).
+network runs of device campaign 2 (``sim/measure/data/netbench/<gpu>.json``; see
+:mod:`sim.measure.validate_networks`).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import argparse
 from pathlib import Path
 
 from gpu_models.errors import GpusimError
-from gpu_models.micro.schema import EXPERIMENTS, default_data_dir
 from gpu_models.presets import list_presets
 from sim.cli.common import add_json_arg, print_json, print_table
-from sim.engine import MODES
-from sim.validate import ValidationReport, find_measured, validate
-from sim.validate_networks import NetworkValidation, find_network_data, validate_networks
+from sim.engine.engine import MODES
+from sim.measure.micro.schema import EXPERIMENTS, default_data_dir
+from sim.measure.validate import ValidationReport, find_measured, validate
+from sim.measure.validate_networks import NetworkValidation, find_network_data, validate_networks
 
 _US = 1e6
 
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "validate", help="replay measured microbenchmarks in the engine; show the errors")
     p.add_argument("--data", type=Path, default=None,
-                   help="measured data folder (default: gpu_models/data/micro)")
+                   help="measured data folder (default: sim/measure/data/micro)")
     p.add_argument("--gpu", action="append", default=[], metavar="KEY",
                    help="only this GPU's data (repeatable; a folder name under --data)")
     p.add_argument("--mode", choices=MODES, default="grouped",
@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--kernels", action="store_true",
                    help="also print every kernel's start and end")
     p.add_argument("--network-data", type=Path, default=None,
-                   help="network timing folder (default: gpu_models/data/netbench)")
+                   help="network timing folder (default: sim/measure/data/netbench)")
     p.add_argument("--network", action="append", default=[], metavar="NAME",
                    help="only this network's runs (repeatable)")
     add_json_arg(p)
@@ -51,9 +51,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _no_data_message(root: Path) -> str:
     return (f"no measured data under {root}: expected <gpu>/<experiment>.json for "
             f"experiments {', '.join(EXPERIMENTS)}.\n"
-            "Measure them on a GPU with `python -m gpu_models.micro run --out DIR` "
+            "Measure them on a GPU with `python -m sim.measure.micro run --out DIR` "
             "(scripts/device_campaign1.sh) and commit DIR/<gpu>/ there; "
-            "see gpu_models/micro/README.md. Nothing was simulated.")
+            "see sim/measure/micro/README.md. Nothing was simulated.")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -95,7 +95,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 _NO_NETWORK_DATA = (
-    "no network timings under gpu_models/data/netbench: measure them on a GPU with "
+    "no network timings under sim/measure/data/netbench: measure them on a GPU with "
     "`gpusim calibrate layers --out DIR` (scripts/device_campaign2.sh) and add them with "
     "`gpusim calibrate import-layers DIR`. Nothing was simulated.")
 

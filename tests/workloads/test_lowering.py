@@ -13,7 +13,6 @@ import pytest
 from gpu_models.calibration import CalibrationRecord, CalibrationSet, Provenance
 from gpu_models.cost import get_cost_model
 from gpu_models.errors import GpusimError
-from gpu_models.ingest import TraceKernel
 from gpu_models.kernel import KernelCost, KernelKind, KernelSpec
 from gpu_models.occupancy import launch_failure, occupancy
 from gpu_models.presets import list_presets, load_preset
@@ -22,7 +21,6 @@ from sim.cli import main
 from workloads import build, workload_names
 from workloads.layers import OpType
 from workloads.lowering import (
-    compare_to_trace,
     conv_layer,
     gemm_layer,
     gemm_shape,
@@ -346,38 +344,6 @@ def _main_kernel(kg: nx.DiGraph, layer: str) -> KernelSpec:
                 if d["layer"] == layer and d["kernel"].kind is KernelKind.CONV_FWD)
 
 
-def test_compare_to_trace(a100: GPUSpec) -> None:
-    kg = lower(build("resnet18", batch=2), a100, precision="tf32")
-    conv = _main_kernel(kg, "layer1.0.conv1")
-
-    def traced(name: str, kind: KernelKind, grid: tuple[int, int, int], step: int,
-               layer: str = "", config: tuple[int, int, int] = (128, 32, 0)) -> TraceKernel:
-        return TraceKernel(name=name, ts_s=0.0, duration_s=1e-5, device=0, stream=7,
-                           correlation=None, grid=grid, block=(config[0], 1, 1),
-                           regs_per_thread=config[1], smem_per_block_B=config[2], kind=kind,
-                           layer_name=layer, phase="forward", step=step)
-
-    same = (conv.threads, conv.regs_per_thread, conv.smem_per_block_B)
-    kernels = [
-        traced("fprop", KernelKind.CONV_FWD, conv.grid, 1, "layer1.0.conv1", same),
-        traced("fprop", KernelKind.CONV_FWD, (1, 1, 1), 1, "layer1.0.conv2"),
-        traced("relu", KernelKind.ELEMENTWISE, (8, 1, 1), 1),
-        traced("relu", KernelKind.ELEMENTWISE, (8, 1, 1), 2),  # another step: not counted
-    ]
-    result = compare_to_trace(kg, kernels)
-    assert result.step == 1 and result.traced_kernels == 3
-    assert result.lowered_kernels == kg.number_of_nodes()
-    counts = {c.kind: (c.lowered, c.traced) for c in result.by_kind}
-    assert counts["conv_fwd"][1] == 2 and counts["elementwise"][1] == 1
-    matches = {m.layer: m for m in result.layers}
-    assert matches["layer1.0.conv1"].same_config
-    assert matches["layer1.0.conv1"].blocks_ratio == 1.0
-    assert not matches["layer1.0.conv2"].same_config
-    assert result.config_agreement == 0.5
-    assert json.loads(json.dumps(result.to_dict()))["config_agreement"] == 0.5
-
-
-# ---------------------------------------------------------------------- gpusim op
 def test_cli_op_conv2d_json(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["op", "conv2d", "--batch", "1", "--in", "64,56,56", "--out", "64",
                  "--kernel", "3,3", "--pad", "1", "--gpu", "a100", "--precision", "tf32",

@@ -4,7 +4,7 @@ Every operation of a workload graph (:mod:`workloads.registry`) becomes one or m
 kernels (:class:`~gpu_models.kernel.KernelSpec`) chosen the way cuDNN, cuBLAS and eager
 PyTorch choose them on the GPU's architecture: convolutions as implicit GEMMs tiled with the
 architecture's thread-block tiles (:mod:`workloads.lowering.tiles`, tables in
-``gpu_models/data/tiles/``), with split-K and a reduction kernel where the GEMM is narrow;
+``workloads/lowering/data/``), with split-K and a reduction kernel where the GEMM is narrow;
 linear layers as cuBLAS GEMMs; batch norm, pooling, elementwise, concat, loss and optimizer
 ops as the ATen/cuDNN kernels they launch (:mod:`workloads.lowering.ops` lists each rule)::
 
@@ -49,8 +49,8 @@ that layer takes the recorded launch configuration (grid, threads, registers, sh
 memory, library name) and its measured duration; FLOPs and bytes stay lowering's.
 Lowering needs no calibration data.
 
-:func:`~workloads.lowering.compare.compare_to_trace` checks a kernel graph against the
-kernels of an ingested profiler trace (counts by kind; per-layer launch configurations).
+Checking a kernel graph against the kernels of a real profiler trace is measurement work:
+:func:`sim.measure.compare.compare_to_trace`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ from gpu_models.kernel import CostModel, KernelCost, KernelKind, KernelSpec
 from gpu_models.occupancy import launch_failure
 from gpu_models.spec import GPUSpec
 from workloads.layers import Layer, OpType
-from workloads.lowering.compare import TraceComparison, compare_to_trace
 from workloads.lowering.ops import (
     CONV_PASSES,
     LAYOUTS,
@@ -337,9 +336,7 @@ __all__ = [
     "GemmShape",
     "Tile",
     "TileChoice",
-    "TraceComparison",
     "check_precision",
-    "compare_to_trace",
     "conv_layer",
     "gemm_layer",
     "gemm_shape",

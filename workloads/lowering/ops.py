@@ -1,7 +1,7 @@
 """Per-op lowering rules: one :class:`~workloads.layers.Layer` -> the kernels a library launches.
 
 What each op becomes (eager PyTorch on cuDNN/cuBLAS; launch shapes from
-``gpu_models/data/tiles/kernels.toml``, GEMM tiles from :mod:`workloads.lowering.tiles`):
+``workloads/lowering/data/kernels.toml``, GEMM tiles from :mod:`workloads.lowering.tiles`):
 
 - ``conv2d`` / ``conv2d_dgrad`` / ``conv2d_wgrad``: one implicit-GEMM kernel per pass,
   shapes (per group, ``g`` groups in grid z):
@@ -68,7 +68,6 @@ import math
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
@@ -77,7 +76,7 @@ from gpu_models.kernel import KernelKind, KernelSpec
 from gpu_models.spec import PRECISIONS, GPUSpec
 from workloads.graph import GraphBuilder
 from workloads.layers import DTYPE_BYTES, Layer, OpType, numel
-from workloads.lowering.tiles import check_precision, math_for, select_tile
+from workloads.lowering.tiles import check_precision, data_dir, math_for, select_tile
 
 #: Bytes per element each precision stores activations and weights in: the storage dtype's
 #: (:data:`workloads.layers.DTYPE_BYTES`); tf32 is a math mode on fp32 tensors.
@@ -95,12 +94,12 @@ LAYOUTS: tuple[str, ...] = ("nchw", "nhwc")
 
 @functools.cache
 def kernel_shapes() -> Mapping[str, Mapping[str, Any]]:
-    """The non-GEMM kernel launch shapes (``gpu_models/data/tiles/kernels.toml``).
+    """The non-GEMM kernel launch shapes (``workloads/lowering/data/kernels.toml``).
 
     Read-only (tables become mappingproxies, arrays tuples): the result is cached and
     shared by every caller.
     """
-    path = resources.files("gpu_models") / "data" / "tiles" / "kernels.toml"
+    path = data_dir() / "kernels.toml"
     frozen: Mapping[str, Mapping[str, Any]] = _frozen(
         tomllib.loads(path.read_text(encoding="utf-8")))
     return frozen

@@ -7,7 +7,7 @@ walks K in slices of ``bk``, staging A and B slices through shared memory in a p
 and shared memory per block are properties of the compiled kernel.
 
 The tile families each library ships for an architecture are *data*:
-``gpu_models/data/tiles/<table>.toml`` (``simt``, ``sm70``, ``sm80``, ``sm90``), each row
+``workloads/lowering/data/<table>.toml`` (``simt``, ``sm70``, ``sm80``, ``sm90``), each row
 with its source. A table may ``inherit`` others (Hopper runs Ampere kernels; every table
 keeps the SIMT kernels for FP32). :func:`table_for` maps a GPU to its table: sm61 -> simt,
 sm70/sm75 -> sm70, sm80/sm86/sm89 -> sm80, sm90 -> sm90 (newer: the newest table).
@@ -127,14 +127,15 @@ class TileChoice:
         return self.tiles_m * self.tiles_n * self.split_k
 
 
-def _tiles_dir() -> Any:
-    return resources.files("gpu_models") / "data" / "tiles"
+def data_dir() -> Any:
+    """The folder of the lowering's data tables (tiles per architecture, kernel shapes)."""
+    return resources.files("workloads.lowering") / "data"
 
 
 @functools.cache
 def load_table(name: str) -> tuple[Tile, ...]:
     """The tiles of table ``name`` followed by those of the tables it inherits."""
-    path = _tiles_dir() / f"{name}.toml"
+    path = data_dir() / f"{name}.toml"
     if not path.is_file():
         raise GpusimError(f"unknown tile table {name!r}")
     data = tomllib.loads(path.read_text(encoding="utf-8"))

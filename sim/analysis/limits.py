@@ -1,0 +1,375 @@
+"""The limits of concurrent layer scheduling: bounds, policies and what binds.
+
+For a kernel DAG on a GPU, :func:`compute_limits` reports
+
+* **serial** — the framework default (``serial`` policy) simulated: the baseline;
+* **each policy's** simulated time (default: :data:`sim.scheduling.DEFAULT_POLICIES`);
+* the **critical-path bound** — every kernel at its isolated time (alone on the GPU),
+  unlimited concurrency, and the host launch overhead only as far as no launch order can
+  avoid it. The host issues the ``N`` launches one at a time (``L`` seconds each) in a
+  topological order, and a kernel is visible to the GPU when its launch call ends. So a
+  kernel ``v`` with ``a(v)`` ancestors is launched at position ``>= a(v) + 1`` and cannot
+  start before ``(a(v) + 1) x L``, after which the longest isolated-time path from it to an
+  exit, ``bottom(v)``, still has to run; and the last launch ends at ``N x L``, after which
+  at least one exit kernel runs. The bound is the larger of
+  ``max_v [(a(v) + 1) x L + bottom(v)]`` and ``N x L + min over exits of its time``: the
+  plain critical path when ``L = 0``. Event overhead is not counted: a policy can avoid it
+  (``serial`` has none);
+* the **work bound** — the GPU's capacity: for each SM resource (warps, registers, shared
+  memory, block slots), the summed resource-time of all blocks (a block holds its
+  allocated share of one SM for its block time) over ``sm_count``; and the DRAM bytes over
+  the bandwidth. Its value is the largest of these;
+* the **lower bound** — ``max(critical path, work bound)``: no schedule beats it;
+* the **ideal speedup** ``serial / lower bound`` and the **achievable speedup**
+  ``serial / best policy``. Both are >= 1 by construction (the lower bound is at most every
+  simulated time, serial's included, and the best policy is at most serial), but the bound
+  and the simulation sum the same times along different paths, so a ratio within a relative
+  :data:`SPEEDUP_SNAP` (1e-9) of 1 is reported as exactly 1 (float noise such as
+  1.0000000000000022 or 0.9999999999999998 is not a speedup);
+* **what binds** the best policy, from the engine's counters (see :func:`what_binds`).
+
+Every time in a report must be finite and > 0: a degenerate GPU (``clock_hz=1e-300``,
+``dram_bw_Bps=1e-300``) makes kernels take forever, and the report raises
+:class:`GpusimError` naming the figure and the likely GPUSpec field instead of printing
+``inf`` and ``nan``.
+
+:func:`limits_for_workload` does the same from a workload name (build, lower, price).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import networkx as nx
+
+from gpu_models.errors import GpusimError
+from gpu_models.kernel import CostModel
+from gpu_models.occupancy import block_footprint
+from gpu_models.spec import GPUSpec
+from sim.analysis.workflow import (
+    kernel_graph_for,
+    resolve_cost_model,
+    resolve_gpu,
+    run_policy,
+    schedule_context,
+)
+from sim.engine.result import SimResult
+from sim.scheduling import (
+    DEFAULT_POLICIES,
+    ScheduleContext,
+    SchedulingPolicy,
+    event_count,
+    get_policy,
+)
+from sim.scheduling.base import bottom_levels
+
+_US = 1e6
+
+#: Speedups within this relative distance of 1 are float noise and reported as 1.
+SPEEDUP_SNAP = 1e-9
+
+#: The best policy is "dependency-bound" when within this factor of the critical path.
+DEPENDENCY_BOUND_FACTOR = 1.05
+
+#: Names :func:`what_binds` reports, with the engine counter each comes from.
+BINDS: Mapping[str, str] = MappingProxyType({
+    "warps": "blocked_s['warps']: the head kernel's next block found no SM with free warps",
+    "registers": "blocked_s['registers']: ... found no SM with free registers",
+    "shared_memory": "blocked_s['shared_memory']: ... found no SM with free shared memory",
+    "blocks": "blocked_s['blocks']: ... found no SM with a free block slot",
+    "host_launch": "the host was still issuing launches at the end (launch_bound_s: GPU "
+                   "idle while the host launched)",
+    "queue_head_of_line": "false_dependency_s: a queue's head waited while a ready kernel of "
+                          "another stream was queued behind it",
+    "resident_grids": "resident_limit_s: a ready kernel waited for the resident-grid limit",
+    "dram_bandwidth": "dram_saturated_s: running blocks asked for more than the bandwidth",
+    "dependencies": "the run is within 5% of the DAG's critical path (isolated times)",
+})
+
+
+@dataclass(frozen=True)
+class WorkBound:
+    """The GPU-capacity bound, per resource, in seconds."""
+
+    #: Summed block resource-time over sm_count, per SM resource.
+    sm_resource_s: Mapping[str, float]
+    #: DRAM bytes (as the cost model prices them) over the bandwidth.
+    dram_s: float
+
+    @property
+    def value_s(self) -> float:
+        """The largest of the per-resource bounds."""
+        return max([*self.sm_resource_s.values(), self.dram_s])
+
+    @property
+    def binding(self) -> str:
+        """Which resource gives :attr:`value_s`."""
+        candidates = {**self.sm_resource_s, "dram_bandwidth": self.dram_s}
+        return max(candidates, key=candidates.__getitem__)
+
+
+@dataclass(frozen=True, eq=False)
+class LimitsReport:
+    """The limits-table row of one workload on one GPU. Times in seconds."""
+
+    workload: str
+    batch: int | None
+    phase: str
+    precision: str
+    gpu: str
+    cost_model: str
+    kernels: int
+    serial_s: float
+    #: Simulated time per policy (serial first, then in the order asked).
+    policies_s: Mapping[str, float]
+    critical_path_s: float
+    work_bound: WorkBound
+    binds: str
+    #: Each engine counter of the best policy's run, seconds.
+    binds_detail_s: Mapping[str, float]
+    streams: Mapping[str, int]
+    events: Mapping[str, int]
+    #: Per-policy simulation results, when asked to keep them (for plots).
+    results: Mapping[str, SimResult] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        wb = self.work_bound
+        if not math.isfinite(wb.dram_s):
+            raise GpusimError(f"{self.gpu}: the DRAM work bound is not finite "
+                              f"({wb.dram_s} s): dram_bw_Bps is too small")
+        for resource, value in wb.sm_resource_s.items():
+            if not math.isfinite(value):
+                raise GpusimError(f"{self.gpu}: the {resource} work bound is not finite "
+                                  f"({value} s): kernels' block times overflow; check "
+                                  f"clock_hz and the GPU's throughput fields")
+        figures = {"critical-path bound": self.critical_path_s,
+                   **{f"policy {n!r} time": t for n, t in self.policies_s.items()}}
+        for what, value in figures.items():
+            if not math.isfinite(value) or value < 0:
+                likely = ("dram_bw_Bps" if wb.dram_s >= max(wb.sm_resource_s.values(),
+                                                             default=0.0)
+                          else "clock_hz (or another throughput field)")
+                raise GpusimError(f"{self.gpu}: the {what} is not finite ({value} s): the "
+                                  f"GPU spec is degenerate; likely field: {likely}")
+
+    @property
+    def work_bound_s(self) -> float:
+        return self.work_bound.value_s
+
+    @property
+    def lower_bound_s(self) -> float:
+        return max(self.critical_path_s, self.work_bound_s)
+
+    @property
+    def best_policy(self) -> str:
+        """The fastest policy (the first on a tie, so serial wins ties)."""
+        return min(self.policies_s, key=self.policies_s.__getitem__)
+
+    @property
+    def best_s(self) -> float:
+        return self.policies_s[self.best_policy]
+
+    @property
+    def speedup_ideal(self) -> float:
+        return _snap(self.serial_s / self.lower_bound_s) if self.lower_bound_s > 0 else 1.0
+
+    @property
+    def speedup_achievable(self) -> float:
+        return _snap(self.serial_s / self.best_s) if self.best_s > 0 else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, times in microseconds."""
+        return {
+            "workload": self.workload,
+            "batch": self.batch,
+            "phase": self.phase,
+            "precision": self.precision,
+            "gpu": self.gpu,
+            "cost_model": self.cost_model,
+            "kernels": self.kernels,
+            "serial_us": self.serial_s * _US,
+            "critical_path_us": self.critical_path_s * _US,
+            "work_bound_us": self.work_bound_s * _US,
+            "lower_bound_us": self.lower_bound_s * _US,
+            "policies": {name: t * _US for name, t in self.policies_s.items()},
+            "best_policy": self.best_policy,
+            "speedup_ideal": self.speedup_ideal,
+            "speedup_achievable": self.speedup_achievable,
+            "binds": self.binds,
+            "binds_detail_us": {k: v * _US for k, v in self.binds_detail_s.items()},
+            "work_bound_detail_us": {
+                **{k: v * _US for k, v in self.work_bound.sm_resource_s.items()},
+                "dram_bandwidth": self.work_bound.dram_s * _US,
+            },
+            "work_bound_binds": self.work_bound.binding,
+            "streams": dict(self.streams),
+            "events": dict(self.events),
+        }
+
+
+def _snap(ratio: float) -> float:
+    """``ratio``, or exactly 1 when within :data:`SPEEDUP_SNAP` of it (float noise)."""
+    return 1.0 if abs(ratio - 1.0) <= SPEEDUP_SNAP else ratio
+
+
+def critical_path_bound_s(ctx: ScheduleContext, launch_overhead_s: float) -> float:
+    """The critical-path bound with the unavoidable host launch overhead (module doc)."""
+    graph = ctx.graph
+    if graph.number_of_nodes() == 0:
+        return 0.0
+    bottom = bottom_levels(graph, ctx.isolated_s)
+    order = list(nx.topological_sort(graph))
+    position = {n: i for i, n in enumerate(order)}
+    ancestors = [0] * len(order)  # bitsets over topological positions
+    for i, node in enumerate(order):
+        for pred in graph.predecessors(node):
+            j = position[pred]
+            ancestors[i] |= ancestors[j] | (1 << j)
+    paths_s = max((ancestors[i].bit_count() + 1) * launch_overhead_s + bottom[node]
+                  for i, node in enumerate(order))
+    last_launch_s = len(order) * launch_overhead_s + min(
+        ctx.isolated_s[n] for n in order if graph.out_degree(n) == 0)
+    return max(paths_s, last_launch_s)
+
+
+def work_bound(ctx: ScheduleContext) -> WorkBound:
+    """Summed block resource-time per SM resource over the GPU's SMs, and DRAM time."""
+    gpu = ctx.gpu
+    totals = {"warps": 0.0, "registers": 0.0, "shared_memory": 0.0, "blocks": 0.0}
+    dram_B = 0.0
+    for node, kernel in ctx.graph.nodes(data="kernel"):
+        cost = ctx.costs[node]
+        fp = block_footprint(gpu, kernel.threads, kernel.regs_per_thread,
+                             kernel.smem_per_block_B)
+        block_s = kernel.blocks * cost.block_time_s
+        totals["warps"] += block_s * fp.warps / gpu.max_warps_per_sm
+        totals["registers"] += block_s * fp.regs_per_warp * fp.warps / gpu.regs_per_sm
+        totals["shared_memory"] += block_s * fp.smem_B / gpu.smem_per_sm_B
+        totals["blocks"] += block_s / gpu.max_blocks_per_sm
+        dram_B += cost.dram_bytes
+    return WorkBound(
+        sm_resource_s=MappingProxyType({k: v / gpu.sm_count for k, v in totals.items()}),
+        dram_s=dram_B / gpu.dram_bw_Bps,
+    )
+
+
+def binds_detail(result: SimResult) -> dict[str, float]:
+    """The engine's what-binds counters of ``result`` under the names of :data:`BINDS`."""
+    c = result.counters
+    detail = {r: float(c.blocked_s.get(r, 0.0))
+              for r in ("warps", "registers", "shared_memory", "blocks")}
+    detail.update(
+        host_launch=c.launch_bound_s,
+        queue_head_of_line=c.false_dependency_s,
+        resident_grids=c.resident_limit_s,
+        dram_bandwidth=c.dram_saturated_s,
+    )
+    return detail
+
+
+def what_binds(result: SimResult, dag_critical_path_s: float) -> str:
+    """What limited a run, in this order:
+
+    * ``dependencies`` when it is within :data:`DEPENDENCY_BOUND_FACTOR` of the DAG's
+      critical path (isolated times, no host overhead);
+    * ``host_launch`` when the host was still issuing launches until within that factor of
+      the end: the GPU cannot finish before it has seen the last kernel, so nothing on the
+      GPU side was the limit (the counters below overlap it and would mislead);
+    * else the counter with the most time (see :data:`BINDS`).
+    """
+    if result.makespan_s <= dag_critical_path_s * DEPENDENCY_BOUND_FACTOR:
+        return "dependencies"
+    host_end_s = max((k.launch_s for k in result.kernels), default=0.0)
+    if host_end_s * DEPENDENCY_BOUND_FACTOR >= result.makespan_s:
+        return "host_launch"
+    detail = binds_detail(result)
+    return max(detail, key=detail.__getitem__)
+
+
+def compute_limits(
+    kernel_graph: nx.DiGraph,
+    gpu: GPUSpec,
+    *,
+    cost_model: CostModel,
+    policies: Sequence[str | SchedulingPolicy] | None = None,
+    launch_overhead_s: float | None = None,
+    event_overhead_s: float | None = None,
+    keep_results: bool = False,
+    mode: str = "grouped",
+    sm_policy: str = "most-free",
+    labels: Mapping[str, Any] | None = None,
+) -> LimitsReport:
+    """The limits report of ``kernel_graph`` on ``gpu`` (see the module docstring).
+
+    ``policies`` default to :data:`~sim.scheduling.DEFAULT_POLICIES`; ``serial`` is always
+    simulated (it is the baseline) and comes first. Overheads of ``None`` take the GPU's.
+    ``labels`` fill the report's descriptive fields (workload, batch, phase, precision,
+    cost_model); they default to the kernel graph's metadata.
+    """
+    asked = list(DEFAULT_POLICIES if policies is None else policies)
+    if not asked:
+        raise GpusimError("policies must name at least one policy")
+    ctx = schedule_context(kernel_graph, gpu, cost_model, launch_overhead_s=launch_overhead_s,
+                           event_overhead_s=event_overhead_s)
+    chosen: dict[str, SchedulingPolicy] = {}
+    for policy in ["serial", *asked]:
+        resolved = get_policy(policy) if isinstance(policy, str) else policy
+        chosen.setdefault(resolved.name, resolved)  # each policy simulated once
+    runs = {name: run_policy(ctx, policy, launch_overhead_s=launch_overhead_s,
+                             event_overhead_s=event_overhead_s, mode=mode, sm_policy=sm_policy)
+            for name, policy in chosen.items()}
+    launch_s = gpu.launch_overhead_s if launch_overhead_s is None else launch_overhead_s
+    # "dependencies" bind only when the DAG itself, not the host, explains the time.
+    dag_s = critical_path_bound_s(ctx, 0.0)
+    times = {name: run.result.makespan_s for name, run in runs.items()}
+    best = min(times, key=times.__getitem__)
+    meta = {**kernel_graph.graph, **(labels or {})}
+    return LimitsReport(
+        workload=str(meta.get("workload", "")),
+        batch=meta.get("batch"),
+        phase=str(meta.get("phase", "")),
+        precision=str(meta.get("precision", "")),
+        gpu=gpu.name,
+        cost_model=str(meta.get("cost_model", type(cost_model).__name__)),
+        kernels=kernel_graph.number_of_nodes(),
+        serial_s=times["serial"],
+        policies_s=MappingProxyType(times),
+        critical_path_s=critical_path_bound_s(ctx, launch_s),
+        work_bound=work_bound(ctx),
+        binds=what_binds(runs[best].result, dag_s),
+        binds_detail_s=MappingProxyType(binds_detail(runs[best].result)),
+        streams=MappingProxyType({n: r.schedule.stream_count for n, r in runs.items()}),
+        events=MappingProxyType({n: event_count(r.program) for n, r in runs.items()}),
+        results=(MappingProxyType({n: r.result for n, r in runs.items()}) if keep_results
+                 else None),
+    )
+
+
+def limits_for_workload(
+    name: str,
+    *,
+    batch: int = 1,
+    phase: str = "inference",
+    precision: str = "fp32",
+    gpu: str | GPUSpec = "h100",
+    cost_model: str | CostModel = "roofline",
+    policies: Sequence[str | SchedulingPolicy] | None = None,
+    keep_results: bool = False,
+    origin: str | GPUSpec | None = None,
+    launch_overhead_s: float | None = None,
+    event_overhead_s: float | None = None,
+) -> LimitsReport:
+    """:func:`compute_limits` of workload ``name`` (built, lowered and priced here)."""
+    spec = resolve_gpu(gpu)
+    model = resolve_cost_model(cost_model, spec, origin=origin)
+    graph = kernel_graph_for(name, batch=batch, phase=phase, precision=precision, gpu=spec)
+    labels = {"workload": name, "batch": batch, "phase": phase, "precision": precision,
+              "cost_model": cost_model if isinstance(cost_model, str)
+              else type(cost_model).__name__}
+    return compute_limits(graph, spec, cost_model=model, policies=policies,
+                          keep_results=keep_results, launch_overhead_s=launch_overhead_s,
+                          event_overhead_s=event_overhead_s, labels=labels)
