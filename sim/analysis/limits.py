@@ -50,6 +50,7 @@ from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel
 from gpu_models.occupancy import block_footprint
 from gpu_models.spec import GPUSpec
+from gpu_models.units import US_PER_S
 from sim.analysis.workflow import (
     kernel_graph_for,
     resolve_cost_model,
@@ -66,8 +67,6 @@ from sim.scheduling import (
     get_policy,
 )
 from sim.scheduling.base import bottom_levels
-
-_US = 1e6
 
 #: Speedups within this relative distance of 1 are float noise and reported as 1.
 SPEEDUP_SNAP = 1e-9
@@ -191,19 +190,19 @@ class LimitsReport:
             "gpu": self.gpu,
             "cost_model": self.cost_model,
             "kernels": self.kernels,
-            "serial_us": self.serial_s * _US,
-            "critical_path_us": self.critical_path_s * _US,
-            "work_bound_us": self.work_bound_s * _US,
-            "lower_bound_us": self.lower_bound_s * _US,
-            "policies": {name: t * _US for name, t in self.policies_s.items()},
+            "serial_us": self.serial_s * US_PER_S,
+            "critical_path_us": self.critical_path_s * US_PER_S,
+            "work_bound_us": self.work_bound_s * US_PER_S,
+            "lower_bound_us": self.lower_bound_s * US_PER_S,
+            "policies": {name: t * US_PER_S for name, t in self.policies_s.items()},
             "best_policy": self.best_policy,
             "speedup_ideal": self.speedup_ideal,
             "speedup_achievable": self.speedup_achievable,
             "binds": self.binds,
-            "binds_detail_us": {k: v * _US for k, v in self.binds_detail_s.items()},
+            "binds_detail_us": {k: v * US_PER_S for k, v in self.binds_detail_s.items()},
             "work_bound_detail_us": {
-                **{k: v * _US for k, v in self.work_bound.sm_resource_s.items()},
-                "dram_bandwidth": self.work_bound.dram_s * _US,
+                **{k: v * US_PER_S for k, v in self.work_bound.sm_resource_s.items()},
+                "dram_bandwidth": self.work_bound.dram_s * US_PER_S,
             },
             "work_bound_binds": self.work_bound.binding,
             "streams": dict(self.streams),

@@ -47,6 +47,7 @@ from gpu_models.cost.calibrated import (
 from gpu_models.errors import GpusimError
 from gpu_models.presets import list_presets, load_gpu
 from gpu_models.spec import PRECISIONS
+from gpu_models.units import MS_PER_S, US_PER_S
 from sim.cli.common import add_json_arg, print_json, print_table
 from sim.measure.ingest import (
     DEFAULT_LAYER_PREFIX,
@@ -152,10 +153,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
           f"{summary.n_communication} communication kernels skipped, "
           f"{summary.n_zero_duration} zero-duration kernels dropped")
     if summary.steps:
-        print_table([(step, n, t * 1e3) for step, (n, t) in summary.steps.items()],
+        print_table([(step, n, t * MS_PER_S) for step, (n, t) in summary.steps.items()],
                     ["step", "kernels", "kernel ms"])
     if summary.stream_time_s:
-        print_table([(s, t * 1e3) for s, t in summary.stream_time_s.items()],
+        print_table([(s, t * MS_PER_S) for s, t in summary.stream_time_s.items()],
                     ["stream", "kernel ms"])
     if summary.kinds:
         print_table(list(summary.kinds.items()), ["kind", "kernels"])
@@ -261,7 +262,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         a, b, c, d = err.coefficients
         rows.append((err.kind.value, err.n_records, pct(err.heldout_median),
                      pct(err.heldout_mean), pct(err.heldout_max), pct(err.insample_mean),
-                     f"{a:.3g}", f"{b:.3g}", f"{c * 1e6:.3g}", f"{d * 1e6:.3g}"))
+                     f"{a:.3g}", f"{b:.3g}", f"{c * US_PER_S:.3g}", f"{d * US_PER_S:.3g}"))
     print_table(rows, ["kind", "n", "median %", "mean %", "max %", "in-sample %",
                        f"{FEATURE_NAMES[0]}", f"{FEATURE_NAMES[1]}", "us/wave", "us/kernel"])
     return 0

@@ -6,6 +6,7 @@ import argparse
 
 from gpu_models.occupancy import occupancy
 from gpu_models.presets import list_presets, load_preset
+from gpu_models.units import GIGA, MEGA, MIB, TERA
 from sim.cli.common import add_gpu_args, add_json_arg, print_json, print_table, resolve_gpu
 
 
@@ -40,12 +41,12 @@ def cmd_gpus(args: argparse.Namespace) -> int:
             s.display_name,
             f"{s.compute_capability[0]}.{s.compute_capability[1]}",
             s.sm_count,
-            f"{s.clock_hz / 1e6:.0f}",
-            f"{s.peak_fp32_flop_per_s / 1e12:.1f}",
-            f"{s.peak_fp16_tensor_flop_per_s / 1e12:.0f}",
-            f"{s.dram_bw_Bps / 1e9:.0f}",
+            f"{s.clock_hz / MEGA:.0f}",
+            f"{s.peak_fp32_flop_per_s / TERA:.1f}",
+            f"{s.peak_fp16_tensor_flop_per_s / TERA:.0f}",
+            f"{s.dram_bw_Bps / GIGA:.0f}",
             f"{s.smem_per_sm_B // 1024}",
-            f"{s.l2_B / 2**20:.0f}",
+            f"{s.l2_B / MIB:.0f}",
         )
         for s in specs
     ]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from gpu_models.units import US_PER_S
 from sim.analysis.limits import BINDS, limits_for_workload
 from sim.cli.common import add_json_arg, print_json, print_table, resolve_gpu
 from sim.cli.simulate import add_workload_args
 from sim.scheduling import DEFAULT_POLICIES
-
-_US = 1e6
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +39,7 @@ def cmd_limits(args: argparse.Namespace) -> int:
           f"{gpu.display_name} ({gpu.name}), cost model {args.cost_model}: "
           f"{report.kernels} kernels")
     rows = [
-        (name, round(t * _US, 1), round(report.serial_s / t, 3), report.streams[name],
+        (name, round(t * US_PER_S, 1), round(report.serial_s / t, 3), report.streams[name],
          report.events[name])
         for name, t in report.policies_s.items()
     ]
@@ -50,9 +49,9 @@ def cmd_limits(args: argparse.Namespace) -> int:
     print_table(
         [
             ("critical path (isolated kernels, unavoidable launches)",
-             round(report.critical_path_s * _US, 1)),
-            (f"work bound ({wb.binding})", round(report.work_bound_s * _US, 1)),
-            ("lower bound", round(report.lower_bound_s * _US, 1)),
+             round(report.critical_path_s * US_PER_S, 1)),
+            (f"work bound ({wb.binding})", round(report.work_bound_s * US_PER_S, 1)),
+            ("lower bound", round(report.lower_bound_s * US_PER_S, 1)),
         ],
         ("bound", "time_us"),
     )

@@ -26,12 +26,12 @@ from gpu_models.cost import get_cost_model, isolated_time_s, list_cost_models, w
 from gpu_models.kernel import CostModel, KernelSpec
 from gpu_models.occupancy import occupancy
 from gpu_models.spec import PRECISIONS, GPUSpec
+from gpu_models.units import GIGA, US_PER_S
 from sim import Launch, Program, StreamDef, simulate
 from sim.cli.common import add_gpu_args, add_json_arg, print_json, print_table, resolve_gpu
 from workloads.layers import Layer
 from workloads.lowering import CONV_PASSES, LAYOUTS, conv_layer, gemm_layer, lower_layer
 
-_US = 1e6
 #: Most blocks (all kernels together) `gpusim op` runs through the engine; above it the time
 #: is analytic. The engine takes about 0.5 us per block: 2e6 blocks are about a second.
 ENGINE_BLOCK_CAP = 2_000_000
@@ -169,7 +169,7 @@ def kernel_row(kernel: KernelSpec, gpu: GPUSpec, cost_model: CostModel) -> dict[
         "dtype": kernel.dtype, "tensor_cores": kernel.tensor_cores,
         "blocks_per_sm": occ.blocks_per_sm, "limiter": occ.limiter,
         "waves": waves(kernel, gpu), "flops": kernel.flops, "dram_bytes": kernel.dram_bytes,
-        "isolated_time_us": isolated_time_s(kernel, gpu, cost_model) * _US,
+        "isolated_time_us": isolated_time_s(kernel, gpu, cost_model) * US_PER_S,
     }
 
 
@@ -180,14 +180,14 @@ def cmd_op(args: argparse.Namespace) -> int:
     model = _cost_model(args, gpu)
     rows = [kernel_row(k, gpu, model) for k in kernels]
     time_s, timing = predicted_time_s(kernels, gpu, model)
-    time_us = time_s * _US
+    time_us = time_s * US_PER_S
     if args.json:
         print_json({"gpu": gpu.name, "layer": layer.name, "op": layer.op.value,
                     "precision": args.precision, "cost_model": args.cost_model,
                     "time_us": time_us, "timing": timing, "kernels": rows})
         return 0
     print(f"{layer.name} ({layer.op.value}) on {gpu.display_name} ({gpu.name}), "
-          f"{args.precision}, {layer.macs * 2 / 1e9:.3g} GFLOP")
+          f"{args.precision}, {layer.macs * 2 / GIGA:.3g} GFLOP")
     print_table(
         [(r["name"], r["library_name"], "x".join(str(g) for g in r["grid"]), r["threads"],
           r["regs_per_thread"], r["smem_per_block_B"], r["blocks_per_sm"], r["limiter"],

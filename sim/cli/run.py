@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 
 from gpu_models.errors import GpusimError
+from gpu_models.units import US_PER_S
 from sim.cli.common import add_json_arg, print_json, print_table
 from sim.engine.engine import simulate
 from sim.engine.placement import POLICIES
 from sim.engine.program import load_program
 from sim.engine.result import SimResult
 from sim.engine.trace import write_chrome_trace
-
-_US = 1e6
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,11 +53,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             data["counters"].pop("wall_s", None)
         print_json(data)
         return 0
-    print(f"makespan: {result.makespan_s * _US:.3f} us on {program.gpu.name} "
+    print(f"makespan: {result.makespan_s * US_PER_S:.3f} us on {program.gpu.name} "
           f"({len(result.kernels)} kernels, {result.counters.blocks} blocks, {result.mode})")
     rows = [
-        (k.name, k.stream, f"{k.launch_s * _US:.3f}", f"{k.start_s * _US:.3f}",
-         f"{k.end_s * _US:.3f}", k.blocks)
+        (k.name, k.stream, f"{k.launch_s * US_PER_S:.3f}", f"{k.start_s * US_PER_S:.3f}",
+         f"{k.end_s * US_PER_S:.3f}", k.blocks)
         for k in result.kernels
     ]
     print_table(rows, ("kernel", "stream", "launch_us", "start_us", "end_us", "blocks"))
@@ -67,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     binds.update({"launch-bound": c.launch_bound_s, "false dependency": c.false_dependency_s,
                   "resident-grid limit": c.resident_limit_s,
                   "DRAM saturated": c.dram_saturated_s})
-    shown = [f"{name} {t * _US:.3f} us" for name, t in binds.items() if t > 0]
+    shown = [f"{name} {t * US_PER_S:.3f} us" for name, t in binds.items() if t > 0]
     if shown:
         print("time spent: " + "; ".join(shown))
     if args.trace:

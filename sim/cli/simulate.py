@@ -6,12 +6,11 @@ import argparse
 
 from gpu_models.cost import list_cost_models
 from gpu_models.spec import PRECISIONS
+from gpu_models.units import US_PER_S
 from sim.analysis.workflow import busy_sm_fraction, dram_utilisation, simulate_workload
 from sim.cli.common import add_gpu_args, add_json_arg, print_json, resolve_gpu
 from sim.scheduling import event_count
 from workloads import workload_names
-
-_US = 1e6
 
 
 def add_workload_args(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +62,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "gpu": gpu.name,
         "cost_model": args.cost_model,
         "policy": run.run.policy,
-        "makespan_us": result.makespan_s * _US,
+        "makespan_us": result.makespan_s * US_PER_S,
         "kernels": len(result.kernels),
         "streams": len(run.program.streams),
         "events": event_count(run.program),

@@ -17,13 +17,12 @@ from pathlib import Path
 
 from gpu_models.errors import GpusimError
 from gpu_models.presets import list_presets
+from gpu_models.units import US_PER_S
 from sim.cli.common import add_json_arg, print_json, print_table
 from sim.engine.engine import MODES
 from sim.measure.micro.schema import EXPERIMENTS, default_data_dir
 from sim.measure.validate import ValidationReport, find_measured, validate
 from sim.measure.validate_networks import NetworkValidation, find_network_data, validate_networks
-
-_US = 1e6
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -105,7 +104,7 @@ def _print_networks(net: NetworkValidation) -> None:
     print(f"{net.gpu}: network runs on {prov.get('gpu_name')} (driver {prov.get('driver')}, "
           f"measured {prov.get('date')}), cost model {net.cost_model}")
     rows = [(c.network, c.phase, c.batch, c.precision, c.mode,
-             round(c.measured_serial_s * _US, 1), round(c.simulated_serial_s * _US, 1),
+             round(c.measured_serial_s * US_PER_S, 1), round(c.simulated_serial_s * US_PER_S, 1),
              _pct(c.serial_error), f"{c.measured_speedup:.3f}", f"{c.simulated_speedup:.3f}",
              f"{c.speedup_error:+.3f}") for c in net.comparisons]
     print_table(rows, ("network", "phase", "batch", "precision", "host", "serial_meas_us",
@@ -124,8 +123,9 @@ def _print_report(report: ValidationReport, kernels: bool) -> None:
     if report.missing:
         print(f"  missing experiments: {', '.join(report.missing)}")
     rows = [(c.experiment, c.case + (" (calibration)" if c.calibration else ""),
-             round(c.measured_makespan_s * _US, 2), round(c.simulated_makespan_s * _US, 2),
-             _pct(c.makespan_error), round(c.measured_spread_s * _US, 2),
+             round(c.measured_makespan_s * US_PER_S, 2),
+             round(c.simulated_makespan_s * US_PER_S, 2),
+             _pct(c.makespan_error), round(c.measured_spread_s * US_PER_S, 2),
              "-" if c.worst_edge_error is None else _pct(c.worst_edge_error),
              f"{max((k.sm_distance for k in c.kernels), default=0.0):.3f}")
             for c in report.cases]
@@ -143,9 +143,9 @@ def _print_report(report: ValidationReport, kernels: bool) -> None:
         print(f"  {experiment}: {len(errors)} cases, |makespan error| median "
               f"{100 * errors[len(errors) // 2]:.1f}%, max {100 * errors[-1]:.1f}%")
     if kernels:
-        krows = [(c.case, k.name, k.blocks, round(k.measured_start_s * _US, 2),
-                  round(k.simulated_start_s * _US, 2), round(k.measured_end_s * _US, 2),
-                  round(k.simulated_end_s * _US, 2),
+        krows = [(c.case, k.name, k.blocks, round(k.measured_start_s * US_PER_S, 2),
+                  round(k.simulated_start_s * US_PER_S, 2), round(k.measured_end_s * US_PER_S, 2),
+                  round(k.simulated_end_s * US_PER_S, 2),
                   f"{k.measured_sms_used}/{k.simulated_sms_used}",
                   f"{k.measured_max_per_sm}/{k.simulated_max_per_sm}", f"{k.sm_distance:.3f}")
                  for c in report.cases for k in c.kernels]
@@ -162,5 +162,5 @@ def _print_report(report: ValidationReport, kernels: bool) -> None:
                              f"{' ...' if len(wrong) > 8 else ''}" if wrong else ""))
     for s in report.scalars:
         if s.experiment == "launch_overhead":
-            print(f"  launch: {s.case} {s.quantity}: measured {s.measured * _US:.3f} us, "
-                  f"model {s.predicted * _US:.3f} us")
+            print(f"  launch: {s.case} {s.quantity}: measured {s.measured * US_PER_S:.3f} us, "
+                  f"model {s.predicted * US_PER_S:.3f} us")

@@ -16,6 +16,7 @@ import argparse
 from typing import Any
 
 from gpu_models.errors import GpusimError
+from gpu_models.units import GIGA, MEGA
 from sim.cli.common import add_json_arg, print_json, print_table
 from workloads.analysis import analyze
 from workloads.registry import PHASES, build, forward_macs, list_workloads
@@ -85,7 +86,7 @@ def cmd_workloads(args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     print_table(
-        [(r["name"], f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}", r["resolution"],
+        [(r["name"], f"{r['params']:,}", f"{r['macs'] / GIGA:.3f}", r["resolution"],
           r["description"]) for r in rows],
         ["workload", "params", "GMACs", "res", "description"],
     )
@@ -114,11 +115,11 @@ def cmd_graph(args: argparse.Namespace) -> int:
         ("kernel ops (non-view)", result.kernel_ops),
         ("convolutions", result.convs),
         ("parameters", f"{result.params:,}"),
-        ("GMACs", f"{result.macs / 1e9:.3f}"),
-        ("GFLOP", f"{result.flops / 1e9:.3f}"),
-        ("min DRAM traffic (MB)", f"{result.bytes / 1e6:.1f}"),
+        ("GMACs", f"{result.macs / GIGA:.3f}"),
+        ("GFLOP", f"{result.flops / GIGA:.3f}"),
+        ("min DRAM traffic (MB)", f"{result.bytes / MEGA:.1f}"),
         ("critical path (ops)", result.critical_path_ops),
-        ("critical path (GFLOP)", f"{result.critical_path_flops / 1e9:.3f}"),
+        ("critical path (GFLOP)", f"{result.critical_path_flops / GIGA:.3f}"),
         ("critical path share of FLOPs",
          f"{result.critical_path_flops / max(result.flops, 1):.1%}"),
         ("topological levels", result.levels),

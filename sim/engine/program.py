@@ -42,9 +42,7 @@ from gpu_models.errors import GpusimError
 from gpu_models.occupancy import launch_failure
 from gpu_models.presets import list_presets, load_gpu, spec_from_mapping
 from gpu_models.spec import GPUSpec
-
-#: Microseconds per second; JSON times are divided by it (exact for decimal inputs like 10.0).
-_US_PER_S = 1e6
+from gpu_models.units import US_PER_S
 
 #: CUDA's grid limits: ``gridDim.x`` up to 2^31 - 1, ``gridDim.y`` and ``gridDim.z`` up to 65535.
 MAX_GRID_DIMS: tuple[int, int, int] = (2**31 - 1, 65_535, 65_535)
@@ -413,7 +411,7 @@ def _kernel_from(index: int, value: Any) -> Launch:
     block_time = value["block_time_us"]
     if not _is_number(block_time):
         raise GpusimError(f"{who}: block_time_us must be a number (got {block_time!r})")
-    if not 0 < block_time < math.inf or not block_time / _US_PER_S > 0:
+    if not 0 < block_time < math.inf or not block_time / US_PER_S > 0:
         raise GpusimError(f"{who}: block_time_us must be a finite number > 0 "
                           f"(got {block_time!r})")
     smem = value.get("smem", 0)
@@ -423,7 +421,7 @@ def _kernel_from(index: int, value: Any) -> Launch:
     grid = value["grid"]
     try:
         blocks = math.prod(grid) if isinstance(grid, list) else grid
-        demand = dram / blocks / (block_time / _US_PER_S) if dram else 0.0
+        demand = dram / blocks / (block_time / US_PER_S) if dram else 0.0
     except (TypeError, ZeroDivisionError, OverflowError):
         demand = 0.0  # a bad grid or dram_bytes: Launch names it
     if isinstance(demand, float) and not math.isfinite(demand):
@@ -440,7 +438,7 @@ def _kernel_from(index: int, value: Any) -> Launch:
         threads=value["threads"],
         regs=value["regs"],
         smem_B=smem,
-        block_time_s=block_time / _US_PER_S,
+        block_time_s=block_time / US_PER_S,
         dram_bytes=value.get("dram_bytes", 0.0),
         after=tuple(after),
         kind=_text(value, "kind", who),
@@ -461,7 +459,7 @@ def _us_or_none(data: Mapping[str, Any], key: str, who: str) -> float | None:
     value = data[key]
     if not _is_number(value) or not 0 <= value < math.inf:
         raise GpusimError(f"{who}: {key} must be a finite number >= 0 (got {value!r})")
-    return value / _US_PER_S
+    return value / US_PER_S
 
 
 def _text(value: Mapping[str, Any], key: str, who: str) -> str:

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from gpu_models.units import US_PER_S
 from sim.engine.program import Program
-
-_US = 1e6
 
 
 @dataclass(frozen=True)
@@ -197,12 +196,12 @@ class SimResult:
             "gpu": self.program.gpu.name,
             "mode": self.mode,
             "sm_policy": self.sm_policy,
-            "makespan_us": self.makespan_s * _US,
+            "makespan_us": self.makespan_s * US_PER_S,
             "kernels": [
                 {
-                    "name": k.name, "stream": k.stream, "launch_us": k.launch_s * _US,
-                    "ready_us": k.ready_s * _US, "start_us": k.start_s * _US,
-                    "end_us": k.end_s * _US, "blocks": k.blocks,
+                    "name": k.name, "stream": k.stream, "launch_us": k.launch_s * US_PER_S,
+                    "ready_us": k.ready_s * US_PER_S, "start_us": k.start_s * US_PER_S,
+                    "end_us": k.end_s * US_PER_S, "blocks": k.blocks,
                 }
                 for k in self.kernels
             ],

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gpu_models.units import GIGA, US_PER_S
 from sim.engine.result import SimResult, StepSeries
 
-_US = 1e6
 _HOST_PID = 0
 _GPU_PID = 1
 
@@ -36,17 +36,17 @@ def to_chrome_trace(result: SimResult) -> dict[str, Any]:
     for k in result.kernels:
         events.append({
             "name": k.name, "cat": "launch", "ph": "X", "pid": _HOST_PID, "tid": 0,
-            "ts": k.launch_begin_s * _US, "dur": (k.launch_s - k.launch_begin_s) * _US,
+            "ts": k.launch_begin_s * US_PER_S, "dur": (k.launch_s - k.launch_begin_s) * US_PER_S,
             "args": {"stream": k.stream},
         })
         events.append({
             "name": k.name, "cat": k.kind or "kernel", "ph": "X", "pid": _GPU_PID,
-            "tid": tid[k.stream], "ts": k.start_s * _US, "dur": k.duration_s * _US,
-            "args": {"blocks": k.blocks, "launch_us": k.launch_s * _US,
-                     "ready_us": k.ready_s * _US, "layer": k.layer},
+            "tid": tid[k.stream], "ts": k.start_s * US_PER_S, "dur": k.duration_s * US_PER_S,
+            "args": {"blocks": k.blocks, "launch_us": k.launch_s * US_PER_S,
+                     "ready_us": k.ready_s * US_PER_S, "layer": k.layer},
         })
     events.extend(_counter("busy SMs", "SMs", result.busy_sms, 1.0))
-    events.extend(_counter("DRAM bandwidth", "GB/s", result.dram_Bps, 1e-9))
+    events.extend(_counter("DRAM bandwidth", "GB/s", result.dram_Bps, 1 / GIGA))
     return {"traceEvents": events, "displayTimeUnit": "ns"}
 
 
@@ -61,6 +61,6 @@ def _meta(name: str, pid: int, tid: int, args: dict[str, Any]) -> dict[str, Any]
 
 def _counter(name: str, unit: str, series: StepSeries, scale: float) -> list[dict[str, Any]]:
     return [
-        {"name": name, "ph": "C", "pid": _GPU_PID, "ts": t * _US, "args": {unit: v * scale}}
+        {"name": name, "ph": "C", "pid": _GPU_PID, "ts": t * US_PER_S, "args": {unit: v * scale}}
         for t, v in zip(series.times_s, series.values, strict=True)
     ]

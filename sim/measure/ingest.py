@@ -51,6 +51,7 @@ from gpu_models.calibration import (
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import KernelKind
 from gpu_models.spec import PRECISIONS
+from gpu_models.units import NS_PER_S, US_PER_S
 
 DEFAULT_LAYER_PREFIX = "layer:"
 DEFAULT_STEP_PREFIX = "ProfilerStep#"
@@ -60,7 +61,6 @@ _RANGE_CATS = frozenset({"cpu_op", "user_annotation", "Operator", "python_functi
 _BACKWARD_PREFIX = "autograd::engine::evaluate_function:"
 #: Ranges of optimizer steps and gradient zeroing: kernels there are neither pass.
 _OPTIMIZER_PREFIX = "Optimizer."
-_US = 1e-6
 #: Timestamps above this many microseconds are Unix-epoch times (after 2001-09-09).
 _EPOCH_US_2001 = 1e15
 
@@ -505,7 +505,7 @@ def parse_trace(
         dtype, tensor_cores = _precision(info["name"], kind, precision,
                                          signature.dtype if signature else "")
         kernels.append(TraceKernel(
-            name=info["name"], ts_s=info["ts"] * _US, duration_s=info["dur"] * _US,
+            name=info["name"], ts_s=info["ts"] / US_PER_S, duration_s=info["dur"] / US_PER_S,
             device=info["device"], stream=info["stream"], correlation=info["correlation"],
             grid=info["grid"], block=info["block"], regs_per_thread=info["regs"],
             smem_per_block_B=info["smem"], kind=kind, layer_name=layer, phase=phase, op=op,
@@ -541,9 +541,9 @@ def _trace_date(data: Mapping[str, Any]) -> str:
     if not stamps:
         return ""
     if isinstance(base, int) and not isinstance(base, bool):
-        seconds = base / 1e9 + min(stamps) / 1e6
+        seconds = base / NS_PER_S + min(stamps) / US_PER_S
     elif min(stamps) > _EPOCH_US_2001:
-        seconds = min(stamps) / 1e6
+        seconds = min(stamps) / US_PER_S
     else:
         return ""
     try:

@@ -43,6 +43,7 @@ from gpu_models.errors import GpusimError
 from gpu_models.occupancy import occupancy
 from gpu_models.presets import list_presets, load_gpu
 from gpu_models.spec import GPUSpec
+from gpu_models.units import US_PER_S
 from sim.engine.engine import simulate
 from sim.engine.program import Launch, Program, StreamDef
 from sim.engine.result import SimResult
@@ -397,7 +398,7 @@ def launch_comparisons(spec: GPUSpec, doc: Mapping[str, Any], mode: str
             experiment="launch_overhead", case=name,
             measured_makespan_s=float(statistics.median(spans)),
             simulated_makespan_s=sim_span, measured_spread_s=max(spans) - min(spans),
-            kernels=(), note=f"{m} one-block kernels, host overhead {overhead * 1e6:.2f} us"))
+            kernels=(), note=f"{m} one-block kernels, host overhead {overhead * US_PER_S:.2f} us"))
         scalars.append(ScalarComparison("launch_overhead", name, "device gap s (engine: 0)",
                                         _median_of_runs(case, "gap_s", "median"), 0.0))
     return comparisons, scalars

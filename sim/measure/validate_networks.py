@@ -28,6 +28,7 @@ from typing import Any
 from gpu_models.calibration import load_gpu_calibration
 from gpu_models.errors import GpusimError
 from gpu_models.presets import load_gpu
+from gpu_models.units import US_PER_S
 from sim.analysis.limits import limits_for_workload
 from sim.measure.netbench.store import load_runs, netbench_dir
 
@@ -80,11 +81,11 @@ class NetworkComparison:
         return {
             "network": self.network, "phase": self.phase, "batch": self.batch,
             "precision": self.precision, "mode": self.mode,
-            "measured_serial_us": self.measured_serial_s * 1e6,
-            "simulated_serial_us": self.simulated_serial_s * 1e6,
+            "measured_serial_us": self.measured_serial_s * US_PER_S,
+            "simulated_serial_us": self.simulated_serial_s * US_PER_S,
             "serial_error": self.serial_error,
-            "measured_streams_us": self.measured_streams_s * 1e6,
-            "simulated_streams_us": self.simulated_streams_s * 1e6,
+            "measured_streams_us": self.measured_streams_s * US_PER_S,
+            "simulated_streams_us": self.simulated_streams_s * US_PER_S,
             "streams_error": self.streams_error,
             "measured_speedup": self.measured_speedup,
             "simulated_speedup": self.simulated_speedup,
@@ -156,8 +157,8 @@ def validate_network_file(path: str | Path, *, cost_model: str | None = None,
                 precision=cfg["precision"], mode=mode,
                 measured_serial_s=float(times[serial_key]),
                 measured_streams_s=float(times[streams_key]),
-                simulated_serial_s=simulated["serial"] / 1e6,
-                simulated_streams_s=simulated["branches"] / 1e6))
+                simulated_serial_s=simulated["serial"] / US_PER_S,
+                simulated_streams_s=simulated["branches"] / US_PER_S))
     return NetworkValidation(gpu=preset, cost_model=model, provenance=data["provenance"],
                              comparisons=tuple(comparisons))
 

@@ -41,6 +41,7 @@ from matplotlib.ticker import MaxNLocator
 from gpu_models.errors import GpusimError
 from gpu_models.occupancy import occupancy
 from gpu_models.spec import GPUSpec
+from gpu_models.units import GIGA, MS_PER_S, US_PER_S
 from sim.engine.result import BlockRecord, SimResult
 from workloads.analysis import PhaseProfile
 
@@ -48,9 +49,6 @@ from workloads.analysis import PhaseProfile
 PALETTE: tuple[str, ...] = (
     "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
 )
-_US = 1e6
-_MS = 1e3
-_GB = 1e9
 #: Timelines with at most this many kernels write each kernel's name on its bar.
 _NAMED_KERNELS = 40
 #: Characters of x-small text that fit across a 10-inch timeline.
@@ -74,7 +72,7 @@ def _grid(fig: Figure, panels: int, max_cols: int) -> list[Axes]:
 
 def time_unit(span_s: float) -> tuple[float, str]:
     """Scale factor and label to show a time span readably: us below 10 ms, else ms."""
-    return (_US, "us") if span_s < 1e-2 else (_MS, "ms")
+    return (US_PER_S, "us") if span_s < 1e-2 else (MS_PER_S, "ms")
 
 
 # ---------------------------------------------------------------------------- occupancy
@@ -145,12 +143,12 @@ def waves_chart(
     wave = gpu.sm_count * occ.blocks_per_sm
     sizes = np.asarray(grid_sizes)
     dense = np.arange(1, int(sizes.max()) + 1)
-    analytic = np.ceil(dense / wave) * block_time_s * _US
+    analytic = np.ceil(dense / wave) * block_time_s * US_PER_S
     fig = _figure(8, 4)
     ax = fig.subplots()
     ax.plot(dense, analytic, color=PALETTE[0], label="analytic: ceil(blocks / wave) x block time")
     if simulated_s is not None:
-        ax.plot(sizes, np.asarray(simulated_s) * _US, "o", color=PALETTE[1], ms=4,
+        ax.plot(sizes, np.asarray(simulated_s) * US_PER_S, "o", color=PALETTE[1], ms=4,
                 label="simulated")
     for k in range(1, int(sizes.max()) // wave + 1):
         ax.axvline(k * wave, color="grey", ls=":", lw=0.8)
@@ -326,7 +324,7 @@ def utilization_chart(
             (top, np.asarray(result.busy_sms.times_s), np.asarray(result.busy_sms.values)),
             (middle, np.asarray(occ.times_s), warps),
             (bottom, np.asarray(result.dram_Bps.times_s),
-             np.asarray(result.dram_Bps.values) / _GB),
+             np.asarray(result.dram_Bps.values) / GIGA),
         )
         for ax, times, values in series:
             t, v = window_means(times, values, result.makespan_s, window_s)
@@ -341,7 +339,7 @@ def utilization_chart(
     top.set_ylabel("busy SMs")
     middle.set_ylim(0, 105)
     middle.set_ylabel("resident warps\n(% of GPU)")
-    peak = gpu.dram_bw_Bps / _GB
+    peak = gpu.dram_bw_Bps / GIGA
     bottom.axhline(peak, color="black", ls="--", lw=1, label=f"peak {peak:,.0f} GB/s")
     bottom.set_ylim(0, peak * 1.15)
     bottom.set_ylabel("DRAM bandwidth\n(GB/s)")

@@ -44,6 +44,7 @@ from gpu_models.errors import GpusimError
 from gpu_models.occupancy import occupancy
 from gpu_models.presets import DEFAULT_GPU, load_gpu
 from gpu_models.spec import GPUSpec
+from gpu_models.units import GIGA, MEGA, US_PER_S
 from sim.analysis.limits import limits_for_workload
 from sim.analysis.sweep import LocalPool, Point, evaluate_point, limits_evaluator
 from sim.analysis.sweep.evaluate import MAKESPAN_PREFIX
@@ -70,7 +71,6 @@ from workloads.registry import build
 DEFAULT_OUT_DIR = "reproduce_out"
 #: Figure resolution of the PNG files (the PDF files are vector).
 PNG_DPI = 110
-_US = 1e6
 
 
 @dataclass(frozen=True)
@@ -252,8 +252,8 @@ def step_structure(plan: Plan, out: Output) -> None:
             "workload": name,
             "ops": a.kernel_ops,
             "convs": a.convs,
-            "params_M": a.params / 1e6,
-            "GFLOP": a.flops / 1e9,
+            "params_M": a.params / MEGA,
+            "GFLOP": a.flops / GIGA,
             "critical_path_ops": a.critical_path_ops,
             "max_width": a.max_width,
             "max_conv_antichain": a.max_conv_antichain,
@@ -572,9 +572,9 @@ def step_validation(plan: Plan, out: Output) -> None:
         "median and largest error.")
     out.table("validation", [
         {"gpu": r.gpu, "experiment": c.experiment, "case": c.case,
-         "calibration": c.calibration, "measured_us": c.measured_makespan_s * _US,
-         "simulated_us": c.simulated_makespan_s * _US, "error": c.makespan_error,
-         "measured_spread_us": c.measured_spread_s * _US}
+         "calibration": c.calibration, "measured_us": c.measured_makespan_s * US_PER_S,
+         "simulated_us": c.simulated_makespan_s * US_PER_S, "error": c.makespan_error,
+         "measured_spread_us": c.measured_spread_s * US_PER_S}
         for r in reports for c in r.cases],
         "Measured against simulated makespan of every replayed case (error = simulated / "
         "measured - 1; spread = max - min over the repeats, the noise floor).")

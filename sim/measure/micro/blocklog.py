@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from gpu_models.errors import GpusimError
+from gpu_models.units import NS_PER_S
 
 #: Waves kept in a summary; a kernel whose blocks start continuously (memory-bound blocks
 #: finishing at scattered times) has no staircase, and its first waves say enough.
@@ -33,7 +34,7 @@ MAX_WAVES = 64
 def seconds(ns: float) -> float:
     """Nanoseconds to seconds, rounded to 0.1 ns (the timer ticks in ns at best), so the
     committed JSON does not carry float noise such as 0.0050030000000000005."""
-    return round(float(ns) * 1e-9, 10)
+    return round(float(ns) / NS_PER_S, 10)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import numpy as np
 from gpu_models.errors import GpusimError
 from gpu_models.occupancy import occupancy
 from gpu_models.presets import DEFAULT_GPU, load_gpu
+from gpu_models.units import NS_PER_S, US_PER_S
 from sim.measure.micro import plans, provenance
 from sim.measure.micro.schema import EXPERIMENTS, FORMAT, check_result, result_path
 
@@ -112,7 +113,7 @@ def _timeline(gpu: Any, cases: Sequence[plans.CasePlan], deadline: float,
             break
         done.append(run_timeline_case(gpu, case, raw))
         gpu.free_memory()
-        print(f"  {case.name}: makespan {done[-1]['detail']['makespan_s'] * 1e6:.1f} us",
+        print(f"  {case.name}: makespan {done[-1]['detail']['makespan_s'] * US_PER_S:.1f} us",
               flush=True)
     return Outcome({"planned_cases": [c.name for c in cases],
                     "spin_ns": plans.SPIN_NS,
@@ -311,7 +312,7 @@ def dry_run(gpu_name: str, quick: bool) -> dict[str, Any]:
     }
     shapes = plans.occupancy_shapes(quick, spec.max_smem_per_block_B)
     # Two launches per shape of at most two waves, plus a few ms of host work each.
-    per_shape_s = 2 * (2 * plans.OCCUPANCY_SPIN_NS * 1e-9 + 3e-3)
+    per_shape_s = 2 * (2 * plans.OCCUPANCY_SPIN_NS / NS_PER_S + 3e-3)
     experiments["occupancy"] = {"cases": len(shapes), "estimate_s": len(shapes) * per_shape_s}
     for name, cases in timeline.items():
         experiments[name] = {

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gpu_models.errors import GpusimError
+from gpu_models.units import NS_PER_S
 
 #: Per-block duration of spin kernels in the block-level experiments. Long against launch
 #: overhead (~5 us) and timer resolution (~32 ns to 1 us), short enough that a 5-wave case
@@ -322,11 +323,11 @@ def estimate_case_s(case: CasePlan, sm_count: int, slots: SlotsFn, dram_bw_Bps: 
                     per_run_overhead_s: float = 3e-3) -> float:
     """Rough device + host seconds a case costs (for budgets and the dry run): the kernels
     run one after another at their wave count, plus a per-run overhead, warm-up included."""
-    total = case.gate_ns * 1e-9
+    total = case.gate_ns / NS_PER_S
     for k in case.kernels:
         if k.shape.kernel == "spin":
             waves = math.ceil(k.grid / (sm_count * max(1, slots(k.shape))))
-            total += waves * k.spin_ns * 1e-9
+            total += waves * k.spin_ns / NS_PER_S
         else:
             total += k.dram_bytes / dram_bw_Bps
     return (case.repeats + 1) * (total + per_run_overhead_s)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_models.errors import GpusimError
+from gpu_models.units import NS_PER_S
 from sim.measure.micro.blocklog import describe, representative, run_scalars
 
 FORMAT = "gpusim-micro/1"
@@ -82,7 +83,7 @@ def timeline_case(*, name: str, note: str, gate: Mapping[str, Any] | None,
         "gate_ns": gate_ns,
         "gate": dict(gate) if gate else None,
         # The gate held when the host enqueued everything before it could have ended.
-        "gate_held": all(e < gate_ns * 1e-9 for e in host_enqueue_s) if gate else None,
+        "gate_held": all(e < gate_ns / NS_PER_S for e in host_enqueue_s) if gate else None,
         "connections": connections,
         "streams": streams,
         "kernels": kernels,

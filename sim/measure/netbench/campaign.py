@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_models.errors import GpusimError
+from gpu_models.units import MS_PER_S
 from sim.measure.netbench.torch_graph import assign_streams, build_net
 
 #: Networks the issue asks for, and the configurations of a full pass.
@@ -150,7 +151,7 @@ class _Timer:
                 fn()
                 end.record()
                 end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
+                times.append(start.elapsed_time(end) / MS_PER_S)
             else:
                 t0 = time.perf_counter()
                 fn()
@@ -280,7 +281,7 @@ def gemm_times(device: str, quick: bool) -> dict[str, Any]:
                         cupy.matmul(a, b)
                     end.record()
                     end.synchronize()
-                    seconds = cupy.cuda.get_elapsed_time(start, end) / 1e3 / reps
+                    seconds = cupy.cuda.get_elapsed_time(start, end) / MS_PER_S / reps
                     rows.append({"m": m, "n": n, "k": k, "dtype": cupy.dtype(dtype).name,
                                  "time_s": seconds, "flop_per_s": 2 * m * n * k / seconds})
     return {"cupy": cupy.__version__, "rows": rows}
