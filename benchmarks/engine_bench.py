@@ -61,8 +61,8 @@ def make_program(shape: str, kernels: int, blocks: int, seed: int = 0) -> Progra
         # About a third of the bandwidth when a full wave of 1056 blocks runs.
         dram_bytes = gpu.dram_bw_Bps / 3 / 1056 * block_time_s * blocks if i % 4 == 0 else 0.0
         launches.append(Launch(
-            name=f"k{i}", stream=f"s{i % n_streams}", grid=blocks, threads=256, regs=32,
-            smem_B=0, block_time_s=block_time_s, dram_bytes=dram_bytes, after=after,
+            name=f"k{i}", stream=f"s{i % n_streams}", grid=blocks, threads=256, regs_per_thread=32,
+            smem_per_block_B=0, block_time_s=block_time_s, dram_bytes=dram_bytes, after=after,
         ))
     return Program(gpu, streams, tuple(launches), launch_overhead_s=2e-6)
 

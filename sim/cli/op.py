@@ -145,16 +145,8 @@ def predicted_time_s(kernels: list[KernelSpec], gpu: GPUSpec, cost_model: CostMo
     """
     if sum(k.blocks for k in kernels) > ENGINE_BLOCK_CAP:
         return sum(isolated_time_s(k, gpu, cost_model) for k in kernels), "analytic"
-    launches = []
-    for kernel in kernels:
-        cost = cost_model(kernel, gpu)
-        launches.append(Launch(
-            name=kernel.name, stream="s0", grid=kernel.grid, threads=kernel.threads,
-            regs=kernel.regs_per_thread, smem_B=kernel.smem_per_block_B,
-            block_time_s=cost.block_time_s, dram_bytes=cost.dram_bytes,
-            kind=kernel.kind.value, layer=kernel.layer,
-        ))
-    program = Program(gpu, (StreamDef("s0"),), tuple(launches), launch_overhead_s=0.0,
+    launches = tuple(Launch.from_kernel(k, cost_model(k, gpu), stream="s0") for k in kernels)
+    program = Program(gpu, (StreamDef("s0"),), launches, launch_overhead_s=0.0,
                       event_overhead_s=0.0)
     return simulate(program).makespan_s, "engine"
 

@@ -367,7 +367,8 @@ class Engine:
         for seq, launch in enumerate(self.program.kernels):
             kernel = _Kernel(
                 launch=launch, seq=seq, priority=priority[launch.stream],
-                fp=block_footprint(spec, launch.threads, launch.regs, launch.smem_B),
+                fp=block_footprint(spec, launch.threads, launch.regs_per_thread,
+                                   launch.smem_per_block_B),
                 demand_Bps=launch.dram_demand_Bps,
                 queue=self.queues[stream_index[launch.stream] % spec.connections],
                 sm_blocks=np.zeros(spec.sm_count, dtype=np.int64),

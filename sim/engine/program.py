@@ -32,13 +32,14 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gpu_models.datafile import read_data_file
 from gpu_models.errors import GpusimError
+from gpu_models.kernel import KernelCost, KernelSpec
 from gpu_models.occupancy import launch_failure
 from gpu_models.presets import list_presets, load_gpu, spec_from_mapping
 from gpu_models.spec import GPUSpec
@@ -123,8 +124,8 @@ class Launch:
     #: Blocks in the grid: a count or an (x[, y[, z]]) shape.
     grid: int | tuple[int, ...]
     threads: int
-    regs: int
-    smem_B: int
+    regs_per_thread: int
+    smem_per_block_B: int
     #: Duration of one block when nothing slows it.
     block_time_s: float
     #: Total DRAM traffic of the kernel, spread evenly over its blocks and their duration.
@@ -162,7 +163,7 @@ class Launch:
             raise GpusimError(f"{who}: grid has {self.blocks} blocks; at most "
                               f"{MAX_GRID_BLOCKS} (2^31) blocks per kernel are supported")
         # Plain ints and floats inside (numpy scalars from lowering code are accepted).
-        for field_name, low in (("threads", 1), ("regs", 0), ("smem_B", 0)):
+        for field_name, low in (("threads", 1), ("regs_per_thread", 0), ("smem_per_block_B", 0)):
             value = getattr(self, field_name)
             if not _is_int(value) or value < low:
                 raise GpusimError(f"{who}: {field_name} must be an integer >= {low} "
@@ -202,6 +203,27 @@ class Launch:
     def dram_demand_Bps(self) -> float:
         """DRAM bandwidth one running block asks for when nothing slows it."""
         return self.dram_bytes / self.blocks / self.block_time_s
+
+    @classmethod
+    def from_kernel(cls, kernel: KernelSpec, cost: KernelCost, *, stream: str,
+                    name: str | None = None, after: Sequence[str] = (),
+                    grid: int | tuple[int, ...] | None = None,
+                    block_time_s: float | None = None) -> Launch:
+        """The launch of a lowered kernel priced by a cost model: the one conversion from
+        :class:`~gpu_models.kernel.KernelSpec` + :class:`~gpu_models.kernel.KernelCost`.
+
+        ``grid`` and ``block_time_s`` replace the kernel's own (a capped grid of longer
+        blocks: :func:`sim.scheduling.base.capped_launch`); ``name`` defaults to the
+        kernel's.
+        """
+        return cls(
+            name=kernel.name if name is None else name, stream=stream,
+            grid=kernel.grid if grid is None else grid, threads=kernel.threads,
+            regs_per_thread=kernel.regs_per_thread, smem_per_block_B=kernel.smem_per_block_B,
+            block_time_s=cost.block_time_s if block_time_s is None else block_time_s,
+            dram_bytes=cost.dram_bytes, after=tuple(after), kind=kernel.kind.value,
+            layer=kernel.layer,
+        )
 
 
 @dataclass(frozen=True)
@@ -304,7 +326,8 @@ def _validate(program: Program) -> None:
         if launch.stream not in streams:
             raise GpusimError(f"kernel {launch.name!r}: unknown stream {launch.stream!r}; "
                               f"streams: {', '.join(streams) or '(none)'}")
-        why = launch_failure(program.gpu, launch.threads, launch.regs, launch.smem_B)
+        why = launch_failure(program.gpu, launch.threads, launch.regs_per_thread,
+                             launch.smem_per_block_B)
         if why is not None:
             raise GpusimError(f"kernel {launch.name!r} can never fit an SM of "
                               f"{program.gpu.name}: {why}")
@@ -436,8 +459,8 @@ def _kernel_from(index: int, value: Any) -> Launch:
         stream=value["stream"],
         grid=value["grid"],
         threads=value["threads"],
-        regs=value["regs"],
-        smem_B=smem,
+        regs_per_thread=value["regs"],
+        smem_per_block_B=smem,
         block_time_s=block_time / US_PER_S,
         dram_bytes=value.get("dram_bytes", 0.0),
         after=tuple(after),

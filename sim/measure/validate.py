@@ -241,8 +241,8 @@ def _summary(case: Mapping[str, Any], kernel: str) -> Mapping[str, Any]:
 def _launch(record: Mapping[str, Any], block_time_s: float, after: tuple[str, ...] = ()
             ) -> Launch:
     return Launch(name=record["name"], stream=record["stream"], grid=int(record["grid"]),
-                  threads=int(record["threads"]), regs=int(record["regs"]),
-                  smem_B=int(record["smem_static_B"]) + int(record["smem_dynamic_B"]),
+                  threads=int(record["threads"]), regs_per_thread=int(record["regs"]),
+                  smem_per_block_B=int(record["smem_static_B"]) + int(record["smem_dynamic_B"]),
                   block_time_s=block_time_s, dram_bytes=float(record["dram_bytes"]),
                   after=after, kind="micro")
 

@@ -278,12 +278,14 @@ def step_occupancy(plan: Plan, out: Output) -> None:
 
 
 #: The kernel shape of the waves experiment: 4 blocks per H100 SM (registers bind).
-WAVES_KERNEL: dict[str, int] = {"threads": 256, "regs": 64, "smem_B": 32 * 1024}
+WAVES_KERNEL: dict[str, int] = {"threads": 256, "regs_per_thread": 64,
+                                 "smem_per_block_B": 32 * 1024}
 WAVES_BLOCK_TIME_S = 10e-6
 
 
 def wave_durations(
-    gpu: GPUSpec, grid_sizes: Sequence[int], *, threads: int, regs: int, smem_B: int,
+    gpu: GPUSpec, grid_sizes: Sequence[int], *, threads: int, regs_per_thread: int,
+    smem_per_block_B: int,
     block_time_s: float,
 ) -> list[float]:
     """Simulated duration (s) of one kernel of each grid size, alone on ``gpu``."""
@@ -291,7 +293,8 @@ def wave_durations(
     for grid in grid_sizes:
         program = Program(
             gpu=gpu, streams=(StreamDef("s"),), launch_overhead_s=0.0,
-            kernels=(Launch("k", "s", grid, threads, regs, smem_B, block_time_s),),
+            kernels=(Launch("k", "s", grid, threads, regs_per_thread, smem_per_block_B,
+                            block_time_s),),
         )
         durations.append(simulate(program).makespan_s)
     return durations
@@ -299,15 +302,15 @@ def wave_durations(
 
 def step_waves(plan: Plan, out: Output) -> None:
     """Wave staircase: analytic line and simulated points."""
-    occ = occupancy(plan.gpu, WAVES_KERNEL["threads"], WAVES_KERNEL["regs"],
-                    WAVES_KERNEL["smem_B"])
+    occ = occupancy(plan.gpu, WAVES_KERNEL["threads"], WAVES_KERNEL["regs_per_thread"],
+                    WAVES_KERNEL["smem_per_block_B"])
     wave = plan.gpu.sm_count * occ.blocks_per_sm
     grid_sizes = sorted({max(1, round(wave * f / 8)) for f in range(1, 29)})
     simulated = wave_durations(plan.gpu, grid_sizes, block_time_s=WAVES_BLOCK_TIME_S,
                                **WAVES_KERNEL)
     out.figure("waves", plots.waves_chart(
-        plan.gpu, threads=WAVES_KERNEL["threads"], regs_per_thread=WAVES_KERNEL["regs"],
-        smem_per_block_B=WAVES_KERNEL["smem_B"], block_time_s=WAVES_BLOCK_TIME_S,
+        plan.gpu, threads=WAVES_KERNEL["threads"], regs_per_thread=WAVES_KERNEL["regs_per_thread"],
+        smem_per_block_B=WAVES_KERNEL["smem_per_block_B"], block_time_s=WAVES_BLOCK_TIME_S,
         grid_sizes=grid_sizes, simulated_s=simulated),
         "Duration of one kernel against its grid size: one step per wave of "
         "sm_count x blocks_per_sm blocks; points are the engine's.")

@@ -251,13 +251,10 @@ def to_program(
         kernel = ctx.kernel(node)
         cost = ctx.costs[node]
         grid, block_time_s = capped_launch(kernel, cost, schedule.grid_cap.get(node))
-        launches.append(Launch(
-            name=str(node), stream=stream_name[s], grid=grid, threads=kernel.threads,
-            regs=kernel.regs_per_thread, smem_B=kernel.smem_per_block_B,
-            block_time_s=block_time_s, dram_bytes=cost.dram_bytes,
-            after=tuple(str(d) for d in sorted(after, key=position.__getitem__)),
-            kind=kernel.kind.value, layer=kernel.layer,
-        ))
+        launches.append(Launch.from_kernel(
+            kernel, cost, stream=stream_name[s], name=str(node), grid=grid,
+            block_time_s=block_time_s,
+            after=tuple(str(d) for d in sorted(after, key=position.__getitem__))))
     return Program(
         gpu=ctx.gpu,
         streams=tuple(StreamDef(stream_name[s], schedule.priorities.get(s, 0),

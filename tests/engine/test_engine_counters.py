@@ -15,8 +15,8 @@ H100 = load_gpu("h100")
 
 
 def kernel(name: str, stream: str, block_us: float = 10, **kw: Any) -> Launch:
-    return Launch(name=name, stream=stream, grid=14, threads=256, regs=32, smem_B=0,
-                  block_time_s=block_us * US, **kw)
+    return Launch(name=name, stream=stream, grid=14, threads=256, regs_per_thread=32,
+                  smem_per_block_B=0, block_time_s=block_us * US, **kw)
 
 
 def run(kernels: list[Launch], connections: int):

@@ -22,8 +22,9 @@ MODES = ("grouped", "exact")
 
 def kernel(name: str, stream: str, blocks: int, block_us: float, demand_bw: float) -> Launch:
     """``blocks`` blocks of ``block_us``; all of them together ask for ``demand_bw`` x BW."""
-    return Launch(name=name, stream=stream, grid=blocks, threads=256, regs=32, smem_B=0,
-                  block_time_s=block_us * US, dram_bytes=demand_bw * BW * block_us * US)
+    return Launch(name=name, stream=stream, grid=blocks, threads=256, regs_per_thread=32,
+                  smem_per_block_B=0, block_time_s=block_us * US,
+                  dram_bytes=demand_bw * BW * block_us * US)
 
 
 def run(kernels: list[Launch], mode: str = "grouped"):

@@ -22,7 +22,8 @@ MODES = ("grouped", "exact")
 
 
 def kernel(name: str, stream: str, grid: int, **kw: Any) -> Launch:
-    fields: dict[str, Any] = {"threads": 256, "regs": 32, "smem_B": 0, "block_time_s": 10 * US}
+    fields: dict[str, Any] = {"threads": 256, "regs_per_thread": 32, "smem_per_block_B": 0,
+                              "block_time_s": 10 * US}
     fields.update(kw)
     return Launch(name=name, stream=stream, grid=grid, **fields)
 
@@ -87,7 +88,7 @@ def test_priority_acts_within_a_partition(mode: str) -> None:
 
 
 def test_full_partition_equals_no_partition() -> None:
-    kernels = [kernel("a", "a", 2 * WAVE + 5), kernel("b", "b", 300, regs=64)]
+    kernels = [kernel("a", "a", 2 * WAVE + 5), kernel("b", "b", 300, regs_per_thread=64)]
     plain = simulate(program(kernels, [StreamDef("a"), StreamDef("b")]))
     full = simulate(program(kernels, [StreamDef("a", sms=tuple(range(132))), StreamDef("b")]))
     assert [(k.start_s, k.end_s, k.sm_blocks) for k in plain.kernels] == [

@@ -16,7 +16,8 @@ H100 = load_gpu("h100")
 
 
 def _k(name: str, stream: str = "a", **kw: Any) -> Launch:
-    fields: dict[str, Any] = {"grid": 1, "threads": 256, "regs": 32, "smem_B": 0,
+    fields: dict[str, Any] = {"grid": 1, "threads": 256, "regs_per_thread": 32,
+                              "smem_per_block_B": 0,
                               "block_time_s": 1e-5}
     fields.update(kw)
     return Launch(name=name, stream=stream, **fields)
@@ -38,8 +39,8 @@ def _doc(**changes: Any) -> dict[str, Any]:
 def test_from_dict_converts_units_and_defaults() -> None:
     p = Program.from_dict(_doc(launch_overhead_us=3))
     k0, k1 = p.kernels
-    assert (k0.blocks, k0.smem_B, k0.block_time_s, k0.dram_bytes) == (8, 1024, 1e-5, 1e6)
-    assert (k1.smem_B, k1.after, k1.block_time_s) == (0, ("k0",), 2.5e-6)
+    assert (k0.blocks, k0.smem_per_block_B, k0.block_time_s, k0.dram_bytes) == (8, 1024, 1e-5, 1e6)
+    assert (k1.smem_per_block_B, k1.after, k1.block_time_s) == (0, ("k0",), 2.5e-6)
     assert p.streams == (StreamDef("a", -1), StreamDef("b", 0))
     assert p.launch_overhead == pytest.approx(3e-6)
     assert p.event_overhead == H100.event_overhead_s
@@ -62,7 +63,8 @@ def test_gpu_overrides_and_spec_files(tmp_path: Path) -> None:
      "kernel 'x': after names kernel 'y', which is launched later"),
     ([_k("x", after=("y",)), _k("y")], None, "'x': after names kernel 'y', which is launched"),
     ([_k("x", after=("y",)), _k("y", stream="b")], None, "launch 'y' before 'x'"),
-    ([_k("fat", smem_B=300_000)], None, "kernel 'fat' can never fit an SM.*shared memory"),
+    ([_k("fat", smem_per_block_B=300_000)], None,
+     "kernel 'fat' can never fit an SM.*shared memory"),
     ([_k("wide", threads=2048)], None, "kernel 'wide' can never fit.*threads"),
     ([_k("k")], [StreamDef("a"), StreamDef("a")], "duplicate stream 'a'"),
 ])

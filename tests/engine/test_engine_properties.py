@@ -53,7 +53,7 @@ def programs(draw: st.DrawFn) -> Program:
                                                max_size=2))))) if kernels else ()
         kernels.append(Launch(
             name=f"k{i}", stream=draw(st.sampled_from([s.name for s in streams])), grid=blocks,
-            threads=threads, regs=regs, smem_B=smem, block_time_s=block_time_s,
+            threads=threads, regs_per_thread=regs, smem_per_block_B=smem, block_time_s=block_time_s,
             dram_bytes=demand * blocks * block_time_s, after=after,
         ))
     overhead = draw(st.sampled_from([0.0, 0.0, 1 * US, 2.5 * US]))
@@ -95,7 +95,7 @@ def test_resources_blocks_order_and_determinism(program: Program) -> None:
     for name in ("free_warps", "free_slots", "free_smem_B", "free_regs"):
         assert np.array_equal(getattr(engine.sms, name), getattr(fresh.sms, name))
     launches = {k.name: k for k in program.kernels}
-    footprint = {n: block_footprint(spec, k.threads, k.regs, k.smem_B)
+    footprint = {n: block_footprint(spec, k.threads, k.regs_per_thread, k.smem_per_block_B)
                  for n, k in launches.items()}
     by_sm: dict[int, list] = defaultdict(list)
     for b in result.blocks or ():
@@ -149,11 +149,11 @@ def test_makespan_respects_lower_bounds(program: Program) -> None:
     bounds = [sum(k.dram_bytes for k in program.kernels) / bw]
     work = defaultdict(float)
     for k in program.kernels:
-        per_sm = occupancy(spec, k.threads, k.regs, k.smem_B).blocks_per_sm
+        per_sm = occupancy(spec, k.threads, k.regs_per_thread, k.smem_per_block_B).blocks_per_sm
         waves = math.ceil(k.blocks / (per_sm * spec.sm_count))
         # A kernel alone: its waves at full speed, or its bytes at full bandwidth.
         bounds.append(max(waves * k.block_time_s, k.dram_bytes / bw))
-        fp = block_footprint(spec, k.threads, k.regs, k.smem_B)
+        fp = block_footprint(spec, k.threads, k.regs_per_thread, k.smem_per_block_B)
         busy_s = k.blocks * k.block_time_s
         work["warps"] += busy_s * fp.warps / spec.max_warps_per_sm
         work["blocks"] += busy_s / spec.max_blocks_per_sm

@@ -22,7 +22,8 @@ WAVE = 132 * 8
 
 def kernel(name: str, stream: str, grid: int | tuple[int, ...], **kw: Any) -> Launch:
     """A launch with the test defaults (256 threads, 32 regs, no smem, 10 us blocks)."""
-    fields: dict[str, Any] = {"threads": 256, "regs": 32, "smem_B": 0, "block_time_s": 10 * US}
+    fields: dict[str, Any] = {"threads": 256, "regs_per_thread": 32, "smem_per_block_B": 0,
+                              "block_time_s": 10 * US}
     fields.update(kw)
     return Launch(name=name, stream=stream, grid=grid, **fields)
 
@@ -69,7 +70,7 @@ def test_two_half_waves_overlap_on_two_streams_but_not_on_one(mode: str) -> None
 
 def _leftover(priority_b: int) -> list:
     # "small" holds 1 block per SM (150 KB shared memory) and needs 8 free warps.
-    return [kernel("big", "a", 2 * WAVE), kernel("small", "b", 132, smem_B=150_000)], [
+    return [kernel("big", "a", 2 * WAVE), kernel("small", "b", 132, smem_per_block_B=150_000)], [
         StreamDef("a"), StreamDef("b", priority_b)]
 
 
@@ -88,7 +89,7 @@ def test_leftover_policy_even_when_younger_blocks_would_fit(mode: str) -> None:
     # big: 50 KB smem -> 4 blocks/SM (32 of 64 warps), 2 waves of 528. small's blocks would
     # fit beside them from t=0, but small gets blocks only once big has dispatched all of
     # its blocks, at t=10.
-    big = kernel("big", "a", 1056, smem_B=50_000)
+    big = kernel("big", "a", 1056, smem_per_block_B=50_000)
     r = simulate(program([big, kernel("small", "b", 132)]), mode=mode)
     assert (us(r.kernel("big").start_s), us(r.kernel("big").end_s)) == (0, 20)
     assert (us(r.kernel("small").start_s), us(r.kernel("small").end_s)) == (10, 20)
@@ -110,7 +111,7 @@ def test_priority_kernel_ready_later_jumps_ahead_of_remaining_blocks() -> None:
     # other 131 blocks go first (SMs 1..131), big gets 7 per SM; small ends at t=20.
     # big: 1055 + 924 + 1 (t=15, SM0) + 132 (t=20) = 2112, ends at t=30.
     kernels = [kernel("big", "a", 2 * WAVE), kernel("gate", "b", 1, block_time_s=5 * US),
-               kernel("small", "b", 132, smem_B=150_000)]
+               kernel("small", "b", 132, smem_per_block_B=150_000)]
     r = simulate(program(kernels, [StreamDef("a"), StreamDef("b", -1)]), mode="exact")
     assert (us(r.kernel("small").ready_s), us(r.kernel("small").start_s),
             us(r.kernel("small").end_s)) == (5, 5, 20)
@@ -244,7 +245,7 @@ def test_resident_grid_limit_serializes() -> None:
 
 def test_shared_memory_bound_kernel_reports_shared_memory() -> None:
     # 100 KB + 1 KB reserved -> 2 blocks per SM: 264 per wave, 3 waves for 529 blocks.
-    r = simulate(program([kernel("k", "a", 529, smem_B=100_000)]))
+    r = simulate(program([kernel("k", "a", 529, smem_per_block_B=100_000)]))
     assert us(r.makespan_s) == 30
     assert set(r.counters.blocked_s) == {"shared_memory"}
 

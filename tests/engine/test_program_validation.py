@@ -16,7 +16,8 @@ H100 = load_gpu("h100")
 
 
 def _k(name: str, stream: str = "a", **kw: Any) -> Launch:
-    fields: dict[str, Any] = {"grid": 1, "threads": 256, "regs": 32, "smem_B": 0,
+    fields: dict[str, Any] = {"grid": 1, "threads": 256, "regs_per_thread": 32,
+                              "smem_per_block_B": 0,
                               "block_time_s": 1e-5}
     fields.update(kw)
     return Launch(name=name, stream=stream, **fields)

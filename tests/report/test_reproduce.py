@@ -154,8 +154,8 @@ def test_module_graph_keeps_the_framework_order() -> None:
 
 def test_wave_durations_follow_the_staircase(h100: GPUSpec) -> None:
     # 256 threads x 64 registers: 4 blocks per SM, 528 per wave.
-    durations = wave_durations(h100, [1, 528, 529, 1056, 1057], threads=256, regs=64,
-                               smem_B=32 * 1024, block_time_s=1e-5)
+    durations = wave_durations(h100, [1, 528, 529, 1056, 1057], threads=256, regs_per_thread=64,
+                               smem_per_block_B=32 * 1024, block_time_s=1e-5)
     assert durations == pytest.approx([1e-5, 1e-5, 2e-5, 2e-5, 3e-5])
 
 
