@@ -8,7 +8,8 @@ file (TOML or JSON) either lists every field or starts from a preset::
     base = "h100"          # optional: start from this preset
     sm_count = 264         # then override fields
 
-:func:`load_gpu` takes a preset name or a path and returns a validated :class:`GPUSpec`.
+:func:`load_gpu` takes a preset name or a path and returns a validated :class:`GPUSpec`;
+:func:`resolve_gpu` also takes a spec as it is and applies ``--set`` style overrides.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import tomllib
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,13 @@ def load_gpu(name_or_path: str | Path) -> GPUSpec:
     if path.suffix.lower() in (".toml", ".json") or path.exists():
         return load_spec_file(path)
     return load_preset(text)  # raises the "unknown GPU" error listing presets
+
+
+def resolve_gpu(gpu: str | Path | GPUSpec, overrides: Sequence[str] = ()) -> GPUSpec:
+    """The GPU a run uses: a spec as given, else a preset name or spec-file path loaded;
+    then ``overrides`` (``FIELD=VALUE`` texts, as ``--set`` takes them) applied."""
+    spec = gpu if isinstance(gpu, GPUSpec) else load_gpu(gpu)
+    return spec.with_overrides(overrides) if overrides else spec
 
 
 def load_spec_file(path: str | Path) -> GPUSpec:

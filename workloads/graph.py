@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
@@ -409,6 +409,20 @@ def validate_graph(graph: nx.DiGraph) -> None:
             raise GpusimError(f"edge {u!r} -> {v!r}: bytes do not match shape {shape}")
 
 
-def layers(graph: nx.DiGraph) -> list[Layer]:
-    """The graph's layers in a deterministic topological order."""
-    return [graph.nodes[n]["layer"] for n in nx.topological_sort(graph)]
+def framework_index(graph: nx.DiGraph) -> dict[Hashable, int]:
+    """Position of every node in the graph's insertion order.
+
+    Graphs are built in the order a framework issues their ops (forward in module order,
+    backward as autograd runs it), and lowering keeps that order for the kernels it adds.
+    """
+    return {node: i for i, node in enumerate(graph.nodes)}
+
+
+def framework_order(graph: nx.DiGraph) -> list[Hashable]:
+    """The order a framework launches the graph's ops (or kernels) in, on one stream.
+
+    Insertion order where it is topological (every graph the builders make); otherwise the
+    topological order that always takes the earliest-inserted ready node.
+    """
+    index = framework_index(graph)
+    return list(nx.lexicographical_topological_sort(graph, key=index.__getitem__))

@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -51,13 +52,7 @@ from gpu_models.kernel import CostModel
 from gpu_models.occupancy import block_footprint
 from gpu_models.spec import GPUSpec
 from gpu_models.units import US_PER_S
-from sim.analysis.workflow import (
-    kernel_graph_for,
-    resolve_cost_model,
-    resolve_gpu,
-    run_policy,
-    schedule_context,
-)
+from sim.analysis.workflow import prepare_workload, run_policy, schedule_context
 from sim.engine.result import SimResult
 from sim.scheduling import (
     DEFAULT_POLICIES,
@@ -309,11 +304,30 @@ def compute_limits(
     ``labels`` fill the report's descriptive fields (workload, batch, phase, precision,
     cost_model); they default to the kernel graph's metadata.
     """
+    ctx = schedule_context(kernel_graph, gpu, cost_model, launch_overhead_s=launch_overhead_s,
+                           event_overhead_s=event_overhead_s)
+    meta = {**kernel_graph.graph, **(labels or {})}
+    meta.setdefault("cost_model", type(cost_model).__name__)
+    return limits_of(ctx, policies=policies, launch_overhead_s=launch_overhead_s,
+                     event_overhead_s=event_overhead_s, keep_results=keep_results, mode=mode,
+                     sm_policy=sm_policy, labels=meta)
+
+
+def limits_of(
+    ctx: ScheduleContext,
+    *,
+    policies: Sequence[str | SchedulingPolicy] | None = None,
+    launch_overhead_s: float | None = None,
+    event_overhead_s: float | None = None,
+    keep_results: bool = False,
+    mode: str = "grouped",
+    sm_policy: str = "most-free",
+    labels: Mapping[str, Any] | None = None,
+) -> LimitsReport:
+    """The limits report of a priced kernel DAG (:func:`compute_limits` after pricing)."""
     asked = list(DEFAULT_POLICIES if policies is None else policies)
     if not asked:
         raise GpusimError("policies must name at least one policy")
-    ctx = schedule_context(kernel_graph, gpu, cost_model, launch_overhead_s=launch_overhead_s,
-                           event_overhead_s=event_overhead_s)
     chosen: dict[str, SchedulingPolicy] = {}
     for policy in ["serial", *asked]:
         resolved = get_policy(policy) if isinstance(policy, str) else policy
@@ -321,20 +335,21 @@ def compute_limits(
     runs = {name: run_policy(ctx, policy, launch_overhead_s=launch_overhead_s,
                              event_overhead_s=event_overhead_s, mode=mode, sm_policy=sm_policy)
             for name, policy in chosen.items()}
+    gpu = ctx.gpu
     launch_s = gpu.launch_overhead_s if launch_overhead_s is None else launch_overhead_s
     # "dependencies" bind only when the DAG itself, not the host, explains the time.
     dag_s = critical_path_bound_s(ctx, 0.0)
     times = {name: run.result.makespan_s for name, run in runs.items()}
     best = min(times, key=times.__getitem__)
-    meta = {**kernel_graph.graph, **(labels or {})}
+    meta = labels or {}
     return LimitsReport(
         workload=str(meta.get("workload", "")),
         batch=meta.get("batch"),
         phase=str(meta.get("phase", "")),
         precision=str(meta.get("precision", "")),
         gpu=gpu.name,
-        cost_model=str(meta.get("cost_model", type(cost_model).__name__)),
-        kernels=kernel_graph.number_of_nodes(),
+        cost_model=str(meta.get("cost_model", "")),
+        kernels=ctx.graph.number_of_nodes(),
         serial_s=times["serial"],
         policies_s=MappingProxyType(times),
         critical_path_s=critical_path_bound_s(ctx, launch_s),
@@ -354,7 +369,7 @@ def limits_for_workload(
     batch: int = 1,
     phase: str = "inference",
     precision: str = "fp32",
-    gpu: str | GPUSpec = "h100",
+    gpu: str | Path | GPUSpec = "h100",
     cost_model: str | CostModel = "roofline",
     policies: Sequence[str | SchedulingPolicy] | None = None,
     keep_results: bool = False,
@@ -362,13 +377,11 @@ def limits_for_workload(
     launch_overhead_s: float | None = None,
     event_overhead_s: float | None = None,
 ) -> LimitsReport:
-    """:func:`compute_limits` of workload ``name`` (built, lowered and priced here)."""
-    spec = resolve_gpu(gpu)
-    model = resolve_cost_model(cost_model, spec, origin=origin)
-    graph = kernel_graph_for(name, batch=batch, phase=phase, precision=precision, gpu=spec)
-    labels = {"workload": name, "batch": batch, "phase": phase, "precision": precision,
-              "cost_model": cost_model if isinstance(cost_model, str)
-              else type(cost_model).__name__}
-    return compute_limits(graph, spec, cost_model=model, policies=policies,
-                          keep_results=keep_results, launch_overhead_s=launch_overhead_s,
-                          event_overhead_s=event_overhead_s, labels=labels)
+    """The limits report of workload ``name``, prepared by
+    :func:`~sim.analysis.workflow.prepare_workload` (built, lowered and priced)."""
+    prepared = prepare_workload(
+        name, batch=batch, phase=phase, precision=precision, gpu=gpu, cost_model=cost_model,
+        origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s)
+    return limits_of(prepared.ctx, policies=policies, keep_results=keep_results,
+                     launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s,
+                     labels=prepared.labels)

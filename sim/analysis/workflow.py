@@ -1,32 +1,38 @@
 """From a workload name to a simulated run: build, lower, price, schedule, simulate.
 
-The steps each live in their own package; this module strings them together the same way
-for the CLI, the limits table, sweeps and notebooks::
+The steps each live in their own package; this module strings them together once, for the
+CLI, the limits report, sweeps and notebooks::
 
-    from sim.analysis.workflow import simulate_workload
-    run = simulate_workload("resnet50", batch=64, phase="training", gpu="h100",
-                            policy="min-streams")
-    run.result.makespan_s, run.program, run.kernel_graph
+    from sim.analysis.workflow import prepare_workload, simulate_workload
+    prepared = prepare_workload("resnet50", batch=64, phase="training", gpu="h100")
+    prepared.kernel_graph, prepared.ctx.costs            # lowered and priced, once
+    run = prepared.run("min-streams")                    # one policy, simulated
+    run.result.makespan_s, run.program
 
 * :func:`kernel_graph_for` — the workload's layer graph (:func:`workloads.build`) lowered to
   kernels (:func:`workloads.lowering.lower`) for a GPU and a math precision;
 * :func:`resolve_cost_model` — a cost model by name (``roofline``, ``calibrated``,
   ``scaled``) or as given;
-* :func:`schedule_context` — the kernel DAG priced by the cost model (block times, DRAM
-  bytes, isolated times), with the simulator as an evaluator for searching policies;
+* :func:`schedule_context` — the kernel DAG priced by the cost model
+  (:meth:`ScheduleContext.priced <sim.scheduling.base.ScheduleContext.priced>`), with the
+  simulator as an evaluator for searching policies;
+* :func:`prepare_workload` — all of the above for a workload: the one setup that
+  :func:`simulate_workload` and :func:`sim.analysis.limits.limits_for_workload` share;
 * :func:`run_policy` — one policy's schedule, program and simulation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import networkx as nx
 
-from gpu_models.cost import get_cost_model, isolated_time_s
+from gpu_models.cost import get_cost_model
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel
-from gpu_models.presets import load_gpu
+from gpu_models.presets import resolve_gpu
 from gpu_models.spec import PRECISIONS, GPUSpec
 from sim.engine.engine import simulate
 from sim.engine.program import Program
@@ -38,11 +44,6 @@ from workloads.lowering import lower
 #: Storage type of the layer graph for each math precision (tf32 math reads fp32 tensors).
 _STORAGE_DTYPE: dict[str, str] = {"fp32": "fp32", "tf32": "fp32", "fp16": "fp16",
                                   "bf16": "bf16"}
-
-
-def resolve_gpu(gpu: str | GPUSpec) -> GPUSpec:
-    """A preset name or spec-file path loaded, or the spec itself."""
-    return gpu if isinstance(gpu, GPUSpec) else load_gpu(gpu)
 
 
 def resolve_cost_model(cost_model: str | CostModel, gpu: GPUSpec, *,
@@ -65,30 +66,13 @@ def resolve_cost_model(cost_model: str | CostModel, gpu: GPUSpec, *,
 
 def kernel_graph_for(name: str, *, batch: int = 1, phase: str = "inference",
                      precision: str = "fp32", gpu: GPUSpec) -> nx.DiGraph:
-    """The kernel DAG of workload ``name`` on ``gpu`` at ``precision``."""
+    """The kernel DAG of workload ``name`` on ``gpu`` at ``precision``, its nodes in the
+    framework's launch order (lowering keeps the layer graph's order)."""
     if precision not in PRECISIONS:
         raise GpusimError(f"precision must be one of {', '.join(PRECISIONS)} "
                           f"(got {precision!r})")
     layers = build(name, batch=batch, phase=phase, dtype=_STORAGE_DTYPE[precision])
-    return in_framework_order(lower(layers, gpu, precision=precision), layers)
-
-
-def in_framework_order(kernel_graph: nx.DiGraph, layers: nx.DiGraph) -> nx.DiGraph:
-    """``kernel_graph`` with its nodes inserted in the layer graph's (framework) order.
-
-    The ``serial`` policy launches in node insertion order, which should be the order the
-    framework issues ops in (module code order, autograd's backward order); lowering visits
-    layers level by level, so the order is restored here. Kernels of one layer keep their
-    order.
-    """
-    index = {name: i for i, name in enumerate(layers.nodes)}
-    ordered = nx.DiGraph()
-    ordered.graph.update(kernel_graph.graph)
-    ordered.add_nodes_from(
-        (n, kernel_graph.nodes[n])
-        for n in sorted(kernel_graph.nodes, key=lambda n: index[kernel_graph.nodes[n]["layer"]]))
-    ordered.add_edges_from(kernel_graph.edges(data=True))
-    return ordered
+    return lower(layers, gpu, precision=precision)
 
 
 def schedule_context(
@@ -105,17 +89,7 @@ def schedule_context(
     With ``evaluate``, policies that search (``stages``) time their candidates by simulating
     them under the same host overheads as the final run.
     """
-    if not nx.is_directed_acyclic_graph(kernel_graph):
-        cycle = nx.find_cycle(kernel_graph)
-        raise GpusimError(f"kernel graph has a cycle: {' -> '.join(str(u) for u, _ in cycle)}")
-    costs = {}
-    isolated = {}
-    for node, kernel in kernel_graph.nodes(data="kernel"):
-        if kernel is None:
-            raise GpusimError(f"kernel graph node {node!r} has no 'kernel' attribute")
-        costs[node] = cost_model(kernel, gpu)
-        isolated[node] = isolated_time_s(kernel, gpu, cost_model)
-    ctx = ScheduleContext(graph=kernel_graph, gpu=gpu, costs=costs, isolated_s=isolated)
+    ctx = ScheduleContext.priced(kernel_graph, gpu, cost_model)
     if not evaluate:
         return ctx
 
@@ -124,8 +98,7 @@ def schedule_context(
                              event_overhead_s=event_overhead_s)
         return simulate(program).makespan_s
 
-    return ScheduleContext(graph=kernel_graph, gpu=gpu, costs=costs, isolated_s=isolated,
-                           evaluate=evaluate_s)
+    return ctx.with_evaluator(evaluate_s)
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,16 +130,77 @@ def run_policy(
 
 
 @dataclass(frozen=True, eq=False)
-class WorkloadRun:
-    """A workload simulated under one policy."""
+class PreparedWorkload:
+    """A workload built, lowered and priced on one GPU, ready to be scheduled.
+
+    ``launch_overhead_s`` / ``event_overhead_s`` of ``None`` take the GPU's; every policy
+    run from it (:meth:`run`) uses them, as do the candidates of searching policies.
+    """
 
     workload: str
     batch: int
     phase: str
     precision: str
     gpu: GPUSpec
+    #: The cost model as asked for (a name, or the model's class name).
+    cost_model_name: str
     kernel_graph: nx.DiGraph
+    #: The priced kernel DAG, with the simulator as evaluator.
+    ctx: ScheduleContext
+    launch_overhead_s: float | None = None
+    event_overhead_s: float | None = None
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        """The descriptive fields a report carries."""
+        return {"workload": self.workload, "batch": self.batch, "phase": self.phase,
+                "precision": self.precision, "cost_model": self.cost_model_name}
+
+    def run(self, policy: str | SchedulingPolicy, *, mode: str = "grouped",
+            sm_policy: str = "most-free") -> PolicyRun:
+        """Schedule with ``policy`` and simulate, under the workload's host overheads."""
+        return run_policy(self.ctx, policy, launch_overhead_s=self.launch_overhead_s,
+                          event_overhead_s=self.event_overhead_s, mode=mode,
+                          sm_policy=sm_policy)
+
+
+def prepare_workload(
+    name: str,
+    *,
+    batch: int = 1,
+    phase: str = "inference",
+    precision: str = "fp32",
+    gpu: str | Path | GPUSpec = "h100",
+    cost_model: str | CostModel = "roofline",
+    origin: str | GPUSpec | None = None,
+    launch_overhead_s: float | None = None,
+    event_overhead_s: float | None = None,
+) -> PreparedWorkload:
+    """Build, lower and price workload ``name`` (see the module docstring)."""
+    spec = resolve_gpu(gpu)
+    model = resolve_cost_model(cost_model, spec, origin=origin)
+    graph = kernel_graph_for(name, batch=batch, phase=phase, precision=precision, gpu=spec)
+    ctx = schedule_context(graph, spec, model, launch_overhead_s=launch_overhead_s,
+                           event_overhead_s=event_overhead_s)
+    model_name = cost_model if isinstance(cost_model, str) else type(cost_model).__name__
+    return PreparedWorkload(name, batch, phase, precision, spec, model_name, graph, ctx,
+                            launch_overhead_s, event_overhead_s)
+
+
+@dataclass(frozen=True, eq=False)
+class WorkloadRun:
+    """A workload simulated under one policy."""
+
+    prepared: PreparedWorkload
     run: PolicyRun
+
+    @property
+    def kernel_graph(self) -> nx.DiGraph:
+        return self.prepared.kernel_graph
+
+    @property
+    def gpu(self) -> GPUSpec:
+        return self.prepared.gpu
 
     @property
     def program(self) -> Program:
@@ -183,7 +217,7 @@ def simulate_workload(
     batch: int = 1,
     phase: str = "inference",
     precision: str = "fp32",
-    gpu: str | GPUSpec = "h100",
+    gpu: str | Path | GPUSpec = "h100",
     cost_model: str | CostModel = "roofline",
     origin: str | GPUSpec | None = None,
     policy: str | SchedulingPolicy = "serial",
@@ -192,15 +226,11 @@ def simulate_workload(
     mode: str = "grouped",
     sm_policy: str = "most-free",
 ) -> WorkloadRun:
-    """Build, lower, price, schedule and simulate workload ``name`` (see the module doc)."""
-    spec = resolve_gpu(gpu)
-    model = resolve_cost_model(cost_model, spec, origin=origin)
-    graph = kernel_graph_for(name, batch=batch, phase=phase, precision=precision, gpu=spec)
-    ctx = schedule_context(graph, spec, model, launch_overhead_s=launch_overhead_s,
-                           event_overhead_s=event_overhead_s)
-    run = run_policy(ctx, policy, launch_overhead_s=launch_overhead_s,
-                     event_overhead_s=event_overhead_s, mode=mode, sm_policy=sm_policy)
-    return WorkloadRun(name, batch, phase, precision, spec, graph, run)
+    """Prepare workload ``name`` (:func:`prepare_workload`) and simulate it under ``policy``."""
+    prepared = prepare_workload(
+        name, batch=batch, phase=phase, precision=precision, gpu=gpu, cost_model=cost_model,
+        origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s)
+    return WorkloadRun(prepared, prepared.run(policy, mode=mode, sm_policy=sm_policy))
 
 
 def time_average(times_s: tuple[float, ...], values: tuple[float, ...], end_s: float) -> float:

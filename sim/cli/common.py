@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from gpu_models.presets import DEFAULT_GPU, load_gpu
+from gpu_models.presets import DEFAULT_GPU, resolve_gpu
 from gpu_models.spec import GPUSpec
 
 
@@ -35,11 +35,10 @@ def add_gpu_args(parser: argparse.ArgumentParser, *, with_set: bool = True) -> N
         )
 
 
-def resolve_gpu(args: argparse.Namespace) -> GPUSpec:
-    """The GPU the command runs on: the preset or file, with ``--set`` overrides applied."""
-    spec = load_gpu(args.gpu)
+def gpu_from_args(args: argparse.Namespace) -> GPUSpec:
+    """The GPU the command runs on: ``--gpu`` (preset or file) with ``--set`` overrides."""
     overrides: Sequence[str] = getattr(args, "overrides", []) or []
-    return spec.with_overrides(overrides) if overrides else spec
+    return resolve_gpu(args.gpu, overrides)
 
 
 def print_json(obj: Any) -> None:

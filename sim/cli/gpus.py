@@ -7,7 +7,7 @@ import argparse
 from gpu_models.occupancy import occupancy
 from gpu_models.presets import list_presets, load_preset
 from gpu_models.units import GIGA, MEGA, MIB, TERA
-from sim.cli.common import add_gpu_args, add_json_arg, print_json, print_table, resolve_gpu
+from sim.cli.common import add_gpu_args, add_json_arg, gpu_from_args, print_json, print_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,7 +56,7 @@ def cmd_gpus(args: argparse.Namespace) -> int:
 
 
 def cmd_occupancy(args: argparse.Namespace) -> int:
-    spec = resolve_gpu(args)
+    spec = gpu_from_args(args)
     occ = occupancy(spec, args.threads, args.regs, args.smem,
                     preferred_carveout_B=args.carveout)
     if args.json:

@@ -6,7 +6,7 @@ import argparse
 
 from gpu_models.units import US_PER_S
 from sim.analysis.limits import BINDS, limits_for_workload
-from sim.cli.common import add_json_arg, print_json, print_table, resolve_gpu
+from sim.cli.common import add_json_arg, gpu_from_args, print_json, print_table
 from sim.cli.simulate import add_workload_args
 from sim.scheduling import DEFAULT_POLICIES
 
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_limits(args: argparse.Namespace) -> int:
-    gpu = resolve_gpu(args)
+    gpu = gpu_from_args(args)
     policies = None
     if args.policies is not None:
         policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())

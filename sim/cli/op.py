@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gpu_models.cost import get_cost_model, isolated_time_s, list_cost_models, waves
+from gpu_models.cost import isolated_time_s, list_cost_models, waves
 from gpu_models.kernel import CostModel, KernelSpec
 from gpu_models.occupancy import occupancy
 from gpu_models.spec import PRECISIONS, GPUSpec
 from gpu_models.units import GIGA, US_PER_S
 from sim import Launch, Program, StreamDef, simulate
-from sim.cli.common import add_gpu_args, add_json_arg, print_json, print_table, resolve_gpu
+from sim.analysis.workflow import resolve_cost_model
+from sim.cli.common import add_gpu_args, add_json_arg, gpu_from_args, print_json, print_table
 from workloads.layers import Layer
 from workloads.lowering import CONV_PASSES, LAYOUTS, conv_layer, gemm_layer, lower_layer
 
@@ -128,14 +129,6 @@ def _layer(args: argparse.Namespace) -> Layer:
                       padding=args.pad, groups=args.groups, pass_=args.pass_)
 
 
-def _cost_model(args: argparse.Namespace, gpu: GPUSpec) -> CostModel:
-    if args.cost_model == "calibrated":
-        return get_cost_model("calibrated", gpu=gpu)
-    if args.cost_model == "scaled":
-        return get_cost_model("scaled", origin=args.origin)
-    return get_cost_model("roofline")
-
-
 def predicted_time_s(kernels: list[KernelSpec], gpu: GPUSpec, cost_model: CostModel,
                      ) -> tuple[float, str]:
     """The kernels back to back on one stream, no launch overhead: (seconds, how timed).
@@ -166,10 +159,10 @@ def kernel_row(kernel: KernelSpec, gpu: GPUSpec, cost_model: CostModel) -> dict[
 
 
 def cmd_op(args: argparse.Namespace) -> int:
-    gpu = resolve_gpu(args)
+    gpu = gpu_from_args(args)
     layer = _layer(args)
     kernels = lower_layer(layer, gpu, precision=args.precision, layout=args.layout)
-    model = _cost_model(args, gpu)
+    model = resolve_cost_model(args.cost_model, gpu, origin=args.origin)
     rows = [kernel_row(k, gpu, model) for k in kernels]
     time_s, timing = predicted_time_s(kernels, gpu, model)
     time_us = time_s * US_PER_S

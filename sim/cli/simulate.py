@@ -8,7 +8,7 @@ from gpu_models.cost import list_cost_models
 from gpu_models.spec import PRECISIONS
 from gpu_models.units import US_PER_S
 from sim.analysis.workflow import busy_sm_fraction, dram_utilisation, simulate_workload
-from sim.cli.common import add_gpu_args, add_json_arg, print_json, resolve_gpu
+from sim.cli.common import add_gpu_args, add_json_arg, gpu_from_args, print_json
 from sim.scheduling import event_count
 from workloads import workload_names
 
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    gpu = resolve_gpu(args)
+    gpu = gpu_from_args(args)
     run = simulate_workload(
         args.workload, batch=args.batch, phase=args.phase, precision=args.precision, gpu=gpu,
         cost_model=args.cost_model, origin=args.origin, policy=args.policy)

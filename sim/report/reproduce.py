@@ -49,11 +49,10 @@ from sim.analysis.limits import limits_for_workload
 from sim.analysis.sweep import LocalPool, Point, evaluate_point, limits_evaluator
 from sim.analysis.sweep.evaluate import MAKESPAN_PREFIX
 from sim.analysis.workflow import (
-    in_framework_order,
+    prepare_workload,
     resolve_cost_model,
     run_policy,
     schedule_context,
-    simulate_workload,
 )
 from sim.engine.engine import simulate
 from sim.engine.program import Launch, Program, StreamDef
@@ -377,7 +376,7 @@ def simulate_policies(
     graph: nx.DiGraph, gpu: GPUSpec, policies: Sequence[str], *, cost_model: str = "roofline",
 ) -> dict[str, SimResult]:
     """Lower a layer graph (a whole network or part of one) and simulate each policy."""
-    kernel_graph = in_framework_order(lower(graph, gpu), graph)
+    kernel_graph = lower(graph, gpu)
     ctx = schedule_context(kernel_graph, gpu, resolve_cost_model(cost_model, gpu))
     return {name: run_policy(ctx, name).result for name in policies}
 
@@ -483,8 +482,8 @@ def step_network(plan: Plan, out: Output) -> None:
     readable = [p for p in row["policies"] if p != "serial"
                 and row[f"streams.{p}"] <= MAX_TIMELINE_STREAMS]
     policy = min(readable, key=row["policies"].__getitem__)
-    runs = {p: simulate_workload(workload, batch=batch, phase=plan.phase, gpu=plan.gpu,
-                                 policy=p).result for p in ("serial", policy)}
+    prepared = prepare_workload(workload, batch=batch, phase=plan.phase, gpu=plan.gpu)
+    runs = {p: prepared.run(p).result for p in ("serial", policy)}
     what = f"{workload} {plan.phase}, batch {batch}"
     out.figure("network_timeline", plots.timeline_comparison(
         runs, title=f"{what}: serial against {policy}"),

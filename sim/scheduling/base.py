@@ -29,6 +29,7 @@ is a one-time setup cost outside the step, so only launches and events are charg
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
@@ -37,10 +38,12 @@ from typing import Protocol
 
 import networkx as nx
 
+from gpu_models.cost import isolated_time_s
 from gpu_models.errors import GpusimError
-from gpu_models.kernel import KernelCost, KernelSpec
+from gpu_models.kernel import CostModel, KernelCost, KernelSpec
 from gpu_models.spec import GPUSpec
 from sim.engine.program import Launch, Program, StreamDef
+from workloads.graph import framework_index
 
 Node = Hashable
 
@@ -99,6 +102,28 @@ class ScheduleContext:
         """The :class:`KernelSpec` of ``node``."""
         return self.graph.nodes[node]["kernel"]
 
+    @classmethod
+    def priced(cls, graph: nx.DiGraph, gpu: GPUSpec, cost_model: CostModel, *,
+               evaluate: Evaluator | None = None) -> ScheduleContext:
+        """``graph`` (nodes with a ``kernel`` attribute) priced by ``cost_model`` on ``gpu``:
+        the one place kernels of a DAG are priced."""
+        if not nx.is_directed_acyclic_graph(graph):
+            cycle = nx.find_cycle(graph)
+            raise GpusimError(f"kernel graph has a cycle: "
+                              f"{' -> '.join(str(u) for u, _ in cycle)}")
+        costs: dict[Node, KernelCost] = {}
+        isolated: dict[Node, float] = {}
+        for node, kernel in graph.nodes(data="kernel"):
+            if kernel is None:
+                raise GpusimError(f"kernel graph node {node!r} has no 'kernel' attribute")
+            costs[node] = cost_model(kernel, gpu)
+            isolated[node] = isolated_time_s(kernel, gpu, cost_model)
+        return cls(graph=graph, gpu=gpu, costs=costs, isolated_s=isolated, evaluate=evaluate)
+
+    def with_evaluator(self, evaluate: Evaluator) -> ScheduleContext:
+        """The same priced DAG, with a simulator for policies that search."""
+        return dataclasses.replace(self, evaluate=evaluate)
+
 
 class SchedulingPolicy(Protocol):
     """A strategy that maps a kernel DAG onto streams, launch order and events."""
@@ -112,18 +137,6 @@ class SchedulingPolicy(Protocol):
 
 
 # ---------------------------------------------------------------------- graph helpers
-def framework_index(graph: nx.DiGraph) -> dict[Node, int]:
-    """Position of every node in the graph's insertion order (the framework's op order)."""
-    return {node: i for i, node in enumerate(graph.nodes)}
-
-
-def framework_order(graph: nx.DiGraph) -> list[Node]:
-    """The topological order closest to the framework's: insertion order where it is
-    topological, earliest-inserted ready node otherwise."""
-    index = framework_index(graph)
-    return list(nx.lexicographical_topological_sort(graph, key=index.__getitem__))
-
-
 def generations(graph: nx.DiGraph) -> dict[Node, int]:
     """ASAP level of every node: 0 for sources, else 1 + the largest level of a predecessor."""
     level: dict[Node, int] = {}

@@ -18,12 +18,11 @@ from sim.scheduling.base import (
     Schedule,
     ScheduleContext,
     bottom_levels,
-    framework_index,
-    framework_order,
     generations,
     interleaved_order,
     ordered_by,
 )
+from workloads.graph import framework_index, framework_order
 
 #: Streams of ``critical-path`` without a ``:k`` suffix.
 DEFAULT_CRITICAL_PATH_STREAMS = 4

@@ -53,7 +53,8 @@ import networkx as nx
 
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import KernelKind
-from sim.scheduling.base import Node, Schedule, ScheduleContext, framework_order
+from sim.scheduling.base import Node, Schedule, ScheduleContext
+from workloads.graph import framework_order
 
 #: Kernels that start a unit (IOS's operators are built around these).
 HEAVY_KINDS: frozenset[KernelKind] = frozenset({

@@ -13,7 +13,7 @@ import pytest
 from gpu_models.calibration import CalibrationRecord, CalibrationSet, Provenance
 from gpu_models.cost import get_cost_model
 from gpu_models.errors import GpusimError
-from gpu_models.kernel import KernelCost, KernelKind, KernelSpec
+from gpu_models.kernel import KernelKind, KernelSpec
 from gpu_models.occupancy import launch_failure, occupancy
 from gpu_models.presets import list_presets, load_preset
 from gpu_models.spec import GPUSpec
@@ -29,7 +29,6 @@ from workloads.lowering import (
     lower,
     lower_layer,
     multi_tensor_launches,
-    price,
     select_tile,
     table_for,
 )
@@ -311,11 +310,8 @@ def test_kernel_that_cannot_launch_names_the_layer(h100: GPUSpec) -> None:
         lower(build("resnet18", batch=1), tiny)
 
 
-def test_price_gives_a_cost_per_kernel(h100: GPUSpec) -> None:
+def test_kernels_in_order_follow_the_framework(h100: GPUSpec) -> None:
     kg = lower(build("resnet18", batch=4), h100)
-    costs = price(kg, h100, get_cost_model("roofline"))
-    assert set(costs) == set(kg.nodes)
-    assert all(isinstance(c, KernelCost) and c.block_time_s > 0 for c in costs.values())
     assert kernels_in_order(kg)[0].name == "conv1"
 
 

@@ -9,10 +9,9 @@ linear layers as cuBLAS GEMMs; batch norm, pooling, elementwise, concat, loss an
 ops as the ATen/cuDNN kernels they launch (:mod:`workloads.lowering.ops` lists each rule)::
 
     from workloads import build
-    from workloads.lowering import lower, price
+    from workloads.lowering import lower
     kg = lower(build("resnet50", batch=32, phase="training"), load_gpu("a100"),
                precision="tf32")
-    costs = price(kg, load_gpu("a100"), get_cost_model("roofline"))
 
 The **kernel graph** is a networkx ``DiGraph``: one node per kernel, named ``<layer>`` when
 the layer launches one kernel and ``<layer>#<i>`` when it launches several; node attributes
@@ -63,9 +62,10 @@ import networkx as nx
 
 from gpu_models.calibration import CalibrationRecord, CalibrationSet
 from gpu_models.errors import GpusimError
-from gpu_models.kernel import CostModel, KernelCost, KernelKind, KernelSpec
+from gpu_models.kernel import KernelKind, KernelSpec
 from gpu_models.occupancy import launch_failure
 from gpu_models.spec import GPUSpec
+from workloads.graph import framework_order
 from workloads.layers import Layer, OpType
 from workloads.lowering.ops import (
     CONV_PASSES,
@@ -130,7 +130,7 @@ def lower(
         fused=dict(plan.owner),
     )
     exits: dict[str, tuple[str, ...]] = {}
-    for node in _program_order(_with_extra_inputs(graph, plan.extra_inputs)):
+    for node in framework_order(_with_extra_inputs(graph, plan.extra_inputs)):
         layer: Layer = graph.nodes[node]["layer"]
         deps: list[str] = []
         # A conv with a fused residual add also reads the add's other input(s).
@@ -172,24 +172,10 @@ def lower(
     return kg
 
 
-def price(kernel_graph: nx.DiGraph, gpu: GPUSpec, cost_model: CostModel,
-          ) -> dict[str, KernelCost]:
-    """Each kernel's :class:`KernelCost` under ``cost_model`` on ``gpu``, by kernel name."""
-    return {name: cost_model(data["kernel"], gpu)
-            for name, data in kernel_graph.nodes(data=True)}
-
-
 def kernels_in_order(kernel_graph: nx.DiGraph) -> list[KernelSpec]:
-    """The kernel graph's KernelSpecs in eager launch order (see :func:`_program_order`)."""
-    return [kernel_graph.nodes[n]["kernel"] for n in _program_order(kernel_graph)]
-
-
-def _program_order(graph: nx.DiGraph) -> list[str]:
-    # Graphs are built in the order a framework executes their ops (forward in module order,
-    # backward as autograd runs it), so node order is the eager launch order; the
-    # topological sort keyed on it returns exactly that order when it is valid.
-    index = {node: i for i, node in enumerate(graph.nodes)}
-    return list(nx.lexicographical_topological_sort(graph, key=index.__getitem__))
+    """The kernel graph's KernelSpecs in eager launch order
+    (:func:`~workloads.graph.framework_order`)."""
+    return [kernel_graph.nodes[n]["kernel"] for n in framework_order(kernel_graph)]
 
 
 # ---------------------------------------------------------------------- fusion
@@ -348,7 +334,6 @@ __all__ = [
     "math_for",
     "multi_tensor_launches",
     "param_tensors",
-    "price",
     "select_tile",
     "table_for",
 ]
