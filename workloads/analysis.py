@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 import networkx as nx
 
 from gpu_models.errors import GpusimError
+from workloads.graph import framework_order
 from workloads.layers import Layer
 
 
@@ -42,6 +43,31 @@ def launches_kernels(layer: Layer) -> bool:
     agree.
     """
     return not layer.is_view
+
+
+def launching_layer_dag(graph: nx.DiGraph) -> nx.DiGraph:
+    """The layers of ``graph`` that launch kernels (:func:`launches_kernels`), as a DAG.
+
+    An edge ``u -> v`` wherever ``v`` reads ``u``'s output directly or through views (which
+    launch nothing, so lowering passes their dependencies through in the same way). Nodes
+    keep the layer graph's order and carry the layer's ``branch``, ``phase``, ``module`` and
+    ``forward_of``: the structure the ``branches`` scheduling policy reads, the same as its
+    kernel graph contracted layer by layer.
+    """
+    _check_dag(graph)
+    dag = nx.DiGraph()
+    exits: dict[str, tuple[str, ...]] = {}
+    for node in framework_order(graph):
+        deps = tuple(dict.fromkeys(d for p in graph.predecessors(node) for d in exits[p]))
+        layer = _layer(graph, node)
+        if launches_kernels(layer):
+            dag.add_node(node, branch=layer.branch, phase=layer.phase, module=layer.module,
+                         forward_of=layer.forward_of)
+            dag.add_edges_from((d, node) for d in deps)
+            exits[node] = (node,)
+        else:
+            exits[node] = deps
+    return dag
 
 
 @dataclass(frozen=True)

@@ -49,15 +49,13 @@ class Branches:
 
     Mirrors hand-written multi-stream model code (the usual ``torch.cuda.stream`` recipe for
     Inception modules and residual shortcuts): each branch of a module (the ``branch``
-    attribute lowering copies from the layer) runs on its own stream, the module's stem
-    and join run on stream 0.
-
-    Which branches are parallel is read from the DAG: a branch spans the ASAP levels of its
-    kernels, branches whose spans overlap run side by side and get different streams, and a
-    stream is reused once its branch has ended (interval colouring, first-fit, in order of
-    each branch's first kernel). A branch prefers the stream of the kernel it continues, so
-    a chain split into consecutive branches needs no event. Kernels without a branch go to
-    stream 0. Launch order: by ASAP level, interleaving the branches (see
+    attribute lowering copies from the layer) runs its forward kernels on its own stream,
+    the module's stem and join on stream 0; as PyTorch's autograd runs every backward op on
+    the stream of its forward op, a branch's backward kernels go to its forward stream, and
+    the loss and optimizer to stream 0. The streams are :func:`branch_streams` of the
+    kernel graph contracted to its layers (:func:`kernel_layer_dag`), the same assignment
+    the device campaign measures (``sim.measure.netbench.torch_graph.assign_streams``).
+    Launch order: by ASAP level, interleaving the branches (see
     :func:`~sim.scheduling.base.interleaved_order`).
     """
 
@@ -65,36 +63,82 @@ class Branches:
 
     def schedule(self, ctx: ScheduleContext) -> Schedule:
         graph = ctx.graph
-        level = generations(graph)
-        index = framework_index(graph)
-        # A branch's forward and backward kernels are different branches: they run far apart.
-        span: dict[tuple[str, str], tuple[int, int]] = {}
-        members: dict[tuple[str, str], list[Node]] = {}
-        for node in graph.nodes:
-            attrs = graph.nodes[node]
-            if attrs.get("branch"):
-                branch = (str(attrs.get("phase", "")), attrs["branch"])
-                lo, hi = span.get(branch, (level[node], level[node]))
-                span[branch] = (min(lo, level[node]), max(hi, level[node]))
-                members.setdefault(branch, []).append(node)
-        stream_of: dict[Node, int] = {n: 0 for n in graph.nodes if not graph.nodes[n].get("branch")}
-        # Levels at which each stream is busy with a branch, or with non-branch kernels.
-        busy: dict[int, list[tuple[int, int]]] = {0: [(level[n], level[n]) for n in stream_of]}
-        first = {b: min(index[n] for n in nodes) for b, nodes in members.items()}
-        for branch in sorted(span, key=lambda b: (span[b][0], first[b])):
-            lo, hi = span[branch]
-            head = min(members[branch], key=index.__getitem__)
-            preferred = [stream_of[p] for p in graph.predecessors(head) if p in stream_of]
-
-            def free(s: int, lo: int = lo, hi: int = hi) -> bool:
-                return all(b_hi < lo or b_lo > hi for b_lo, b_hi in busy.get(s, []))
-
-            candidates = [*preferred, *range(len(busy) + 1)]
-            stream = next(s for s in candidates if free(s))
-            busy.setdefault(stream, []).append((lo, hi))
-            for node in members[branch]:
-                stream_of[node] = stream
+        by_layer = branch_streams(kernel_layer_dag(graph))
+        stream_of = {n: by_layer[graph.nodes[n].get("layer", n)] for n in graph.nodes}
         return Schedule(order=interleaved_order(graph, stream_of), stream_of=stream_of)
+
+
+def kernel_layer_dag(kernel_graph: nx.DiGraph) -> nx.DiGraph:
+    """A kernel graph contracted layer by layer (node attribute ``layer``; a kernel without
+    one is its own layer): one node per layer in launch order, an edge wherever a kernel of
+    one depends on a kernel of another, the layer's ``branch``, ``phase``, ``module`` and
+    ``forward_of`` from its first kernel. For a lowered workload this is
+    :func:`workloads.analysis.launching_layer_dag` of its layer graph."""
+    dag = nx.DiGraph()
+    keys = ("branch", "phase", "module", "forward_of")
+    for node, attrs in kernel_graph.nodes(data=True):
+        layer = attrs.get("layer", node)
+        if layer not in dag:
+            dag.add_node(layer, **{k: attrs.get(k) for k in keys})
+    # In-edges kernel by kernel, so that a layer's inputs keep their order (first input
+    # first): the stream a branch continues is its first input's.
+    for v in kernel_graph.nodes:
+        lv = kernel_graph.nodes[v].get("layer", v)
+        for u in kernel_graph.predecessors(v):
+            lu = kernel_graph.nodes[u].get("layer", u)
+            if lu != lv:
+                dag.add_edge(lu, lv)
+    return dag
+
+
+def branch_streams(layer_dag: nx.DiGraph) -> dict[Node, int]:
+    """The ``branches`` stream of every node of a layer DAG (nodes with ``branch`` and
+    ``phase`` attributes, e.g. :func:`kernel_layer_dag`).
+
+    Forward branches are coloured: a branch spans the ASAP levels of its layers, branches
+    whose spans overlap run side by side and get different streams, and a stream is reused
+    once its branch has ended (interval colouring, first-fit, in order of each branch's
+    first layer; stream 0 is busy wherever a layer outside any branch runs). A branch
+    prefers the stream of the layer it continues, so a chain split into consecutive
+    branches needs no event. A backward layer runs on its forward layer's stream (else its
+    branch's); every other layer on stream 0.
+    """
+    level = generations(layer_dag)
+    index = framework_index(layer_dag)
+    span: dict[str, tuple[int, int]] = {}
+    members: dict[str, list[Node]] = {}
+    for node, attrs in layer_dag.nodes(data=True):
+        branch = attrs.get("branch")
+        if branch and attrs.get("phase", "forward") == "forward":
+            lo, hi = span.get(branch, (level[node], level[node]))
+            span[branch] = (min(lo, level[node]), max(hi, level[node]))
+            members.setdefault(branch, []).append(node)
+    stream_of: dict[Node, int] = {
+        n: 0 for n, attrs in layer_dag.nodes(data=True) if not attrs.get("branch")}
+    # Levels at which each stream is busy with a branch, or with layers outside branches.
+    busy: dict[int, list[tuple[int, int]]] = {0: [(level[n], level[n]) for n in stream_of]}
+    first = {b: min(index[n] for n in nodes) for b, nodes in members.items()}
+    branch_stream: dict[str, int] = {}
+    for branch in sorted(span, key=lambda b: (span[b][0], first[b])):
+        lo, hi = span[branch]
+        head = min(members[branch], key=index.__getitem__)
+        preferred = [stream_of[p] for p in layer_dag.predecessors(head) if p in stream_of]
+
+        def free(s: int, lo: int = lo, hi: int = hi) -> bool:
+            return all(b_hi < lo or b_lo > hi for b_lo, b_hi in busy.get(s, []))
+
+        candidates = [*preferred, *range(len(busy) + 1)]
+        stream = next(s for s in candidates if free(s))
+        busy.setdefault(stream, []).append((lo, hi))
+        branch_stream[branch] = stream
+        for node in members[branch]:
+            stream_of[node] = stream
+    for node, attrs in layer_dag.nodes(data=True):
+        if node not in stream_of:  # a branch layer outside the forward pass
+            forward = attrs.get("forward_of")
+            stream_of[node] = stream_of.get(forward, branch_stream.get(attrs["branch"], 0)) \
+                if attrs.get("phase") == "backward" else 0
+    return stream_of
 
 
 @dataclass(frozen=True)

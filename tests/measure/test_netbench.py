@@ -67,13 +67,6 @@ def test_serial_and_bad_modes() -> None:
     assert set(assign_streams(graph, "serial").values()) == {0}
     with pytest.raises(GpusimError, match="stream mode"):
         assign_streams(graph, "bogus")
-    with pytest.raises(GpusimError, match="max_streams"):
-        assign_streams(graph, "branches", max_streams=1)
-
-
-def test_side_streams_are_capped() -> None:
-    graph = workloads.build("randwire")
-    assert max(assign_streams(graph, "branches", max_streams=4).values()) == 3
 
 
 def test_campaign_runs_end_to_end_on_cpu(tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ from typing import Any
 import networkx as nx
 
 from gpu_models.errors import GpusimError
+from sim.scheduling.dag import branch_streams
+from workloads.analysis import launching_layer_dag
 from workloads.layers import Layer, OpType
 
 
@@ -37,32 +39,30 @@ def forward_nodes(graph: nx.DiGraph) -> list[str]:
     return list(nx.lexicographical_topological_sort(sub, key=lambda n: forward.index(n)))
 
 
-def assign_streams(graph: nx.DiGraph, mode: str, *, max_streams: int = 8) -> dict[str, int]:
+def assign_streams(graph: nx.DiGraph, mode: str) -> dict[str, int]:
     """Stream index (0 = the caller's stream) of every forward node.
 
-    ``serial``: everything on stream 0. ``branches``: every parallel branch of a module
-    (``Layer.branch``) on its own side stream, branches of one module spread round-robin over
-    ``max_streams - 1`` side streams; ops outside branches on stream 0.
+    ``serial``: everything on stream 0. ``branches``: the streams of the simulated
+    ``branches`` policy (:func:`sim.scheduling.dag.branch_streams` of the layers that launch
+    kernels), so that a measured run and its simulation follow the same schedule; a view
+    (which launches nothing) runs on the stream of its first input. Backward ops need no
+    assignment: autograd runs each on its forward op's stream, as the policy does.
     """
     nodes = forward_nodes(graph)
     if mode == "serial":
         return dict.fromkeys(nodes, 0)
     if mode != "branches":
         raise GpusimError(f"unknown stream mode {mode!r}; expected 'serial' or 'branches'")
-    if max_streams < 2:
-        raise GpusimError(f"branches mode needs max_streams >= 2, got {max_streams}")
-    order: dict[tuple[str, str], int] = {}
-    streams: dict[str, int] = {}
+    # A copy, not graph.subgraph(): a subgraph view may iterate its nodes in set order.
+    forward = nx.DiGraph()
+    forward.add_nodes_from((n, graph.nodes[n]) for n in nodes)
+    forward.add_edges_from((p, n) for n in nodes for p in graph.predecessors(n) if p in forward)
+    streams = branch_streams(launching_layer_dag(forward))
     for node in nodes:
-        layer: Layer = graph.nodes[node]["layer"]
-        if layer.branch is None:
-            streams[node] = 0
-            continue
-        key = (layer.module, layer.branch)
-        if key not in order:
-            order[key] = sum(1 for m, _ in order if m == layer.module)
-        streams[node] = 1 + order[key] % (max_streams - 1)
-    return streams
+        if node not in streams:
+            preds = [p for p in graph.predecessors(node) if p in streams]
+            streams[node] = streams[preds[0]] if preds else 0
+    return {node: streams[node] for node in nodes}
 
 
 def _torch() -> Any:
