@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sim.engine import (
         MODES,
-        POLICIES,
+        PLACEMENTS,
+        BlockPlacement,
         BlockRecord,
         Counters,
         DeadlockError,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
         Program,
         RoundRobin,
         SimResult,
-        SMPolicy,
         StepSeries,
         StreamDef,
         load_program,
@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MODES",
-    "POLICIES",
+    "PLACEMENTS",
+    "BlockPlacement",
     "BlockRecord",
     "Counters",
     "DeadlockError",
@@ -58,7 +59,6 @@ __all__ = [
     "MostFreeResources",
     "Program",
     "RoundRobin",
-    "SMPolicy",
     "SimResult",
     "StepSeries",
     "StreamDef",

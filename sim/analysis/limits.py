@@ -294,7 +294,7 @@ def compute_limits(
     event_overhead_s: float | None = None,
     keep_results: bool = False,
     mode: str = "grouped",
-    sm_policy: str = "most-free",
+    placement: str = "most-free",
     labels: Mapping[str, Any] | None = None,
 ) -> LimitsReport:
     """The limits report of ``kernel_graph`` on ``gpu`` (see the module docstring).
@@ -310,7 +310,7 @@ def compute_limits(
     meta.setdefault("cost_model", type(cost_model).__name__)
     return limits_of(ctx, policies=policies, launch_overhead_s=launch_overhead_s,
                      event_overhead_s=event_overhead_s, keep_results=keep_results, mode=mode,
-                     sm_policy=sm_policy, labels=meta)
+                     placement=placement, labels=meta)
 
 
 def limits_of(
@@ -321,7 +321,7 @@ def limits_of(
     event_overhead_s: float | None = None,
     keep_results: bool = False,
     mode: str = "grouped",
-    sm_policy: str = "most-free",
+    placement: str = "most-free",
     labels: Mapping[str, Any] | None = None,
 ) -> LimitsReport:
     """The limits report of a priced kernel DAG (:func:`compute_limits` after pricing)."""
@@ -333,7 +333,7 @@ def limits_of(
         resolved = get_policy(policy) if isinstance(policy, str) else policy
         chosen.setdefault(resolved.name, resolved)  # each policy simulated once
     runs = {name: run_policy(ctx, policy, launch_overhead_s=launch_overhead_s,
-                             event_overhead_s=event_overhead_s, mode=mode, sm_policy=sm_policy)
+                             event_overhead_s=event_overhead_s, mode=mode, placement=placement)
             for name, policy in chosen.items()}
     gpu = ctx.gpu
     launch_s = gpu.launch_overhead_s if launch_overhead_s is None else launch_overhead_s

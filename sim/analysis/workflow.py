@@ -118,7 +118,7 @@ def run_policy(
     launch_overhead_s: float | None = None,
     event_overhead_s: float | None = None,
     mode: str = "grouped",
-    sm_policy: str = "most-free",
+    placement: str = "most-free",
 ) -> PolicyRun:
     """Schedule ``ctx`` with ``policy`` and simulate the program."""
     chosen = get_policy(policy) if isinstance(policy, str) else policy
@@ -126,7 +126,7 @@ def run_policy(
     program = to_program(ctx, schedule, launch_overhead_s=launch_overhead_s,
                          event_overhead_s=event_overhead_s)
     return PolicyRun(chosen.name, schedule, program,
-                     simulate(program, mode=mode, sm_policy=sm_policy))
+                     simulate(program, mode=mode, placement=placement))
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,11 +157,11 @@ class PreparedWorkload:
                 "precision": self.precision, "cost_model": self.cost_model_name}
 
     def run(self, policy: str | SchedulingPolicy, *, mode: str = "grouped",
-            sm_policy: str = "most-free") -> PolicyRun:
+            placement: str = "most-free") -> PolicyRun:
         """Schedule with ``policy`` and simulate, under the workload's host overheads."""
         return run_policy(self.ctx, policy, launch_overhead_s=self.launch_overhead_s,
                           event_overhead_s=self.event_overhead_s, mode=mode,
-                          sm_policy=sm_policy)
+                          placement=placement)
 
 
 def prepare_workload(
@@ -224,13 +224,13 @@ def simulate_workload(
     launch_overhead_s: float | None = None,
     event_overhead_s: float | None = None,
     mode: str = "grouped",
-    sm_policy: str = "most-free",
+    placement: str = "most-free",
 ) -> WorkloadRun:
     """Prepare workload ``name`` (:func:`prepare_workload`) and simulate it under ``policy``."""
     prepared = prepare_workload(
         name, batch=batch, phase=phase, precision=precision, gpu=gpu, cost_model=cost_model,
         origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s)
-    return WorkloadRun(prepared, prepared.run(policy, mode=mode, sm_policy=sm_policy))
+    return WorkloadRun(prepared, prepared.run(policy, mode=mode, placement=placement))
 
 
 def time_average(times_s: tuple[float, ...], values: tuple[float, ...], end_s: float) -> float:

@@ -8,7 +8,7 @@ from gpu_models.errors import GpusimError
 from gpu_models.units import US_PER_S
 from sim.cli.common import add_json_arg, print_json, print_table
 from sim.engine.engine import simulate
-from sim.engine.placement import POLICIES
+from sim.engine.placement import PLACEMENTS
 from sim.engine.program import load_program
 from sim.engine.result import SimResult
 from sim.engine.trace import write_chrome_trace
@@ -25,8 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also write a Chrome/Perfetto trace (open in ui.perfetto.dev)")
     p.add_argument("--exact", action="store_true",
                    help="per-block reference mode instead of grouped blocks (slower)")
-    p.add_argument("--sm-policy", choices=tuple(POLICIES), default="most-free",
-                   help="which SM gets each block (default: most-free)")
+    p.add_argument("--placement", "--sm-policy", dest="placement", choices=tuple(PLACEMENTS),
+                   default="most-free",
+                   help="block placement: which SM gets each block (default: most-free; "
+                   "--sm-policy is an older name for this option)")
     p.add_argument("--timing", action="store_true",
                    help="with --json, include the simulation's wall time (counters.wall_s); "
                    "left out by default so that identical runs print identical JSON")
@@ -44,7 +46,7 @@ def write_trace(result: SimResult, path: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     program = load_program(args.program)
     result = simulate(program, mode="exact" if args.exact else "grouped",
-                      sm_policy=args.sm_policy)
+                      placement=args.placement)
     if args.trace:
         write_trace(result, args.trace)
     if args.json:

@@ -5,13 +5,14 @@ form of ``gpusim run``); :func:`simulate` runs it and returns a :class:`SimResul
 """
 
 from sim.engine.engine import MODES, DeadlockError, simulate
-from sim.engine.placement import POLICIES, FirstFit, MostFreeResources, RoundRobin, SMPolicy
+from sim.engine.placement import PLACEMENTS, BlockPlacement, FirstFit, MostFreeResources, RoundRobin
 from sim.engine.program import Launch, Program, StreamDef, load_program
 from sim.engine.result import BlockRecord, Counters, KernelRecord, SimResult, StepSeries
 
 __all__ = [
     "MODES",
-    "POLICIES",
+    "PLACEMENTS",
+    "BlockPlacement",
     "BlockRecord",
     "Counters",
     "DeadlockError",
@@ -21,7 +22,6 @@ __all__ = [
     "MostFreeResources",
     "Program",
     "RoundRobin",
-    "SMPolicy",
     "SimResult",
     "StepSeries",
     "StreamDef",

@@ -24,10 +24,10 @@ Pieces (design.md section 3), each a small class that owns its state:
   time handed, launch order) order. Only the first kernel with blocks left gets blocks;
   the next one gets any only after the first has dispatched *all* its blocks (leftover
   policy). A higher-priority kernel handed later goes first for the remaining assignments;
-  running blocks are never preempted. Which SM gets each block is an
-  :class:`~sim.engine.placement.SMPolicy`.
+  running blocks are never preempted. Which SM gets each block is a
+  :class:`~sim.engine.placement.BlockPlacement`.
 * **SM partitions** (``StreamDef.sms``, as CUDA green contexts or MPS SM shares give): a
-  stream's kernels may only use its SMs; the policy sees zero capacity elsewhere. The
+  stream's kernels may only use its SMs; the placement sees zero capacity elsewhere. The
   leftover rule then holds per SM: a kernel with blocks left keeps *its* SMs from younger
   (or lower-priority) kernels, and those may still use the SMs outside it, so kernels of
   disjoint partitions run side by side. Without partitions this is the rule above (the
@@ -42,7 +42,7 @@ is seen before blocks are handed out. That is what makes the two modes agree:
 * ``grouped``: the blocks of a kernel placed by one dispatch pass start together and, since
   a block's duration depends only on its kernel and its kernel's DRAM rate, end together:
   one completion event (or one DRAM heap entry) for the whole group, placed in bulk.
-* ``exact``: the reference. Blocks are placed one at a time by the policy's per-block rule
+* ``exact``: the reference. Blocks are placed one at a time by the placement's per-block rule
   (registers warp by warp) and each block has its own completion event.
 """
 
@@ -61,7 +61,7 @@ from simpy.events import NORMAL, URGENT
 
 from gpu_models.errors import GpusimError
 from gpu_models.occupancy import BlockFootprint, block_footprint
-from sim.engine.placement import PolicyFactory, SMPolicy, make_policy
+from sim.engine.placement import BlockPlacement, PlacementFactory, make_placement
 from sim.engine.program import Launch, Program
 from sim.engine.resources import Dram, IntArray, SMArray
 from sim.engine.result import (
@@ -188,11 +188,11 @@ class HardwareQueue:
 class Dispatcher:
     """Hands blocks of ready kernels to SMs: priority first, then the leftover policy."""
 
-    def __init__(self, sms: SMArray, policy: SMPolicy, exact: bool,
+    def __init__(self, sms: SMArray, placement: BlockPlacement, exact: bool,
                  start: Callable[[_Kernel, IntArray, IntArray, IntArray], None],
                  partitioned: bool = False) -> None:
         self.sms = sms
-        self.policy = policy
+        self.placement = placement
         self.exact = exact
         self._start = start
         #: Some stream is confined to an SM partition (else the plain, faster pass runs).
@@ -262,7 +262,7 @@ class Dispatcher:
         cap = limits.min(axis=0)
         if usable is not None:
             cap = np.where(usable, cap, 0)
-        counts = self.policy.place_counts(cap, kernel.to_dispatch, kernel.fp, self.sms)
+        counts = self.placement.place_counts(cap, kernel.to_dispatch, kernel.fp, self.sms)
         ids = counts.nonzero()[0]
         if len(ids):
             placed = counts[ids]
@@ -276,7 +276,7 @@ class Dispatcher:
     def _place_one_by_one(self, kernel: _Kernel, usable: IntArray | None = None) -> None:
         one = np.ones(1, dtype=np.int64)
         while kernel.to_dispatch:
-            sm = self.policy.choose(kernel.fp, self.sms, usable)
+            sm = self.placement.choose(kernel.fp, self.sms, usable)
             if sm is None:
                 return
             taken = self.sms.allocate_one(kernel.fp, sm)
@@ -304,20 +304,20 @@ class Engine:
     """One simulation run of ``program``; call :meth:`run` once."""
 
     def __init__(self, program: Program, *, mode: str = "grouped",
-                 sm_policy: str | PolicyFactory = "most-free",
+                 placement: str | PlacementFactory = "most-free",
                  record_blocks: bool = False) -> None:
         if mode not in MODES:
             raise GpusimError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         self.program = program
         self.mode = mode
-        self.policy = make_policy(sm_policy)
+        self.placement = make_placement(placement)
         self.record_blocks = record_blocks or mode == "exact"
         spec = program.gpu
         self.env = simpy.Environment(initial_time=0.0)
         self.sms = SMArray(spec)
         self.dram = Dram(spec.dram_bw_Bps)
         self.dispatcher = Dispatcher(
-            self.sms, self.policy, mode == "exact", self._start,
+            self.sms, self.placement, mode == "exact", self._start,
             partitioned=any(s.sms is not None and len(s.sms) < spec.sm_count
                             for s in program.streams))
         self.queues = [HardwareQueue(i) for i in range(spec.connections)]
@@ -593,7 +593,7 @@ class Engine:
             dram_saturated_s=self.dram.saturated_s,
         )
         return SimResult(
-            program=self.program, mode=self.mode, sm_policy=self.policy.name, makespan_s=end,
+            program=self.program, mode=self.mode, placement=self.placement.name, makespan_s=end,
             kernels=records, busy_sms=_series(self.busy_sms),
             dram_Bps=_series(self.dram.used_Bps),
             sm_occupancy=SMOccupancy(
@@ -619,12 +619,12 @@ def _series(steps: list[tuple[float, float]]) -> StepSeries:
 
 
 def simulate(program: Program, *, mode: str = "grouped",
-             sm_policy: str | PolicyFactory = "most-free",
+             placement: str | PlacementFactory = "most-free",
              record_blocks: bool = False) -> SimResult:
     """Run ``program`` and return its :class:`~sim.engine.result.SimResult`.
 
-    ``mode``: ``"grouped"`` (fast) or ``"exact"`` (per-block reference). ``sm_policy``: a
-    name in :data:`sim.engine.placement.POLICIES` or a factory such as ``RoundRobin``.
+    ``mode``: ``"grouped"`` (fast) or ``"exact"`` (per-block reference). ``placement``: a
+    name in :data:`sim.engine.placement.PLACEMENTS` or a factory such as ``RoundRobin``.
     ``record_blocks``: keep per-block records in grouped mode too (exact mode always does).
     """
-    return Engine(program, mode=mode, sm_policy=sm_policy, record_blocks=record_blocks).run()
+    return Engine(program, mode=mode, placement=placement, record_blocks=record_blocks).run()

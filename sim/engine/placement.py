@@ -1,18 +1,20 @@
-"""SM-selection policies: which SM gets the next thread block.
+"""Block placement: which SM gets the next thread block (docs/model.md §6.5).
 
-The block dispatcher decides *which kernel* gets blocks (leftover policy, priorities); an
-:class:`SMPolicy` decides *which SM* each block goes to, among the SMs that can hold it.
-Each policy states a per-block rule (:meth:`SMPolicy.choose`, used by the engine's exact
-mode) and places many blocks of one kernel at once (:meth:`SMPolicy.place`, used by the
-grouped mode) with exactly the result of applying the rule block after block.
+The block dispatcher decides *which kernel* gets blocks (leftover policy, priorities); a
+:class:`BlockPlacement` decides *which SM* each block goes to, among the SMs that can hold it.
+(Not to be confused with a *scheduling policy* (:mod:`sim.scheduling`), which maps a kernel
+DAG onto streams.) Each placement states a per-block rule (:meth:`BlockPlacement.choose`,
+used by the engine's exact mode) and places many blocks of one kernel at once
+(:meth:`BlockPlacement.place`, used by the grouped mode) with exactly the result of applying
+the rule block after block.
 
 Bulk placement works on "items": SM ``i`` that can take ``cap_i`` more blocks offers items
 ``(i, m)`` for ``m = 0 .. cap_i - 1`` (its m-th extra block). Every rule below picks blocks
 in a fixed total order of items, because taking a block from an SM only lowers that SM's
 later items; so ``n`` blocks one by one are the first ``n`` items in that order.
 
-Policies may keep per-run state (the round-robin cursor), so the engine builds a fresh one
-per run from a factory (the class itself) or a name in :data:`POLICIES`.
+Placements may keep per-run state (the round-robin cursor), so the engine builds a fresh one
+per run from a factory (the class itself) or a name in :data:`PLACEMENTS`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from sim.engine.resources import IntArray, SMArray
 Placement = list[tuple[int, int]]
 
 
-class SMPolicy(ABC):
+class BlockPlacement(ABC):
     """Chooses SMs for the blocks of one kernel."""
 
     name: ClassVar[str]
@@ -82,7 +84,7 @@ class SMPolicy(ABC):
         """Sort keys of items, most significant first."""
 
 
-class MostFreeResources(SMPolicy):
+class MostFreeResources(BlockPlacement):
     """The SM with the most free warps; ties go to the lowest SM id.
 
     Item key: (free warps before the block, descending; SM id, ascending). An SM's m-th
@@ -99,7 +101,7 @@ class MostFreeResources(SMPolicy):
         return (-(sms.free_warps[sm] - m * fp.warps), sm)
 
 
-class FirstFit(SMPolicy):
+class FirstFit(BlockPlacement):
     """The lowest-numbered SM that can hold the block. Item key: (SM id, m)."""
 
     name = "first-fit"
@@ -112,7 +114,7 @@ class FirstFit(SMPolicy):
         return (sm, m)
 
 
-class RoundRobin(SMPolicy):
+class RoundRobin(BlockPlacement):
     """The next SM, cyclically after the one that got the previous block, that can hold it.
 
     Item key: (m, distance from the cursor around the ring): the cursor sweeps the ring
@@ -151,20 +153,21 @@ class RoundRobin(SMPolicy):
         return counts
 
 
-PolicyFactory = Callable[[], SMPolicy]
+PlacementFactory = Callable[[], BlockPlacement]
 
-#: Policies by name, for the CLI and ``simulate(sm_policy="...")``.
-POLICIES: dict[str, PolicyFactory] = {
+#: Placements by name, for the CLI (``--placement``) and ``simulate(placement="...")``.
+PLACEMENTS: dict[str, PlacementFactory] = {
     MostFreeResources.name: MostFreeResources,
     FirstFit.name: FirstFit,
     RoundRobin.name: RoundRobin,
 }
 
 
-def make_policy(policy: str | PolicyFactory) -> SMPolicy:
-    """A fresh policy instance from a name in :data:`POLICIES` or a factory."""
-    if isinstance(policy, str):
-        if policy not in POLICIES:
-            raise GpusimError(f"unknown SM policy {policy!r}; choose from {', '.join(POLICIES)}")
-        return POLICIES[policy]()
-    return policy()
+def make_placement(placement: str | PlacementFactory) -> BlockPlacement:
+    """A fresh placement from a name in :data:`PLACEMENTS` or a factory."""
+    if isinstance(placement, str):
+        if placement not in PLACEMENTS:
+            raise GpusimError(f"unknown block placement {placement!r}; choose from "
+                              f"{', '.join(PLACEMENTS)}")
+        return PLACEMENTS[placement]()
+    return placement()

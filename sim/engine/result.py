@@ -152,7 +152,7 @@ class SimResult:
 
     program: Program
     mode: str
-    sm_policy: str
+    placement: str
     makespan_s: float
     kernels: tuple[KernelRecord, ...]
     #: SMs holding at least one block, over time.
@@ -195,7 +195,7 @@ class SimResult:
         return {
             "gpu": self.program.gpu.name,
             "mode": self.mode,
-            "sm_policy": self.sm_policy,
+            "placement": self.placement,
             "makespan_us": self.makespan_s * US_PER_S,
             "kernels": [
                 {

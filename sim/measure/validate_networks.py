@@ -35,8 +35,8 @@ from sim.measure.netbench.store import load_runs, netbench_dir
 #: Host time per kernel launch inside a CUDA graph (design.md 3.1), seconds.
 GRAPH_LAUNCH_OVERHEAD_S = 1.5e-6
 
-#: The measured modes and the simulated policy each multi-stream mode compares with.
-MODES: tuple[str, ...] = ("eager", "graph")
+#: How the measured runs launched their kernels: eagerly, or replayed from a CUDA graph.
+LAUNCH_MODES: tuple[str, ...] = ("eager", "graph")
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def validate_network_file(path: str | Path, *, cost_model: str | None = None,
         if networks and cfg["network"] not in networks:
             continue
         times = run["times_s"]
-        for mode in MODES:
+        for mode in LAUNCH_MODES:
             serial_key, streams_key = f"serial_{mode}", f"branches_{mode}"
             if serial_key not in times or streams_key not in times:
                 continue

@@ -145,3 +145,16 @@ def test_validate_unknown_gpu_exits_2_naming_it(capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert "unknown GPU 'zzz'" in err and "presets:" in err
     assert main(["validate", "--gpu", "h100"]) == 0  # a known GPU (with or without data)
+
+
+def test_placement_option_and_its_older_name(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(EXAMPLES / "leftover.json")
+    assert main(["run", path, "--json", "--placement", "round-robin"]) == 0
+    new = json.loads(capsys.readouterr().out)
+    assert main(["run", path, "--json", "--sm-policy", "round-robin"]) == 0
+    assert json.loads(capsys.readouterr().out) == new
+    assert new["placement"] == "round-robin"
+    with pytest.raises(SystemExit) as exc:
+        main(["run", path, "--placement", "best"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'best'" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""SM-selection policies: bulk placement equals the per-block rule applied block by block."""
+"""Block placements: bulk placement equals the per-block rule applied block by block."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from gpu_models.errors import GpusimError
 from gpu_models.occupancy import block_footprint, launch_failure
 from gpu_models.presets import load_preset
-from sim import POLICIES, FirstFit, MostFreeResources, RoundRobin
-from sim.engine.placement import make_policy
+from sim import PLACEMENTS, FirstFit, MostFreeResources, RoundRobin
+from sim.engine.placement import make_placement
 from sim.engine.resources import SMArray
 
 SPEC = load_preset("h100")
@@ -27,7 +27,7 @@ def _fits(shape: tuple[int, int, int]) -> bool:
 
 
 @settings(max_examples=150, deadline=None)
-@given(policy=st.sampled_from(sorted(POLICIES)), sm_count=st.integers(1, 9),
+@given(policy=st.sampled_from(sorted(PLACEMENTS)), sm_count=st.integers(1, 9),
        history=st.lists(st.tuples(block_shapes.filter(_fits), st.integers(0, 100)),
                         max_size=12),
        shape=block_shapes.filter(_fits), n_blocks=st.integers(0, 300),
@@ -44,7 +44,7 @@ def test_bulk_place_equals_one_by_one(policy: str, sm_count: int,
         if sms.capacity(fp)[sm % sm_count] > 0:
             sms.allocate_one(fp, sm % sm_count)
     fp = block_footprint(spec, *shape)
-    bulk_policy, rule_policy = make_policy(policy), make_policy(policy)
+    bulk_policy, rule_policy = make_placement(policy), make_placement(policy)
     if isinstance(bulk_policy, RoundRobin) and isinstance(rule_policy, RoundRobin):
         bulk_policy.cursor = rule_policy.cursor = cursor % sm_count
     bulk_sms, rule_sms = copy.deepcopy(sms), copy.deepcopy(sms)
@@ -82,5 +82,5 @@ def test_first_fit_packs_low_sms() -> None:
 
 
 def test_unknown_policy_is_an_error() -> None:
-    with pytest.raises(GpusimError, match="unknown SM policy 'best'"):
-        make_policy("best")
+    with pytest.raises(GpusimError, match="unknown block placement 'best'"):
+        make_placement("best")

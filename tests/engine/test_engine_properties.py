@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gpu_models.occupancy import block_footprint, launch_failure, occupancy
 from gpu_models.presets import load_gpu
-from sim import POLICIES, Launch, Program, SimResult, StreamDef
+from sim import PLACEMENTS, Launch, Program, SimResult, StreamDef
 from sim.engine.engine import Engine
 
 H100 = load_gpu("h100")
@@ -62,12 +62,12 @@ def programs(draw: st.DrawFn) -> Program:
 
 
 def _run(program: Program, mode: str, policy: str = "most-free") -> tuple[SimResult, Engine]:
-    engine = Engine(program, mode=mode, sm_policy=policy, record_blocks=True)
+    engine = Engine(program, mode=mode, placement=policy, record_blocks=True)
     return engine.run(), engine
 
 
 @settings(max_examples=120, deadline=None)
-@given(programs(), st.sampled_from(sorted(POLICIES)))
+@given(programs(), st.sampled_from(sorted(PLACEMENTS)))
 def test_grouped_and_exact_modes_agree(program: Program, policy: str) -> None:
     grouped, _ = _run(program, "grouped", policy)
     exact, _ = _run(program, "exact", policy)
@@ -164,7 +164,7 @@ def test_makespan_respects_lower_bounds(program: Program) -> None:
 
 
 @settings(max_examples=80, deadline=None)
-@given(programs(), st.sampled_from(sorted(POLICIES)))
+@given(programs(), st.sampled_from(sorted(PLACEMENTS)))
 def test_blocks_run_only_on_their_streams_sms(program: Program, policy: str) -> None:
     result, _ = _run(program, "grouped", policy)
     stream_of = {k.name: k.stream for k in program.kernels}

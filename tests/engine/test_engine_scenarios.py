@@ -199,11 +199,11 @@ def test_exact_block_log_leftover_on_two_sms_with_other_policies() -> None:
     # a: 10 blocks of 512 threads (4 per SM); b: 3 blocks. First fit packs SM0 first.
     gpu = H100.replace(sm_count=2)
     kernels = [kernel("a", "x", 10, threads=512), kernel("b", "y", 3, block_time_s=5 * US)]
-    ff = simulate(program(kernels, gpu=gpu), mode="exact", sm_policy="first-fit")
+    ff = simulate(program(kernels, gpu=gpu), mode="exact", placement="first-fit")
     log = [(b.kernel, b.sm, us(b.start_s), us(b.end_s)) for b in ff.blocks or ()]
     assert log == ([("a", 0, 0, 10)] * 4 + [("a", 1, 0, 10)] * 4
                    + [("a", 0, 10, 20)] * 2 + [("b", 0, 10, 15)] * 3)
-    rr = simulate(program(kernels, gpu=gpu), mode="exact", sm_policy="round-robin")
+    rr = simulate(program(kernels, gpu=gpu), mode="exact", placement="round-robin")
     log = [(b.kernel, b.sm, us(b.start_s)) for b in rr.blocks or ()]
     # Round robin: a's 9th block goes to SM0 and its 10th to SM1; b continues at SM0.
     assert log == ([("a", 0, 0)] * 4 + [("a", 1, 0)] * 4 + [("a", 0, 10), ("a", 1, 10)]
@@ -281,8 +281,8 @@ def test_records_api_is_plain_data() -> None:
 
 def test_policy_factory_and_empty_program() -> None:
     r = simulate(program([kernel("k", "a", 3)], gpu=H100.replace(sm_count=2)),
-                 sm_policy=RoundRobin, record_blocks=True)
-    assert r.sm_policy == "round-robin"
+                 placement=RoundRobin, record_blocks=True)
+    assert r.placement == "round-robin"
     assert [b.sm for b in r.blocks or ()] == [0, 0, 1]
     empty = simulate(program([], streams=[StreamDef("a")]))
     assert empty.makespan_s == 0 and empty.kernels == ()
