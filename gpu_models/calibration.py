@@ -54,7 +54,7 @@ from gpu_models.spec import PRECISIONS
 
 FORMAT_NAME = "gpusim-calibration"
 FORMAT_VERSION = 1
-#: Provenance keys every file must carry (design.md section 4).
+#: Provenance keys every file must carry (docs/model.md §9).
 REQUIRED_PROVENANCE: tuple[str, ...] = (
     "gpu_name", "driver", "cuda", "libraries", "date", "script", "args",
 )
@@ -246,7 +246,7 @@ class CalibrationRecord:
 
 @dataclass(frozen=True)
 class Provenance:
-    """Where a calibration file's numbers come from (design.md section 4)."""
+    """Where a calibration file's numbers come from (docs/model.md §9)."""
 
     gpu_name: str
     driver: str
@@ -277,7 +277,7 @@ class Provenance:
                 "source": self.source}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Provenance:
+    def from_dict(cls, data: Any) -> Provenance:
         """Inverse of :meth:`to_dict` (raises :class:`GpusimError` on bad input)."""
         if not isinstance(data, Mapping):
             raise GpusimError("provenance must be an object")
@@ -291,7 +291,8 @@ class Provenance:
             raise GpusimError("provenance libraries must be an object of name -> version")
         if not isinstance(data["args"], (list, tuple)):
             raise GpusimError("provenance args must be a list of strings")
-        return cls(**{k: (tuple(v) if k == "args" else v) for k, v in data.items()})
+        fields: dict[str, Any] = {k: (tuple(v) if k == "args" else v) for k, v in data.items()}
+        return cls(**fields)
 
 
 @dataclass(frozen=True)

@@ -60,10 +60,9 @@ class KernelSpec:
     library_name: str = ""
 
     def __post_init__(self) -> None:
-        grid = self.grid
-        if isinstance(grid, int):
-            grid = (grid, 1, 1)
-        grid = tuple(int(g) for g in grid)
+        given: int | tuple[int, ...] = self.grid
+        dims = (given,) if isinstance(given, int) else tuple(given)
+        grid = tuple(int(g) for g in dims)
         if len(grid) < 3:
             grid = grid + (1,) * (3 - len(grid))
         object.__setattr__(self, "grid", grid)

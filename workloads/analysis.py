@@ -170,9 +170,10 @@ def critical_path(graph: nx.DiGraph, weight: Callable[[Layer], int]) -> tuple[in
         back[v] = prev
     if not best:
         return 0, []
-    end: str | None = max(best, key=lambda v: best[v])
-    total = best[end]
+    last = max(best, key=lambda v: best[v])
+    total = best[last]
     path: list[str] = []
+    end: str | None = last
     while end is not None:
         path.append(end)
         end = back[end]

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 
@@ -143,7 +144,7 @@ class GraphBuilder:
         return Tensor(None, shape_t)
 
     def _add(self, local: str, op: OpType, xs: Sequence[Tensor], output: tuple[int, ...],
-             **fields: object) -> Tensor:
+             **fields: Any) -> Tensor:
         name = self._path(local)
         if name in self.graph:
             raise GpusimError(f"layer {name!r} is defined twice")
@@ -409,7 +410,7 @@ def validate_graph(graph: nx.DiGraph) -> None:
             raise GpusimError(f"edge {u!r} -> {v!r}: bytes do not match shape {shape}")
 
 
-def framework_index(graph: nx.DiGraph) -> dict[Hashable, int]:
+def framework_index(graph: nx.DiGraph) -> dict[Any, int]:
     """Position of every node in the graph's insertion order.
 
     Graphs are built in the order a framework issues their ops (forward in module order,
@@ -418,7 +419,7 @@ def framework_index(graph: nx.DiGraph) -> dict[Hashable, int]:
     return {node: i for i, node in enumerate(graph.nodes)}
 
 
-def framework_order(graph: nx.DiGraph) -> list[Hashable]:
+def framework_order(graph: nx.DiGraph) -> list[Any]:
     """The order a framework launches the graph's ops (or kernels) in, on one stream.
 
     Insertion order where it is topological (every graph the builders make); otherwise the

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import Any
 
 import networkx as nx
 
@@ -162,7 +163,7 @@ class _Builder:
             module=layer.module, branch=layer.branch,
         ), [(s, shape, "gradient") for s in sources])
 
-    def _common(self, layer: Layer) -> dict[str, object]:
+    def _common(self, layer: Layer) -> dict[str, Any]:
         return {
             "kernel": layer.kernel, "stride": layer.stride, "padding": layer.padding,
             "dilation": layer.dilation, "groups": layer.groups, "dtype": layer.dtype,

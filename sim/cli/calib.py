@@ -209,7 +209,7 @@ def _load_work_fn(text: str | None) -> WorkFn | None:
         func = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as exc:
         raise GpusimError(f"--work {text!r}: {exc}") from None
-    return func  # type: ignore[no-any-return]
+    return func
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """The engine: a SimPy model of a GPU running a :class:`~sim.engine.program.Program`.
 
-Pieces (design.md section 3), each a small class that owns its state:
+Pieces (docs/model.md §6), each a small class that owns its state:
 
 * **Host** (:meth:`Engine._host`, a SimPy process) walks the launches in program order.
   Before a launch, each distinct cross-stream wait edge (an ``after`` kernel of *another*
@@ -57,7 +57,7 @@ from typing import Any, cast
 
 import numpy as np
 import simpy
-from simpy.events import NORMAL, URGENT
+from simpy.events import NORMAL, URGENT, EventPriority
 
 from gpu_models.errors import GpusimError
 from gpu_models.occupancy import BlockFootprint, block_footprint
@@ -75,7 +75,7 @@ from sim.engine.result import (
 
 #: Priority of the dispatch pass: after every completion (URGENT) and host step (NORMAL)
 #: at the same instant.
-LATE = NORMAL + 1
+LATE = EventPriority(NORMAL + 1)
 MODES: tuple[str, ...] = ("grouped", "exact")
 
 
@@ -87,7 +87,8 @@ class _Wakeup(simpy.Event):
     """A timeout with a chosen priority that calls ``callback(event)``; ``event.value`` is
     ``value``. (SimPy's Timeout always has NORMAL priority.)"""
 
-    def __init__(self, env: simpy.Environment, delay_s: float, priority: int, value: Any,
+    def __init__(self, env: simpy.Environment, delay_s: float, priority: EventPriority,
+                 value: Any,
                  callback: Callable[[simpy.Event], None]) -> None:
         super().__init__(env)
         self._ok = True
@@ -466,7 +467,7 @@ class Engine:
 
     def _on_compute_done(self, event: simpy.Event) -> None:
         self.events += 1
-        self._finish(event.value)
+        self._finish(cast(_Group, event.value))
 
     def _arm_memory_timer(self) -> None:
         """(Re)schedule the next DRAM-bound completion; older timers become stale."""

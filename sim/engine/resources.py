@@ -9,7 +9,7 @@ registers first (lowest pool index on a tie). A block's allocated size comes fro
 ``occupancy(...).blocks_per_sm`` blocks of one kernel. State lives in numpy arrays so that
 a dispatch pass can ask every SM at once how many more blocks of a kernel it can take.
 
-**DRAM.** :class:`Dram` is a fluid resource (design.md 3.5). A running block of a kernel
+**DRAM.** :class:`Dram` is a fluid resource (docs/model.md §6.7). A running block of a kernel
 with DRAM traffic asks for ``dram_bytes / blocks / block_time_s`` bytes/s. While the summed
 demand of the running blocks fits the bandwidth every block runs at full speed. Beyond it
 the bandwidth is shared max-min fairly (water-filling) among the blocks: blocks that ask

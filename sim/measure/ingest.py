@@ -303,7 +303,8 @@ def _dims(args: Mapping[str, Any], key: str, where: str) -> tuple[int, int, int]
             isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
         raise GpusimError(f"{where}: args.{key} must be 1 to 3 positive integers "
                           f"(got {value!r})")
-    return tuple(value) + (1,) * (3 - len(value))  # type: ignore[return-value]
+    x, y, z = (*value, 1, 1)[:3]
+    return x, y, z
 
 
 def _count(args: Mapping[str, Any], key: str, where: str) -> int:

@@ -1,4 +1,4 @@
-"""Validation: replay measured microbenchmarks in the engine and compare (design.md §5).
+"""Validation: replay measured microbenchmarks in the engine and compare (docs/model.md §9).
 
 Device campaign 1 (:mod:`sim.measure.micro`) commits one JSON file per experiment under
 ``sim/measure/data/micro/<gpu>/``. Every timeline case in them (streams, launches in host
@@ -217,7 +217,7 @@ def load_measured(path: Path) -> dict[str, Any]:
     """Read and check one result file; errors name the file."""
     doc = read_data_file(path, "measured file")
     check_result(doc, where=str(path))
-    return doc  # type: ignore[no-any-return]
+    return doc
 
 
 def spec_for(doc: Mapping[str, Any]) -> GPUSpec:
@@ -235,7 +235,8 @@ def spec_for(doc: Mapping[str, Any]) -> GPUSpec:
 
 # ---------------------------------------------------------------------- replay
 def _summary(case: Mapping[str, Any], kernel: str) -> Mapping[str, Any]:
-    return case["detail"]["kernels"][kernel]  # type: ignore[no-any-return]
+    kernels: Mapping[str, Mapping[str, Any]] = case["detail"]["kernels"]
+    return kernels[kernel]
 
 
 def _launch(record: Mapping[str, Any], block_time_s: float, after: tuple[str, ...] = ()

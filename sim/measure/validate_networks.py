@@ -13,7 +13,7 @@ in a CUDA graph, and commits the timings as ``sim/measure/data/netbench/<preset>
 Cost model: ``calibrated`` on the measured GPU when calibration data for it are committed
 (the same campaign commits them), otherwise ``roofline`` — the report says which one ran.
 Host launch overhead: eager runs use the GPU spec's ``launch_overhead_s``; CUDA-graph runs
-use :data:`GRAPH_LAUNCH_OVERHEAD_S` (design.md 3.1: ~1-2 us per kernel inside a graph).
+use :data:`GRAPH_LAUNCH_OVERHEAD_S` (docs/model.md §6.1: ~1-2 us per kernel inside a graph).
 Those two host figures are model inputs, not measurements; campaign 1's launch-overhead
 experiment measures them and is the place to take them from once committed.
 """
@@ -32,7 +32,7 @@ from gpu_models.units import US_PER_S
 from sim.analysis.limits import limits_for_workload
 from sim.measure.netbench.store import load_runs, netbench_dir
 
-#: Host time per kernel launch inside a CUDA graph (design.md 3.1), seconds.
+#: Host time per kernel launch inside a CUDA graph (docs/model.md §6.1), seconds.
 GRAPH_LAUNCH_OVERHEAD_S = 1.5e-6
 
 #: How the measured runs launched their kernels: eagerly, or replayed from a CUDA graph.

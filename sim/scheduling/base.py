@@ -128,8 +128,10 @@ class ScheduleContext:
 class SchedulingPolicy(Protocol):
     """A strategy that maps a kernel DAG onto streams, launch order and events."""
 
-    #: The registry name (``serial``, ``min-streams+priority``, ...).
-    name: str
+    @property
+    def name(self) -> str:
+        """The registry name (``serial``, ``min-streams+priority``, ...)."""
+        ...
 
     def schedule(self, ctx: ScheduleContext) -> Schedule:
         """The schedule of every kernel of ``ctx.graph``."""

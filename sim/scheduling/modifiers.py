@@ -36,7 +36,10 @@ from sim.scheduling.base import (
 class Modifier(Protocol):
     """Changes a base policy's schedule (priorities, grids), keeping its streams."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The registry name (``priority``, ``cap``, ``partition``)."""
+        ...
 
     def apply(self, ctx: ScheduleContext, schedule: Schedule) -> Schedule:
         """The modified schedule."""
@@ -223,7 +226,7 @@ def fold_streams(work: dict[int, float], partitions: int) -> dict[int, int]:
         bin_of[s] = i
         heapq.heappush(loads, (load + work[s], i))
     # Renumber partitions by their lowest stream so that SM ranges follow stream order.
-    first = {}
+    first: dict[int, int] = {}
     for s in streams:
         first.setdefault(bin_of[s], len(first))
     return {s: first[bin_of[s]] for s in streams}

@@ -145,7 +145,7 @@ def test_concurrency_can_share_dram() -> None:
     beside a kernel that moves almost nothing the sum tips over the bandwidth, both slowed a
     little, and the one block of the second kernel that did not fit the wave (339 + 718
     blocks, 1056 fit) started that much later than after the first kernel alone: the pair
-    ended picoseconds after the serial run. With max-min fair sharing (design.md 3.5) the
+    ended picoseconds after the serial run. With max-min fair sharing (docs/model.md §6.7) the
     small kernel gets all it asks and is not slowed, its last block starts when its own first
     blocks end (1 us) as in the serial run, and only the streaming kernel slows (by the small
     one's demand), finishing well before: both take 2 us.

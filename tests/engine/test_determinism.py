@@ -1,4 +1,4 @@
-"""Same inputs -> same output, whatever ``PYTHONHASHSEED`` is (design.md section 7).
+"""Same inputs -> same output, whatever ``PYTHONHASHSEED`` is (docs/model.md §10.2).
 
 Python randomises string hashes per process, so iterating a ``set`` (or anything networkx
 builds from one) of kernel names gives a different order in every process. A policy whose

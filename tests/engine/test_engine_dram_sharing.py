@@ -1,4 +1,4 @@
-"""DRAM bandwidth sharing (design.md 3.5): max-min fair (water-filling) per block, with the
+"""DRAM bandwidth sharing (docs/model.md §6.7): max-min fair (water-filling) per block, with the
 kernel as the unit that shares one demand, one rate and one virtual clock.
 
 Hand-computed on the H100 preset (bandwidth ``BW``); kernels of 256 threads and 32

@@ -1,4 +1,4 @@
-"""Hand-computed timelines: every mechanism of design.md section 3 on the H100 preset.
+"""Hand-computed timelines: every mechanism of docs/model.md §6 on the H100 preset.
 
 Defaults: zero launch overhead, 256 threads, 32 registers, no shared memory, 10 us blocks;
 an H100 SM holds 8 such blocks, so one wave is 132 x 8 = 1056 blocks.

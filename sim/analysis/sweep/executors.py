@@ -45,7 +45,10 @@ CHUNKS_PER_WORKER = 4
 class Executor(Protocol):
     """A strategy for running ``task`` over ``points``; yields rows as they complete."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The executor's name (``serial``, ``local``, ``dask``)."""
+        ...
 
     def run(self, task: Task, points: Sequence[Point]) -> Generator[Row, None, None]:
         """Rows for all ``points``, in completion order."""

@@ -95,7 +95,7 @@ def run_sweep(
     if max_points is not None and (isinstance(max_points, bool) or max_points < 0):
         raise GpusimError(f"max_points must be >= 0 (got {max_points!r})")
     points = sweep.points() if isinstance(sweep, SweepSpec) else list(sweep)
-    executor = executor if executor is not None else LocalPool()
+    chosen: Executor = executor if executor is not None else LocalPool()
     results: ResultsFile | None = (
         open_results(out, resume=resume, overwrite=overwrite) if out is not None else None
     )
@@ -110,7 +110,7 @@ def run_sweep(
     start = last_flush = time.perf_counter()
     try:
         # closing(): stopping early shuts the executor's workers down now, not at GC.
-        with closing(executor.run(partial(evaluate_point, evaluate=evaluate), todo)) as stream:
+        with closing(chosen.run(partial(evaluate_point, evaluate=evaluate), todo)) as stream:
             for row in stream:
                 rows.append(row)
                 buffered.append(row)
@@ -131,4 +131,4 @@ def run_sweep(
     order = {point.key: i for i, point in enumerate(points)}
     rows.sort(key=lambda row: order[row["key"]])
     return SweepOutcome(total=len(points), skipped=skipped, rows=tuple(rows),
-                        elapsed_s=elapsed, executor=executor.name)
+                        elapsed_s=elapsed, executor=chosen.name)

@@ -1,6 +1,6 @@
 """Provenance of measured data: which GPU, driver, software, date, script and arguments.
 
-design.md section 4 asks every committed measurement to say where it came from. The pure
+docs/model.md §9 asks every committed measurement to say where it came from. The pure
 functions here shape that record (and name the GPU's data folder); :func:`collect` reads
 the live values through CuPy and ``nvidia-smi`` and is the only part that needs a GPU.
 """

@@ -13,7 +13,7 @@ One command runs the whole campaign on a GPU machine and writes, under ``--out``
 * ``gemm.json`` – cuBLAS GEMM times over a grid of shapes, timed with CuPy events;
 * ``log.txt`` – what ran, what was skipped for the time budget, and why.
 
-Everything carries the provenance of design.md section 4. ``--quick`` runs a small subset
+Everything carries the provenance of docs/model.md §9. ``--quick`` runs a small subset
 (under 2 minutes); the full pass stops starting new configurations when ``--budget-s`` is
 spent and records the skipped ones. ``--device cpu`` runs the same flow on the CPU (no
 streams, graphs or kernels) so the driver itself is tested without a GPU.

@@ -129,7 +129,7 @@ def build_net(graph: nx.DiGraph, streams: Mapping[str, int] | None = None,
     """A :class:`GraphNet` (an ``nn.Module``) for the forward nodes of ``graph``."""
     torch = _torch()
 
-    class GraphNet(torch.nn.Module):
+    class GraphNet(torch.nn.Module):  # type: ignore[name-defined]
         """The forward pass of a gpusim layer graph (see the module docstring)."""
 
         def __init__(self) -> None:
@@ -158,7 +158,7 @@ def build_net(graph: nx.DiGraph, streams: Mapping[str, int] | None = None,
             values: dict[str, Any] = {}
             events: dict[str, Any] = {}
             use_streams = x.is_cuda and any(self.stream_of.values())
-            main = torch.cuda.current_stream() if use_streams else None
+            main: Any = torch.cuda.current_stream() if use_streams else None
             if use_streams:  # side streams start after the input is ready
                 for index in sorted(set(self.stream_of.values()) - {0}):
                     self._side_stream(index).wait_stream(main)
@@ -168,7 +168,7 @@ def build_net(graph: nx.DiGraph, streams: Mapping[str, int] | None = None,
                 args = [values[p] for p in preds]
                 if len(args) < len(layer.inputs):
                     args.insert(0, x)
-                stream = None
+                stream: Any = None
                 if use_streams:
                     index = self.stream_of[node]
                     stream = main if index == 0 else self._side_stream(index)

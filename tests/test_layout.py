@@ -1,0 +1,32 @@
+"""The layout's promises that the import-linter contracts (pyproject.toml) cannot check:
+optional heavy dependencies are imported only where they are used, never at import time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+#: Optional extras (CuPy, torch, ONNX, Dask, Parquet): no module may need them to import.
+OPTIONAL = ("cupy", "torch", "torchvision", "onnx", "dask", "distributed", "pyarrow")
+
+
+def test_every_module_imports_without_the_optional_extras() -> None:
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "names = []\n"
+        "for pkg in ('gpu_models', 'workloads', 'sim'):\n"
+        "    mod = importlib.import_module(pkg)\n"
+        "    names.append(pkg)\n"
+        "    names += [m.name for m in pkgutil.walk_packages(mod.__path__, pkg + '.')\n"
+        "              if not m.name.endswith('__main__')]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {OPTIONAL!r})\n"
+        "print(len(names), bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert int(result.stdout.split()[0]) > 80  # every module was imported
+
