@@ -30,3 +30,25 @@ def test_every_module_imports_without_the_optional_extras() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert int(result.stdout.split()[0]) > 80  # every module was imported
 
+
+
+def test_device_harnesses_import_neither_the_engine_nor_simpy() -> None:
+    """The device image has no SimPy: the measuring code builds programs and streams with the
+    scheduling code, but never needs the engine itself."""
+    code = ("import sys; import sim.measure.netbench.campaign, sim.measure.micro.campaign; "
+            "bad = sorted(m for m in sys.modules if m == 'simpy' "
+            "or m.startswith(('sim.engine.engine', 'sim.analysis'))); print(bad); "
+            "sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_engine_exports_what_it_lists() -> None:
+    import sim
+    import sim.engine
+
+    assert set(sim.engine.__all__) == set(sim.engine._EXPORTS)
+    assert set(sim.__all__) == set(sim.engine.__all__)
+    for name in sim.engine.__all__:
+        assert getattr(sim, name) is getattr(sim.engine, name)
