@@ -1,6 +1,6 @@
 """Validation: replay measured microbenchmarks in the engine and compare (docs/model.md §9).
 
-Device campaign 1 (:mod:`sim.measure.micro`) commits one JSON file per experiment under
+The device campaign (:mod:`sim.measure.micro`) commits one JSON file per experiment under
 ``sim/measure/data/micro/<gpu>/``. Every timeline case in them (streams, launches in host
 order, the registers and shared memory the kernels really had) becomes a
 :class:`~sim.engine.program.Program`, runs in the engine, and is compared with what the GPU did:

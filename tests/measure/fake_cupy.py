@@ -8,8 +8,10 @@ plumbing and the analysis (not GPUs), and only ever land in pytest's tmp folders
 
 Assumed physics (``SYNTHETIC_PHYSICS``, chosen to be simple and to exercise every path):
 
-* host: each launch call takes 3 us; the GPU starts a kernel once the call is done, its
-  stream predecessor has finished and the events it waits on are recorded;
+* host: the host runs on the wall clock (a launch call takes what the Python call takes,
+  which is what the harness measures); the GPU starts a kernel once its launch call has
+  returned, its stream predecessor has finished and the events it waits on are recorded;
+  after a synchronization the host goes on where the GPU ended;
 * dispatch: the leftover rule (kernels by stream priority, then launch order; a kernel gets
   blocks only once every earlier kernel has placed all of its blocks), blocks placed on the
   SM with the most free warps (ties to the lowest id), resources as the occupancy calculator
@@ -28,6 +30,7 @@ Assumed physics (``SYNTHETIC_PHYSICS``, chosen to be simple and to exercise ever
 from __future__ import annotations
 
 import math
+import time
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,8 +45,7 @@ SPEC = load_preset("h100")
 T0_NS = 1_700_000_000_000_000_000
 SYNTHETIC_PHYSICS = {"fp32_flop_per_cycle_per_sm": 256, "clock_hz": 1.755e9,
                      "fma_latency_cycles": 4, "bytes_in_flight_per_warp": 512,
-                     "memory_latency_s": 700e-9, "dram_bw_Bps": 3.0e12,
-                     "launch_call_s": 3e-6}
+                     "memory_latency_s": 700e-9, "dram_bw_Bps": 3.0e12}
 _PEAK_SM = SYNTHETIC_PHYSICS["fp32_flop_per_cycle_per_sm"] * SYNTHETIC_PHYSICS["clock_hz"]
 _WARP_BPS = (SYNTHETIC_PHYSICS["bytes_in_flight_per_warp"]
              / SYNTHETIC_PHYSICS["memory_latency_s"])
@@ -117,9 +119,9 @@ class FakeStream:
         owner = self
 
         def launch(stream: Any = None) -> None:
+            at = owner.owner.host_s()  # one call hands the GPU every kernel of the graph
             for kernel, grid, block, args, smem in launches:
-                owner.owner.launch(kernel, grid[0], block[0], args, smem, stream or owner,
-                                   call_s=0.0)
+                owner.owner.launch(kernel, grid[0], block[0], args, smem, stream or owner, at)
 
         return types.SimpleNamespace(launch=launch)
 
@@ -163,7 +165,9 @@ class FakeCupy(types.ModuleType):
     def __init__(self) -> None:
         super().__init__("cupy")
         self.__version__ = "0.0-fake"
-        self.host_s = 0.0
+        # Host time = wall clock + offset; the offset grows so that, after a synchronization,
+        # the host never runs before the GPU's end.
+        self.host_offset_s = -time.perf_counter()
         self.kernels: dict[int, FakeKernel] = {}
         self.stream_stack: list[FakeStream] = []
         self.pending: list[_Pending] = []
@@ -181,10 +185,12 @@ class FakeCupy(types.ModuleType):
             occupancyMaxActiveBlocksPerMultiprocessor=self._occupancy,
         )
         runtime = types.SimpleNamespace(
+            # As with CUDA 13: no clockRate in the properties, only as an attribute.
             getDeviceProperties=lambda dev: {
                 "name": b"NVIDIA H100 80GB HBM3", "major": 9, "minor": 0,
-                "multiProcessorCount": SPEC.sm_count, "clockRate": 1_980_000,
+                "multiProcessorCount": SPEC.sm_count,
                 "sharedMemPerBlockOptin": SPEC.max_smem_per_block_B, "uuid": b"x"},
+            deviceGetAttribute=lambda attr, dev: {13: 1_980_000, 36: 2_619_000}[attr],
             deviceGetStreamPriorityRange=lambda: (0, -5),
             driverGetVersion=lambda: 13000, runtimeGetVersion=lambda: 13000,
             deviceSynchronize=self.synchronize,
@@ -244,16 +250,19 @@ class FakeCupy(types.ModuleType):
         return occupancy(SPEC, threads, self.kernels[ptr].regs, smem).blocks_per_sm
 
     # -- internals: the synthetic GPU
+    def host_s(self) -> float:
+        return time.perf_counter() + self.host_offset_s
+
     def launch(self, kernel: FakeKernel, grid: int, threads: int, args: tuple[Any, ...],
-               smem: int, stream: FakeStream | None, call_s: float | None = None) -> None:
-        """A launch call: queued until the next synchronization."""
+               smem: int, stream: FakeStream | None, ready_s: float | None = None) -> None:
+        """A launch call: queued until the next synchronization (visible to the GPU when
+        the call returns, or at ``ready_s``: a graph's kernels all at its launch)."""
         stream = stream or self.default_stream
         self.launches += 1
-        self.host_s += SYNTHETIC_PHYSICS["launch_call_s"] if call_s is None else call_s
         after = list(stream.waits) + ([stream.last] if stream.last is not None else [])
         stream.waits = []
         item = _Pending(self.next_id, kernel, grid, threads, smem, args, stream.priority,
-                        after, self.host_s)
+                        after, self.host_s() if ready_s is None else ready_s)
         item.footprint = block_footprint(SPEC, threads, kernel.regs, smem)
         item.work = self._work(kernel.name, threads, args)
         self.next_id += 1
@@ -283,7 +292,7 @@ class FakeCupy(types.ModuleType):
         """Run every queued launch on the synthetic GPU, then let the host go on."""
         if self.pending:
             end_s = _Simulation(self.pending).run()
-            self.host_s = max(self.host_s, end_s) + 1e-6
+            self.host_offset_s += max(0.0, end_s - self.host_s()) + 1e-6
             self.pending = []
 
 

@@ -96,6 +96,8 @@ def test_quick_campaign_writes_valid_files(quick_pass: tuple[Path, Path]) -> Non
         assert doc["provenance"]["argv"][:2] == ["run", "--quick"]
         assert doc["provenance"]["nvrtc_version"] == "13.0"
         assert set(doc["provenance"]["sources_sha256"]) >= {"kernels.cu", "plans.py"}
+        # CUDA 13 has no clockRate property: it comes from cudaDeviceGetAttribute.
+        assert doc["provenance"]["device_properties"]["clockRate"] == 1_980_000
         assert f.stat().st_size < campaign.MAX_FILE_B
     queues = json.loads((data / "h100" / "queues.json").read_text())
     assert {c["connections"] for c in queues["cases"]} == set(plans.QUEUE_CONNECTIONS)

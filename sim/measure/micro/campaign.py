@@ -420,6 +420,13 @@ def _run_networks(run: _Pass, record: StepRecord, net: NetworkOptions) -> None:
     runs_path = run.out_root / "netbench_runs.json"
     if runs_path.is_file():
         record.cases = len(json.loads(runs_path.read_text(encoding="utf-8"))["runs"])
+    log_path = run.out_root / "log.txt"
+    if log_path.is_file():  # configurations the child could not measure, with why in log.txt
+        lines = log_path.read_text(encoding="utf-8").splitlines()
+        lost = {w: sum(line.startswith(f"{w} ") for line in lines) for w in ("failed", "skipped")}
+        lost_text = ", ".join(f"{n} {w}" for w, n in lost.items() if n)
+        if lost_text:
+            record.note = "; ".join(filter(None, [record.note, f"{lost_text} (log.txt)"]))
     print(f"[networks] {record.status}: {record.cases} configurations in {record.used_s:.1f} s"
           f"{'; ' + record.note if record.note else ''}; GPU {_gpu_state()}", flush=True)
 

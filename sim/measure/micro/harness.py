@@ -48,6 +48,7 @@ from sim.measure.micro.plans import (
     Shape,
     compile_options,
 )
+from sim.measure.micro.provenance import with_attributes
 from sim.measure.micro.schema import timeline_case
 
 KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
@@ -80,10 +81,11 @@ class Gpu:
     def __init__(self, cp: Any) -> None:
         self.cp = cp
         runtime = cp.cuda.runtime
-        props = runtime.getDeviceProperties(0)
+        props = with_attributes(runtime.getDeviceProperties(0), runtime)
         self.sm_count = int(props["multiProcessorCount"])
         self.smem_optin_B = int(props["sharedMemPerBlockOptin"])
-        # cudaDeviceProp.clockRate is in kHz (the boost clock); plans size FMA loops by it.
+        # The SM clock in kHz (the boost clock); plans size FMA loops by it. Without it
+        # (neither the property nor the attribute answered) a low guess: longer blocks.
         self.clock_hz = float(props.get("clockRate", 0)) * 1e3 or 1.5e9
         least, greatest = runtime.deviceGetStreamPriorityRange()
         self.priorities = {"low": int(least), "high": int(greatest)}
