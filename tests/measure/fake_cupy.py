@@ -189,7 +189,8 @@ class FakeCupy(types.ModuleType):
             getDeviceProperties=lambda dev: {
                 "name": b"NVIDIA H100 80GB HBM3", "major": 9, "minor": 0,
                 "multiProcessorCount": SPEC.sm_count,
-                "sharedMemPerBlockOptin": SPEC.max_smem_per_block_B, "uuid": b"x"},
+                "sharedMemPerBlockOptin": SPEC.max_smem_per_block_B,
+                "sharedMemPerMultiprocessor": SPEC.smem_per_sm_B, "uuid": b"x"},
             deviceGetAttribute=lambda attr, dev: {13: 1_980_000, 36: 2_619_000}[attr],
             deviceGetStreamPriorityRange=lambda: (0, -5),
             driverGetVersion=lambda: 13000, runtimeGetVersion=lambda: 13000,

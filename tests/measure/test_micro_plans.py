@@ -12,6 +12,8 @@ from gpu_models.occupancy import block_footprint, occupancy
 from gpu_models.presets import load_preset
 from sim.measure.micro import campaign, plans, provenance, steps
 
+H100_SMEM = load_preset("h100").smem_per_sm_B
+
 
 def calc_slots(shape: plans.Shape) -> int:
     spec = load_preset("h100")
@@ -42,7 +44,8 @@ def test_concurrency_plan_cases() -> None:
 
 
 def test_bandwidth_plan_bytes_are_by_construction() -> None:
-    cases = {c.name: c for c in plans.bandwidth_plan(132, calc_slots, quick=False)}
+    cases = {c.name: c for c in plans.bandwidth_plan(132, calc_slots, quick=False,
+                                                     smem_per_sm_B=H100_SMEM)}
     k = cases["alone_full"].kernels[0]
     assert k.dram_bytes == k.grid * plans.STREAM_ELEMS_PER_BLOCK * 32
     assert "alone_1block" in cases and "two_half" in cases
@@ -149,7 +152,8 @@ def test_every_step_has_a_budget_and_a_part() -> None:
 
 
 def test_contention_plan_pins_down_the_sharing_rule() -> None:
-    cases = {c.name: c for c in plans.contention_plan(132, calc_slots, False, 1.98e9)}
+    cases = {c.name: c for c in plans.contention_plan(132, calc_slots, False, 1.98e9,
+                                                        smem_per_sm_B=H100_SMEM)}
     assert {"fma_peak", "mem_peak"} <= set(cases)
     pair = cases["fma_low_full"]
     assert pair.mechanism == "sm_throughput" and pair.gate_ns == plans.CONTENTION_GATE_NS
@@ -180,7 +184,8 @@ def test_contention_plan_pins_down_the_sharing_rule() -> None:
     assert ilps == set(plans.FMA_ILPS)
     kinds = {k.shape.kernel for c in cases.values() for k in c.kernels}
     assert kinds == set(plans.KERNEL_KINDS)
-    quick = {c.name for c in plans.contention_plan(132, calc_slots, True, 1.98e9)}
+    quick = {c.name for c in plans.contention_plan(132, calc_slots, True, 1.98e9,
+                                               smem_per_sm_B=H100_SMEM)}
     assert quick < set(cases) and {"fma_full_full", "mix_fma_spin", "mem_low_low"} <= quick
 
 
@@ -196,7 +201,8 @@ def test_fma_blocks_are_sized_to_the_target_time() -> None:
 
 
 def test_occupancy_sweep_spans_one_to_sixty_four_warps() -> None:
-    cases = {c.name: c for c in plans.occupancy_sweep_plan(132, calc_slots, quick=False)}
+    cases = {c.name: c for c in plans.occupancy_sweep_plan(132, calc_slots, quick=False,
+                                                              smem_per_sm_B=H100_SMEM)}
     warps = sorted({c.kernels[0].shape.warps * len(c.kernels) * (c.kernels[0].grid // 132)
                     for c in cases.values()})
     assert warps[0] == 1 and warps[-1] == 64
@@ -218,3 +224,17 @@ def test_measuring_code_imports_neither_the_engine_nor_cupy() -> None:
             "sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("gpu", ["h100", "h200", "a100", "v100", "h100-pcie"])
+def test_spoilers_fit_two_blocks_or_one_on_every_preset(gpu: str) -> None:
+    """The sweep's spoiler leaves room for exactly 2 blocks per SM, the exclusive one for 1,
+    on every preset the kernels build for (sm_70 and newer: nanosleep), whatever the block
+    size (no size tuned to one GPU)."""
+    spec = load_preset(gpu)
+    for threads in (32, 1024):
+        pair = occupancy(spec, threads, 18, plans.pair_spoiler_B(spec.smem_per_sm_B))
+        alone = occupancy(spec, threads, 18, plans.exclusive_spoiler_B(spec.smem_per_sm_B))
+        assert pair.blocks_per_sm == min(2, spec.max_warps_per_sm // (threads // 32)), threads
+        assert alone.blocks_per_sm == 1
+    assert plans.exclusive_spoiler_B(spec.smem_per_sm_B) <= spec.max_smem_per_block_B

@@ -147,7 +147,9 @@ def exp_occupancy(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outco
 
 def exp_contention(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outcome:
     outcome = _timeline(gpu, plans.contention_plan(gpu.sm_count, gpu.slots, quick,
-                                                   gpu.clock_hz), deadline, raw)
+                                                   gpu.clock_hz,
+                                                   smem_per_sm_B=gpu.smem_per_sm_B),
+                        deadline, raw)
     outcome.parameters.update({
         "gate_ns": plans.CONTENTION_GATE_NS, "fma_target_ns": plans.FMA_TARGET_NS,
         "fma_unroll": plans.FMA_UNROLL, "fma_mul": plans.FMA_MUL, "fma_add": plans.FMA_ADD,
@@ -167,12 +169,13 @@ def exp_concurrency(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Out
 
 
 def exp_bandwidth(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outcome:
-    outcome = _timeline(gpu, plans.bandwidth_plan(gpu.sm_count, gpu.slots, quick), deadline,
-                        raw)
+    outcome = _timeline(gpu, plans.bandwidth_plan(gpu.sm_count, gpu.slots, quick,
+                                                  smem_per_sm_B=gpu.smem_per_sm_B),
+                        deadline, raw)
     outcome.parameters.update({
         "elems_per_block": plans.STREAM_ELEMS_PER_BLOCK, "bytes_per_elem": plans.BYTES_PER_ELEM,
         "stream_elems_per_thread": plans.STREAM_ELEMS_PER_THREAD,
-        "spoiler_smem_B": plans.SPOILER_SMEM_B})
+        "spoiler_smem_B": plans.pair_spoiler_B(gpu.smem_per_sm_B)})
     return outcome
 
 
@@ -284,7 +287,7 @@ class _Pass:
     quick: bool
     limit_s: float
     argv: list[str]
-    started: float = field(default_factory=lambda: _clock())
+    started: float = field(default_factory=lambda: _clock())  # late-bound: tests set _clock
     records: list[StepRecord] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -345,6 +348,7 @@ def _run_experiments(run: _Pass, chosen: Sequence[str], argv: Sequence[str], scr
         staging = Path(staging_dir)
         raw: dict[str, Any] = {}
         for name in chosen:
+            run.write_summary()  # what the steps so far did, should the pass be cut off here
             record = records[name]
             budget = min(record.budget_s, run.left())
             if run.left() < steps.MIN_START_S:
@@ -380,7 +384,6 @@ def _run_experiments(run: _Pass, chosen: Sequence[str], argv: Sequence[str], scr
                   f"({size / KILO:.0f} kB); GPU {_gpu_state()}", flush=True)
             if name == "occupancy":
                 _print_occupancy_check(outcome.cases, key)
-            run.write_summary()
 
 
 def _run_networks(run: _Pass, record: StepRecord, net: NetworkOptions) -> None:

@@ -84,6 +84,7 @@ class Gpu:
         props = with_attributes(runtime.getDeviceProperties(0), runtime)
         self.sm_count = int(props["multiProcessorCount"])
         self.smem_optin_B = int(props["sharedMemPerBlockOptin"])
+        self.smem_per_sm_B = int(props["sharedMemPerMultiprocessor"])
         # The SM clock in kHz (the boost clock); plans size FMA loops by it. Without it
         # (neither the property nor the attribute answered) a low guess: longer blocks.
         self.clock_hz = float(props.get("clockRate", 0)) * 1e3 or 1.5e9

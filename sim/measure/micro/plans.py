@@ -70,10 +70,18 @@ FMA_ADD = 1.0
 #: cases (8 KiB per thread), at least STREAM_ELEMS_PER_BLOCK per block: wide blocks copy
 #: more, so block times stay long against launch costs at any occupancy.
 STREAM_ELEMS_PER_THREAD = 256
-#: Shared-memory spoiler of the bandwidth-vs-occupancy sweep: with it at most 2 blocks fit
-#: on an SM whatever their size (as in gpu-benches' gpu-stream), so resident warps per SM
-#: are 1 or 2 blocks' worth.
-SPOILER_SMEM_B = 100 * KIB
+
+def pair_spoiler_B(smem_per_sm_B: int) -> int:
+    """Dynamic shared memory with which 2 blocks fit on an SM and 3 do not, whatever their
+    size (the bandwidth sweep's spoiler, as in gpu-benches' gpu-stream): just under half the
+    SM's shared memory, less the per-block reservation, in whole KiB."""
+    return (smem_per_sm_B // 2 - 2 * KIB) // KIB * KIB
+
+
+def exclusive_spoiler_B(smem_per_sm_B: int) -> int:
+    """Dynamic shared memory with which only 1 block fits on an SM: just over half of it."""
+    return (smem_per_sm_B // 2 + KIB) // KIB * KIB
+
 #: Block sizes of the sweep (resident warps per SM = blocks per SM x threads / 32).
 SWEEP_THREADS_QUICK: tuple[int, ...] = (32, 128, 512, 1024)
 SWEEP_THREADS_FULL: tuple[int, ...] = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
@@ -355,7 +363,8 @@ def concurrency_plan(sm_count: int, slots: SlotsFn, quick: bool) -> list[CasePla
     return cases
 
 
-def bandwidth_plan(sm_count: int, slots: SlotsFn, quick: bool) -> list[CasePlan]:
+def bandwidth_plan(sm_count: int, slots: SlotsFn, quick: bool, *,
+                   smem_per_sm_B: int) -> list[CasePlan]:
     """Memory-streaming kernels alone and concurrently.
 
     ``alone_1block`` gives a block's unloaded duration and ``alone_full`` the bandwidth a
@@ -393,7 +402,7 @@ def bandwidth_plan(sm_count: int, slots: SlotsFn, quick: bool) -> list[CasePlan]
         cases.append(CasePlan(
             "two_full", two, (copy("k0", "s0", wave), copy("k1", "s1", wave)), repeats,
             note="two full-wave copies: the second gets leftover slots and shared bandwidth"))
-    return cases + occupancy_sweep_plan(sm_count, slots, quick)
+    return cases + occupancy_sweep_plan(sm_count, slots, quick, smem_per_sm_B=smem_per_sm_B)
 
 
 def stream_elems(threads: int) -> int:
@@ -401,10 +410,12 @@ def stream_elems(threads: int) -> int:
     return max(STREAM_ELEMS_PER_BLOCK, threads * STREAM_ELEMS_PER_THREAD)
 
 
-def occupancy_sweep_plan(sm_count: int, slots: SlotsFn, quick: bool) -> list[CasePlan]:
+def occupancy_sweep_plan(sm_count: int, slots: SlotsFn, quick: bool, *,
+                         smem_per_sm_B: int) -> list[CasePlan]:
     """DRAM bandwidth against resident warps per SM, alone and in pairs.
 
-    Every block size runs with the shared-memory spoiler (at most 2 blocks per SM), as three
+    Every block size runs with a shared-memory spoiler (:func:`pair_spoiler_B`: at most 2
+    blocks per SM), as three
     cases: ``occ1_t<N>`` one block per SM (the reference: each block alone on its SM),
     ``occ2_t<N>`` one kernel with two blocks per SM, and ``occpair_t<N>`` two kernels of one
     block per SM each on two streams (behind a gate, so both start together). The GPU-wide
@@ -417,7 +428,7 @@ def occupancy_sweep_plan(sm_count: int, slots: SlotsFn, quick: bool) -> list[Cas
     two = (StreamPlan("s0"), StreamPlan("s1"))
     cases = []
     for threads in (SWEEP_THREADS_QUICK if quick else SWEEP_THREADS_FULL):
-        shape = Shape("stream", threads, smem_dynamic_B=SPOILER_SMEM_B)
+        shape = Shape("stream", threads, smem_dynamic_B=pair_spoiler_B(smem_per_sm_B))
         per_sm = slots(shape)
         if per_sm < 2:  # a GPU whose SM cannot hold two spoiled blocks: no pair to measure
             continue
@@ -463,7 +474,7 @@ def fma_model_demand(shape: Shape) -> float:
 
 
 #: Shapes of the contention experiment, by label used in case names.
-def _contention_shapes() -> dict[str, Shape]:
+def _contention_shapes(smem_per_sm_B: int) -> dict[str, Shape]:
     return {
         "fma1_t128": Shape("fma", 128, ilp=1),
         "fma2_t128": Shape("fma", 128, ilp=2),
@@ -472,7 +483,8 @@ def _contention_shapes() -> dict[str, Shape]:
         "fma4_t256": Shape("fma", 256, ilp=4),
         "fma4_t1024": Shape("fma", 1024, ilp=4),
         "fma8_t1024": Shape("fma", 1024, ilp=8),
-        "fma4_t256_excl": Shape("fma", 256, ilp=4, smem_dynamic_B=120 * KIB),
+        "fma4_t256_excl": Shape("fma", 256, ilp=4,
+                                smem_dynamic_B=exclusive_spoiler_B(smem_per_sm_B)),
         "spin_t256": Shape("spin", 256),
         "sleep_t256": Shape("sleep", 256),
         "stream_t64": Shape("stream", 64),
@@ -540,8 +552,8 @@ _PAIRS: tuple[tuple[str, str, float | str, str, float | str, str, bool, str], ..
 )
 
 
-def contention_plan(sm_count: int, slots: SlotsFn, quick: bool,
-                    clock_hz: float) -> list[CasePlan]:
+def contention_plan(sm_count: int, slots: SlotsFn, quick: bool, clock_hz: float, *,
+                    smem_per_sm_B: int) -> list[CasePlan]:
     """Two kernels on two streams whose blocks share SMs (or not), and each alone.
 
     First the calibration cases (the SM's FP32 peak, the achieved DRAM bandwidth), then every
@@ -551,7 +563,7 @@ def contention_plan(sm_count: int, slots: SlotsFn, quick: bool,
     leftover rule), whatever the host's launch gap.
     """
     repeats = 3 if quick else 6
-    shapes = _contention_shapes()
+    shapes = _contention_shapes(smem_per_sm_B)
     pairs = [p for p in _PAIRS if p[6] or not quick]
     one = (StreamPlan("s0"),)
     two = (StreamPlan("s0"), StreamPlan("s1"))

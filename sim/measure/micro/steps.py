@@ -121,11 +121,13 @@ def dry_run(gpu_name: str, quick: bool) -> dict[str, Any]:
     sm_count, slots, bw, clock_hz = calculator_slots(gpu_name)
     spec = load_gpu(gpu_name)
     timeline = {
-        "contention": plans.contention_plan(sm_count, slots, quick, clock_hz),
+        "contention": plans.contention_plan(sm_count, slots, quick, clock_hz,
+                                            smem_per_sm_B=spec.smem_per_sm_B),
         "waves": plans.waves_plan(sm_count, slots, quick),
         "concurrency": plans.concurrency_plan(sm_count, slots, quick),
         "queues": [c for n in plans.QUEUE_CONNECTIONS for c in plans.queues_plan(n, quick)],
-        "bandwidth": plans.bandwidth_plan(sm_count, slots, quick),
+        "bandwidth": plans.bandwidth_plan(sm_count, slots, quick,
+                                          smem_per_sm_B=spec.smem_per_sm_B),
     }
     steps: dict[str, Any] = {}
     for name, cases in timeline.items():
