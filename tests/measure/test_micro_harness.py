@@ -248,6 +248,7 @@ def test_device_script_runs_end_to_end_with_fake_cupy(tmp_path: Path) -> None:
     summary = json.loads((out / "campaign.json").read_text())
     assert [s["step"] for s in summary["steps"]] == list(steps.RUN_ORDER)
     assert all(s["status"] == "ran" for s in summary["steps"]), summary["steps"]
+    assert "torch" in summary["provenance"]["networks"]["libraries"]
     runs = json.loads((out / "netbench_runs.json").read_text())["runs"]
     assert {(r["config"]["network"], r["config"]["batch"]) for r in runs} == {
         ("googlenet", 1), ("inception_v3", 1)}

@@ -422,7 +422,12 @@ def _run_networks(run: _Pass, record: StepRecord, net: NetworkOptions) -> None:
     record.used_s = round(_clock() - started, 1)
     runs_path = run.out_root / "netbench_runs.json"
     if runs_path.is_file():
-        record.cases = len(json.loads(runs_path.read_text(encoding="utf-8"))["runs"])
+        runs = json.loads(runs_path.read_text(encoding="utf-8"))
+        record.cases = len(runs["runs"])
+        # torch, cuDNN and CUDA as the networks saw them, beside the block-level provenance.
+        net_prov = runs.get("provenance", {})
+        run.provenance["networks"] = {k: net_prov.get(k) for k in ("gpu_name", "driver", "cuda",
+                                                                   "libraries", "date")}
     log_path = run.out_root / "log.txt"
     if log_path.is_file():  # configurations the child could not measure, with why in log.txt
         lines = log_path.read_text(encoding="utf-8").splitlines()
@@ -511,7 +516,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "not only those of contention and bandwidth")
     run.add_argument("--max-s", type=float, default=None,
                      help="wall-clock limit of the pass (default 120 s quick, 480 s full); "
-                     "a smaller one scales every step's budget down")
+                     "every step's budget scales with it")
     run.add_argument("--net-device", choices=("cuda", "cpu"), default="cuda",
                      help="device of the networks step (cpu: a smoke test of the driver)")
     run.add_argument("--net-reps", type=int, default=None, help=argparse.SUPPRESS)
