@@ -1,4 +1,5 @@
-"""``gpusim calibrate micro``: device campaign 1 (block-level microbenchmarks, CuPy).
+"""``gpusim calibrate micro``: the device campaign (block-level microbenchmarks with CuPy,
+then the networks step with PyTorch).
 
 The same sub-commands as ``python -m sim.measure.micro`` (``run``, ``plan``): see
 :mod:`sim.measure.micro.campaign` and sim/measure/micro/README.md. Registered into the
@@ -17,9 +18,11 @@ from sim.measure.micro.campaign import add_arguments, run_args
 def register_calibrate(subparsers: Any) -> None:
     """Add ``calibrate micro``."""
     p = subparsers.add_parser(
-        "micro", help="block scheduling / concurrency / bandwidth microbenchmarks on GPU 0",
-        description="Device campaign 1: run block-level microbenchmarks with CuPy and write "
-        "one JSON file per experiment (`plan` is a dry run that needs no GPU).")
+        "micro", help="the device campaign on GPU 0: SM contention, block scheduling, "
+        "bandwidth, occupancy, launch costs, networks (scripts/device_campaign.sh)",
+        description="The device campaign: block-level microbenchmarks with CuPy (one JSON "
+        "file per experiment, packed into micro.tar.gz), then network runs with PyTorch "
+        "(`plan` is a dry run that needs no GPU).")
     add_arguments(p)
     p.set_defaults(func=_cmd_micro)
 

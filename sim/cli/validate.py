@@ -50,9 +50,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _no_data_message(root: Path) -> str:
     return (f"no measured data under {root}: expected <gpu>/<experiment>.json for "
             f"experiments {', '.join(EXPERIMENTS)}.\n"
-            "Measure them on a GPU with `python -m sim.measure.micro run --out DIR` "
-            "(scripts/device_campaign1.sh) and commit DIR/<gpu>/ there; "
-            "see sim/measure/micro/README.md. Nothing was simulated.")
+            "Measure them on a GPU with `bash scripts/device_campaign.sh` and unpack its "
+            "micro.tar.gz there; see sim/measure/micro/README.md. Nothing was simulated.")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -95,7 +94,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 _NO_NETWORK_DATA = (
     "no network timings under sim/measure/data/netbench: measure them on a GPU with "
-    "`gpusim calibrate layers --out DIR` (scripts/device_campaign2.sh) and add them with "
+    "`bash scripts/device_campaign.sh` (its networks step) and add them with "
     "`gpusim calibrate import-layers DIR`. Nothing was simulated.")
 
 
@@ -122,7 +121,8 @@ def _print_report(report: ValidationReport, kernels: bool) -> None:
           f"CuPy {prov.get('cupy_version')}, measured {prov.get('date_utc')})")
     if report.missing:
         print(f"  missing experiments: {', '.join(report.missing)}")
-    rows = [(c.experiment, c.case + (" (calibration)" if c.calibration else ""),
+    rows = [(c.experiment, c.case + (" (calibration)" if c.calibration else "")
+             + (f" (pending: {c.pending})" if c.pending else ""),
              round(c.measured_makespan_s * US_PER_S, 2),
              round(c.simulated_makespan_s * US_PER_S, 2),
              _pct(c.makespan_error), round(c.measured_spread_s * US_PER_S, 2),
@@ -135,13 +135,18 @@ def _print_report(report: ValidationReport, kernels: bool) -> None:
     for f in report.failures:
         print(f"  NOT REPLAYED {f.experiment}/{f.case}: {f.reason}")
     by_experiment: dict[str, list[float]] = {}
+    pending: dict[str, int] = {}
     for c in report.cases:
-        if not c.calibration:
+        if c.pending:
+            pending[c.experiment] = pending.get(c.experiment, 0) + 1
+        elif not c.calibration:
             by_experiment.setdefault(c.experiment, []).append(abs(c.makespan_error))
     for experiment, errors in by_experiment.items():
         errors.sort()
         print(f"  {experiment}: {len(errors)} cases, |makespan error| median "
-              f"{100 * errors[len(errors) // 2]:.1f}%, max {100 * errors[-1]:.1f}%")
+              f"{100 * errors[len(errors) // 2]:.1f}%, max {100 * errors[-1]:.1f}%"
+              + (f"; {pending[experiment]} more pending a mechanism the engine lacks"
+                 if experiment in pending else ""))
     if kernels:
         krows = [(c.case, k.name, k.blocks, round(k.measured_start_s * US_PER_S, 2),
                   round(k.simulated_start_s * US_PER_S, 2), round(k.measured_end_s * US_PER_S, 2),

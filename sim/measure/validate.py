@@ -1,6 +1,6 @@
 """Validation: replay measured microbenchmarks in the engine and compare (docs/model.md §9).
 
-Device campaign 1 (:mod:`sim.measure.micro`) commits one JSON file per experiment under
+The device campaign (:mod:`sim.measure.micro`) commits one JSON file per experiment under
 ``sim/measure/data/micro/<gpu>/``. Every timeline case in them (streams, launches in host
 order, the registers and shared memory the kernels really had) becomes a
 :class:`~sim.engine.program.Program`, runs in the engine, and is compared with what the GPU did:
@@ -10,7 +10,8 @@ ran.
 Aligning the two clocks: both timelines start at their first block (the measured times
 are already relative to the earliest block start; the simulated ones are shifted by the
 earliest kernel start), so host-to-device latency, which the engine does not model,
-drops out.
+drops out. Gated cases (every launch enqueued behind a gate kernel) start at the gate's end
+on both sides, and their makespan is the time after it.
 
 Replay inputs, taken from the data, never invented:
 
@@ -20,6 +21,11 @@ Replay inputs, taken from the data, never invented:
 * a streaming kernel's unloaded block time is the block time of the ``alone_1block`` case
   and the GPU's DRAM bandwidth the one ``alone_full`` reached; those two cases are marked
   ``calibration`` in the report;
+* a kernel that names a ``reference`` case (the contention pairs and the bandwidth sweep:
+  the same kernel alone) takes that case's median block time, and the DRAM bandwidth is the
+  one the experiment's full-wave copy reached (:mod:`sim.measure.validate_contention`);
+  cases of kernels alone are ``calibration``, and cases testing a mechanism the engine does
+  not model yet are reported as *pending* it and held to no tolerance;
 * host launch overhead is the case's median measured launch-call time; gated cases (every
   launch enqueued behind a gate kernel) replay with zero host overhead and the gate as a
   kernel;
@@ -53,9 +59,17 @@ from sim.measure.micro.schema import (
     check_result,
     default_data_dir,
 )
+from sim.measure.validate_contention import (
+    ReplayInput,
+    block_time_s,
+    dram_bandwidth_Bps,
+    pending,
+    replay_inputs,
+)
 
-#: Bandwidth cases the replay takes its inputs from.
-CALIBRATION_CASES: dict[str, tuple[str, ...]] = {"bandwidth": ("alone_1block", "alone_full")}
+#: Cases the replay takes its inputs from (besides every case of a kernel alone).
+CALIBRATION_CASES: dict[str, tuple[str, ...]] = {"bandwidth": ("alone_1block", "alone_full"),
+                                                 "contention": ("fma_peak", "mem_peak")}
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,8 @@ class CaseComparison:
     #: The case fed the replay's inputs, so agreement is by construction.
     calibration: bool = False
     note: str = ""
+    #: A mechanism the case tests that the engine does not model yet ("" if none).
+    pending: str = ""
 
     @property
     def makespan_error(self) -> float:
@@ -131,7 +147,7 @@ class CaseComparison:
     def to_dict(self) -> dict[str, Any]:
         return {
             "experiment": self.experiment, "case": self.case, "note": self.note,
-            "calibration": self.calibration,
+            "calibration": self.calibration, "pending": self.pending,
             "measured_makespan_s": self.measured_makespan_s,
             "simulated_makespan_s": self.simulated_makespan_s,
             "makespan_error": self.makespan_error,
@@ -187,6 +203,8 @@ class ValidationReport:
     scalars: tuple[ScalarComparison, ...] = ()
     failures: tuple[ReplayFailure, ...] = ()
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    #: Per kernel of the contention and bandwidth cases, what the SM-sharing replay needs.
+    replay_inputs: tuple[ReplayInput, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -195,6 +213,7 @@ class ValidationReport:
             "cases": [c.to_dict() for c in self.cases],
             "scalars": [s.to_dict() for s in self.scalars],
             "failures": [f.to_dict() for f in self.failures],
+            "replay_inputs": [i.to_dict() for i in self.replay_inputs],
         }
 
 
@@ -271,8 +290,13 @@ def stream_calibration(bandwidth_doc: Mapping[str, Any]) -> StreamCalibration:
 
 
 def case_program(spec: GPUSpec, case: Mapping[str, Any],
-                 stream_cal: StreamCalibration | None = None) -> Program:
-    """The engine program that replays one measured timeline case."""
+                 stream_cal: StreamCalibration | None = None,
+                 references: Mapping[str, Mapping[str, Any]] | None = None,
+                 dram_bw_Bps: float | None = None) -> Program:
+    """The engine program that replays one measured timeline case.
+
+    ``references``: the cases of the same file by name, for kernels that name the case where
+    they ran alone; ``dram_bw_Bps``: the bandwidth their file's full-wave copy reached."""
     streams = tuple(StreamDef(s["name"], priority=int(s["cuda_priority"]))
                     for s in case["streams"])
     if case.get("connections"):
@@ -281,16 +305,23 @@ def case_program(spec: GPUSpec, case: Mapping[str, Any],
     gate = case.get("gate")
     if gate:
         kernels.append(_launch(gate, _summary(case, "gate")["block_time_s"]["median"]))
-    if any(r["kernel"] == "stream" for r in case["kernels"]):
+    copies = [r for r in case["kernels"] if r["kernel"] == "stream"]
+    if copies and all(r.get("reference") for r in copies) and dram_bw_Bps:
+        spec = spec.replace(dram_bw_Bps=dram_bw_Bps)
+    elif copies:
         if stream_cal is None:
             raise GpusimError(f"case {case['name']!r}: a streaming kernel needs the "
                               "bandwidth calibration cases")
         spec = spec.replace(dram_bw_Bps=stream_cal.dram_bw_Bps)
     waited: set[str] = {streams[0].name}
     for record in case["kernels"]:
-        if record["kernel"] == "stream":
+        block_time = block_time_s(case, record, references or {})
+        if block_time is None and record["kernel"] == "fma":
+            raise GpusimError(f"case {case['name']!r} kernel {record['name']!r}: an FMA "
+                              "kernel is replayed from its reference case, and names none")
+        if block_time is None and record["kernel"] == "stream":
             block_time = stream_cal.block_time_s  # type: ignore[union-attr]
-        else:
+        elif block_time is None:  # spin and sleep blocks last what they were asked
             block_time = _summary(case, record["name"])["block_time_s"]["median"]
         after: tuple[str, ...] = ()
         if gate and record["stream"] not in waited:  # each other stream waited once
@@ -321,33 +352,46 @@ def sm_distance(measured: Sequence[int], simulated: Sequence[int], sm_count: int
 
 def compare_case(experiment: str, case: Mapping[str, Any], result: SimResult,
                  sm_count: int) -> CaseComparison:
-    """Measured against simulated for one case, both on first-block-aligned clocks."""
-    sim_t0 = min(k.start_s for k in result.kernels)
+    """Measured against simulated for one case, both on first-block-aligned clocks.
+
+    A gated case is compared from the gate's end on both sides (its kernels cannot start
+    before it): the gate's own length, fixed by construction, would otherwise dilute every
+    error."""
     detail = case["detail"]
+    gated = bool(case.get("gate"))
+    sim_t0 = min(k.start_s for k in result.kernels)
+    meas_origin = float(detail["kernels"]["gate"]["last_end_s"]) if gated else 0.0
+    sim_origin = sim_t0
+    if gated:
+        sim_origin = next(k.end_s for k in result.kernels if k.name == "gate")
     kernels = []
     for record in result.kernels:
+        if gated and record.name == "gate":
+            continue
         measured = detail["kernels"][record.name]
         measured_counts = [int(c) for _, c in measured["blocks_per_sm"]]
         kernels.append(KernelComparison(
             name=record.name, blocks=record.blocks,
-            measured_start_s=measured["first_start_s"],
-            simulated_start_s=record.start_s - sim_t0,
-            measured_end_s=measured["last_end_s"],
-            simulated_end_s=record.end_s - sim_t0,
+            measured_start_s=measured["first_start_s"] - meas_origin,
+            simulated_start_s=record.start_s - sim_origin,
+            measured_end_s=measured["last_end_s"] - meas_origin,
+            simulated_end_s=record.end_s - sim_origin,
             sm_distance=sm_distance(measured_counts, record.sm_blocks, sm_count),
             measured_sms_used=sum(1 for c in measured_counts if c),
             simulated_sms_used=sum(1 for c in record.sm_blocks if c),
             measured_max_per_sm=max(measured_counts, default=0),
             simulated_max_per_sm=max(record.sm_blocks, default=0),
         ))
-    spans = [r["makespan_s"] for r in case["runs"]]
+    spans = [r["makespan_s"] - (r["kernels"]["gate"][1] if gated else 0.0)
+             for r in case["runs"]]
     return CaseComparison(
         experiment=experiment, case=case["name"],
-        measured_makespan_s=detail["makespan_s"],
-        simulated_makespan_s=max(k.end_s for k in result.kernels) - sim_t0,
+        measured_makespan_s=detail["makespan_s"] - meas_origin,
+        simulated_makespan_s=max(k.end_s for k in result.kernels) - sim_origin,
         measured_spread_s=max(spans) - min(spans), kernels=tuple(kernels),
-        calibration=case["name"] in CALIBRATION_CASES.get(experiment, ()),
-        note=case.get("note", ""),
+        calibration=(case["name"] in CALIBRATION_CASES.get(experiment, ())
+                     or case.get("mechanism") == "alone"),
+        note=case.get("note", ""), pending=pending(case),
     )
 
 
@@ -415,11 +459,16 @@ def validate_gpu(gpu: str, files: Mapping[str, Path], data_dir: Path,
     cases: list[CaseComparison] = []
     scalars: list[ScalarComparison] = []
     failures: list[ReplayFailure] = []
+    inputs: list[ReplayInput] = []
     for experiment, doc in docs.items():
         if experiment in TIMELINE_EXPERIMENTS:
+            references = {c["name"]: c for c in doc["cases"]}
+            bandwidth = dram_bandwidth_Bps(experiment, doc)
+            inputs.extend(replay_inputs(doc))
             for case in doc["cases"]:
                 try:
-                    result = simulate(case_program(spec, case, stream_cal), mode=mode)
+                    program = case_program(spec, case, stream_cal, references, bandwidth)
+                    result = simulate(program, mode=mode)
                 except GpusimError as exc:  # e.g. a shape the calculator says cannot fit
                     failures.append(ReplayFailure(experiment, case["name"], str(exc)))
                     continue
@@ -434,7 +483,7 @@ def validate_gpu(gpu: str, files: Mapping[str, Path], data_dir: Path,
     return ValidationReport(
         gpu=gpu, data_dir=str(data_dir), files={e: str(p) for e, p in files.items()},
         missing=tuple(e for e in EXPERIMENTS if e not in files), cases=tuple(cases),
-        scalars=tuple(scalars), failures=tuple(failures),
+        scalars=tuple(scalars), failures=tuple(failures), replay_inputs=tuple(inputs),
         provenance={k: prov.get(k) for k in ("gpu_name", "driver_version", "cupy_version",
                                               "date_utc")},
     )

@@ -14,8 +14,8 @@ Cost model: ``calibrated`` on the measured GPU when calibration data for it are 
 (the same campaign commits them), otherwise ``roofline`` — the report says which one ran.
 Host launch overhead: eager runs use the GPU spec's ``launch_overhead_s``; CUDA-graph runs
 use :data:`GRAPH_LAUNCH_OVERHEAD_S` (docs/model.md §6.1: ~1-2 us per kernel inside a graph).
-Those two host figures are model inputs, not measurements; campaign 1's launch-overhead
-experiment measures them and is the place to take them from once committed.
+Those two host figures are model inputs, not measurements; the device campaign's launch
+overhead experiment measures them and is the place to take them from once committed.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import pytest
 from gpu_models.errors import GpusimError
 from sim.measure.micro.blocklog import (
     BlockLog,
+    co_residency,
     describe,
     max_concurrency,
     observed_tick_ns,
@@ -23,6 +24,12 @@ from sim.measure.micro.blocklog import (
 )
 
 T0 = 1_700_000_000_000_000_000  # a plausible %globaltimer value (ns since the epoch)
+T = T0
+
+
+def _raw(rows: list[tuple[int, int, int]]) -> BlockLog:
+    """A log from (start_ns, end_ns, sm) rows."""
+    return BlockLog.from_raw(np.array(rows, dtype=np.uint64).reshape(-1))
 
 
 def staircase(blocks: int, sms: int, per_sm: int, block_ns: int, t0: int = T0) -> np.ndarray:
@@ -108,3 +115,31 @@ def test_describe_and_tick() -> None:
         describe([])
     assert observed_tick_ns(np.array([0, 64, 32, 32, 128])) == 32
     assert observed_tick_ns(np.array([5, 5])) is None
+
+
+def test_co_residency_hand_computed() -> None:
+    # SM 0: a0 [0, 100) and b0 [50, 150) overlap for 50 ns; SM 1: a1 [0, 100) then a2
+    # [100, 200), back to back, no other kernel; SM 2: b1 alone.
+    a = _raw([(T, T + 100, 0), (T, T + 100, 1), (T + 100, T + 200, 1)])
+    b = _raw([(T + 50, T + 150, 0), (T + 300, T + 400, 2)])
+    share = co_residency({"a": a, "b": b})
+    # a0 shared half its time (counts as shared), a1 and a2 none: mean fraction 0.5 / 3.
+    assert share["a"]["shared_blocks"] == 1
+    assert share["a"]["shared_fraction"] == pytest.approx(0.5 / 3, abs=1e-6)
+    assert share["a"]["mean_other_blocks"] == pytest.approx(50 / 300, abs=1e-6)
+    assert share["a"]["mean_own_blocks"] == 0.0  # back-to-back blocks do not overlap
+    assert share["b"]["shared_fraction"] == pytest.approx(0.25)
+    assert share["a"]["block_time_shared_s"]["median"] == pytest.approx(100e-9)
+    assert share["b"]["block_time_unshared_s"]["max"] == pytest.approx(100e-9)
+
+
+def test_co_residency_counts_the_union_of_other_blocks() -> None:
+    # Two b blocks cover a's [0, 100) as [0, 60) and [40, 100): a shares all of it once,
+    # although the two overlaps add up to 120 ns (mean other blocks: 1.2).
+    a = _raw([(T, T + 100, 0)])
+    b = _raw([(T, T + 60, 0), (T + 40, T + 100, 0)])
+    share = co_residency({"a": a, "b": b})
+    assert share["a"]["shared_fraction"] == pytest.approx(1.0)
+    assert share["a"]["mean_other_blocks"] == pytest.approx(1.2)
+    assert share["b"]["mean_own_blocks"] == pytest.approx(40 / 120)  # 20 ns each way
+    assert share["a"]["block_time_unshared_s"] is None

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from gpu_models.errors import GpusimError
-from gpu_models.occupancy import occupancy
+from gpu_models.occupancy import block_footprint, occupancy
 from gpu_models.presets import load_preset
-from sim.measure.micro import campaign, plans, provenance
+from sim.measure.micro import campaign, plans, provenance, steps
+
+H100_SMEM = load_preset("h100").smem_per_sm_B
 
 
 def calc_slots(shape: plans.Shape) -> int:
     spec = load_preset("h100")
-    regs = plans.PTXAS_REGS_SM90[(shape.kernel, shape.variant)]
+    regs = plans.PTXAS_REGS_SM90[(shape.function, shape.variant)]
     return occupancy(spec, shape.threads, regs, shape.smem_dynamic_B).blocks_per_sm
 
 
@@ -41,7 +44,8 @@ def test_concurrency_plan_cases() -> None:
 
 
 def test_bandwidth_plan_bytes_are_by_construction() -> None:
-    cases = {c.name: c for c in plans.bandwidth_plan(132, calc_slots, quick=False)}
+    cases = {c.name: c for c in plans.bandwidth_plan(132, calc_slots, quick=False,
+                                                     smem_per_sm_B=H100_SMEM)}
     k = cases["alone_full"].kernels[0]
     assert k.dram_bytes == k.grid * plans.STREAM_ELEMS_PER_BLOCK * 32
     assert "alone_1block" in cases and "two_half" in cases
@@ -62,8 +66,18 @@ def test_queue_plan_orders() -> None:
 def test_plan_validation_errors() -> None:
     with pytest.raises(GpusimError, match="variant"):
         plans.Shape("spin", 256, variant="r999")
-    with pytest.raises(GpusimError, match="stream kernel"):
-        plans.Shape("stream", 256, smem_dynamic_B=1024)
+    with pytest.raises(GpusimError, match="one build"):
+        plans.Shape("stream", 256, variant="r64")
+    with pytest.raises(GpusimError, match="ilp"):
+        plans.Shape("fma", 256, ilp=3)
+    with pytest.raises(GpusimError, match="ilp"):
+        plans.Shape("spin", 256, ilp=2)
+    with pytest.raises(GpusimError, match="multiple"):
+        plans.KernelPlan("k", "s0", plans.Shape("fma", 32, ilp=1), 1, iters=17)
+    with pytest.raises(GpusimError, match="work per block"):
+        plans.KernelPlan("k", "s0", plans.Shape("stream", 32), 1)
+    with pytest.raises(GpusimError, match="mechanism"):
+        plans.CasePlan("c", (plans.StreamPlan("s0"),), (), repeats=1, mechanism="magic")
     k = plans.KernelPlan("k", "nowhere", plans.Shape("spin", 32), 1, spin_ns=1)
     with pytest.raises(GpusimError, match="unknown stream"):
         plans.CasePlan("c", (plans.StreamPlan("s0"),), (k,), repeats=1)
@@ -110,16 +124,93 @@ def test_provenance_record_is_json_and_filters() -> None:
 
 
 def test_dry_run_fits_the_time_limits(capsys: pytest.CaptureFixture[str]) -> None:
-    quick = campaign.dry_run("h100", quick=True)
-    full = campaign.dry_run("h100", quick=False)
-    # The budgets (which bound when new cases start) leave room under 2 and 8 minutes.
-    assert quick["budget_total_s"] <= 90
-    assert full["budget_total_s"] <= 400
-    for result in (quick, full):
-        for name, info in result["experiments"].items():
-            assert info["estimate_s"] < info["budget_s"], name
+    """Issue 19: a quick pass within 2 minutes, a full one within 8, networks included."""
+    quick = steps.dry_run("h100", quick=True)
+    full = steps.dry_run("h100", quick=False)
+    for result, limit in ((quick, 120.0), (full, 480.0)):
+        assert result["limit_s"] == limit
+        assert result["estimate_total_s"] <= limit
+        # The budgets (which bound when new work starts) leave room under the limit.
+        assert result["budget_total_s"] <= limit
+        assert list(result["steps"]) == list(steps.RUN_ORDER)
+        for name, info in result["steps"].items():
+            assert 0 < info["estimate_s"] < info["budget_s"], name
+            assert info["cases"] == len(info["case_estimates_s"]) > 0, name
+    assert quick["steps"]["networks"]["cases"] == 2  # GoogLeNet and Inception-v3, batch 1
+    assert full["steps"]["networks"]["cases"] == 6  # + batch 32, + training at 32
     assert campaign.main(["plan", "--quick"]) == 0
-    assert "waves" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "part 1 contention" in out and "fma_low_full" in out and "networks" in out
+    assert "googlenet-inference-b1-tf32" in out
+
+
+def test_every_step_has_a_budget_and_a_part() -> None:
+    assert set(steps.BUDGETS_S) == set(steps.RUN_ORDER) == set(steps.PART)
+    assert [steps.PART[s] for s in steps.RUN_ORDER] == sorted(steps.PART.values())
+    assert steps.budget_s("networks", quick=False, max_s=240) == pytest.approx(95.0)
+    assert steps.budget_s("networks", quick=True) == 45.0
+
+
+def test_contention_plan_pins_down_the_sharing_rule() -> None:
+    cases = {c.name: c for c in plans.contention_plan(132, calc_slots, False, 1.98e9,
+                                                        smem_per_sm_B=H100_SMEM)}
+    assert {"fma_peak", "mem_peak"} <= set(cases)
+    pair = cases["fma_low_full"]
+    assert pair.mechanism == "sm_throughput" and pair.gate_ns == plans.CONTENTION_GATE_NS
+    low, full = pair.kernels
+    # Demands differ, so max-min fair, demand- and warp-proportional sharing differ.
+    assert plans.fma_model_demand(low.shape) == 0.25
+    assert plans.fma_model_demand(full.shape) == 1.0
+    assert low.shape.warps != full.shape.warps
+    for k in (low, full):
+        assert k.reference in cases and k.unimpeded in cases
+        ref = cases[k.reference].kernels[0]
+        assert (ref.shape, ref.grid, ref.iters) == (k.shape, k.grid, k.iters)
+        assert cases[k.unimpeded].kernels[0].grid == 132  # one block per SM
+    # Every pair's kernels fit one SM together (else the case would test placement).
+    spec = load_preset("h100")
+    for case in cases.values():
+        if case.mechanism in ("sm_throughput", "latency", "mixed", "dram_sharing") \
+                and len(case.kernels) == 2:
+            held = [(block_footprint(spec, k.shape.threads,
+                                     plans.PTXAS_REGS_SM90[(k.shape.function, "base")],
+                                     k.shape.smem_dynamic_B), math.ceil(k.grid / 132))
+                    for k in case.kernels]
+            assert sum(f.warps * n for f, n in held) <= spec.max_warps_per_sm, case.name
+            assert sum(f.regs_per_warp * f.warps * n for f, n in held) <= spec.regs_per_sm
+            assert sum(f.smem_B * n for f, n in held) <= spec.smem_per_sm_B, case.name
+    # Every ILP and both latency-bound kernels appear; the quick pass keeps a subset.
+    ilps = {k.shape.ilp for c in cases.values() for k in c.kernels if k.shape.kernel == "fma"}
+    assert ilps == set(plans.FMA_ILPS)
+    kinds = {k.shape.kernel for c in cases.values() for k in c.kernels}
+    assert kinds == set(plans.KERNEL_KINDS)
+    quick = {c.name for c in plans.contention_plan(132, calc_slots, True, 1.98e9,
+                                               smem_per_sm_B=H100_SMEM)}
+    assert quick < set(cases) and {"fma_full_full", "mix_fma_spin", "mem_low_low"} <= quick
+
+
+def test_fma_blocks_are_sized_to_the_target_time() -> None:
+    # 8 warps x ILP 4: 2 warps per sub-partition, 8 FMAs in flight: issue-bound, 8 cycles
+    # a step; 100 us at 2 GHz is 25,000 steps, 1562 loop trips of 16 (round half to even).
+    assert plans.fma_iters(256, 4, 2e9) == 24_992
+    # 4 warps x ILP 1: latency-bound, 4 cycles a step.
+    assert plans.fma_iters(128, 1, 2e9) == 50_000
+    assert plans.fma_model_demand(plans.Shape("fma", 32, ilp=1)) == 1 / 16
+    k = plans.KernelPlan("k", "s0", plans.Shape("fma", 256, ilp=4), 132, iters=1600)
+    assert k.flop_per_block == 2 * 4 * 1600 * 256 and k.dram_bytes == 0
+
+
+def test_occupancy_sweep_spans_one_to_sixty_four_warps() -> None:
+    cases = {c.name: c for c in plans.occupancy_sweep_plan(132, calc_slots, quick=False,
+                                                              smem_per_sm_B=H100_SMEM)}
+    warps = sorted({c.kernels[0].shape.warps * len(c.kernels) * (c.kernels[0].grid // 132)
+                    for c in cases.values()})
+    assert warps[0] == 1 and warps[-1] == 64
+    for threads in plans.SWEEP_THREADS_FULL:
+        assert calc_slots(cases[f"occ1_t{threads}"].kernels[0].shape) == 2  # the spoiler
+        assert cases[f"occpair_t{threads}"].kernels[1].reference == f"occ1_t{threads}"
+        # Enough bytes per kernel that L2 (50 MB on an H100) holds a small part of them.
+        assert cases[f"occ1_t{threads}"].kernels[0].dram_bytes >= 4 * 50e6
 
 
 def test_measuring_code_imports_neither_the_engine_nor_cupy() -> None:
@@ -133,3 +224,17 @@ def test_measuring_code_imports_neither_the_engine_nor_cupy() -> None:
             "sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("gpu", ["h100", "h200", "a100", "v100", "h100-pcie"])
+def test_spoilers_fit_two_blocks_or_one_on_every_preset(gpu: str) -> None:
+    """The sweep's spoiler leaves room for exactly 2 blocks per SM, the exclusive one for 1,
+    on every preset the kernels build for (sm_70 and newer: nanosleep), whatever the block
+    size (no size tuned to one GPU)."""
+    spec = load_preset(gpu)
+    for threads in (32, 1024):
+        pair = occupancy(spec, threads, 18, plans.pair_spoiler_B(spec.smem_per_sm_B))
+        alone = occupancy(spec, threads, 18, plans.exclusive_spoiler_B(spec.smem_per_sm_B))
+        assert pair.blocks_per_sm == min(2, spec.max_warps_per_sm // (threads // 32)), threads
+        assert alone.blocks_per_sm == 1
+    assert plans.exclusive_spoiler_B(spec.smem_per_sm_B) <= spec.max_smem_per_block_B

@@ -52,22 +52,28 @@ def _log(grid: int, per_sm: int, block_ns: int, t0: int = T0) -> BlockLog:
 
 
 def _kernel(name: str, stream: str, grid: int, threads: int = 256, regs: int = 12,
-            kind: str = "spin", dram_bytes: int = 0) -> dict[str, Any]:
-    return {"name": name, "stream": stream, "kernel": kind, "grid": grid, "threads": threads,
-            "variant": "base", "regs": regs, "smem_static_B": 0, "smem_dynamic_B": 0,
-            "local_B": 0, "spin_ns": 100_000 if kind == "spin" else 0,
-            "elems_per_block": 0 if kind == "spin" else 65536, "dram_bytes": dram_bytes}
+            kind: str = "spin", dram_bytes: int = 0, ilp: int = 0, iters: int = 0,
+            reference: str = "", unimpeded: str = "") -> dict[str, Any]:
+    elems = 0 if kind in ("spin", "fma") else 65536
+    return {"name": name, "stream": stream, "kernel": kind,
+            "function": f"fma_ilp{ilp}" if kind == "fma" else f"{kind}_kernel", "grid": grid,
+            "threads": threads, "variant": "base", "regs": regs, "smem_static_B": 0,
+            "smem_dynamic_B": 0, "local_B": 0, "spin_ns": 100_000 if kind == "spin" else 0,
+            "elems_per_block": elems, "ilp": ilp, "iters": iters,
+            "flop_per_block": 2 * ilp * iters * threads,
+            "dram_bytes_per_block": 32 * elems, "dram_bytes": dram_bytes,
+            "reference": reference, "unimpeded": unimpeded}
 
 
 def _case(name: str, kernels: list[dict[str, Any]], logs: dict[str, BlockLog],
           streams: tuple[str, ...] = ("s0",), gate: dict[str, Any] | None = None,
-          connections: int | None = None) -> dict[str, Any]:
+          connections: int | None = None, mechanism: str = "") -> dict[str, Any]:
     run = summarize_run(logs)
     return timeline_case(
         name=name, note="synthetic", gate=gate, connections=connections,
         streams=[{"name": s, "priority": "low", "cuda_priority": 0} for s in streams],
         kernels=kernels, host_launch_s={"median": 0.0}, host_enqueue_s=[0.0],
-        runs=[run, run])
+        runs=[run, run], mechanism=mechanism)
 
 
 def _write(root: Path, experiment: str, cases: list[dict[str, Any]]) -> Path:
@@ -93,8 +99,8 @@ def test_wave_staircase_replays_exactly(tmp_path: Path) -> None:
     _write(tmp_path, "waves", [_case("t256", [_kernel("k", "s0", grid)],
                                      {"k": _log(grid, 8, 100_000)})])
     (report,) = validate(tmp_path)
-    assert report.missing == ("occupancy", "concurrency", "bandwidth", "queues",
-                              "launch_overhead")
+    assert report.missing == ("contention", "concurrency", "queues", "bandwidth",
+                              "occupancy", "launch_overhead")
     (case,) = report.cases
     assert case.measured_makespan_s == pytest.approx(300e-6)
     assert case.simulated_makespan_s == pytest.approx(300e-6)
@@ -138,8 +144,12 @@ def test_gated_case_program(tmp_path: Path) -> None:
     _write(tmp_path, "queues", [case])
     (report,) = validate(tmp_path)
     (cmp,) = report.cases
-    assert cmp.simulated_makespan_s == pytest.approx(5.2e-3)
+    # Compared from the gate's end (5 ms by construction): a, b in parallel, then c.
+    assert cmp.measured_makespan_s == pytest.approx(0.2e-3)
+    assert cmp.simulated_makespan_s == pytest.approx(0.2e-3)
     assert cmp.makespan_error == pytest.approx(0.0, abs=1e-9)
+    assert [k.name for k in cmp.kernels] == ["a", "b", "c"]
+    assert cmp.kernels[2].measured_start_s == pytest.approx(0.1e-3)
 
 
 def test_stream_calibration_from_bandwidth_cases(tmp_path: Path) -> None:
@@ -170,11 +180,15 @@ def test_sm_distance() -> None:
 COMMITTED = find_measured(default_data_dir())
 #: Tolerances the engine is held to on real measurements. They are first targets set before
 #: any data existed; a failure is a finding to report and explain, not to loosen silently.
+#: Issue 19: two-kernel contention within 10 %; waves, leftover, priorities and queues within
+#: 5 %. Cases testing a mechanism the engine does not model yet (``pending``) are reported by
+#: ``gpusim validate`` and not held to these until that mechanism lands.
 TOLERANCE = {
-    "waves": 0.10,        # |makespan error| of each grid size
-    "concurrency": 0.15,
+    "contention": 0.10,
+    "waves": 0.05,        # |makespan error| of each grid size
+    "concurrency": 0.05,
+    "queues": 0.05,       # measured from the gate's end
     "bandwidth": 0.30,    # fluid bandwidth sharing is the coarsest mechanism
-    "queues": 0.25,
 }
 
 
@@ -186,7 +200,7 @@ def test_engine_matches_committed_measurements(gpu: str) -> None:
     failures = [f"{f.experiment}/{f.case}: not replayed: {f.reason}" for f in report.failures]
     for case in report.cases:
         limit = TOLERANCE.get(case.experiment)
-        if limit is None or case.calibration:
+        if limit is None or case.calibration or case.pending:
             continue
         if abs(case.makespan_error) > limit:
             failures.append(f"{case.experiment}/{case.case}: makespan "
@@ -230,3 +244,80 @@ def test_a_case_the_engine_cannot_replay_is_reported(tmp_path: Path,
     assert failure.case == "bad" and "registers" in failure.reason
     assert gpusim(["validate", "--data", str(tmp_path)]) == 0
     assert "NOT REPLAYED waves/bad" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------- contention replay
+def _fma_log(grid: int, block_ns: int, t0: int = T0) -> BlockLog:
+    return _log(grid, 1, block_ns, t0)
+
+
+def _contention_doc_cases() -> list[dict[str, Any]]:
+    """Synthetic contention cases: one saturating FMA block per SM takes 100 us alone, two
+    beside each other take 200 us (the pipe shared), and a timer-spin beside one costs it
+    nothing. The peak case: two such blocks per SM, 200 us each, 2 x 2 x 4 x 1000 x 256 FLOP
+    per SM in 200 us = 20.48 GFLOP/s per SM."""
+    fma = {"kind": "fma", "ilp": 4, "iters": 1000, "threads": 256}
+    gate = _kernel("gate", "s0", 1, threads=32)
+    alone = "alone_fma4_t256_g132"
+    pair_kernels = [_kernel("k0", "s0", SMS, **fma, reference=alone, unimpeded=alone),
+                    _kernel("k1", "s1", SMS, **fma, reference=alone, unimpeded=alone)]
+    gated_t0 = T0 + 200_000
+    return [
+        _case("fma_peak", [_kernel("k0", "s0", 2 * SMS, **fma, reference="fma_peak")],
+              {"k0": _log(2 * SMS, 2, 200_000)}, mechanism="alone"),
+        _case(alone, [_kernel("k0", "s0", SMS, **fma, reference=alone, unimpeded=alone)],
+              {"k0": _fma_log(SMS, 100_000)}, mechanism="alone"),
+        _case("fma_full_full", pair_kernels,
+              {"gate": _log(1, 1, 200_000), "k0": _fma_log(SMS, 200_000, gated_t0),
+               "k1": _fma_log(SMS, 200_000, gated_t0)},
+              streams=("s0", "s1"), gate=gate, mechanism="sm_throughput"),
+        _case("mix_fma_spin",
+              [pair_kernels[0], _kernel("k1", "s1", SMS, reference="alone_spin_t256_g132",
+                                       unimpeded="alone_spin_t256_g132")],
+              {"gate": _log(1, 1, 200_000), "k0": _fma_log(SMS, 100_000, gated_t0),
+               "k1": _fma_log(SMS, 100_000, gated_t0)},
+              streams=("s0", "s1"), gate=gate, mechanism="mixed"),
+        _case("alone_spin_t256_g132", [_kernel("k0", "s0", SMS)], {"k0": _log(SMS, 1, 100_000)},
+              mechanism="alone"),
+    ]
+
+
+def test_contention_pairs_replay_from_their_alone_cases(tmp_path: Path) -> None:
+    _write(tmp_path, "contention", _contention_doc_cases())
+    (report,) = validate(tmp_path)
+    assert not report.failures
+    cases = {c.case: c for c in report.cases}
+    # Alone and peak cases feed the replay: calibration, agreement by construction.
+    assert cases["fma_peak"].calibration and cases["alone_fma4_t256_g132"].calibration
+    # Today's engine: each FMA kernel's blocks last their alone 100 us, whatever shares the
+    # SM, so the pair ends at 100 us after the gate where the (synthetic) GPU took 200 us.
+    pair = cases["fma_full_full"]
+    assert (pair.measured_makespan_s, pair.simulated_makespan_s) == (
+        pytest.approx(200e-6), pytest.approx(100e-6))
+    assert pair.makespan_error == pytest.approx(-0.5)
+    assert pair.pending == "sm_throughput" and not pair.calibration
+    mixed = cases["mix_fma_spin"]
+    assert mixed.makespan_error == pytest.approx(0.0, abs=1e-9) and mixed.pending == ""
+
+
+def test_contention_replay_inputs(tmp_path: Path) -> None:
+    _write(tmp_path, "contention", _contention_doc_cases())
+    (report,) = validate(tmp_path)
+    inputs = {(i.case, i.kernel): i for i in report.replay_inputs}
+    k0 = inputs[("fma_full_full", "k0")]
+    # 2 x 4 x 1000 x 256 FLOP in 100 us alone, over the peak of 20.48 GFLOP/s per SM: 1.0.
+    assert k0.flop_per_block == 2_048_000
+    assert k0.unimpeded_block_time_s == pytest.approx(100e-6)
+    assert k0.sm_throughput == pytest.approx(1.0)
+    spin = inputs[("mix_fma_spin", "k1")]
+    assert spin.sm_throughput == 0.0
+    assert ("fma_peak", "k0") not in inputs  # names no unimpeded case: a calibration only
+    assert report.to_dict()["replay_inputs"][0]["function"] == "fma_ilp4"
+
+
+def test_a_pair_whose_reference_is_missing_is_reported(tmp_path: Path) -> None:
+    cases = [c for c in _contention_doc_cases() if c["name"] != "alone_fma4_t256_g132"]
+    _write(tmp_path, "contention", cases)
+    (report,) = validate(tmp_path)
+    reasons = {f.case: f.reason for f in report.failures}
+    assert "was not measured" in reasons["fma_full_full"]

@@ -141,3 +141,45 @@ def test_import_campaign_rejects_unknown_gpus_and_bad_files(tmp_path: Path) -> N
                                                 "times_s": {"serial_eager": -1}}]}))
     with pytest.raises(GpusimError, match="must be > 0"):
         load_runs(bad)
+
+
+def test_plan_subsets_and_estimates() -> None:
+    from sim.measure.netbench.campaign import EST_CONFIG_S, EST_START_S, estimate_s, plan
+
+    configs = plan(False, ["googlenet", "inception_v3"], ["tf32"], phases=["inference"],
+                   batches=[1, 32])
+    assert [c.tag for c in configs] == [
+        "googlenet-inference-b1-tf32", "inception_v3-inference-b1-tf32",
+        "googlenet-inference-b32-tf32", "inception_v3-inference-b32-tf32"]
+    # A batch cap can make two shapes one: no configuration is measured twice.
+    assert len(plan(True, ["googlenet"], ["tf32"], max_batch=1, phases=["inference"])) == 1
+    assert estimate_s(configs) == EST_START_S + 4 * EST_CONFIG_S["inference"]
+
+
+def test_each_configuration_is_saved_as_it_finishes(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run cut off after its first configuration keeps that configuration's files."""
+    from sim.measure.netbench import campaign
+
+    calls = []
+
+    def measure(cfg: campaign.RunConfig, device: str, reps: int, warmup: int) -> dict:
+        calls.append(cfg.tag)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the device tool's timeout, say
+        return {"config": {"network": cfg.network, "phase": cfg.phase, "batch": cfg.batch,
+                           "precision": cfg.precision}, "times_s": {"serial_eager": 1e-3}}
+
+    monkeypatch.setattr(campaign, "measure", measure)
+    monkeypatch.setattr(campaign, "profile_kernels",
+                        lambda cfg, device, prov: {"format": "gpusim-calibration",
+                                                   "records": []})
+    with pytest.raises(KeyboardInterrupt):
+        campaign.run(["--out", str(tmp_path), "--device", "cpu", "--networks", "googlenet",
+                      "--phases", "inference", "--no-gemm"])
+    runs = json.loads((tmp_path / "netbench_runs.json").read_text())["runs"]
+    assert [r["config"]["batch"] for r in runs] == [1]
+    with tarfile.open(tmp_path / "calibration.tar.gz") as tar:
+        assert tar.getnames() == ["gpu-googlenet-inference-b1-tf32.json"]
+    assert not (tmp_path / "gemm.json").exists()
+    assert "ran googlenet-inference-b1-tf32" in (tmp_path / "log.txt").read_text()

@@ -73,11 +73,12 @@ def test_cli_prints_the_network_table(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_committed_network_runs_within_tolerance() -> None:
-    """Issue 7's targets: serial within 10 %, multi-stream speedup within 0.1 of measured."""
+    """Issue 19's targets for the device campaign: serial step time within 15 % (issue 7 had
+    asked 10 % before any data existed), multi-stream speedup within 0.1 of measured."""
     found = find_network_data()
     if not found:
         pytest.skip("no network timings committed under sim/measure/data/netbench yet")
     for report in validate_networks():
         for c in report.comparisons:
-            assert abs(c.serial_error) <= 0.10, c.to_dict()
+            assert abs(c.serial_error) <= 0.15, c.to_dict()
             assert abs(c.speedup_error) <= 0.10, c.to_dict()

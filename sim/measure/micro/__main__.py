@@ -1,4 +1,4 @@
-"""``python -m sim.measure.micro``: run device campaign 1 (see README.md)."""
+"""``python -m sim.measure.micro``: the device campaign (see README.md)."""
 
 import sys
 

@@ -12,6 +12,10 @@ of the run, so measured and simulated timelines can be aligned on their first bl
 * the most blocks resident at once on one SM and on the whole GPU (measured occupancy);
 * wave start times: block starts clustered where a gap exceeds half a block duration.
 
+For cases of several kernels, :func:`co_residency` says how blocks of different kernels
+shared SMs: the ground truth of SM-throughput sharing is which blocks sat together on one SM
+for how long, and how much slower they ran for it.
+
 Pure numpy; no CUDA. Tests feed it synthetic logs.
 """
 
@@ -131,6 +135,89 @@ def summarize_kernel(log: BlockLog, t0_ns: int) -> dict[str, Any]:
         "wave_starts_s": [rel(t) for t in firsts],
         "wave_sizes": sizes,
     }
+
+
+def _merged(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The union of intervals ``[start, end)`` as disjoint sorted intervals."""
+    if start.size == 0:
+        return start, end
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], np.maximum.accumulate(end[order])
+    # A new merged interval starts where a start lies beyond every end before it.
+    new = np.concatenate([[True], s[1:] > e[:-1]])
+    firsts = np.flatnonzero(new)
+    lasts = np.concatenate([firsts[1:], [s.size]]) - 1
+    return s[firsts], e[lasts]
+
+
+def _covered(start: np.ndarray, end: np.ndarray, seg_start: np.ndarray,
+             seg_end: np.ndarray) -> np.ndarray:
+    """For each interval ``[start_i, end_i)``, how long disjoint segments cover it."""
+    if seg_start.size == 0:
+        return np.zeros(start.size, dtype=np.int64)
+    lo = np.maximum.outer(start, seg_start)
+    hi = np.minimum.outer(end, seg_end)
+    return np.clip(hi - lo, 0, None).sum(axis=1)
+
+
+def co_residency(logs: Mapping[str, BlockLog]) -> dict[str, dict[str, Any]]:
+    """How each kernel's blocks shared their SMs with blocks of the other kernels.
+
+    Per block: the time at least one block of another kernel was on its SM (its *shared*
+    time), and the time-weighted mean number of other-kernel and own-kernel blocks beside it.
+    Per kernel:
+
+    * ``shared_blocks``: blocks that shared their SM for at least half their duration;
+    * ``shared_fraction``: mean over blocks of shared time / duration;
+    * ``mean_other_blocks``, ``mean_own_blocks``: blocks of other kernels, and other blocks
+      of this kernel, beside one of its blocks, averaged over its blocks' time;
+    * ``block_time_shared_s``, ``block_time_unshared_s``: median/min/max duration of the
+      blocks that did and did not share (``None`` where there are none): how much sharing
+      slowed them.
+    """
+    names = list(logs)
+    kernel = np.concatenate([np.full(logs[n].blocks, i) for i, n in enumerate(names)])
+    start = np.concatenate([logs[n].start_ns for n in names])
+    end = np.concatenate([logs[n].end_ns for n in names])
+    sm = np.concatenate([logs[n].sm for n in names])
+    shared = np.zeros(start.size, dtype=np.int64)
+    other_time = np.zeros(start.size, dtype=np.int64)
+    own_time = np.zeros(start.size, dtype=np.int64)
+    for s in np.unique(sm):
+        idx = np.flatnonzero(sm == s)
+        overlap = np.clip(np.minimum.outer(end[idx], end[idx])
+                          - np.maximum.outer(start[idx], start[idx]), 0, None)
+        np.fill_diagonal(overlap, 0)
+        same = kernel[idx][:, None] == kernel[idx][None, :]
+        own_time[idx] = np.where(same, overlap, 0).sum(axis=1)
+        other_time[idx] = np.where(same, 0, overlap).sum(axis=1)
+        for k in np.unique(kernel[idx]):
+            mine, others = idx[kernel[idx] == k], idx[kernel[idx] != k]
+            seg_start, seg_end = _merged(start[others], end[others])
+            shared[mine] = _covered(start[mine], end[mine], seg_start, seg_end)
+    duration = np.maximum(end - start, 1)
+    out: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(names):
+        sel = kernel == i
+        fraction = shared[sel] / duration[sel]
+        is_shared = fraction >= 0.5
+        dur = (end - start)[sel]
+
+        def stats(values: np.ndarray) -> dict[str, float] | None:
+            if values.size == 0:
+                return None
+            return {"median": seconds(float(np.median(values))),
+                    "min": seconds(values.min()), "max": seconds(values.max())}
+
+        out[name] = {
+            "shared_blocks": int(is_shared.sum()),
+            "shared_fraction": round(float(fraction.mean()), 6),
+            "mean_other_blocks": round(float(other_time[sel].sum() / duration[sel].sum()), 6),
+            "mean_own_blocks": round(float(own_time[sel].sum() / duration[sel].sum()), 6),
+            "block_time_shared_s": stats(dur[is_shared]),
+            "block_time_unshared_s": stats(dur[~is_shared]),
+        }
+    return out
 
 
 def summarize_run(logs: Mapping[str, BlockLog]) -> dict[str, Any]:

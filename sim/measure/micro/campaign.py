@@ -1,19 +1,28 @@
-"""Device campaign 1: run every experiment and write one JSON file per experiment.
+"""The device campaign: every step of one pass, within its time budget, into ``$OUT``.
 
-``python -m sim.measure.micro run [--quick] --out DIR`` (or ``gpusim calibrate micro``)
-runs, in order, each experiment of :data:`sim.measure.micro.schema.EXPERIMENTS` within its
-time budget and writes ``DIR/<gpu>/<experiment>.json``. The queue experiment needs
-``CUDA_DEVICE_MAX_CONNECTIONS`` set before CUDA starts, so it runs one fresh child process
-per setting (``queues-child``) and merges their cases. ``plan`` is a dry run without a GPU:
-it lists the cases the plans make for a preset GPU, sized with the project's occupancy
-calculator, and estimates their time.
+``python -m sim.measure.micro run [--quick] --out DIR`` (on the device through
+``scripts/device_campaign.sh``; also ``gpusim calibrate micro run``) runs the steps of
+:mod:`sim.measure.micro.steps` in value order: the block-level experiments in this process
+with CuPy (the queue experiment in one fresh child per ``CUDA_DEVICE_MAX_CONNECTIONS``
+setting, which must be set before CUDA starts), then the networks in a PyTorch child
+(:mod:`sim.measure.netbench`). It writes under DIR, within the device tool's return limits
+(:mod:`sim.measure.micro.packing`):
 
-This module never imports the engine (``sim``): the device has no SimPy.
+* ``micro.tar.gz``: ``<gpu>/<experiment>.json`` per block-level experiment and
+  ``<gpu>/blocks.npz`` (per-block logs of the contention and bandwidth cases), rewritten
+  after every experiment;
+* ``netbench_runs.json``, ``calibration.tar.gz``, ``log.txt``: the networks step's output;
+* ``campaign.json``: per step what ran, what was skipped and why, budgets and seconds used.
+
+``plan`` is a dry run without a GPU (:func:`sim.measure.micro.steps.dry_run`).
+
+This module never imports the engine (``sim.engine``): the device has no SimPy.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -22,7 +31,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +40,24 @@ import numpy as np
 from gpu_models.errors import GpusimError
 from gpu_models.occupancy import occupancy
 from gpu_models.presets import DEFAULT_GPU, load_gpu
-from gpu_models.units import NS_PER_S, US_PER_S
-from sim.measure.micro import plans, provenance
+from gpu_models.units import KILO, US_PER_S
+from sim.measure.micro import packing, plans, provenance, steps
 from sim.measure.micro.schema import EXPERIMENTS, FORMAT, check_result, result_path
 
-#: Seconds each experiment may start new cases for: (quick, full). A case in progress
-#: finishes; the sums stay under 2 and 8 minutes with room for start-up and compilation.
-BUDGETS_S: dict[str, tuple[float, float]] = {
-    "occupancy": (15.0, 80.0),
-    "waves": (10.0, 60.0),
-    "concurrency": (10.0, 50.0),
-    "bandwidth": (10.0, 50.0),
-    "queues": (24.0, 100.0),  # split between the child processes
-    "launch_overhead": (8.0, 30.0),
-}
 #: Committed files stay well under this; a bigger one is reported.
 MAX_FILE_B = 1_000_000
+#: Experiments whose per-block logs always go into ``<gpu>/blocks.npz`` (the ground truth of
+#: SM sharing and memory parallelism); ``--raw`` adds the other timeline experiments.
+RAW_EXPERIMENTS: tuple[str, ...] = ("contention", "bandwidth")
+#: Source files whose hash goes into the provenance (the data say which code measured them).
+_SOURCES: tuple[str, ...] = ("kernels.cu", "plans.py", "harness.py", "blocklog.py")
 #: Where experiments put per-block logs when asked to keep them (None: not kept).
 RawLogs = dict[str, Any] | None
+
+
+def _clock() -> float:
+    """Seconds on a monotonic clock: every budget and deadline of a pass reads this one."""
+    return time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,7 @@ def _timeline(gpu: Any, cases: Sequence[plans.CasePlan], deadline: float,
 
     done, truncated = [], False
     for case in cases:
-        if time.monotonic() > deadline:
+        if _clock() > deadline:
             truncated = True
             break
         done.append(run_timeline_case(gpu, case, raw))
@@ -127,13 +136,27 @@ def exp_occupancy(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outco
     shapes = plans.occupancy_shapes(quick, gpu.smem_optin_B)
     done, truncated = [], False
     for shape in shapes:
-        if time.monotonic() > deadline:
+        if _clock() > deadline:
             truncated = True
             break
         done.append(run_occupancy_shape(gpu, shape))
     return Outcome({"spin_ns": plans.OCCUPANCY_SPIN_NS, "planned_shapes": len(shapes),
                     "occupancy_api": gpu.api_used.get("occupancy", ""),
                     "carveout_preference_percent": 100}, done, truncated)
+
+
+def exp_contention(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outcome:
+    outcome = _timeline(gpu, plans.contention_plan(gpu.sm_count, gpu.slots, quick,
+                                                   gpu.clock_hz,
+                                                   smem_per_sm_B=gpu.smem_per_sm_B),
+                        deadline, raw)
+    outcome.parameters.update({
+        "gate_ns": plans.CONTENTION_GATE_NS, "fma_target_ns": plans.FMA_TARGET_NS,
+        "fma_unroll": plans.FMA_UNROLL, "fma_mul": plans.FMA_MUL, "fma_add": plans.FMA_ADD,
+        "fma_latency_cycles_planned": plans.FMA_LATENCY_CYCLES, "clock_hz": gpu.clock_hz,
+        "stream_elems_per_thread": plans.STREAM_ELEMS_PER_THREAD,
+        "bytes_per_elem": plans.BYTES_PER_ELEM})
+    return outcome
 
 
 def exp_waves(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outcome:
@@ -146,10 +169,13 @@ def exp_concurrency(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Out
 
 
 def exp_bandwidth(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outcome:
-    outcome = _timeline(gpu, plans.bandwidth_plan(gpu.sm_count, gpu.slots, quick), deadline,
-                        raw)
-    outcome.parameters["elems_per_block"] = plans.STREAM_ELEMS_PER_BLOCK
-    outcome.parameters["bytes_per_elem"] = plans.BYTES_PER_ELEM
+    outcome = _timeline(gpu, plans.bandwidth_plan(gpu.sm_count, gpu.slots, quick,
+                                                  smem_per_sm_B=gpu.smem_per_sm_B),
+                        deadline, raw)
+    outcome.parameters.update({
+        "elems_per_block": plans.STREAM_ELEMS_PER_BLOCK, "bytes_per_elem": plans.BYTES_PER_ELEM,
+        "stream_elems_per_thread": plans.STREAM_ELEMS_PER_THREAD,
+        "spoiler_smem_B": plans.pair_spoiler_B(gpu.smem_per_sm_B)})
     return outcome
 
 
@@ -184,7 +210,7 @@ def queues_child(connections: int, quick: bool, budget_s: float, out: Path,
                           "in its environment before CUDA starts")
     gpu = Gpu(cupy)
     outcome = _timeline(gpu, plans.queues_plan(connections, quick),
-                        time.monotonic() + budget_s, None)
+                        _clock() + budget_s, None)
     out.write_text(json.dumps({"provenance": provenance.collect(argv, script),
                                "cases": outcome.cases, "truncated": outcome.truncated}),
                    encoding="utf-8")
@@ -199,14 +225,14 @@ def exp_queues(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outcome:
     truncated = False
     settings = plans.QUEUE_CONNECTIONS
     for i, connections in enumerate(settings):
-        budget = max(1.0, (deadline - time.monotonic()) / (len(settings) - i))
+        budget = max(1.0, (deadline - _clock()) / (len(settings) - i))
         with tempfile.TemporaryDirectory() as tmp:
             part = Path(tmp) / "part.json"
             cmd = [sys.executable, "-m", "sim.measure.micro", "queues-child",
                    "--connections", str(connections), "--budget-s", f"{budget:.1f}",
                    "--out", str(part)] + (["--quick"] if quick else [])
             env = {**os.environ, "CUDA_DEVICE_MAX_CONNECTIONS": str(connections)}
-            subprocess.run(cmd, env=env, check=True, timeout=budget + 120)
+            subprocess.run(cmd, env=env, check=True, timeout=budget + steps.GRACE_S)
             data = json.loads(part.read_text(encoding="utf-8"))
         cases.extend(data["cases"])
         truncated = truncated or data["truncated"]
@@ -218,57 +244,243 @@ def exp_queues(gpu: Any, quick: bool, deadline: float, raw: RawLogs) -> Outcome:
 
 
 EXPERIMENT_FUNCS: dict[str, Callable[[Any, bool, float, RawLogs], Outcome]] = {
-    "occupancy": exp_occupancy,
+    "contention": exp_contention,
     "waves": exp_waves,
     "concurrency": exp_concurrency,
-    "bandwidth": exp_bandwidth,
     "queues": exp_queues,
+    "bandwidth": exp_bandwidth,
+    "occupancy": exp_occupancy,
     "launch_overhead": exp_launch_overhead,
 }
 
 
+@dataclass
+class StepRecord:
+    """What one step of a pass did (``campaign.json`` and the summary table)."""
+
+    step: str
+    part: int
+    budget_s: float
+    status: str = "pending"  # ran, truncated, skipped, failed, timeout
+    cases: int = 0
+    started_s: float = 0.0
+    used_s: float = 0.0
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """How the networks step runs its child (``--net-*``; tests run it on the CPU, small)."""
+
+    device: str = "cuda"
+    reps: int | None = None
+    warmup: int | None = None
+    max_batch: int | None = None
+    resolution: int | None = None
+
+
+@dataclass
+class _Pass:
+    """The state of one pass: where it writes, its clock, and what each step did."""
+
+    out_root: Path
+    quick: bool
+    limit_s: float
+    argv: list[str]
+    started: float = field(default_factory=lambda: _clock())  # late-bound: tests set _clock
+    records: list[StepRecord] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def elapsed(self) -> float:
+        return _clock() - self.started
+
+    def left(self) -> float:
+        return self.limit_s - steps.RESERVE_S - self.elapsed()
+
+    def write_summary(self) -> None:
+        doc = {"format": "gpusim-campaign/1", "quick": self.quick, "limit_s": self.limit_s,
+               "elapsed_s": round(self.elapsed(), 1), "argv": self.argv,
+               "provenance": self.provenance,
+               "steps": [asdict(r) for r in self.records]}
+        path = self.out_root / "campaign.json"
+        tmp = path.with_name(".campaign.json.tmp")
+        tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def sources_sha256() -> dict[str, str]:
+    """SHA-256 of the measuring code's sources, for the provenance."""
+    here = Path(__file__).parent
+    return {name: hashlib.sha256((here / name).read_bytes()).hexdigest() for name in _SOURCES}
+
+
+def _gpu_state() -> str:
+    smi = provenance.nvidia_smi(["clocks.sm", "clocks.mem", "temperature.gpu", "power.draw"])
+    return ", ".join(f"{k}={v}" for k, v in smi.items()) or "nvidia-smi gave nothing"
+
+
+def _run_experiments(run: _Pass, chosen: Sequence[str], argv: Sequence[str], script: str,
+                     keep_raw: bool) -> None:
+    """The block-level steps, in this process with CuPy; results packed after each."""
+    records = {r.step: r for r in run.records}
+    try:
+        cupy = _import_cupy()
+        from sim.measure.micro.harness import Gpu, selfcheck
+
+        gpu = Gpu(cupy)
+        prov = provenance.collect(argv, script)
+        prov["sources_sha256"] = sources_sha256()
+        key = provenance.gpu_key(prov["gpu_name"])
+        print(f"GPU {prov['gpu_name']!r} ({gpu.sm_count} SMs) -> data key {key!r}; "
+              f"driver {prov['driver_version']}, CuPy {prov['cupy_version']}", flush=True)
+        prov["selfcheck"] = selfcheck(gpu)
+        print(f"selfcheck: {prov['selfcheck']}", flush=True)
+    except Exception as exc:  # no CuPy, no GPU, a broken harness: the networks still run
+        traceback.print_exc()
+        for name in chosen:
+            records[name].status = "failed"
+            records[name].note = f"set-up: {type(exc).__name__}: {exc}"
+        return
+    run.provenance.update({k: prov[k] for k in ("gpu_name", "driver_version", "cupy_version",
+                                                 "nvrtc_version", "cuda_runtime_version",
+                                                 "date_utc", "sources_sha256")})
+    with tempfile.TemporaryDirectory() as staging_dir:
+        staging = Path(staging_dir)
+        raw: dict[str, Any] = {}
+        for name in chosen:
+            run.write_summary()  # what the steps so far did, should the pass be cut off here
+            record = records[name]
+            budget = min(record.budget_s, run.left())
+            if run.left() < steps.MIN_START_S:
+                record.status = "skipped"
+                record.note = f"{run.left():.0f} s left before the pass limit"
+                print(f"[{name}] skipped: {record.note}", flush=True)
+                continue
+            started = _clock()
+            record.started_s = round(run.elapsed(), 1)
+            print(f"[{name}] part {record.part}, budget {budget:.0f} s "
+                  f"(at {run.elapsed():.0f} s of {run.limit_s:.0f} s)", flush=True)
+            part_raw: dict[str, Any] | None = {} if keep_raw or name in RAW_EXPERIMENTS \
+                else None
+            try:
+                outcome = EXPERIMENT_FUNCS[name](gpu, run.quick, started + budget, part_raw)
+                write_document(document(name, key, prov, outcome, run.quick), staging)
+            except Exception as exc:
+                traceback.print_exc()
+                record.status, record.note = "failed", f"{type(exc).__name__}: {exc}"
+                print(f"[{name}] FAILED: {record.note}", flush=True)
+                continue
+            finally:
+                record.used_s = round(_clock() - started, 1)
+                gpu.free_memory()
+            record.status = "truncated" if outcome.truncated else "ran"
+            record.cases = len(outcome.cases)
+            raw.update({f"{name}/{k}": v for k, v in (part_raw or {}).items()})
+            if raw:
+                np.savez_compressed(staging / key / "blocks.npz", **raw)
+            size = packing.pack_folder(staging, run.out_root / packing.MICRO_ARCHIVE)
+            print(f"[{name}] {record.cases} cases{' (truncated)' if outcome.truncated else ''} "
+                  f"in {record.used_s:.1f} s -> {packing.MICRO_ARCHIVE} "
+                  f"({size / KILO:.0f} kB); GPU {_gpu_state()}", flush=True)
+            if name == "occupancy":
+                _print_occupancy_check(outcome.cases, key)
+
+
+def _run_networks(run: _Pass, record: StepRecord, net: NetworkOptions) -> None:
+    """The networks step: campaign 2's driver in a PyTorch child writing into the output
+    folder; stopped if it runs past its budget by more than the grace."""
+    budget = min(record.budget_s, run.left())
+    if run.left() < steps.MIN_START_S:
+        record.status, record.note = "skipped", f"{run.left():.0f} s left before the pass limit"
+        print(f"[networks] skipped: {record.note}", flush=True)
+        return
+    settings = steps.NETWORK_SETTINGS[0 if run.quick else 1]
+    cmd = [sys.executable, "-m", "sim.measure.netbench", "--out", str(run.out_root),
+           "--device", net.device, "--networks", *settings.networks,
+           "--precisions", *settings.precisions, "--phases", *settings.phases,
+           "--batches", *map(str, settings.batches),
+           "--reps", str(net.reps or settings.reps),
+           "--warmup", str(settings.warmup if net.warmup is None else net.warmup),
+           "--budget-s", f"{budget:.0f}", "--no-gemm"]
+    if net.max_batch is not None:
+        cmd += ["--max-batch", str(net.max_batch)]
+    if net.resolution is not None:
+        cmd += ["--resolution", str(net.resolution)]
+    record.started_s = round(run.elapsed(), 1)
+    print(f"[networks] part {record.part}, budget {budget:.0f} s "
+          f"(at {run.elapsed():.0f} s of {run.limit_s:.0f} s): {' '.join(cmd[1:])}", flush=True)
+    started = _clock()
+    timeout = max(1.0, min(budget + steps.GRACE_S, run.left()))
+    try:
+        result = subprocess.run(cmd, check=False, timeout=timeout)
+        record.status = "ran" if result.returncode == 0 else "failed"
+        if result.returncode:
+            record.note = f"exit {result.returncode}"
+    except subprocess.TimeoutExpired:
+        record.status = "timeout"
+        record.note = f"stopped after {timeout:.0f} s; configurations finished before are kept"
+    record.used_s = round(_clock() - started, 1)
+    runs_path = run.out_root / "netbench_runs.json"
+    if runs_path.is_file():
+        runs = json.loads(runs_path.read_text(encoding="utf-8"))
+        record.cases = len(runs["runs"])
+        # torch, cuDNN and CUDA as the networks saw them, beside the block-level provenance.
+        net_prov = runs.get("provenance", {})
+        run.provenance["networks"] = {k: net_prov.get(k) for k in ("gpu_name", "driver", "cuda",
+                                                                   "libraries", "date")}
+    log_path = run.out_root / "log.txt"
+    if log_path.is_file():  # configurations the child could not measure, with why in log.txt
+        lines = log_path.read_text(encoding="utf-8").splitlines()
+        lost = {w: sum(line.startswith(f"{w} ") for line in lines) for w in ("failed", "skipped")}
+        lost_text = ", ".join(f"{n} {w}" for w, n in lost.items() if n)
+        if lost_text:
+            record.note = "; ".join(filter(None, [record.note, f"{lost_text} (log.txt)"]))
+    print(f"[networks] {record.status}: {record.cases} configurations in {record.used_s:.1f} s"
+          f"{'; ' + record.note if record.note else ''}; GPU {_gpu_state()}", flush=True)
+
+
 def run_campaign(out_root: Path, quick: bool, only: Sequence[str], argv: Sequence[str],
-                 script: str, keep_raw: bool = False) -> int:
-    """Run the chosen experiments on GPU 0 and write their files; returns an exit code."""
+                 script: str, keep_raw: bool = False, max_s: float | None = None,
+                 net: NetworkOptions | None = None) -> int:
+    """Run one pass (the chosen steps, in run order) and write its files under ``out_root``;
+    returns 0 when every step ran, 1 when one failed or the output would not come back."""
     if "CUDA_DEVICE_MAX_CONNECTIONS" in os.environ:
         raise GpusimError("unset CUDA_DEVICE_MAX_CONNECTIONS: the campaign sets it per "
                           "queue experiment child, and the other experiments use the default")
-    cupy = _import_cupy()
-    from sim.measure.micro.harness import Gpu, selfcheck
+    out_root.mkdir(parents=True, exist_ok=True)
+    run = _Pass(out_root, quick, steps.limit_s(quick, max_s), list(argv))
+    chosen = [s for s in steps.RUN_ORDER if not only or s in only]
+    run.records = [StepRecord(s, steps.PART[s], round(steps.budget_s(s, quick, max_s), 1))
+                   for s in chosen]
+    print(f"== device campaign, {'quick' if quick else 'full'} pass: steps {', '.join(chosen)};"
+          f" limit {run.limit_s:.0f} s", flush=True)
+    experiments = [s for s in chosen if s in EXPERIMENTS]
+    if experiments:
+        _run_experiments(run, experiments, argv, script, keep_raw)
+    if "networks" in chosen:
+        _run_networks(run, run.records[-1], net or NetworkOptions())
+    run.write_summary()
+    return _print_summary(run)
 
-    chosen = list(only) or list(EXPERIMENTS)
-    gpu = Gpu(cupy)
-    prov = provenance.collect(argv, script)
-    key = provenance.gpu_key(prov["gpu_name"])
-    print(f"GPU {prov['gpu_name']!r} ({gpu.sm_count} SMs) -> data key {key!r}; "
-          f"driver {prov['driver_version']}, CuPy {prov['cupy_version']}", flush=True)
-    prov["selfcheck"] = selfcheck(gpu)
-    print(f"selfcheck: {prov['selfcheck']}", flush=True)
-    failures = 0
-    raw: dict[str, Any] = {}
-    for name in chosen:
-        budget = BUDGETS_S[name][0 if quick else 1]
-        started = time.monotonic()
-        print(f"[{name}] budget {budget:.0f} s", flush=True)
-        try:
-            outcome = EXPERIMENT_FUNCS[name](gpu, quick, started + budget,
-                                             raw if keep_raw else None)
-            path = write_document(document(name, key, prov, outcome, quick), out_root)
-        except Exception as exc:
-            failures += 1
-            traceback.print_exc()
-            print(f"[{name}] FAILED: {type(exc).__name__}: {exc}", flush=True)
-            continue
-        print(f"[{name}] {len(outcome.cases)} cases{' (truncated)' if outcome.truncated else ''}"
-              f" in {time.monotonic() - started:.1f} s -> {path}", flush=True)
-        if name == "occupancy":
-            _print_occupancy_check(outcome.cases, key)
-    if keep_raw and raw:
-        # One file for all experiments: the device tool returns at most 8 files.
-        raw_path = out_root / key / "raw_blocklogs.npz"
-        np.savez_compressed(raw_path, **raw)
-        print(f"raw block logs of {len(raw)} kernels -> {raw_path} (not for committing)")
-    return 1 if failures else 0
+
+def _print_summary(run: _Pass) -> int:
+    """The closing table (the device tool's reply shows the end of the output) and the
+    return-limit check; the exit code of the pass."""
+    print(f"== summary ({'quick' if run.quick else 'full'} pass): {run.elapsed():.0f} s of "
+          f"{run.limit_s:.0f} s", flush=True)
+    print(f"  {'part':4s} {'step':16s} {'status':9s} {'cases':>5s} {'budget_s':>8s} "
+          f"{'used_s':>7s}  note")
+    for r in run.records:
+        print(f"  {r.part:<4d} {r.step:16s} {r.status:9s} {r.cases:5d} {r.budget_s:8.0f} "
+              f"{r.used_s:7.1f}  {r.note}")
+    for f in packing.listing(run.out_root):
+        print(f"  {f.size_B:10d} B  {f.path}")
+    problems = packing.return_problems(run.out_root)
+    print("  return limits: " + ("; ".join(problems) if problems else
+                                 f"ok ({packing.MAX_FILES} files, "
+                                 f"{packing.MAX_FILE_B // 2**20} MiB each at most)"), flush=True)
+    failed = [r for r in run.records if r.status in ("failed", "timeout", "pending")]
+    return 1 if failed or problems else 0
 
 
 def _print_occupancy_check(cases: Sequence[dict[str, Any]], key: str) -> None:
@@ -287,69 +499,35 @@ def _print_occupancy_check(cases: Sequence[dict[str, Any]], key: str) -> None:
           f"resident seen != CUDA API in {seen_diff}", flush=True)
 
 
-# ---------------------------------------------------------------------- dry run
-def _calculator_slots(gpu_name: str) -> tuple[int, Callable[[plans.Shape], int], float]:
-    spec = load_gpu(gpu_name)
-
-    def slots(shape: plans.Shape) -> int:
-        regs = plans.PTXAS_REGS_SM90[(shape.kernel, shape.variant)]
-        return max(1, occupancy(spec, shape.threads, regs, shape.smem_dynamic_B).blocks_per_sm)
-
-    return spec.sm_count, slots, spec.dram_bw_Bps
-
-
-def dry_run(gpu_name: str, quick: bool) -> dict[str, Any]:
-    """Cases each experiment would run on preset ``gpu_name`` and a rough time estimate
-    (sized with the project's calculator and ptxas register counts, not the device)."""
-    sm_count, slots, bw = _calculator_slots(gpu_name)
-    spec = load_gpu(gpu_name)
-    experiments: dict[str, Any] = {}
-    timeline = {
-        "waves": plans.waves_plan(sm_count, slots, quick),
-        "concurrency": plans.concurrency_plan(sm_count, slots, quick),
-        "bandwidth": plans.bandwidth_plan(sm_count, slots, quick),
-        "queues": [c for n in plans.QUEUE_CONNECTIONS for c in plans.queues_plan(n, quick)],
-    }
-    shapes = plans.occupancy_shapes(quick, spec.max_smem_per_block_B)
-    # Two launches per shape of at most two waves, plus a few ms of host work each.
-    per_shape_s = 2 * (2 * plans.OCCUPANCY_SPIN_NS / NS_PER_S + 3e-3)
-    experiments["occupancy"] = {"cases": len(shapes), "estimate_s": len(shapes) * per_shape_s}
-    for name, cases in timeline.items():
-        experiments[name] = {
-            "cases": len(cases),
-            "launches": sum(len(c.kernels) for c in cases),
-            "estimate_s": sum(plans.estimate_case_s(c, sm_count, slots, bw) for c in cases),
-            "case_names": [c.name for c in cases],
-        }
-    lp = plans.launch_plan(quick)
-    experiments["launch_overhead"] = {
-        "cases": 4, "estimate_s": (lp.repeats + 1) * (lp.host_launches * 10e-6
-                                                      + 3 * lp.device_launches * 60e-6)}
-    for name, info in experiments.items():
-        info["budget_s"] = BUDGETS_S[name][0 if quick else 1]
-    return {"gpu": gpu_name, "quick": quick, "sm_count": sm_count,
-            "experiments": experiments,
-            "budget_total_s": sum(b[0 if quick else 1] for b in BUDGETS_S.values())}
-
-
 # ---------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The campaign's sub-commands, for ``python -m sim.measure.micro`` and
     ``gpusim calibrate micro``."""
     sub = parser.add_subparsers(dest="micro_command", metavar="ACTION", required=True)
-    run = sub.add_parser("run", help="run the campaign on GPU 0 (needs CuPy and a GPU)")
+    run = sub.add_parser("run", help="run a pass of the campaign on GPU 0 (needs CuPy, a GPU "
+                         "and, for the networks step, PyTorch)")
     run.add_argument("--quick", action="store_true", help="short pass (under 2 minutes)")
     run.add_argument("--out", type=Path, required=True,
-                     help="folder for <gpu>/<experiment>.json")
-    run.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=[],
-                     help="run only these experiments")
+                     help="folder for micro.tar.gz, the networks' files and campaign.json")
+    run.add_argument("--only", nargs="+", choices=steps.RUN_ORDER, default=[],
+                     help="run only these steps")
     run.add_argument("--raw", action="store_true",
-                     help="also write <gpu>/raw_blocklogs.npz: the per-block logs of every "
-                     "timeline case's committed repeat (large; not for committing)")
+                     help="keep the per-block logs of every timeline case in blocks.npz, "
+                     "not only those of contention and bandwidth")
+    run.add_argument("--max-s", type=float, default=None,
+                     help="wall-clock limit of the pass (default 120 s quick, 480 s full); "
+                     "every step's budget scales with it")
+    run.add_argument("--net-device", choices=("cuda", "cpu"), default="cuda",
+                     help="device of the networks step (cpu: a smoke test of the driver)")
+    run.add_argument("--net-reps", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--net-warmup", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--net-max-batch", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--net-resolution", type=int, default=None, help=argparse.SUPPRESS)
     run.set_defaults(micro_func=_cmd_run)
-    plan = sub.add_parser("plan", help="dry run without a GPU: cases and time estimates")
+    plan = sub.add_parser("plan", help="dry run without a GPU: every case and time estimates")
     plan.add_argument("--quick", action="store_true")
     plan.add_argument("--gpu", default=DEFAULT_GPU, help="preset to size the plans for")
+    plan.add_argument("--summary", action="store_true", help="one line per step, no cases")
     plan.add_argument("--json", action="store_true", help="print JSON")
     plan.set_defaults(micro_func=_cmd_plan)
     child = sub.add_parser("queues-child", help=argparse.SUPPRESS)
@@ -361,21 +539,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str], script: str) -> int:
-    return run_campaign(args.out, args.quick, args.only, argv, script, args.raw)
+    net = NetworkOptions(args.net_device, args.net_reps, args.net_warmup, args.net_max_batch,
+                         args.net_resolution)
+    return run_campaign(args.out, args.quick, args.only, argv, script, args.raw, args.max_s,
+                        net)
 
 
 def _cmd_plan(args: argparse.Namespace, argv: Sequence[str], script: str) -> int:
     del argv, script
-    result = dry_run(args.gpu, args.quick)
+    result = steps.dry_run(args.gpu, args.quick)
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
-    print(f"campaign 1 on {result['gpu']} ({result['sm_count']} SMs), "
-          f"{'quick' if result['quick'] else 'full'} pass; sized with the calculator")
-    for name, info in result["experiments"].items():
-        print(f"  {name:16s} {info['cases']:4d} cases  estimate {info['estimate_s']:6.1f} s  "
-              f"budget {info['budget_s']:5.0f} s")
-    print(f"  total budget {result['budget_total_s']:.0f} s")
+    else:
+        print(steps.format_dry_run(result, cases=not args.summary))
     return 0
 
 
@@ -394,8 +570,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sim.measure.micro``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m sim.measure.micro",
-                                     description="Device campaign 1: block scheduling, "
-                                     "concurrency and bandwidth microbenchmarks (CuPy)")
+                                     description="The device campaign: SM contention, block "
+                                     "scheduling, bandwidth and launch microbenchmarks (CuPy), "
+                                     "then network runs (PyTorch)")
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

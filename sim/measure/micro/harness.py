@@ -29,6 +29,7 @@ import numpy as np
 from gpu_models.errors import GpusimError
 from sim.measure.micro.blocklog import (
     BlockLog,
+    co_residency,
     describe,
     observed_tick_ns,
     representative,
@@ -36,6 +37,9 @@ from sim.measure.micro.blocklog import (
     summarize_run,
 )
 from sim.measure.micro.plans import (
+    FMA_ADD,
+    FMA_ILPS,
+    FMA_MUL,
     OCCUPANCY_SPIN_NS,
     VARIANTS,
     CasePlan,
@@ -44,12 +48,19 @@ from sim.measure.micro.plans import (
     Shape,
     compile_options,
 )
+from sim.measure.micro.provenance import with_attributes
 from sim.measure.micro.schema import timeline_case
 
 KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
-_FUNCTION_NAMES = {"spin": "spin_kernel", "stream": "stream_kernel", "empty": "empty_kernel"}
-#: Threads of the one-block helper kernels (gate, launch chain).
+#: Entry points of kernels.cu by Shape.function (and "empty").
+FUNCTION_NAMES: dict[str, str] = {
+    "spin": "spin_kernel", "sleep": "sleep_kernel", "stream": "stream_kernel",
+    "empty": "empty_kernel", **{f"fma_ilp{n}": f"fma_ilp{n}" for n in FMA_ILPS},
+}
+#: Threads of the one-block helper kernels (gate, launch chain, self-check).
 _SMALL_BLOCK = 32
+#: Chain steps of the self-check's FMA block (about 4 us at 4 cycles a step).
+_SELFCHECK_FMA_ITERS = 4096
 #: CUfunction_attribute values from cuda.h, used where CuPy does not export the names.
 _FUNC_ATTRS = {"SHARED_SIZE_BYTES": 1, "LOCAL_SIZE_BYTES": 3, "NUM_REGS": 4,
                "MAX_DYNAMIC_SHARED_SIZE_BYTES": 8, "PREFERRED_SHARED_MEMORY_CARVEOUT": 9}
@@ -70,9 +81,13 @@ class Gpu:
     def __init__(self, cp: Any) -> None:
         self.cp = cp
         runtime = cp.cuda.runtime
-        props = runtime.getDeviceProperties(0)
+        props = with_attributes(runtime.getDeviceProperties(0), runtime)
         self.sm_count = int(props["multiProcessorCount"])
         self.smem_optin_B = int(props["sharedMemPerBlockOptin"])
+        self.smem_per_sm_B = int(props["sharedMemPerMultiprocessor"])
+        # The SM clock in kHz (the boost clock); plans size FMA loops by it. Without it
+        # (neither the property nor the attribute answered) a low guess: longer blocks.
+        self.clock_hz = float(props.get("clockRate", 0)) * 1e3 or 1.5e9
         least, greatest = runtime.deviceGetStreamPriorityRange()
         self.priorities = {"low": int(least), "high": int(greatest)}
         self._source = KERNEL_SOURCE.read_text(encoding="utf-8")
@@ -82,14 +97,15 @@ class Gpu:
         self.api_used: dict[str, str] = {}
 
     # ------------------------------------------------------------------ kernels
-    def kernel(self, kind: str, variant: str = "base") -> Any:
-        """The compiled kernel ``kind`` (spin/stream/empty) of ``variant``, attributes set."""
-        key = (kind, variant)
+    def kernel(self, function: str, variant: str = "base") -> Any:
+        """The compiled kernel ``function`` (a :attr:`Shape.function`, or ``empty``) of
+        ``variant``, attributes set."""
+        key = (function, variant)
         if key not in self._kernels:
             if variant not in self._modules:
                 self._modules[variant] = self.cp.RawModule(
                     code=self._source, options=compile_options(variant))
-            fn = self._modules[variant].get_function(_FUNCTION_NAMES[kind])
+            fn = self._modules[variant].get_function(FUNCTION_NAMES[function])
             ptr = self.function_ptr(fn)
             drv = self.cp.cuda.driver
             static = drv.funcGetAttribute(self._attr("SHARED_SIZE_BYTES"), ptr)
@@ -116,9 +132,9 @@ class Gpu:
         """A ``CUfunction_attribute`` value: CuPy's constant, else cuda.h's (a stable ABI)."""
         return int(getattr(self.cp.cuda.driver, f"CU_FUNC_ATTRIBUTE_{name}", _FUNC_ATTRS[name]))
 
-    def build_info(self, kind: str, variant: str = "base") -> BuildInfo:
+    def build_info(self, function: str, variant: str = "base") -> BuildInfo:
         """Registers, static shared memory and local memory of a compiled kernel."""
-        ptr = self.function_ptr(self.kernel(kind, variant))
+        ptr = self.function_ptr(self.kernel(function, variant))
         drv = self.cp.cuda.driver
         return BuildInfo(
             regs=int(drv.funcGetAttribute(self._attr("NUM_REGS"), ptr)),
@@ -129,7 +145,7 @@ class Gpu:
     def occupancy_api(self, shape: Shape) -> int:
         """CUDA's ``cuOccupancyMaxActiveBlocksPerMultiprocessor`` for ``shape`` (0 where the
         shape cannot launch)."""
-        ptr = self.function_ptr(self.kernel(shape.kernel, shape.variant))
+        ptr = self.function_ptr(self.kernel(shape.function, shape.variant))
         drv = self.cp.cuda.driver
         if hasattr(drv, "occupancyMaxActiveBlocksPerMultiprocessor"):
             self.api_used["occupancy"] = "cupy: occupancyMaxActiveBlocksPerMultiprocessor"
@@ -162,6 +178,21 @@ class Gpu:
     def spin_args(self, spin_ns: int, log: Any) -> tuple[Any, ...]:
         return (np.uint64(spin_ns), log, np.int32(0), self.sink)
 
+    def kernel_args(self, k: KernelPlan, log: Any) -> tuple[Any, ...]:
+        """Arguments of one launch of ``k`` (allocating a streaming kernel's buffers)."""
+        kind = k.shape.kernel
+        if kind == "spin":
+            return self.spin_args(k.spin_ns, log)
+        if kind == "sleep":
+            return (np.uint64(k.spin_ns), log)
+        if kind == "fma":
+            return (np.uint32(k.iters), np.float32(FMA_MUL), np.float32(FMA_ADD), log,
+                    np.int32(0), self.sink)
+        n = k.grid * k.elems_per_block
+        src = self.cp.ones(4 * n, dtype=self.cp.float32)  # float4 elements
+        dst = self.cp.empty(4 * n, dtype=self.cp.float32)
+        return (src, dst, np.uint64(k.elems_per_block), log)
+
 
 @dataclass
 class _Prepared:
@@ -174,13 +205,18 @@ class _Prepared:
 
 
 def _kernel_record(gpu: Gpu, k: KernelPlan) -> dict[str, Any]:
-    info = gpu.build_info(k.shape.kernel, k.shape.variant)
+    """A launch as committed: its shape with the registers and shared memory the build
+    really has, and its work per block by construction (what a replay needs)."""
+    info = gpu.build_info(k.shape.function, k.shape.variant)
     return {
-        "name": k.name, "stream": k.stream, "kernel": k.shape.kernel, "grid": k.grid,
+        "name": k.name, "stream": k.stream, "kernel": k.shape.kernel,
+        "function": FUNCTION_NAMES[k.shape.function], "grid": k.grid,
         "threads": k.shape.threads, "variant": k.shape.variant, "regs": info.regs,
         "smem_static_B": info.smem_static_B, "smem_dynamic_B": k.shape.smem_dynamic_B,
         "local_B": info.local_B, "spin_ns": k.spin_ns, "elems_per_block": k.elems_per_block,
-        "dram_bytes": k.dram_bytes,
+        "ilp": k.shape.ilp, "iters": k.iters, "flop_per_block": k.flop_per_block,
+        "dram_bytes_per_block": k.dram_bytes_per_block, "dram_bytes": k.dram_bytes,
+        "reference": k.reference, "unimpeded": k.unimpeded,
     }
 
 
@@ -198,15 +234,9 @@ def run_timeline_case(gpu: Gpu, case: CasePlan,
     prepared: list[_Prepared] = []
     for k in case.kernels:
         log = cp.zeros(3 * k.grid, dtype=cp.uint64)
-        if k.shape.kernel == "spin":
-            args = gpu.spin_args(k.spin_ns, log)
-        else:
-            n = k.grid * k.elems_per_block
-            src = cp.ones(4 * n, dtype=cp.float32)  # float4 elements
-            dst = cp.empty(4 * n, dtype=cp.float32)
-            args = (src, dst, np.uint64(k.elems_per_block), log)
-        prepared.append(_Prepared(k, gpu.kernel(k.shape.kernel, k.shape.variant),
-                                  streams[k.stream], args, log, k.shape.smem_dynamic_B))
+        prepared.append(_Prepared(k, gpu.kernel(k.shape.function, k.shape.variant),
+                                  streams[k.stream], gpu.kernel_args(k, log), log,
+                                  k.shape.smem_dynamic_B))
     gate_log = cp.zeros(3, dtype=cp.uint64)
     gate_fn = gpu.kernel("spin")
 
@@ -245,9 +275,13 @@ def run_timeline_case(gpu: Gpu, case: CasePlan,
         all_logs.append(logs)
         host_all.extend(host_s)
         enqueue_all.append(enqueue_s)
+    rep = representative(summaries)
     if raw is not None:
-        for name, log in all_logs[representative(summaries)].items():
+        for name, log in all_logs[rep].items():
             raw[f"{case.name}/{name}"] = np.stack([log.start_ns, log.end_ns, log.sm], axis=1)
+    # How blocks of different kernels shared SMs in the committed repeat (gate left out).
+    kernel_logs = {k.name: all_logs[rep][k.name] for k in case.kernels}
+    sharing = co_residency(kernel_logs) if len(kernel_logs) > 1 else None
     gate = None
     if case.gate_ns:
         gate = _kernel_record(gpu, KernelPlan("gate", case.streams[0].name,
@@ -255,6 +289,7 @@ def run_timeline_case(gpu: Gpu, case: CasePlan,
                                               spin_ns=case.gate_ns))
     return timeline_case(
         name=case.name, note=case.note, gate=gate, connections=case.connections,
+        mechanism=case.mechanism, co_residency=sharing,
         streams=[{"name": s.name, "priority": s.priority,
                   "cuda_priority": gpu.priorities[s.priority]} for s in case.streams],
         kernels=[_kernel_record(gpu, k) for k in case.kernels],
@@ -265,7 +300,7 @@ def run_occupancy_shape(gpu: Gpu, shape: Shape) -> dict[str, Any]:
     """CUDA's occupancy answer for ``shape`` and the residency a spin grid really reached:
     the grid is one block per SM more than the API allows, so a full first wave shows the
     most blocks an SM actually held."""
-    info = gpu.build_info(shape.kernel, shape.variant)
+    info = gpu.build_info(shape.function, shape.variant)
     api = gpu.occupancy_api(shape)
     record: dict[str, Any] = {
         "name": f"t{shape.threads}_{shape.variant}_smem{shape.smem_dynamic_B}",
@@ -278,7 +313,7 @@ def run_occupancy_shape(gpu: Gpu, shape: Shape) -> dict[str, Any]:
         return record
     grid = gpu.sm_count * (api + 1)
     log = gpu.cp.zeros(3 * grid, dtype=gpu.cp.uint64)
-    fn = gpu.kernel(shape.kernel, shape.variant)
+    fn = gpu.kernel(shape.function, shape.variant)
     for _ in range(2):  # the first launch of a variant pays for loading it
         log.fill(0)
         gpu.sync()
@@ -384,8 +419,9 @@ def selfcheck(gpu: Gpu) -> dict[str, Any]:
     :class:`GpusimError` when the logs are not sane, so no device time is spent on a
     broken harness."""
     started = time.perf_counter()
-    regs = {v: gpu.build_info("spin", v).regs for v in VARIANTS}
-    regs["stream"] = gpu.build_info("stream").regs
+    builds = [("spin", v) for v in VARIANTS]
+    builds += [(f, "base") for f in FUNCTION_NAMES if f not in ("spin", "empty")]
+    infos = {f"{f}/{v}": gpu.build_info(f, v) for f, v in builds}
     compile_s = time.perf_counter() - started
     grid = 4 * gpu.sm_count
     spin_ns = 20_000
@@ -400,7 +436,31 @@ def selfcheck(gpu: Gpu) -> dict[str, Any]:
         if ns and np.any(blocks.end_ns - blocks.start_ns < ns):
             raise GpusimError("selfcheck: a spin block ended before its requested duration")
         stamps.append(np.concatenate([blocks.start_ns, blocks.end_ns]))
+    # The other kernels once each, one small block per SM: every block writes its record
+    # (BlockLog raises otherwise), a sleep lasts at least what it was asked, and one FMA
+    # chain step's time shows the FMA latency the plans assume (about 4 cycles).
+    checks = (KernelPlan("sleep", "s0", Shape("sleep", _SMALL_BLOCK), gpu.sm_count,
+                         spin_ns=spin_ns),
+              KernelPlan("fma", "s0", Shape("fma", _SMALL_BLOCK, ilp=1), gpu.sm_count,
+                         iters=_SELFCHECK_FMA_ITERS),
+              KernelPlan("stream", "s0", Shape("stream", _SMALL_BLOCK), gpu.sm_count,
+                         elems_per_block=_SMALL_BLOCK * 64))
+    observed: dict[str, float] = {}
+    for k in checks:
+        log = gpu.cp.zeros(3 * k.grid, dtype=gpu.cp.uint64)
+        gpu.kernel(k.shape.function)((k.grid,), (k.shape.threads,), gpu.kernel_args(k, log))
+        gpu.sync()
+        blocks = BlockLog.from_raw(log.get(), f"selfcheck {k.shape.function}")
+        durations = blocks.end_ns - blocks.start_ns
+        if k.shape.kernel == "sleep" and np.any(durations < k.spin_ns):
+            raise GpusimError("selfcheck: a sleep block ended before its requested duration")
+        observed[f"{k.shape.function}_block_ns_median"] = float(np.median(durations))
+    observed["fma_ilp1_ns_per_step"] = observed["fma_ilp1_block_ns_median"] / _SELFCHECK_FMA_ITERS
     tick = observed_tick_ns(np.concatenate(stamps))
-    return {"regs_per_variant": regs, "compile_s": round(compile_s, 3),
+    return {"regs": {key: info.regs for key, info in infos.items()}, **observed,
+            # Local memory means a spill: the padding or the FMA chains left registers.
+            "local_B_nonzero": {key: info.local_B for key, info in infos.items()
+                                if info.local_B},
+            "compile_s": round(compile_s, 3), "clock_hz": gpu.clock_hz,
             "globaltimer_step_ns_observed": tick,
             "occupancy_api": gpu.api_used.get("occupancy", "")}

@@ -1,4 +1,4 @@
-"""What each experiment of device campaign 1 launches: pure plans, no CUDA.
+"""What each experiment of the device campaign launches: pure plans, no CUDA.
 
 An experiment is a list of *cases*; a case is a set of streams and kernel launches (in host
 order) that run together and are timed together, repeated a few times. Plans are built from
@@ -12,6 +12,16 @@ register-hungry array of ``pad_regs`` floats kept live in the spin loop, capped 
 ``-maxrregcount``. The count the compiler actually chose is read back on the device
 (``num_regs``) and recorded; the names below only say what was asked for (register counts
 seen with nvcc 13.0 for sm_90 are noted as leads, not data).
+
+Four kernels (``kernels.cu``): ``spin`` (polls the global timer: latency-bound), ``sleep``
+(nanosleeps: latency-bound and nearly silent), ``fma`` (FP32 FMAs in ``ilp`` independent
+chains: compute-bound, with a demand on the SM set by warps x ILP) and ``stream`` (copies a
+fixed number of bytes: memory-bound, with a parallelism set by its resident warps).
+
+Every case says which *mechanism* of the execution model it tests (:data:`MECHANISMS`), and
+every kernel of a pair names the case where it ran alone (``reference``) and the case where
+each of its blocks had an SM to itself (``unimpeded``): the replay takes block times from
+those, so what a pair adds is a prediction, not a fit.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gpu_models.errors import GpusimError
-from gpu_models.units import NS_PER_S
+from gpu_models.units import KIB, NS_PER_S
 
 #: Per-block duration of spin kernels in the block-level experiments. Long against launch
 #: overhead (~5 us) and timer resolution (~32 ns to 1 us), short enough that a 5-wave case
@@ -38,6 +48,57 @@ BYTES_PER_ELEM = 32
 GATE_NS = 5_000_000
 #: CUDA_DEVICE_MAX_CONNECTIONS settings of the queue experiment (default 8, maximum 32).
 QUEUE_CONNECTIONS: tuple[int, ...] = (8, 32)
+#: Gate of the contention pairs: long enough to enqueue both kernels, so that both become
+#: ready at the same instant (the gate's end) instead of one launch call apart.
+CONTENTION_GATE_NS = 200_000
+#: Alone time each FMA block is sized for (on the planning model below; measured anyway).
+FMA_TARGET_NS = 100_000
+#: FMA chain steps per loop trip in ``kernels.cu`` (``iters`` is a multiple of it).
+FMA_UNROLL = 16
+#: ILPs compiled into ``kernels.cu`` (one ``fma_ilp<N>`` entry point each).
+FMA_ILPS: tuple[int, ...] = (1, 2, 4, 8)
+#: Planning model of an FMA block, only to size ``iters``: a dependent FP32 FMA waits about
+#: this many cycles, and each of an SM's 4 sub-partitions issues one warp instruction per
+#: cycle, so a step of the ILP chains takes max(latency, warps per sub-partition x ILP)
+#: cycles. The measured alone time is what the replay uses.
+FMA_LATENCY_CYCLES = 4
+SM_SUB_PARTITIONS = 4
+#: ``mul`` and ``add`` of the FMA chains (a fixed point at 10: no overflow, no denormals).
+FMA_MUL = 0.9
+FMA_ADD = 1.0
+#: float4 elements per thread the streaming kernel copies in the contention and occupancy
+#: cases (8 KiB per thread), at least STREAM_ELEMS_PER_BLOCK per block: wide blocks copy
+#: more, so block times stay long against launch costs at any occupancy.
+STREAM_ELEMS_PER_THREAD = 256
+
+def pair_spoiler_B(smem_per_sm_B: int) -> int:
+    """Dynamic shared memory with which 2 blocks fit on an SM and 3 do not, whatever their
+    size (the bandwidth sweep's spoiler, as in gpu-benches' gpu-stream): just under half the
+    SM's shared memory, less the per-block reservation, in whole KiB."""
+    return (smem_per_sm_B // 2 - 2 * KIB) // KIB * KIB
+
+
+def exclusive_spoiler_B(smem_per_sm_B: int) -> int:
+    """Dynamic shared memory with which only 1 block fits on an SM: just over half of it."""
+    return (smem_per_sm_B // 2 + KIB) // KIB * KIB
+
+#: Block sizes of the sweep (resident warps per SM = blocks per SM x threads / 32).
+SWEEP_THREADS_QUICK: tuple[int, ...] = (32, 128, 512, 1024)
+SWEEP_THREADS_FULL: tuple[int, ...] = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+#: Bytes/s one resident warp of the streaming kernel is assumed to move, for time estimates
+#: only (pessimistic; Little's law with one 512 B load in flight per warp and ~700 ns).
+EST_BYTES_PER_S_PER_WARP = 0.5e9
+
+#: What a case tests, and whether the engine models it today (the replay reports every
+#: case; the tests hold the engine only to the mechanisms it has):
+#: ``alone``: one kernel alone, the replay's input for the cases that name it;
+#: ``sm_throughput``: co-resident compute-bound blocks share their SM's FP32 pipe (issue 14);
+#: ``latency``: co-resident latency-bound blocks, expected not to slow each other;
+#: ``dram_sharing``: memory-bound kernels whose summed demand may exceed the bandwidth;
+#: ``mixed``: blocks of different kinds sharing SMs (compute beside memory or latency);
+#: ``placement``: blocks of two kernels that cannot, or need not, share an SM.
+MECHANISMS: tuple[str, ...] = ("alone", "sm_throughput", "latency", "dram_sharing", "mixed",
+                               "placement")
 
 
 @dataclass(frozen=True)
@@ -59,7 +120,7 @@ class Variant:
 #: Register variants; the device reads back the count each really got.
 VARIANTS: dict[str, Variant] = {
     "base": Variant(0, None),
-    "r32": Variant(24, 32),
+    "r32": Variant(23, 32),  # 24 spills on sm_75
     "r64": Variant(56, 64),
     "r128": Variant(112, 128),
     "r255": Variant(232, 255),
@@ -73,32 +134,66 @@ def compile_options(variant: str) -> tuple[str, ...]:
 #: Registers per thread of each kernel and variant in ptxas's report (``nvcc 13.0 -arch=sm_90
 #: -Xptxas -v``, read on the development machine; a test re-reads them where nvcc exists).
 #: Only the dry run (``plan``) uses them, to size grids without a GPU.
+#: Keys are (``Shape.function``, variant).
 PTXAS_REGS_SM90: dict[tuple[str, str], int] = {
     ("spin", "base"): 12,
-    ("spin", "r32"): 30,
+    ("spin", "r32"): 29,
     ("spin", "r64"): 62,
     ("spin", "r128"): 124,
     ("spin", "r255"): 244,
     ("stream", "base"): 18,
+    ("sleep", "base"): 12,
+    ("fma_ilp1", "base"): 12,
+    ("fma_ilp2", "base"): 14,
+    ("fma_ilp4", "base"): 18,
+    ("fma_ilp8", "base"): 24,
 }
+#: Kernel kinds of a Shape.
+KERNEL_KINDS: tuple[str, ...] = ("spin", "sleep", "fma", "stream")
 
 
 @dataclass(frozen=True)
 class Shape:
-    """A kernel's launch shape: which kernel, threads per block, variant, dynamic smem."""
+    """A kernel's launch shape: which kernel, threads per block, variant, dynamic smem
+    (held, not used: a spoiler that sets how many blocks fit an SM) and, for ``fma``, the
+    number of independent FMA chains per thread."""
 
-    kernel: str  # "spin" or "stream"
+    kernel: str  # one of KERNEL_KINDS
     threads: int
     variant: str = "base"
     smem_dynamic_B: int = 0
+    ilp: int = 0
 
     def __post_init__(self) -> None:
-        if self.kernel not in ("spin", "stream"):
-            raise GpusimError(f"shape kernel must be 'spin' or 'stream' (got {self.kernel!r})")
+        if self.kernel not in KERNEL_KINDS:
+            raise GpusimError(f"shape kernel must be one of {', '.join(KERNEL_KINDS)} "
+                              f"(got {self.kernel!r})")
         if self.variant not in VARIANTS:
             raise GpusimError(f"unknown variant {self.variant!r}; known: {', '.join(VARIANTS)}")
-        if self.kernel == "stream" and (self.variant != "base" or self.smem_dynamic_B):
-            raise GpusimError("the stream kernel has one build (base) and no dynamic smem")
+        if self.kernel != "spin" and self.variant != "base":
+            raise GpusimError(f"the {self.kernel} kernel has one build (base); register "
+                              "variants are for spin")
+        if (self.kernel == "fma") != (self.ilp != 0):
+            raise GpusimError("ilp is set for fma shapes only")
+        if self.kernel == "fma" and self.ilp not in FMA_ILPS:
+            raise GpusimError(f"fma ilp must be one of {FMA_ILPS} (got {self.ilp})")
+
+    @property
+    def function(self) -> str:
+        """The entry point's short name: ``spin``, ``sleep``, ``stream`` or ``fma_ilp<N>``."""
+        return f"fma_ilp{self.ilp}" if self.kernel == "fma" else self.kernel
+
+    @property
+    def warps(self) -> int:
+        return math.ceil(self.threads / 32)
+
+    @property
+    def label(self) -> str:
+        """A short name for case names: ``fma4_t256``, ``stream_t64_smem100k``."""
+        head = f"fma{self.ilp}" if self.kernel == "fma" else self.kernel
+        tail = f"_smem{self.smem_dynamic_B // KIB}k" if self.smem_dynamic_B else ""
+        var = "" if self.variant == "base" else f"_{self.variant}"
+        return f"{head}_t{self.threads}{var}{tail}"
 
 
 @dataclass(frozen=True)
@@ -122,15 +217,43 @@ class KernelPlan:
     stream: str
     shape: Shape
     grid: int
-    #: Spin kernels: nanoseconds each block spins.
+    #: Spin and sleep kernels: nanoseconds each block spins or sleeps.
     spin_ns: int = 0
     #: Stream kernels: float4 elements each block copies.
     elems_per_block: int = 0
+    #: FMA kernels: chain steps per thread (a multiple of FMA_UNROLL).
+    iters: int = 0
+    #: Case whose measured block time the replay gives this kernel: the same kernel alone
+    #: (at the same grid, except where the case tests what more blocks per SM change);
+    #: "" for none (the older experiments' own rules apply).
+    reference: str = ""
+    #: Case where this kernel's shape ran alone with one block per SM; "" for none.
+    unimpeded: str = ""
+
+    def __post_init__(self) -> None:
+        if self.grid < 1:
+            raise GpusimError(f"kernel {self.name!r}: grid must be >= 1")
+        needs = {"spin": self.spin_ns, "sleep": self.spin_ns, "stream": self.elems_per_block,
+                 "fma": self.iters}[self.shape.kernel]
+        if self.shape.kernel != "spin" and needs <= 0:
+            raise GpusimError(f"kernel {self.name!r}: a {self.shape.kernel} kernel needs its "
+                              "work per block (spin_ns, elems_per_block or iters) > 0")
+        if self.iters % FMA_UNROLL:
+            raise GpusimError(f"kernel {self.name!r}: iters must be a multiple of {FMA_UNROLL}")
 
     @property
     def dram_bytes(self) -> int:
-        """DRAM bytes the kernel moves by construction (0 for spin kernels)."""
-        return self.grid * self.elems_per_block * BYTES_PER_ELEM
+        """DRAM bytes the kernel moves by construction (0 for all but stream kernels)."""
+        return self.grid * self.dram_bytes_per_block
+
+    @property
+    def dram_bytes_per_block(self) -> int:
+        return self.elems_per_block * BYTES_PER_ELEM
+
+    @property
+    def flop_per_block(self) -> int:
+        """FP32 FLOPs one block does by construction (an FMA is 2; 0 for non-fma kernels)."""
+        return 2 * self.shape.ilp * self.iters * self.shape.threads
 
 
 @dataclass(frozen=True)
@@ -147,8 +270,12 @@ class CasePlan:
     note: str = ""
     #: CUDA_DEVICE_MAX_CONNECTIONS the process ran with (queues only; None = unset).
     connections: int | None = None
+    #: What the case tests (one of MECHANISMS; "" for the scheduling experiments).
+    mechanism: str = ""
 
     def __post_init__(self) -> None:
+        if self.mechanism and self.mechanism not in MECHANISMS:
+            raise GpusimError(f"case {self.name!r}: unknown mechanism {self.mechanism!r}")
         names = {s.name for s in self.streams}
         for k in self.kernels:
             if k.stream not in names:
@@ -236,7 +363,8 @@ def concurrency_plan(sm_count: int, slots: SlotsFn, quick: bool) -> list[CasePla
     return cases
 
 
-def bandwidth_plan(sm_count: int, slots: SlotsFn, quick: bool) -> list[CasePlan]:
+def bandwidth_plan(sm_count: int, slots: SlotsFn, quick: bool, *,
+                   smem_per_sm_B: int) -> list[CasePlan]:
     """Memory-streaming kernels alone and concurrently.
 
     ``alone_1block`` gives a block's unloaded duration and ``alone_full`` the bandwidth a
@@ -274,6 +402,220 @@ def bandwidth_plan(sm_count: int, slots: SlotsFn, quick: bool) -> list[CasePlan]
         cases.append(CasePlan(
             "two_full", two, (copy("k0", "s0", wave), copy("k1", "s1", wave)), repeats,
             note="two full-wave copies: the second gets leftover slots and shared bandwidth"))
+    return cases + occupancy_sweep_plan(sm_count, slots, quick, smem_per_sm_B=smem_per_sm_B)
+
+
+def stream_elems(threads: int) -> int:
+    """float4 elements per block of the contention and sweep streaming kernels."""
+    return max(STREAM_ELEMS_PER_BLOCK, threads * STREAM_ELEMS_PER_THREAD)
+
+
+def occupancy_sweep_plan(sm_count: int, slots: SlotsFn, quick: bool, *,
+                         smem_per_sm_B: int) -> list[CasePlan]:
+    """DRAM bandwidth against resident warps per SM, alone and in pairs.
+
+    Every block size runs with a shared-memory spoiler (:func:`pair_spoiler_B`: at most 2
+    blocks per SM), as three
+    cases: ``occ1_t<N>`` one block per SM (the reference: each block alone on its SM),
+    ``occ2_t<N>`` one kernel with two blocks per SM, and ``occpair_t<N>`` two kernels of one
+    block per SM each on two streams (behind a gate, so both start together). The GPU-wide
+    rate of occ1 against the resident warps is the memory-level-parallelism curve; occ2 and
+    occpair, replayed from occ1's block time, show whether two blocks' worth of warps on an
+    SM add their bandwidth the same way within one kernel and across two.
+    """
+    repeats = 3 if quick else 4
+    one = (StreamPlan("s0"),)
+    two = (StreamPlan("s0"), StreamPlan("s1"))
+    cases = []
+    for threads in (SWEEP_THREADS_QUICK if quick else SWEEP_THREADS_FULL):
+        shape = Shape("stream", threads, smem_dynamic_B=pair_spoiler_B(smem_per_sm_B))
+        per_sm = slots(shape)
+        if per_sm < 2:  # a GPU whose SM cannot hold two spoiled blocks: no pair to measure
+            continue
+        ref = f"occ1_t{threads}"
+
+        def copy(name: str, stream: str, grid: int, reference: str,
+                 shape: Shape = shape, threads: int = threads, ref: str = ref) -> KernelPlan:
+            return KernelPlan(name, stream, shape, grid, elems_per_block=stream_elems(threads),
+                              reference=reference, unimpeded=ref)
+
+        warps = shape.warps
+        cases += [
+            CasePlan(ref, one, (copy("k0", "s0", sm_count, ref),), repeats, mechanism="alone",
+                     note=f"{warps} resident warps per SM: the reference"),
+            CasePlan(f"occ2_t{threads}", one, (copy("k0", "s0", 2 * sm_count, ref),), repeats,
+                     mechanism="dram_sharing",
+                     note=f"{2 * warps} resident warps per SM, one kernel"),
+            CasePlan(f"occpair_t{threads}", two, (copy("k0", "s0", sm_count, ref),
+                                                  copy("k1", "s1", sm_count, ref)), repeats,
+                     gate_ns=CONTENTION_GATE_NS, mechanism="dram_sharing",
+                     note=f"{2 * warps} resident warps per SM, two kernels of {warps} each"),
+        ]
+    return cases
+
+
+def fma_iters(threads: int, ilp: int, clock_hz: float, target_ns: int = FMA_TARGET_NS) -> int:
+    """Chain steps per thread that make one block of ``threads`` x ``ilp`` run about
+    ``target_ns`` alone on its SM under the planning model (FMA_LATENCY_CYCLES)."""
+    per_partition = math.ceil(math.ceil(threads / 32) / SM_SUB_PARTITIONS)
+    cycles_per_step = max(FMA_LATENCY_CYCLES, per_partition * ilp)
+    steps = target_ns / NS_PER_S * clock_hz / cycles_per_step
+    return max(FMA_UNROLL, round(steps / FMA_UNROLL) * FMA_UNROLL)
+
+
+def fma_model_demand(shape: Shape) -> float:
+    """The planning model's share of an SM's FP32 issue one block of ``shape`` uses alone
+    (1 = saturating): its warps are spread over the 4 sub-partitions, each of which issues
+    one warp FMA per cycle at most and has warps x ILP FMAs in flight per FMA latency. Used
+    to pick and describe cases; the replay measures it (alone FLOP rate / the SM's peak)."""
+    per = [shape.warps // SM_SUB_PARTITIONS + (i < shape.warps % SM_SUB_PARTITIONS)
+           for i in range(SM_SUB_PARTITIONS)]
+    return sum(min(1.0, w * shape.ilp / FMA_LATENCY_CYCLES) for w in per) / SM_SUB_PARTITIONS
+
+
+#: Shapes of the contention experiment, by label used in case names.
+def _contention_shapes(smem_per_sm_B: int) -> dict[str, Shape]:
+    return {
+        "fma1_t128": Shape("fma", 128, ilp=1),
+        "fma2_t128": Shape("fma", 128, ilp=2),
+        "fma8_t128": Shape("fma", 128, ilp=8),
+        "fma1_t256": Shape("fma", 256, ilp=1),
+        "fma4_t256": Shape("fma", 256, ilp=4),
+        "fma4_t1024": Shape("fma", 1024, ilp=4),
+        "fma8_t1024": Shape("fma", 1024, ilp=8),
+        "fma4_t256_excl": Shape("fma", 256, ilp=4,
+                                smem_dynamic_B=exclusive_spoiler_B(smem_per_sm_B)),
+        "spin_t256": Shape("spin", 256),
+        "sleep_t256": Shape("sleep", 256),
+        "stream_t64": Shape("stream", 64),
+        "stream_t1024": Shape("stream", 1024),
+    }
+
+
+#: The contention pairs: (name, shape A, blocks of A per SM, shape B, per SM of B, mechanism,
+#: in the quick pass, note). "per SM" is a grid size in SMs: 1 = one block per SM, 0.5 = half
+#: the SMs, "half" = half a wave of that shape. Grouped by what they pin down.
+_PAIRS: tuple[tuple[str, str, float | str, str, float | str, str, bool, str], ...] = (
+    # compute-bound, one block of each per SM: how two blocks share the FP32 pipe
+    ("fma_low_low", "fma1_t128", 1, "fma1_t128", 1, "sm_throughput", True,
+     "two low-demand blocks (~1/4 of the FP32 pipe each): room for both"),
+    ("fma_full_full", "fma4_t256", 1, "fma4_t256", 1, "sm_throughput", True,
+     "two saturating blocks: each expected at about half speed"),
+    ("fma_low_full", "fma1_t128", 1, "fma4_t256", 1, "sm_throughput", True,
+     "low beside saturating: max-min fair, demand-proportional and warp-proportional "
+     "sharing differ here"),
+    ("fma_half_half", "fma1_t256", 1, "fma1_t256", 1, "sm_throughput", False,
+     "two blocks of ~1/2 demand: the sum just fills the pipe"),
+    ("fma_half_full", "fma1_t256", 1, "fma4_t256", 1, "sm_throughput", False,
+     "half-demand beside saturating"),
+    ("fma_ilp2_ilp8", "fma2_t128", 1, "fma8_t128", 1, "sm_throughput", False,
+     "same 4 warps, ILP 2 against ILP 8"),
+    ("fma_wide_full", "fma4_t1024", 1, "fma4_t256", 1, "sm_throughput", False,
+     "32 warps against 8 warps, both saturating alone"),
+    ("fma_low_wide", "fma1_t128", 1, "fma4_t1024", 1, "sm_throughput", False,
+     "4 low-demand warps beside 32 saturating warps"),
+    # several blocks of each per SM
+    ("fma_full_full_half", "fma4_t256", "half", "fma4_t256", "half", "sm_throughput", True,
+     "half a wave each: 4 saturating blocks of each kernel per SM"),
+    ("fma_low_low_half", "fma1_t128", "half", "fma1_t128", "half", "sm_throughput", False,
+     "half a wave each of low-demand blocks: together over the pipe"),
+    # blocks that do not share an SM
+    ("fma_disjoint", "fma4_t256", 0.5, "fma4_t256", 0.5, "placement", True,
+     "half the SMs each: if blocks go to the emptiest SMs, none share"),
+    ("fma_exclusive", "fma4_t256_excl", 1, "fma4_t256_excl", 1, "placement", False,
+     "one block per SM by shared memory: the second kernel runs after the first"),
+    # latency-bound
+    ("spin_spin", "spin_t256", 1, "spin_t256", 1, "latency", True,
+     "two timer-polling blocks per SM: expected not to slow each other"),
+    ("spin_spin_half", "spin_t256", "half", "spin_t256", "half", "latency", False,
+     "half a wave each of timer-polling blocks"),
+    ("sleep_sleep", "sleep_t256", 1, "sleep_t256", 1, "latency", False,
+     "two sleeping blocks per SM"),
+    # memory-bound
+    ("mem_low_low", "stream_t64", 1, "stream_t64", 1, "dram_sharing", True,
+     "2 warps per SM each: far below the bandwidth, expected to add up"),
+    ("mem_high_high", "stream_t1024", 1, "stream_t1024", 1, "dram_sharing", True,
+     "32 warps per SM each: the pair is bandwidth-bound and shares it"),
+    ("mem_low_high", "stream_t64", 1, "stream_t1024", 1, "dram_sharing", False,
+     "low-occupancy copy beside a high-occupancy one"),
+    # mixed
+    ("mix_fma_mem", "fma4_t256", 1, "stream_t1024", 1, "mixed", True,
+     "saturating FMA beside a high-occupancy copy: different pipes"),
+    ("mix_fma_spin", "fma4_t256", 1, "spin_t256", 1, "mixed", True,
+     "saturating FMA beside a timer-polling spin: do the polls take issue slots?"),
+    ("mix_fma_sleep", "fma4_t256", 1, "sleep_t256", 1, "mixed", False,
+     "saturating FMA beside a sleeping block (issues almost nothing)"),
+    ("mix_fma_memlow", "fma4_t256", 1, "stream_t64", 1, "mixed", False,
+     "saturating FMA beside a low-occupancy copy"),
+    ("mix_lowfma_spin", "fma1_t128", 1, "spin_t256", 1, "mixed", False,
+     "low-demand FMA beside a timer-polling spin"),
+)
+
+
+def contention_plan(sm_count: int, slots: SlotsFn, quick: bool, clock_hz: float, *,
+                    smem_per_sm_B: int) -> list[CasePlan]:
+    """Two kernels on two streams whose blocks share SMs (or not), and each alone.
+
+    First the calibration cases (the SM's FP32 peak, the achieved DRAM bandwidth), then every
+    kernel of the pairs alone at its grid and at one block per SM (the replay's inputs), then
+    the pairs. Both kernels of a pair wait behind a short gate kernel, so they become ready at
+    the same instant and the first one's blocks are all placed before the second's (the
+    leftover rule), whatever the host's launch gap.
+    """
+    repeats = 3 if quick else 6
+    shapes = _contention_shapes(smem_per_sm_B)
+    pairs = [p for p in _PAIRS if p[6] or not quick]
+    one = (StreamPlan("s0"),)
+    two = (StreamPlan("s0"), StreamPlan("s1"))
+
+    def grid_of(label: str, per_sm: float | str) -> int:
+        if per_sm == "half":
+            return max(1, sm_count * slots(shapes[label]) // 2)
+        return max(1, round(sm_count * float(per_sm)))
+
+    def alone_name(label: str, grid: int) -> str:
+        return f"alone_{label}_g{grid}"
+
+    def kernel(name: str, stream: str, label: str, grid: int, reference: str = "",
+               unimpeded: str = "") -> KernelPlan:
+        shape = shapes[label]
+        work: dict[str, int] = {"spin": {"spin_ns": SPIN_NS}, "sleep": {"spin_ns": SPIN_NS},
+                                "stream": {"elems_per_block": stream_elems(shape.threads)},
+                                "fma": {"iters": fma_iters(shape.threads, shape.ilp,
+                                                           clock_hz)}}[shape.kernel]
+        return KernelPlan(name, stream, shape, grid, reference=reference, unimpeded=unimpeded,
+                          **work)
+
+    # Kernels alone: every (shape, grid) of a pair, and every shape at one block per SM.
+    alone: dict[tuple[str, int], None] = {}
+    for _, a, ga, b, gb, *_rest in pairs:
+        for label, per_sm in ((a, ga), (b, gb)):
+            alone[(label, sm_count)] = None
+            alone[(label, grid_of(label, per_sm))] = None
+    cases = [
+        CasePlan("fma_peak", one, (kernel("k0", "s0", "fma8_t1024",
+                                          sm_count * slots(shapes["fma8_t1024"]), "fma_peak"),),
+                 repeats, mechanism="alone",
+                 note="calibration: a full wave of 32-warp ILP-8 blocks, the SM's FP32 rate"),
+        CasePlan("mem_peak", one, (kernel("k0", "s0", "stream_t1024",
+                                          sm_count * slots(shapes["stream_t1024"]),
+                                          "mem_peak"),),
+                 repeats, mechanism="alone",
+                 note="calibration: a full wave of 1024-thread copies, the DRAM bandwidth"),
+    ]
+    for label, grid in alone:
+        name = alone_name(label, grid)
+        unimpeded = alone_name(label, sm_count)
+        cases.append(CasePlan(name, one, (kernel("k0", "s0", label, grid, name, unimpeded),),
+                              repeats, mechanism="alone",
+                              note=f"{label} alone, {grid} blocks (reference)"))
+    for name, a, ga, b, gb, mechanism, _quick, note in pairs:
+        grid_a, grid_b = grid_of(a, ga), grid_of(b, gb)
+        cases.append(CasePlan(
+            name, two,
+            (kernel("k0", "s0", a, grid_a, alone_name(a, grid_a), alone_name(a, sm_count)),
+             kernel("k1", "s1", b, grid_b, alone_name(b, grid_b), alone_name(b, sm_count))),
+            repeats, gate_ns=CONTENTION_GATE_NS, mechanism=mechanism, note=note))
     return cases
 
 
@@ -320,14 +662,24 @@ def launch_plan(quick: bool) -> LaunchPlan:
 
 
 def estimate_case_s(case: CasePlan, sm_count: int, slots: SlotsFn, dram_bw_Bps: float,
-                    per_run_overhead_s: float = 3e-3) -> float:
+                    per_run_overhead_s: float = 3e-3, clock_hz: float = 1.5e9) -> float:
     """Rough device + host seconds a case costs (for budgets and the dry run): the kernels
-    run one after another at their wave count, plus a per-run overhead, warm-up included."""
+    run one after another at their wave count, plus a per-run overhead, warm-up included.
+    Streaming kernels move their bytes at the bandwidth their resident warps can reach
+    (EST_BYTES_PER_S_PER_WARP each); FMA kernels take the planning model's time at a low
+    clock (a pessimistic guess for a throttled GPU)."""
     total = case.gate_ns / NS_PER_S
     for k in case.kernels:
-        if k.shape.kernel == "spin":
-            waves = math.ceil(k.grid / (sm_count * max(1, slots(k.shape))))
+        per_sm = max(1, slots(k.shape))
+        waves = math.ceil(k.grid / (sm_count * per_sm))
+        if k.shape.kernel in ("spin", "sleep"):
             total += waves * k.spin_ns / NS_PER_S
+        elif k.shape.kernel == "fma":
+            resident = min(per_sm, math.ceil(k.grid / sm_count))
+            per_partition = math.ceil(k.shape.warps / SM_SUB_PARTITIONS)
+            cycles = max(FMA_LATENCY_CYCLES, resident * per_partition * k.shape.ilp)
+            total += waves * k.iters * cycles / clock_hz
         else:
-            total += k.dram_bytes / dram_bw_Bps
+            warps = min(k.grid, sm_count * per_sm) * k.shape.warps
+            total += k.dram_bytes / min(dram_bw_Bps, warps * EST_BYTES_PER_S_PER_WARP)
     return (case.repeats + 1) * (total + per_run_overhead_s)

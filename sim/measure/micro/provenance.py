@@ -24,6 +24,10 @@ DEVICE_PROPERTY_KEYS: tuple[str, ...] = (
     "maxThreadsPerBlock", "maxThreadsPerMultiProcessor", "maxBlocksPerMultiProcessor",
     "concurrentKernels", "asyncEngineCount", "ECCEnabled", "pciBusID",
 )
+#: Properties CUDA 13 dropped from cudaDeviceProp, read as device attributes instead
+#: (cudaDeviceAttr values from driver_types.h, a stable ABI): clock rates in kHz, bus in bits.
+DEVICE_ATTRIBUTES: dict[str, int] = {"clockRate": 13, "concurrentKernels": 31,
+                                     "memoryClockRate": 36, "memoryBusWidth": 37}
 #: Environment variables that change what is measured.
 ENV_KEYS: tuple[str, ...] = ("CUDA_DEVICE_MAX_CONNECTIONS", "CUDA_VISIBLE_DEVICES",
                              "CUDA_LAUNCH_BLOCKING", "CUPY_CACHE_DIR")
@@ -60,6 +64,20 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):
         return value.item()
     return value
+
+
+def with_attributes(props: Mapping[str, Any], runtime: Any, device: int = 0) -> dict[str, Any]:
+    """``props`` completed with :data:`DEVICE_ATTRIBUTES` it lacks, read through
+    ``runtime.deviceGetAttribute`` (CuPy's runtime module); a value that cannot be read
+    stays absent."""
+    out = dict(props)
+    for name, attribute in DEVICE_ATTRIBUTES.items():
+        if name not in out:
+            try:
+                out[name] = int(runtime.deviceGetAttribute(attribute, device))
+            except Exception:  # an older or stand-in runtime without the call
+                continue
+    return out
 
 
 def device_properties(props: Mapping[str, Any]) -> dict[str, Any]:
@@ -125,7 +143,7 @@ def collect(argv: Sequence[str], script: str) -> dict[str, Any]:
     import cupy
 
     runtime = cupy.cuda.runtime
-    props = runtime.getDeviceProperties(0)
+    props = with_attributes(runtime.getDeviceProperties(0), runtime)
     smi = nvidia_smi(["driver_version", "clocks.sm", "clocks.max.sm", "clocks.mem",
                       "power.limit", "temperature.gpu", "compute_mode"])
     return build(

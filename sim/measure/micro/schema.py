@@ -1,4 +1,4 @@
-"""The result files of the device campaigns: names, layout and a structural check.
+"""The result files of the device campaign's block-level parts: names, layout and a check.
 
 One experiment run on one GPU gives one JSON file, committed as
 ``sim/measure/data/micro/<gpu>/<experiment>.json`` where ``<gpu>`` is the preset name of
@@ -10,11 +10,15 @@ the measured GPU (:func:`sim.measure.micro.provenance.gpu_key`). Every file hold
      "truncated": false,    # true when the time budget cut the case list short
      "cases": [...]}
 
-*Timeline* experiments (waves, concurrency, bandwidth, queues) share one case layout: the
-streams and launches as run (with the registers and shared memory the kernels really had),
-scalars of every repeat, and the block-level summary of the repeat with the median makespan
-(``detail``, see :mod:`sim.measure.micro.blocklog`). :func:`check_result` checks a document
-against this layout and raises :class:`GpusimError` naming the first bad field.
+*Timeline* experiments (contention, waves, concurrency, queues, bandwidth) share one case
+layout: the streams and launches as run (with the registers and shared memory the kernels
+really had, and each kernel's work per block by construction: FLOPs, ILP, bytes), the
+mechanism the case tests, scalars of every repeat, the block-level summary of the repeat
+with the median makespan (``detail``, see :mod:`sim.measure.micro.blocklog`) and, for cases
+of several kernels, how their blocks shared SMs in that repeat (``co_residency``). A kernel
+of a pair names the cases where it ran alone (``reference``, ``unimpeded``): the replay's
+inputs. :func:`check_result` checks a document against this layout and raises
+:class:`GpusimError` naming the first bad field.
 """
 
 from __future__ import annotations
@@ -27,14 +31,18 @@ from typing import Any
 from gpu_models.errors import GpusimError
 from gpu_models.units import NS_PER_S
 from sim.measure.micro.blocklog import describe, representative, run_scalars
+from sim.measure.micro.plans import KERNEL_KINDS, MECHANISMS
 
-FORMAT = "gpusim-micro/1"
-#: Every experiment of campaign 1, in run order.
+FORMAT = "gpusim-micro/2"
+#: Every block-level experiment of the device campaign, in run order: most valuable first,
+#: so a run cut short still leaves the data that matter most.
 EXPERIMENTS: tuple[str, ...] = (
-    "occupancy", "waves", "concurrency", "bandwidth", "queues", "launch_overhead",
+    "contention", "waves", "concurrency", "queues", "bandwidth", "occupancy",
+    "launch_overhead",
 )
 #: Experiments whose cases are timelines of kernels (replayable in the engine).
-TIMELINE_EXPERIMENTS: tuple[str, ...] = ("waves", "concurrency", "bandwidth", "queues")
+TIMELINE_EXPERIMENTS: tuple[str, ...] = ("contention", "waves", "concurrency", "queues",
+                                         "bandwidth")
 
 PROVENANCE_KEYS: tuple[str, ...] = (
     "gpu_name", "driver_version", "cuda_driver_api_version", "cuda_runtime_version",
@@ -46,12 +54,13 @@ _SUMMARY_KEYS: tuple[str, ...] = (
     "wave_sizes",
 )
 _KERNEL_KEYS: tuple[str, ...] = (
-    "name", "stream", "kernel", "grid", "threads", "variant", "regs", "smem_static_B",
-    "smem_dynamic_B", "spin_ns", "elems_per_block", "dram_bytes",
+    "name", "stream", "kernel", "function", "grid", "threads", "variant", "regs",
+    "smem_static_B", "smem_dynamic_B", "spin_ns", "elems_per_block", "ilp", "iters",
+    "flop_per_block", "dram_bytes_per_block", "dram_bytes", "reference", "unimpeded",
 )
 _CASE_KEYS: tuple[str, ...] = (
-    "name", "streams", "kernels", "gate_ns", "connections", "host_launch_s", "runs",
-    "representative_run", "detail",
+    "name", "mechanism", "streams", "kernels", "gate_ns", "connections", "host_launch_s",
+    "runs", "representative_run", "detail", "co_residency",
 )
 
 
@@ -71,15 +80,18 @@ def timeline_case(*, name: str, note: str, gate: Mapping[str, Any] | None,
                   connections: int | None, streams: list[dict[str, Any]],
                   kernels: list[dict[str, Any]], host_launch_s: Mapping[str, Any],
                   host_enqueue_s: Sequence[float], runs: Sequence[Mapping[str, Any]],
+                  mechanism: str = "", co_residency: Mapping[str, Any] | None = None,
                   ) -> dict[str, Any]:
     """One timeline case as committed: ``runs`` are full run summaries
     (:func:`sim.measure.micro.blocklog.summarize_run`); all but the median one are cut down
-    to their scalars. ``gate`` is the gate kernel's record (``None`` without a gate)."""
+    to their scalars. ``gate`` is the gate kernel's record (``None`` without a gate);
+    ``co_residency`` is :func:`sim.measure.micro.blocklog.co_residency` of the median run."""
     rep = representative(runs)
     gate_ns = int(gate["spin_ns"]) if gate else 0
     return {
         "name": name,
         "note": note,
+        "mechanism": mechanism,
         "gate_ns": gate_ns,
         "gate": dict(gate) if gate else None,
         # The gate held when the host enqueued everything before it could have ended.
@@ -92,6 +104,7 @@ def timeline_case(*, name: str, note: str, gate: Mapping[str, Any] | None,
         "runs": [run_scalars(r) for r in runs],
         "representative_run": rep,
         "detail": runs[rep],
+        "co_residency": dict(co_residency) if co_residency is not None else None,
     }
 
 
@@ -148,6 +161,11 @@ def _check_timeline_case(case: Any, where: str) -> None:
             _need(k, key, kw, (str, int, float))
         if k["stream"] not in names:
             raise GpusimError(f"{kw}: unknown stream {k['stream']!r}")
+        if k["kernel"] not in KERNEL_KINDS:
+            raise GpusimError(f"{kw}.kernel: unknown kernel {k['kernel']!r}")
+    mechanism = _need(case, "mechanism", where, str)
+    if mechanism and mechanism not in MECHANISMS:
+        raise GpusimError(f"{where}.mechanism: unknown {mechanism!r}")
     runs = _need(case, "runs", where, list)
     if not runs:
         raise GpusimError(f"{where}.runs: empty")

@@ -10,13 +10,18 @@ One command runs the whole campaign on a GPU machine and writes, under ``--out``
   per configuration: every kernel of one profiled step with its name, grid, block,
   registers, shared memory, stream and duration, attributed to its gpusim layer through the
   ``layer:<name>`` ranges the network records (:mod:`sim.measure.ingest` reads them);
-* ``gemm.json`` – cuBLAS GEMM times over a grid of shapes, timed with CuPy events;
+* ``gemm.json`` – cuBLAS GEMM times over a grid of shapes, timed with CuPy events (left out
+  with ``--no-gemm``);
 * ``log.txt`` – what ran, what was skipped for the time budget, and why.
 
-Everything carries the provenance of docs/model.md §9. ``--quick`` runs a small subset
-(under 2 minutes); the full pass stops starting new configurations when ``--budget-s`` is
-spent and records the skipped ones. ``--device cpu`` runs the same flow on the CPU (no
-streams, graphs or kernels) so the driver itself is tested without a GPU.
+The first two are rewritten (atomically) after every configuration, so a run that is cut
+off keeps every configuration it finished. Everything carries the provenance of
+docs/model.md §9. ``--quick`` runs a small subset (under 2 minutes); the full pass stops
+starting new configurations when ``--budget-s`` is spent and records the skipped ones.
+``--networks``, ``--phases`` and ``--batches`` pick a subset (the device campaign,
+``scripts/device_campaign.sh``, runs GoogLeNet and Inception-v3 this way). ``--device cpu``
+runs the same flow on the CPU (no streams, graphs or kernels) so the driver itself is tested
+without a GPU.
 
 The measuring code imports PyTorch, CuPy, networkx and numpy only; it never imports the
 simulator, which the device machine does not have.
@@ -28,6 +33,7 @@ import argparse
 import datetime as dt
 import io
 import json
+import os
 import platform
 import statistics
 import sys
@@ -48,6 +54,14 @@ NETWORKS: tuple[str, ...] = ("googlenet", "inception_v3", "resnet50", "densenet1
                              "squeezenet1_1", "mobilenet_v2", "randwire")
 QUICK_NETWORKS: tuple[str, ...] = ("googlenet", "resnet50")
 PRECISIONS: tuple[str, ...] = ("tf32", "bf16")
+PHASES: tuple[str, ...] = ("inference", "training")
+#: (phase, batch) of every network, most important first.
+SHAPES: tuple[tuple[str, int], ...] = (("inference", 1), ("inference", 32), ("training", 32))
+#: Rough seconds for planning a pass (not measurements): the process's start (torch import,
+#: CUDA context, cuDNN load), and one configuration (build, both stream modes eager and as a
+#: graph, one profiled step and its ingest) by phase at the default repetitions.
+EST_START_S = 15.0
+EST_CONFIG_S: dict[str, float] = {"inference": 10.0, "training": 20.0}
 
 
 @dataclass(frozen=True)
@@ -68,16 +82,25 @@ class RunConfig:
 
 def plan(quick: bool, networks: Sequence[str] | None = None,
          precisions: Sequence[str] | None = None, max_batch: int = 32,
-         resolution: int | None = None) -> list[RunConfig]:
+         resolution: int | None = None, phases: Sequence[str] | None = None,
+         batches: Sequence[int] | None = None) -> list[RunConfig]:
     """The configurations of a pass, most important first (the budget cuts the tail).
 
-    ``max_batch`` caps the batch sizes (a smoke test of the driver on the CPU uses 2).
+    ``phases`` and ``batches`` keep only those of :data:`SHAPES`; ``max_batch`` caps the
+    batch sizes (a smoke test of the driver on the CPU uses 2).
     """
     nets = tuple(networks) if networks else (QUICK_NETWORKS if quick else NETWORKS)
     precs = tuple(precisions) if precisions else (("tf32",) if quick else PRECISIONS)
-    shapes = [("inference", 1), ("inference", 32), ("training", 32)]
-    return [RunConfig(n, phase, min(batch, max_batch), p, resolution) for p in precs
-            for phase, batch in shapes for n in nets]
+    shapes = [(phase, batch) for phase, batch in SHAPES
+              if (not phases or phase in phases) and (not batches or batch in batches)]
+    configs = [RunConfig(n, phase, min(batch, max_batch), p, resolution) for p in precs
+               for phase, batch in shapes for n in nets]
+    return list(dict.fromkeys(configs))  # a batch cap can make two shapes one
+
+
+def estimate_s(configs: Sequence[RunConfig]) -> float:
+    """Rough seconds a pass over ``configs`` takes (EST_START_S, EST_CONFIG_S)."""
+    return EST_START_S + sum(EST_CONFIG_S[c.phase] for c in configs)
 
 
 def provenance(argv: Sequence[str], device: str) -> dict[str, Any]:
@@ -287,43 +310,72 @@ def gemm_times(device: str, quick: bool) -> dict[str, Any]:
     return {"cupy": cupy.__version__, "rows": rows}
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one step, so a run killed mid-write leaves the
+    previous complete file, never a truncated one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _tar_gz(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """The campaign's command line (``python -m sim.measure.netbench``)."""
     args = _parser().parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance(list(argv if argv is not None else sys.argv[1:]), args.device)
-    configs = plan(args.quick, args.networks, args.precisions, args.max_batch, args.resolution)
-    log: list[str] = []
+    configs = plan(args.quick, args.networks, args.precisions, args.max_batch, args.resolution,
+                   args.phases, args.batches)
+    log_path = out / "log.txt"
+    log_path.write_text("", encoding="utf-8")
+
+    def note(line: str) -> None:
+        print(line, flush=True)
+        with log_path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
     runs: list[dict[str, Any]] = []
+    calibrations: dict[str, bytes] = {}
+
+    def save() -> None:
+        _write_atomic(out / "calibration.tar.gz", _tar_gz(calibrations))
+        _write_atomic(out / "netbench_runs.json", json.dumps(
+            {"format": "gpusim-netbench", "version": 1, "provenance": prov, "runs": runs},
+            indent=1).encode())
+
+    note(f"{len(configs)} configurations, budget {args.budget_s:.0f} s: "
+         f"{', '.join(c.tag for c in configs)}")
     started = time.monotonic()
-    tar_buffer = io.BytesIO()
-    with tarfile.open(fileobj=tar_buffer, mode="w:gz") as tar:
-        for cfg in configs:
-            if time.monotonic() - started > args.budget_s:
-                log.append(f"skipped {cfg.tag}: time budget {args.budget_s:.0f} s spent")
-                continue
-            t0 = time.monotonic()
-            try:
-                runs.append(measure(cfg, args.device, args.reps, args.warmup))
-                calib = profile_kernels(cfg, args.device, prov)
-            except (RuntimeError, GpusimError) as exc:  # e.g. out of memory: record, go on
-                log.append(f"failed {cfg.tag}: {type(exc).__name__}: {exc}")
-                continue
-            data = json.dumps(calib, indent=1).encode()
-            info = tarfile.TarInfo(f"{prov['gpu_preset'] or 'gpu'}-{cfg.tag}.json")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-            log.append(f"ran {cfg.tag} in {time.monotonic() - t0:.1f} s: "
-                       f"{len(calib['records'])} kernels")
-            print(log[-1], flush=True)
-    (out / "calibration.tar.gz").write_bytes(tar_buffer.getvalue())
-    (out / "netbench_runs.json").write_text(json.dumps(
-        {"format": "gpusim-netbench", "version": 1, "provenance": prov, "runs": runs},
-        indent=1))
-    (out / "gemm.json").write_text(json.dumps(
-        {"provenance": prov, **gemm_times(args.device, args.quick)}, indent=1))
-    (out / "log.txt").write_text("\n".join(log) + "\n")
+    save()
+    for cfg in configs:
+        if time.monotonic() - started > args.budget_s:
+            note(f"skipped {cfg.tag}: time budget {args.budget_s:.0f} s spent")
+            continue
+        t0 = time.monotonic()
+        try:
+            runs.append(measure(cfg, args.device, args.reps, args.warmup))
+            calib = profile_kernels(cfg, args.device, prov)
+        except (RuntimeError, GpusimError) as exc:  # e.g. out of memory: record, go on
+            note(f"failed {cfg.tag}: {type(exc).__name__}: {exc}")
+            continue
+        calibrations[f"{prov['gpu_preset'] or 'gpu'}-{cfg.tag}.json"] = \
+            json.dumps(calib, indent=1).encode()
+        save()
+        note(f"ran {cfg.tag} in {time.monotonic() - t0:.1f} s: "
+             f"{len(calib['records'])} kernels")
+    if args.gemm:
+        (out / "gemm.json").write_text(json.dumps(
+            {"provenance": prov, **gemm_times(args.device, args.quick)}, indent=1))
     return 0
 
 
@@ -335,6 +387,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--networks", nargs="*", help=f"default: {', '.join(NETWORKS)}")
     p.add_argument("--precisions", nargs="*", choices=PRECISIONS)
+    p.add_argument("--phases", nargs="*", choices=PHASES, help="default: both")
+    p.add_argument("--batches", nargs="*", type=int,
+                   help=f"default: {sorted({b for _, b in SHAPES})}")
+    p.add_argument("--no-gemm", dest="gemm", action="store_false",
+                   help="leave out the cuBLAS GEMM sweep (gemm.json)")
     p.add_argument("--reps", type=int, default=20, help="timed repetitions per mode")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
     p.add_argument("--max-batch", type=int, default=32, help="cap on batch sizes")
