@@ -8,18 +8,17 @@ path (``layer1.0.conv1``; a module called twice gets ``_1``, ``_2`` suffixes, li
 the ONNX node name. The enclosing module is the parent of the module path; branches are not
 inferred (``branch`` is ``None``).
 
-Supported operations (anything else raises :class:`GpusimError` naming the node):
+The torch.fx importer lives in :mod:`workloads.fx_import` (it traces, then runs the trace on
+meta tensors; its docstring lists what it supports); :func:`from_torch` here calls it.
 
-- torch.fx: ``nn.Conv2d`` (numeric padding, zero padding mode), ``nn.Linear``,
-  ``nn.BatchNorm2d``, ``nn.ReLU``, ``nn.ReLU6``, ``nn.MaxPool2d``, ``nn.AvgPool2d``,
-  ``nn.AdaptiveAvgPool2d``, ``nn.Dropout``, ``nn.Flatten``, ``nn.Identity``,
-  ``nn.LocalResponseNorm``, ``nn.Softmax``; ``torch.cat`` (dim 1), ``+``/``torch.add`` of
-  two tensors, ``torch.flatten(x, 1)``, ``F.relu``, ``F.relu6``, ``F.max_pool2d``,
-  ``F.avg_pool2d``, ``F.adaptive_avg_pool2d``, ``F.dropout``; methods ``relu``,
-  ``flatten``, ``view``/``reshape`` to ``(N, -1)``, ``add``.
-- ONNX: Conv, Gemm, MatMul (constant weight), BatchNormalization, Relu, Clip(0, 6),
-  MaxPool, AveragePool, GlobalAveragePool, Add, Sum, Concat (axis 1), Flatten (axis 1),
-  Reshape to 2-D, Dropout, Identity, LRN, Softmax.
+ONNX operations supported (anything else raises :class:`GpusimError` naming the node):
+Conv (groups, depthwise), Gemm, MatMul (constant weight; on the last dim of any rank),
+BatchNormalization, LayerNormalization (last axis), Relu, Clip(0, 6), Sigmoid, HardSigmoid,
+HardSwish, Gelu, Mul (of two tensors, broadcasting, or of a tensor and a weight tensor),
+MaxPool, AveragePool, GlobalAveragePool, ReduceMean (constant axes), Add, Sum, Concat
+(axis 1), Flatten (axis 1), Reshape (constant shape; ``0`` copies a dim, ``-1`` is
+inferred), Squeeze, Unsqueeze, Transpose (the permuted view and the copy ONNX makes of it),
+Split, Slice (constant, one axis, step 1), Dropout, Identity, LRN, Softmax.
 
 Dropout follows PyTorch's modes: with ``training=False`` it is an identity and adds no op.
 """
