@@ -5,7 +5,10 @@
 - :mod:`workloads.zoo`: torchvision-exact CNNs plus PathNet and RandWire.
 - :mod:`workloads.training`: forward graph -> training graph (loss, backward, optimizer).
 - :mod:`workloads.analysis`: op counts, critical paths, widths, conv antichains.
-- :mod:`workloads.importers`: torch.fx and ONNX models -> layer graphs.
+- :mod:`workloads.importers`: torch.fx (:mod:`workloads.fx_import`) and ONNX models ->
+  layer graphs; :mod:`workloads.graphfile`: gpusim's JSON/TOML layer-graph format.
+- :mod:`workloads.sources`: every form a workload can be named in (zoo name, ONNX file,
+  graph file, ``torchvision:NAME``); :func:`build` takes any of them.
 
 Most callers need only :func:`build` and :func:`list_workloads`.
 """
@@ -20,6 +23,7 @@ from workloads.registry import (
     list_workloads,
     param_count,
     workload_names,
+    workload_source,
 )
 from workloads.training import make_training_graph
 
@@ -37,4 +41,5 @@ __all__ = [
     "param_count",
     "validate_graph",
     "workload_names",
+    "workload_source",
 ]

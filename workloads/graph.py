@@ -10,8 +10,11 @@ record the enclosing module and parallel branch.
 FLOP estimates of non-GEMM ops, per output element unless stated:
 relu 1, relu6 2, batchnorm 2 (inference) / 4 (training: statistics + normalise), maxpool
 and avgpool ``kernel area``, adaptive avgpool 1 per *input* element, add ``inputs - 1``,
-dropout 1, lrn ``3 + size``, softmax 5, cross-entropy 5 per logit, concat/flatten 0.
-Dropout in training also writes a one-byte mask per element.
+dropout 1, lrn ``3 + size``, softmax 5, cross-entropy 5 per logit, concat/flatten 0;
+ops of imported networks: sigmoid 4 (negate, exp, add, divide), SiLU 5 (sigmoid and a
+product), Hardsigmoid 3, Hardswish 4, GELU 8 (erf by a polynomial), mul 1, layer norm 5
+(mean, variance, normalise, scale, shift), mean 1 per *input* element, stochastic depth 1,
+contiguous and the views 0. Dropout in training also writes a one-byte mask per element.
 """
 
 from __future__ import annotations
@@ -25,9 +28,15 @@ from typing import Any
 import networkx as nx
 
 from gpu_models.errors import GpusimError
-from workloads.layers import DTYPE_BYTES, Layer, OpType, dtype_bytes, numel
+from workloads.layers import ACTIVATIONS, DTYPE_BYTES, Layer, OpType, dtype_bytes, numel
 
 IntPair = int | tuple[int, int]
+
+#: FLOP per element of the activations of :data:`workloads.layers.ACTIVATIONS`.
+ACTIVATION_FLOPS: dict[OpType, int] = {
+    OpType.SIGMOID: 4, OpType.SILU: 5, OpType.HARDSIGMOID: 3, OpType.HARDSWISH: 4,
+    OpType.GELU: 8,
+}
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,8 @@ class GraphBuilder:
         self._scopes: list[tuple[str, bool]] = []
         # (scope depth when entered, label) of the innermost ``branch()`` context.
         self._branch_label: tuple[int, str] | None = None
+        # (module, branch) given explicitly by ``labelled()``, overriding the scopes'.
+        self._labels: tuple[str, str | None] | None = None
 
     # ------------------------------------------------------------------ scopes
     @contextlib.contextmanager
@@ -118,6 +129,17 @@ class GraphBuilder:
             yield
         finally:
             self._branch_label = previous
+
+    @contextlib.contextmanager
+    def labelled(self, module: str, branch: str | None) -> Iterator[None]:
+        """Layers added inside get this ``module`` and ``branch`` (a graph file gives them
+        per layer) instead of those the scopes imply."""
+        previous = self._labels
+        self._labels = (module, branch)
+        try:
+            yield
+        finally:
+            self._labels = previous
 
     def _path(self, local: str) -> str:
         return ".".join([s for s, _ in self._scopes] + [local])
@@ -151,7 +173,8 @@ class GraphBuilder:
         for x in xs:
             if x.producer is not None and x.producer not in self.graph:
                 raise GpusimError(f"layer {name!r}: input from unknown layer {x.producer!r}")
-        module, branch = self._module_and_branch()
+        module, branch = self._labels if self._labels is not None else \
+            self._module_and_branch()
         fields.setdefault("training", self.training)
         layer = Layer(
             name=name, op=op, inputs=tuple(x.shape for x in xs), output=output,
@@ -240,18 +263,26 @@ class GraphBuilder:
         self, x: Tensor, out_features: int, *, bias: bool = True,
         in_features: int | None = None, name: str = "fc",
     ) -> Tensor:
-        """Fully connected layer (torch ``nn.Linear``) on an ``(N, F)`` input."""
-        if len(x.shape) != 2:
-            raise GpusimError(f"layer {self._path(name)!r}: expects an (N, F) input, got {x.shape}")
-        if in_features is not None and x.shape[1] != in_features:
+        """Fully connected layer (torch ``nn.Linear``) on the last dim of ``x``.
+
+        ``x`` is ``(N, F)``, or of higher rank (``(N, H, W, F)``, ``(N, S, F)``): every row
+        of the leading dims is transformed, one GEMM with ``prod(leading dims)`` rows.
+        """
+        where = self._path(name)
+        if len(x.shape) < 2:
+            raise GpusimError(f"layer {where!r}: expects an (N, ..., F) input, got {x.shape}")
+        if isinstance(out_features, bool) or not isinstance(out_features, int) \
+                or out_features < 1:
+            raise GpusimError(f"layer {where!r}: out_features must be a positive int, "
+                              f"got {out_features!r}")
+        if in_features is not None and x.shape[-1] != in_features:
             raise GpusimError(
-                f"layer {self._path(name)!r}: expects {in_features} input features, "
-                f"got {x.shape[1]}"
+                f"layer {where!r}: expects {in_features} input features, got {x.shape[-1]}"
             )
-        n, f = x.shape
-        out = (n, out_features)
+        f = x.shape[-1]
+        out = (*x.shape[:-1], out_features)
         params = f * out_features + (out_features if bias else 0)
-        macs = n * f * out_features
+        macs = numel(x.shape[:-1]) * f * out_features
         flops = 2 * macs + (numel(out) if bias else 0)
         return self._add(
             name, OpType.LINEAR, [x], out, params=params, macs=macs, flops=flops, bias=bias,
@@ -371,6 +402,177 @@ class GraphBuilder:
         """Flatten to ``(N, features)``: a view, no traffic."""
         out = (x.shape[0], numel(x.shape[1:]))
         return self._add(name, OpType.FLATTEN, [x], out)
+
+    # ------------------------------------------------------------------ imported networks
+    def activation(self, x: Tensor, op: OpType | str, *, name: str | None = None) -> Tensor:
+        """An elementwise activation: ``silu``, ``hardswish``, ``gelu``, ``sigmoid`` or
+        ``hardsigmoid`` (torch ``nn.SiLU``, ...)."""
+        try:
+            kind = OpType(op)
+        except ValueError:
+            kind = None
+        if kind not in ACTIVATIONS:
+            valid = ", ".join(sorted(a.value for a in ACTIVATIONS))
+            raise GpusimError(f"layer {self._path(name or str(op))!r}: {op!r} is not an "
+                              f"activation; valid: {valid}")
+        assert kind is not None
+        return self._add(name or kind.value, kind, [x], x.shape,
+                         flops=ACTIVATION_FLOPS[kind] * numel(x.shape), **self._rw([x], x.shape))
+
+    def mul(self, xs: Sequence[Tensor], *, weight: Sequence[int] | None = None,
+            name: str = "mul") -> Tensor:
+        """Elementwise product, broadcasting as torch does: of two tensors (``xs``; a
+        squeeze-and-excitation block scales ``(N, C, H, W)`` by ``(N, C, 1, 1)``), or of one
+        tensor and a learned operand of shape ``weight`` (a layer scale; its elements are
+        parameters). The output has the broadcast shape."""
+        where = self._path(name)
+        if weight is None and len(xs) != 2:
+            raise GpusimError(f"layer {where!r}: mul needs two inputs, or one and a weight")
+        if weight is not None and len(xs) != 1:
+            raise GpusimError(f"layer {where!r}: mul with a weight takes one input")
+        shapes = [x.shape for x in xs]
+        params = 0
+        if weight is not None:
+            w = tuple(weight)
+            if not w or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                for d in w):
+                raise GpusimError(f"layer {where!r}: weight must be a shape of positive "
+                                  f"ints, got {weight!r}")
+            shapes.append(w)
+            params = numel(w)
+        out = broadcast_shape(shapes[0], shapes[1], where)
+        if weight is not None and out != xs[0].shape:
+            raise GpusimError(f"layer {where!r}: a weight of shape {tuple(weight)} must "
+                              f"broadcast to the input {xs[0].shape}")
+        return self._add(name, OpType.MUL, xs, out, params=params, flops=numel(out),
+                         attrs=tuple(weight) if weight is not None else (),
+                         **self._rw(xs, out, params))
+
+    def layernorm(self, x: Tensor, *, normalized: int | None = None, affine: bool = True,
+                  bias: bool = True, name: str = "ln") -> Tensor:
+        """Layer normalisation over the last dim (torch ``nn.LayerNorm(C)``; ConvNeXt's
+        ``LayerNorm2d`` is one on a permuted tensor). ``affine``: a learned scale per
+        element of that dim, and with ``bias`` a shift."""
+        where = self._path(name)
+        if normalized is not None and x.shape[-1] != normalized:
+            raise GpusimError(f"layer {where!r}: normalizes {normalized} features but the "
+                              f"input's last dim is {x.shape[-1]} (input shape {x.shape})")
+        params = x.shape[-1] * ((1 + int(bias)) if affine else 0)
+        return self._add(name, OpType.LAYERNORM, [x], x.shape, params=params,
+                         flops=5 * numel(x.shape),
+                         **self._rw([x], x.shape, params))
+
+    def mean(self, x: Tensor, dims: Sequence[int], *, keepdim: bool = False,
+             name: str = "mean") -> Tensor:
+        """Mean over ``dims`` (``x.mean((2, 3))``: a global average pool to ``(N, C)``)."""
+        where = self._path(name)
+        axes = _dims(dims, len(x.shape), where)
+        if not axes:
+            raise GpusimError(f"layer {where!r}: mean needs at least one dim")
+        out = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keepdim else \
+            tuple(d for i, d in enumerate(x.shape) if i not in axes)
+        if not out:
+            raise GpusimError(f"layer {where!r}: mean over every dim leaves no tensor")
+        return self._add(name, OpType.MEAN, [x], out, flops=numel(x.shape), attrs=axes,
+                         **self._rw([x], out))
+
+    def reshape(self, x: Tensor, shape: Sequence[int], *, name: str = "reshape") -> Tensor:
+        """A view with another shape (``view``/``reshape`` of a dense tensor): no traffic.
+
+        ``shape`` is the whole output shape; as in ONNX, ``0`` copies the input's dim at
+        that position (the batch stays the batch when ``--batch`` changes) and one ``-1``
+        is inferred.
+        """
+        where = self._path(name)
+        dims = list(shape)
+        if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= -1
+                               for d in dims):
+            raise GpusimError(f"layer {where!r}: shape must be ints >= -1, got {shape!r}")
+        for i, d in enumerate(dims):
+            if d == 0:
+                if i >= len(x.shape):
+                    raise GpusimError(f"layer {where!r}: shape {list(shape)} copies dim {i} "
+                                      f"(0), which the input {x.shape} does not have")
+                dims[i] = x.shape[i]
+        if dims.count(-1) > 1:
+            raise GpusimError(f"layer {where!r}: shape {list(shape)} has more than one -1")
+        known = math.prod(d for d in dims if d != -1)
+        if -1 in dims:
+            if numel(x.shape) % known:
+                raise GpusimError(f"layer {where!r}: cannot reshape {x.shape} to "
+                                  f"{list(shape)}")
+            dims[dims.index(-1)] = numel(x.shape) // known
+        out = tuple(dims)
+        if numel(out) != numel(x.shape):
+            raise GpusimError(f"layer {where!r}: cannot reshape {x.shape} "
+                              f"({numel(x.shape)} elements) to {out} ({numel(out)})")
+        return self._add(name, OpType.RESHAPE, [x], out)
+
+    def permute(self, x: Tensor, dims: Sequence[int], *, name: str = "permute") -> Tensor:
+        """Reorder the dims (``permute``/``transpose``): a strided view, no traffic."""
+        where = self._path(name)
+        order = _dims(dims, len(x.shape), where, ordered=True)
+        if sorted(order) != list(range(len(x.shape))):
+            raise GpusimError(f"layer {where!r}: dims {list(dims)} are not a permutation of "
+                              f"the input's {len(x.shape)} dims")
+        out = tuple(x.shape[i] for i in order)
+        return self._add(name, OpType.PERMUTE, [x], out, attrs=order)
+
+    def slice(self, x: Tensor, dim: int, start: int, stop: int, *,
+              name: str = "slice") -> Tensor:
+        """Elements ``start:stop`` of dim ``dim`` (``chunk``, ``split``): a view."""
+        where = self._path(name)
+        (axis,) = _dims([dim], len(x.shape), where)
+        size = x.shape[axis]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, stop)) \
+                or not 0 <= start < stop <= size:
+            raise GpusimError(f"layer {where!r}: slice {start}:{stop} of dim {axis} is not "
+                              f"within 0:{size}")
+        out = tuple(stop - start if i == axis else d for i, d in enumerate(x.shape))
+        return self._add(name, OpType.SLICE, [x], out, attrs=(axis, start, stop))
+
+    def contiguous(self, x: Tensor, *, name: str = "contiguous") -> Tensor:
+        """The dense copy of a permuted or sliced tensor (``x.contiguous()``)."""
+        return self._add(name, OpType.CONTIGUOUS, [x], x.shape, **self._rw([x], x.shape))
+
+    def stochastic_depth(self, x: Tensor, *, p: float, name: str = "stochastic_depth",
+                         ) -> Tensor:
+        """Stochastic depth (torchvision ``StochasticDepth``): each sample's residual is
+        dropped with probability ``p``. Training only: callers add it only in training,
+        where it multiplies by a per-sample mask (in inference it is the identity)."""
+        if not 0.0 <= p < 1.0:
+            raise GpusimError(f"layer {self._path(name)!r}: stochastic depth p must be in "
+                              f"[0, 1), got {p}")
+        return self._add(name, OpType.STOCHASTIC_DEPTH, [x], x.shape, flops=numel(x.shape),
+                         **self._rw([x], x.shape))
+
+
+def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...], where: str) -> tuple[int, ...]:
+    """The shape two tensors broadcast to (numpy/torch rules), or an error naming ``where``."""
+    out = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        da = a[-i] if i <= len(a) else 1
+        db = b[-i] if i <= len(b) else 1
+        if da != db and 1 not in (da, db):
+            raise GpusimError(f"layer {where!r}: shapes {a} and {b} do not broadcast")
+        out.append(max(da, db))
+    return tuple(reversed(out))
+
+
+def _dims(dims: Sequence[int], rank: int, where: str, *, ordered: bool = False,
+          ) -> tuple[int, ...]:
+    """Dims as non-negative indices (``-1`` = last); sorted and unique unless ``ordered``."""
+    out = []
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, int) or not -rank <= d < rank:
+            raise GpusimError(f"layer {where!r}: dim {d!r} is out of range for a "
+                              f"{rank}-d input")
+        out.append(d % rank)
+    if ordered:
+        return tuple(out)
+    if len(set(out)) != len(out):
+        raise GpusimError(f"layer {where!r}: dims {list(dims)} repeat a dim")
+    return tuple(sorted(out))
 
 
 def validate_graph(graph: nx.DiGraph) -> None:

@@ -8,18 +8,17 @@ path (``layer1.0.conv1``; a module called twice gets ``_1``, ``_2`` suffixes, li
 the ONNX node name. The enclosing module is the parent of the module path; branches are not
 inferred (``branch`` is ``None``).
 
-Supported operations (anything else raises :class:`GpusimError` naming the node):
+The torch.fx importer lives in :mod:`workloads.fx_import` (it traces, then runs the trace on
+meta tensors; its docstring lists what it supports); :func:`from_torch` here calls it.
 
-- torch.fx: ``nn.Conv2d`` (numeric padding, zero padding mode), ``nn.Linear``,
-  ``nn.BatchNorm2d``, ``nn.ReLU``, ``nn.ReLU6``, ``nn.MaxPool2d``, ``nn.AvgPool2d``,
-  ``nn.AdaptiveAvgPool2d``, ``nn.Dropout``, ``nn.Flatten``, ``nn.Identity``,
-  ``nn.LocalResponseNorm``, ``nn.Softmax``; ``torch.cat`` (dim 1), ``+``/``torch.add`` of
-  two tensors, ``torch.flatten(x, 1)``, ``F.relu``, ``F.relu6``, ``F.max_pool2d``,
-  ``F.avg_pool2d``, ``F.adaptive_avg_pool2d``, ``F.dropout``; methods ``relu``,
-  ``flatten``, ``view``/``reshape`` to ``(N, -1)``, ``add``.
-- ONNX: Conv, Gemm, MatMul (constant weight), BatchNormalization, Relu, Clip(0, 6),
-  MaxPool, AveragePool, GlobalAveragePool, Add, Sum, Concat (axis 1), Flatten (axis 1),
-  Reshape to 2-D, Dropout, Identity, LRN, Softmax.
+ONNX operations supported (anything else raises :class:`GpusimError` naming the node):
+Conv (groups, depthwise), Gemm, MatMul (constant weight; on the last dim of any rank),
+BatchNormalization, LayerNormalization (last axis), Relu, Clip(0, 6), Sigmoid, HardSigmoid,
+HardSwish, Gelu, Mul (of two tensors, broadcasting, or of a tensor and a weight tensor),
+MaxPool, AveragePool, GlobalAveragePool, ReduceMean (constant axes), Add, Sum, Concat
+(axis 1), Flatten (axis 1), Reshape (constant shape; ``0`` copies a dim, ``-1`` is
+inferred), Squeeze, Unsqueeze, Transpose (the permuted view and the copy ONNX makes of it),
+Split, Slice (constant, one axis, step 1), Dropout, Identity, LRN, Softmax.
 
 Dropout follows PyTorch's modes: with ``training=False`` it is an identity and adds no op.
 """
@@ -27,7 +26,7 @@ Dropout follows PyTorch's modes: with ``training=False`` it is an identity and a
 from __future__ import annotations
 
 import contextlib
-import operator
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import networkx as nx
 
 from gpu_models.errors import GpusimError
 from workloads.graph import GraphBuilder, Tensor
+from workloads.layers import OpType
 
 
 class _Namer:
@@ -66,167 +66,24 @@ def from_torch(
     module: Any, input_shape: Sequence[int], *, name: str = "torch_model", dtype: str = "fp32",
     training: bool = False,
 ) -> nx.DiGraph:
-    """Trace ``module`` with ``torch.fx`` and build its layer graph for ``input_shape``."""
-    try:
-        import torch
-        import torch.fx
-        import torch.nn.functional as F
-        from torch import nn
-    except ImportError as exc:  # pragma: no cover - exercised only without torch
-        raise GpusimError("the torch importer needs PyTorch installed") from exc
+    """Trace ``module`` with ``torch.fx`` and build its layer graph for ``input_shape``
+    (:func:`workloads.fx_import.from_torch`: traced, then run on meta tensors)."""
+    from workloads.fx_import import from_torch as trace_and_build
 
-    shape = tuple(int(d) for d in input_shape)
-    try:
-        traced = torch.fx.symbolic_trace(module)
-    except Exception as exc:  # fx raises many types for untraceable code
-        raise GpusimError(f"torch.fx cannot trace {name!r}: {exc}") from exc
-    b = GraphBuilder(name, batch=shape[0], resolution=shape[-1] if len(shape) == 4 else None,
-                     dtype=dtype, training=training)
-    namer = _Namer()
-    env: dict[str, Tensor] = {}
-    n_inputs = 0
-
-    def arg(a: Any, where: str) -> Tensor:
-        if isinstance(a, torch.fx.Node):
-            return env[a.name]
-        raise GpusimError(f"torch node {where!r}: expected a tensor argument, got {a!r}")
-
-    def tensors(args: Any, where: str) -> list[Tensor]:
-        return [arg(a, where) for a in args]
-
-    def flatten_dims(start: int, where: str) -> None:
-        if start != 1:
-            raise GpusimError(f"torch node {where!r}: only flatten from dim 1 is supported")
-
-    for node in traced.graph.nodes:
-        where = node.name
-        if node.op == "placeholder":
-            if n_inputs:
-                raise GpusimError(f"torch model {name!r}: only one input is supported")
-            env[node.name] = b.input(shape)
-            n_inputs += 1
-        elif node.op == "output":
-            outs = node.args[0] if isinstance(node.args[0], (tuple, list)) else [node.args[0]]
-            for i, o in enumerate(outs):
-                b.output(arg(o, where), "logits" if i == 0 else f"output{i}")
-        elif node.op == "call_module":
-            mod = traced.get_submodule(node.target)
-            x = arg(node.args[0], where)
-            lname = namer(str(node.target))
-            if isinstance(mod, nn.Conv2d):
-                if isinstance(mod.padding, str) or mod.padding_mode != "zeros":
-                    raise GpusimError(f"torch node {where!r}: only numeric zero padding")
-                env[node.name] = _emit(
-                    b, lname, b.conv2d, x, mod.out_channels, tuple(mod.kernel_size),
-                    stride=tuple(mod.stride), padding=tuple(mod.padding),
-                    dilation=tuple(mod.dilation), groups=mod.groups, bias=mod.bias is not None,
-                    in_channels=mod.in_channels)
-            elif isinstance(mod, nn.Linear):
-                env[node.name] = _emit(b, lname, b.linear, x, mod.out_features,
-                                       bias=mod.bias is not None, in_features=mod.in_features)
-            elif isinstance(mod, nn.BatchNorm2d):
-                if not mod.affine:
-                    raise GpusimError(f"torch node {where!r}: only affine batch norm")
-                env[node.name] = _emit(b, lname, b.batchnorm, x, num_features=mod.num_features)
-            elif isinstance(mod, nn.ReLU6):
-                env[node.name] = _emit(b, lname, b.relu6, x)
-            elif isinstance(mod, nn.ReLU):
-                env[node.name] = _emit(b, lname, b.relu, x)
-            elif isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
-                if isinstance(mod, nn.MaxPool2d) and mod.dilation not in (1, (1, 1)):
-                    raise GpusimError(f"torch node {where!r}: dilated max pooling")
-                fn = b.maxpool if isinstance(mod, nn.MaxPool2d) else b.avgpool
-                env[node.name] = _emit(b, lname, fn, x, mod.kernel_size, mod.stride,
-                                       padding=mod.padding, ceil_mode=mod.ceil_mode)
-            elif isinstance(mod, nn.AdaptiveAvgPool2d):
-                env[node.name] = _emit(b, lname, b.adaptive_avgpool, x, mod.output_size)
-            elif isinstance(mod, nn.Dropout):
-                env[node.name] = _emit(b, lname, b.dropout, x, p=mod.p) if training else x
-            elif isinstance(mod, nn.Flatten):
-                flatten_dims(mod.start_dim, where)
-                env[node.name] = _emit(b, lname, b.flatten, x)
-            elif isinstance(mod, nn.Identity):
-                env[node.name] = x
-            elif isinstance(mod, nn.LocalResponseNorm):
-                env[node.name] = _emit(b, lname, b.lrn, x, size=mod.size)
-            elif isinstance(mod, nn.Softmax):
-                env[node.name] = _emit(b, lname, b.softmax, x)
-            else:
-                raise GpusimError(
-                    f"torch node {where!r}: module {type(mod).__name__} is not supported")
-        elif node.op in ("call_function", "call_method"):
-            target = node.target
-            lname = namer(_fx_path(node, where))
-            kw = dict(node.kwargs)
-            if target in (torch.cat, torch.concat):
-                dim = node.args[1] if len(node.args) > 1 else kw.get("dim", 0)
-                if dim != 1:
-                    raise GpusimError(f"torch node {where!r}: only concatenation along dim 1")
-                env[node.name] = _emit(b, lname, b.concat, tensors(node.args[0], where))
-            elif target in (operator.add, operator.iadd, torch.add, "add", "add_"):
-                env[node.name] = _emit(b, lname, b.add, tensors(node.args[:2], where))
-            elif target in (torch.flatten, "flatten"):
-                start = node.args[1] if len(node.args) > 1 else kw.get("start_dim", 0)
-                flatten_dims(int(start), where)
-                env[node.name] = _emit(b, lname, b.flatten, arg(node.args[0], where))
-            elif target in ("view", "reshape", torch.reshape):
-                dims = node.args[1:] if target != torch.reshape else node.args[1]
-                dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) \
-                    else tuple(dims)
-                if len(dims) != 2 or dims[1] != -1:
-                    raise GpusimError(f"torch node {where!r}: only view/reshape to (N, -1)")
-                env[node.name] = _emit(b, lname, b.flatten, arg(node.args[0], where))
-            elif target in (F.relu, torch.relu, "relu", "relu_"):
-                env[node.name] = _emit(b, lname, b.relu, arg(node.args[0], where))
-            elif target is F.relu6:
-                env[node.name] = _emit(b, lname, b.relu6, arg(node.args[0], where))
-            elif target in (F.max_pool2d, F.avg_pool2d):
-                args = list(node.args[1:])
-                kernel = args[0] if args else kw["kernel_size"]
-                stride = args[1] if len(args) > 1 else kw.get("stride")
-                padding = args[2] if len(args) > 2 else kw.get("padding", 0)
-                ceil = args[4] if target is F.max_pool2d and len(args) > 4 else (
-                    args[3] if target is F.avg_pool2d and len(args) > 3
-                    else kw.get("ceil_mode", False))
-                fn = b.maxpool if target is F.max_pool2d else b.avgpool
-                env[node.name] = _emit(b, lname, fn, arg(node.args[0], where), kernel,
-                                       stride or None, padding=padding, ceil_mode=bool(ceil))
-            elif target is F.adaptive_avg_pool2d:
-                size = node.args[1] if len(node.args) > 1 else kw["output_size"]
-                env[node.name] = _emit(b, lname, b.adaptive_avgpool, arg(node.args[0], where),
-                                       size)
-            elif target is F.dropout:
-                x = arg(node.args[0], where)
-                p = node.args[1] if len(node.args) > 1 else kw.get("p", 0.5)
-                active = kw.get("training", node.args[2] if len(node.args) > 2 else True)
-                env[node.name] = _emit(b, lname, b.dropout, x, p=p) if (
-                    training and active) else x
-            else:
-                raise GpusimError(f"torch node {where!r}: {target!r} is not supported")
-        else:
-            raise GpusimError(f"torch node {where!r}: {node.op} is not supported")
-    return b.finish()
-
-
-def _fx_path(node: Any, fallback: str) -> str:
-    """A readable path for a function call: the calling module's path + the fx name."""
-    stack = node.meta.get("nn_module_stack") if hasattr(node, "meta") else None
-    if stack:
-        path = list(stack.values())[-1]
-        path = path[0] if isinstance(path, tuple) else path
-        return f"{path}.{fallback}" if path else fallback
-    return fallback
+    return trace_and_build(module, input_shape, name=name, dtype=dtype, training=training)
 
 
 # ---------------------------------------------------------------------- ONNX
 def from_onnx(
     model: Any, *, name: str | None = None, dtype: str = "fp32", training: bool = False,
-    batch: int | None = None,
+    batch: int | None = None, resolution: int | None = None,
 ) -> nx.DiGraph:
     """Build the layer graph of an ONNX model (a path or an ``onnx.ModelProto``).
 
-    ``batch`` fills a symbolic batch dimension; it is required when the model's input has
-    one and ignored otherwise.
+    ``batch`` fills a symbolic batch dimension (it is required when the model's input has
+    one) or replaces the model's; ``resolution`` replaces the height and width of an image
+    input. A ``Reshape`` to a constant shape that starts with the model's own batch size
+    keeps the batch dim (``--batch`` changes it).
     """
     try:
         import onnx
@@ -266,8 +123,14 @@ def from_onnx(
         else:
             raise GpusimError(f"ONNX model {name!r}: input dim {d.dim_param!r} is symbolic; "
                               "pass batch=")
+    declared_batch = dims[0]
     if batch is not None and dims[0] != batch:
         dims[0] = batch
+    if resolution is not None:
+        if len(dims) != 4:
+            raise GpusimError(f"ONNX model {name!r}: a resolution applies to an image input "
+                              f"(N, C, H, W), not {tuple(dims)}")
+        dims[2] = dims[3] = resolution
     b = GraphBuilder(name, batch=dims[0], resolution=dims[-1] if len(dims) == 4 else None,
                      dtype=dtype, training=training)
     env: dict[str, Tensor] = {data_inputs[0].name: b.input(dims)}
@@ -358,9 +221,18 @@ def from_onnx(
             out = _emit(b, lname, b.flatten, act(node.input[0], where))
         elif op == "Reshape":
             target = values.get(node.input[1])
-            if target is None or len(target) != 2:
-                raise GpusimError(f"ONNX node {where!r}: only Reshape to 2-D is supported")
-            out = _emit(b, lname, b.flatten, act(node.input[0], where))
+            x = act(node.input[0], where)
+            if target is None:
+                raise GpusimError(f"ONNX node {where!r}: only Reshape to a constant shape "
+                                  "is supported")
+            shape = [int(d) for d in target]
+            if shape and shape[0] == declared_batch:
+                shape[0] = 0  # the batch dim stays the batch
+            if len(shape) == 2 and len(x.shape) > 2 and shape[0] in (0, x.shape[0]) \
+                    and shape[1] in (-1, _numel(x.shape[1:])):
+                out = _emit(b, lname, b.flatten, x)
+            else:
+                out = _emit(b, lname, b.reshape, x, shape)
         elif op == "Dropout":
             x = act(node.input[0], where)
             out = _emit(b, lname, b.dropout, x, p=float(a.get("ratio", 0.5))) if training else x
@@ -370,9 +242,104 @@ def from_onnx(
             out = _emit(b, lname, b.lrn, act(node.input[0], where), size=int(a["size"]))
         elif op == "Softmax":
             out = _emit(b, lname, b.softmax, act(node.input[0], where))
+        elif op in _ONNX_ACTIVATIONS:
+            out = _emit(b, lname, b.activation, act(node.input[0], where), _ONNX_ACTIVATIONS[op])
+        elif op == "Mul":
+            operands = [i for i in node.input if i in env]
+            consts = [i for i in node.input if i not in env]
+            if len(operands) == 2:
+                out = _emit(b, lname, b.mul, [env[i] for i in operands])
+            elif len(operands) == 1 and consts and consts[0] in inits \
+                    and _numel(inits[consts[0]]) > 1:
+                out = _emit(b, lname, b.mul, [env[operands[0]]], weight=inits[consts[0]])
+            else:
+                raise GpusimError(f"ONNX node {where!r}: only Mul of two activations or of "
+                                  "an activation and a weight tensor is supported")
+        elif op == "LayerNormalization":
+            if int(a.get("axis", -1)) not in (-1, len(act(node.input[0], where).shape) - 1):
+                raise GpusimError(f"ONNX node {where!r}: only layer norm over the last axis")
+            scale = inits.get(node.input[1]) if len(node.input) > 1 else None
+            out = _emit(b, lname, b.layernorm, act(node.input[0], where),
+                        normalized=scale[-1] if scale else None, affine=scale is not None,
+                        bias=len(node.input) > 2 and bool(node.input[2]))
+        elif op == "ReduceMean":
+            axes = a.get("axes")
+            if axes is None and len(node.input) > 1:
+                axes = values.get(node.input[1])
+            if axes is None:
+                raise GpusimError(f"ONNX node {where!r}: only ReduceMean over given axes")
+            out = _emit(b, lname, b.mean, act(node.input[0], where),
+                        [int(x) for x in axes], keepdim=bool(a.get("keepdims", 1)))
+        elif op == "Transpose":
+            x = act(node.input[0], where)
+            perm = a.get("perm", list(range(len(x.shape)))[::-1])
+            # ONNX materialises the transposed tensor: a strided view and its dense copy.
+            view = _emit(b, lname, b.permute, x, [int(d) for d in perm])
+            out = _emit(b, f"{lname}.contiguous", b.contiguous, view)
+        elif op in ("Squeeze", "Unsqueeze"):
+            out = _emit(b, lname, b.reshape, act(node.input[0], where),
+                        _onnx_squeezed(op, act(node.input[0], where).shape,
+                                       a.get("axes") if "axes" in a else
+                                       values.get(node.input[1]) if len(node.input) > 1
+                                       else None, where))
+        elif op == "Split":
+            x = act(node.input[0], where)
+            axis = int(a.get("axis", 0)) % len(x.shape)
+            sizes = a.get("split")
+            if sizes is None and len(node.input) > 1 and node.input[1]:
+                sizes = values.get(node.input[1])
+            if sizes is None:
+                n = len(node.output)
+                sizes = [x.shape[axis] // n] * n
+            start = 0
+            for i, (size, tname) in enumerate(zip(sizes, node.output, strict=True)):
+                env[tname] = _emit(b, lname if i == 0 else namer(where), b.slice, x, axis,
+                                   start, start + int(size))
+                start += int(size)
+            continue
+        elif op == "Slice":
+            x = act(node.input[0], where)
+            starts, ends = values.get(node.input[1]), values.get(node.input[2])
+            axes = values.get(node.input[3]) if len(node.input) > 3 and node.input[3] \
+                else list(range(len(starts))) if starts is not None else None
+            steps = values.get(node.input[4]) if len(node.input) > 4 and node.input[4] else None
+            if starts is None or ends is None or axes is None or len(axes) != 1 or (
+                    steps is not None and int(steps[0]) != 1):
+                raise GpusimError(f"ONNX node {where!r}: only a constant Slice of one axis "
+                                  "with step 1 is supported")
+            axis = int(axes[0]) % len(x.shape)
+            lo, hi, _ = slice(int(starts[0]), int(ends[0])).indices(x.shape[axis])
+            out = _emit(b, lname, b.slice, x, axis, lo, hi)
         else:
             raise GpusimError(f"ONNX node {where!r}: op {op} is not supported")
         env[node.output[0]] = out
     for i, o in enumerate(graph.output):
         b.output(act(o.name, "graph output"), "logits" if i == 0 else f"output{i}")
     return b.finish()
+
+
+#: ONNX activations and the op each is.
+_ONNX_ACTIVATIONS: dict[str, OpType] = {
+    "Sigmoid": OpType.SIGMOID, "HardSigmoid": OpType.HARDSIGMOID,
+    "HardSwish": OpType.HARDSWISH, "Gelu": OpType.GELU,
+}
+
+
+def _numel(shape: Sequence[int]) -> int:
+    return math.prod(int(d) for d in shape)
+
+
+def _onnx_squeezed(op: str, shape: tuple[int, ...], axes: Any, where: str) -> list[int]:
+    """The output shape of ``Squeeze``/``Unsqueeze`` with these ``axes``."""
+    dims = list(shape)
+    if op == "Squeeze":
+        if axes is None:
+            return [d for d in dims if d != 1]
+        drop = {int(x) % len(dims) for x in axes}
+        return [d for i, d in enumerate(dims) if i not in drop]
+    if axes is None:
+        raise GpusimError(f"ONNX node {where!r}: Unsqueeze needs its axes")
+    rank = len(dims) + len(axes)
+    for x in sorted(int(x) % rank for x in axes):
+        dims.insert(x, 1)
+    return dims

@@ -63,6 +63,21 @@ Fields of :class:`Layer` (all counts are for the whole batch):
     Whether a conv/linear op adds a bias (counted in ``params``).
 ``ceil_mode``
     Pooling output-size rounding (torch ``ceil_mode``).
+``attrs``
+    The integers an op needs beyond its shapes, where it has any (``()`` otherwise):
+    ``permute``: the permutation; ``mean``: the reduced dims; ``slice``: ``(dim, start,
+    stop)``; ``mul``: the shape of its learned operand (``()`` when it multiplies two
+    activations). Backward ops copy them.
+
+Ops of imported networks (:mod:`workloads.importers`, :mod:`workloads.graphfile`) beyond the
+zoo's: the activations SiLU, Hardswish, GELU, sigmoid and Hardsigmoid; ``mul`` (elementwise
+product with broadcasting: squeeze-and-excitation scales, layer scales); ``layernorm`` (over
+the last dim); ``mean`` (a reduction over dims); the views ``reshape``, ``permute`` and
+``slice``, which move nothing (as in PyTorch), and ``contiguous``, the copy that PyTorch
+makes where an op needs a permuted or sliced tensor laid out densely; and
+``stochastic_depth`` (training only: in inference it is the identity and adds no op).
+``linear`` applies to the last dim of an input of any rank (a transformer's or ConvNeXt's
+MLP on ``(N, H, W, C)``), as ``nn.Linear`` does.
 """
 
 from __future__ import annotations
@@ -97,6 +112,20 @@ class OpType(StrEnum):
     FLATTEN = "flatten"
     LRN = "lrn"
     SOFTMAX = "softmax"
+    # forward, ops of imported networks (see the module docstring)
+    SILU = "silu"
+    HARDSWISH = "hardswish"
+    GELU = "gelu"
+    SIGMOID = "sigmoid"
+    HARDSIGMOID = "hardsigmoid"
+    MUL = "mul"
+    LAYERNORM = "layernorm"
+    MEAN = "mean"
+    RESHAPE = "reshape"
+    PERMUTE = "permute"
+    SLICE = "slice"
+    CONTIGUOUS = "contiguous"
+    STOCHASTIC_DEPTH = "stochastic_depth"
     # loss
     CROSS_ENTROPY = "cross_entropy"
     # backward
@@ -117,6 +146,21 @@ class OpType(StrEnum):
     LRN_BWD = "lrn_bwd"
     SOFTMAX_BWD = "softmax_bwd"
     CROSS_ENTROPY_BWD = "cross_entropy_bwd"
+    SILU_BWD = "silu_bwd"
+    HARDSWISH_BWD = "hardswish_bwd"
+    GELU_BWD = "gelu_bwd"
+    SIGMOID_BWD = "sigmoid_bwd"
+    HARDSIGMOID_BWD = "hardsigmoid_bwd"
+    #: Gradient of one input of a ``mul`` (and of its learned operand, if it has one).
+    MUL_BWD = "mul_bwd"
+    LAYERNORM_BWD = "layernorm_bwd"
+    MEAN_BWD = "mean_bwd"
+    RESHAPE_BWD = "reshape_bwd"
+    PERMUTE_BWD = "permute_bwd"
+    #: The slice's gradient written into a zeroed gradient of the whole tensor.
+    SLICE_BWD = "slice_bwd"
+    CONTIGUOUS_BWD = "contiguous_bwd"
+    STOCHASTIC_DEPTH_BWD = "stochastic_depth_bwd"
     #: Sum of the gradients arriving at a tensor that fanned out in the forward pass.
     GRAD_ACCUMULATE = "grad_accumulate"
     # optimizer
@@ -133,7 +177,13 @@ GEMM_OPS: frozenset[OpType] = frozenset(
 )
 #: Ops that only reinterpret or alias memory: no kernel, no traffic.
 VIEW_OPS: frozenset[OpType] = frozenset(
-    {OpType.FLATTEN, OpType.FLATTEN_BWD, OpType.ADD_BWD, OpType.CONCAT_BWD}
+    {OpType.FLATTEN, OpType.FLATTEN_BWD, OpType.ADD_BWD, OpType.CONCAT_BWD,
+     OpType.RESHAPE, OpType.RESHAPE_BWD, OpType.PERMUTE, OpType.PERMUTE_BWD, OpType.SLICE,
+     OpType.CONTIGUOUS_BWD}
+)
+#: Elementwise activations of imported networks (one output element per input element).
+ACTIVATIONS: frozenset[OpType] = frozenset(
+    {OpType.SILU, OpType.HARDSWISH, OpType.GELU, OpType.SIGMOID, OpType.HARDSIGMOID}
 )
 #: Forward op -> its backward op, for ops with a single ``<op>_bwd`` counterpart.
 BACKWARD_OF: dict[OpType, OpType] = {
@@ -150,6 +200,19 @@ BACKWARD_OF: dict[OpType, OpType] = {
     OpType.LRN: OpType.LRN_BWD,
     OpType.SOFTMAX: OpType.SOFTMAX_BWD,
     OpType.CROSS_ENTROPY: OpType.CROSS_ENTROPY_BWD,
+    OpType.SILU: OpType.SILU_BWD,
+    OpType.HARDSWISH: OpType.HARDSWISH_BWD,
+    OpType.GELU: OpType.GELU_BWD,
+    OpType.SIGMOID: OpType.SIGMOID_BWD,
+    OpType.HARDSIGMOID: OpType.HARDSIGMOID_BWD,
+    OpType.MUL: OpType.MUL_BWD,
+    OpType.LAYERNORM: OpType.LAYERNORM_BWD,
+    OpType.MEAN: OpType.MEAN_BWD,
+    OpType.RESHAPE: OpType.RESHAPE_BWD,
+    OpType.PERMUTE: OpType.PERMUTE_BWD,
+    OpType.SLICE: OpType.SLICE_BWD,
+    OpType.CONTIGUOUS: OpType.CONTIGUOUS_BWD,
+    OpType.STOCHASTIC_DEPTH: OpType.STOCHASTIC_DEPTH_BWD,
 }
 
 
@@ -216,6 +279,7 @@ class Layer:
     training: bool = False
     bias: bool = False
     ceil_mode: bool = False
+    attrs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -251,6 +315,10 @@ class Layer:
                 f"layer {self.name!r}: phase must be one of {', '.join(PHASES)}, "
                 f"got {self.phase!r}"
             )
+        if not isinstance(self.attrs, tuple) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in self.attrs):
+            raise GpusimError(f"layer {self.name!r}: attrs must be a tuple of ints, "
+                              f"got {self.attrs!r}")
         if self.phase in ("backward", "optimizer") and not self.forward_of:
             raise GpusimError(f"layer {self.name!r}: a {self.phase} op needs forward_of")
 
@@ -281,14 +349,18 @@ class Layer:
 
     @property
     def out_channels(self) -> int:
-        """Channels (dim 1) of the output (features for ``(N, F)`` outputs)."""
+        """Channels (dim 1) of the output (features for ``(N, F)`` outputs; for a linear
+        layer, which acts on the last dim, its output features)."""
+        if self.op is OpType.LINEAR:
+            return self.output[-1]
         return self.output[1] if len(self.output) > 1 else self.output[0]
 
     @property
     def weight_shape(self) -> tuple[int, ...] | None:
         """Weight tensor shape of conv/linear ops and their gradients, else ``None``.
 
-        ``(K, C/groups, R, S)`` for convolutions, ``(out, in)`` for linear layers.
+        ``(K, C/groups, R, S)`` for convolutions, ``(out, in)`` for linear layers (which
+        act on the last dim of their input).
         """
         if self.op in (OpType.CONV2D, OpType.LINEAR):
             x, y = self.inputs[0], self.output
@@ -299,7 +371,7 @@ class Layer:
         else:
             return None
         if self.op in GEMM_OPS:
-            return (y[1], x[1])
+            return (y[-1], x[-1])
         return (y[1], x[1] // self.groups, *self.kernel)
 
     @property

@@ -1,5 +1,7 @@
 """The workload registry: every network by name, and :func:`build` to make its graph.
 
+``name`` is any workload source (:mod:`workloads.sources`): a zoo name, an ONNX file, a
+layer-graph file or ``torchvision:NAME[?ARG=VALUE&...]``; :func:`workload_source` parses it.
 ``build(name, batch=..., resolution=..., phase=..., dtype=..., **options)`` returns the
 networkx ``DiGraph`` of :mod:`workloads.graph` with graph-level metadata in ``graph.graph``:
 ``name``, ``batch``, ``resolution``, ``dtype``, ``phase`` (``"inference"`` or
@@ -19,6 +21,7 @@ import networkx as nx
 from gpu_models.errors import GpusimError
 from workloads import zoo
 from workloads.graph import GraphBuilder
+from workloads.sources import WorkloadSource, parse_source
 from workloads.training import make_training_graph
 
 PHASES: tuple[str, ...] = ("inference", "training")
@@ -94,20 +97,31 @@ def get_workload(name: str) -> WorkloadInfo:
         ) from None
 
 
+def workload_source(name: str) -> WorkloadSource:
+    """The parsed workload ``name``: a zoo name, a file or a torchvision model
+    (:func:`workloads.sources.parse_source`); :class:`GpusimError` saying what is wrong."""
+    return parse_source(name, workload_names())
+
+
 def build(
     name: str, *, batch: int = 1, resolution: int | None = None, phase: str = "inference",
     dtype: str = "fp32", **options: Any,
 ) -> nx.DiGraph:
     """The layer graph of workload ``name`` for ``phase`` (``inference`` or ``training``).
 
-    ``resolution`` defaults to the workload's own (224, or 299 for inception_v3). Options:
-    ``optimizer`` (training: ``"per_layer"`` or ``"step"``) and the builder's own keyword
-    options (``pathnet``: layers, modules, active, channels, seed; ``randwire``: nodes, k,
-    p, channels, seed).
+    ``name`` is any workload source (see the module docstring). ``resolution`` defaults to
+    the workload's own (224, or 299 for inception_v3; an imported model's input size).
+    Options: ``optimizer`` (training: ``"per_layer"`` or ``"step"``) and a zoo builder's
+    own keyword options (``pathnet``: layers, modules, active, channels, seed;
+    ``randwire``: nodes, k, p, channels, seed).
     """
-    info = get_workload(name)
+    source = workload_source(name)
     if phase not in PHASES:
         raise GpusimError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    if source.kind != "zoo":
+        return _build_imported(source, batch=batch, resolution=resolution, phase=phase,
+                               dtype=dtype, options=options)
+    info = get_workload(name)
     res = info.default_resolution if resolution is None else resolution
     if not isinstance(res, int) or isinstance(res, bool) or res < 1:
         raise GpusimError(f"workload {name!r}: resolution must be a positive int, got {res!r}")
@@ -124,6 +138,26 @@ def build(
     graph = b.finish()
     graph.graph["params"] = param_count(graph)
     graph.graph["options"] = dict(options)
+    if phase == "training":
+        graph = make_training_graph(graph, optimizer=optimizer)
+    return graph
+
+
+def _build_imported(source: WorkloadSource, *, batch: int, resolution: int | None, phase: str,
+                    dtype: str, options: dict[str, Any]) -> nx.DiGraph:
+    """:func:`build` of an imported workload (file or torchvision model)."""
+    optimizer = options.pop("optimizer", "per_layer")
+    if options:
+        where = ("model arguments of a torchvision model go after '?' "
+                 "(torchvision:NAME?ARG=VALUE)" if source.kind == "torchvision"
+                 else "an imported graph has no builder options")
+        raise GpusimError(f"workload {source.text!r}: unknown option(s) "
+                          f"{', '.join(sorted(options))}; valid: optimizer ({where})")
+    graph = source.forward_graph(batch=batch, resolution=resolution, dtype=dtype,
+                                 training=phase == "training")
+    graph.graph["params"] = param_count(graph)
+    graph.graph["options"] = {}
+    graph.graph["source"] = source.text
     if phase == "training":
         graph = make_training_graph(graph, optimizer=optimizer)
     return graph

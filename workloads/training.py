@@ -24,6 +24,15 @@ PyTorch autograd executes ``loss.backward()`` and ``optimizer.step()``:
 
 SGD with momentum reads parameter, gradient and momentum buffer and writes parameter and
 buffer: 3 reads + 2 writes and ~4 FLOP per parameter.
+
+Ops of imported networks follow autograd too: an activation's backward reads the saved
+input (SiLU, GELU, Hardswish, Hardsigmoid) or output (sigmoid); a ``mul`` gets one
+``<name>.bwd.<i>`` per input that needs a gradient (the incoming gradient times the other
+operand, summed over the broadcast dims where input ``i`` was broadcast; with a learned
+operand, ``.bwd.0`` also computes its gradient); layer norm's backward reads the saved input
+and writes the parameter gradients, as batch norm's does; ``slice`` scatters its gradient
+into a zeroed gradient of the whole tensor; reshape, permute and contiguous pass the
+gradient through as views.
 """
 
 from __future__ import annotations
@@ -45,7 +54,17 @@ _BWD_FLOPS_PER_ELEM: dict[OpType, int] = {
     OpType.BATCHNORM_BWD: 8, OpType.RELU_BWD: 1, OpType.RELU6_BWD: 2,
     OpType.DROPOUT_BWD: 1, OpType.LRN_BWD: 8, OpType.SOFTMAX_BWD: 4,
     OpType.CROSS_ENTROPY_BWD: 2, OpType.ADAPTIVE_AVGPOOL_BWD: 1,
+    OpType.SILU_BWD: 6, OpType.HARDSWISH_BWD: 3, OpType.GELU_BWD: 10, OpType.SIGMOID_BWD: 2,
+    OpType.HARDSIGMOID_BWD: 2, OpType.LAYERNORM_BWD: 8, OpType.MEAN_BWD: 1,
+    OpType.SLICE_BWD: 0, OpType.STOCHASTIC_DEPTH_BWD: 1,
 }
+#: Activations whose backward reads the saved *input* (sigmoid's reads its output).
+_SAVES_INPUT: frozenset[OpType] = frozenset(
+    {OpType.SILU_BWD, OpType.HARDSWISH_BWD, OpType.GELU_BWD, OpType.HARDSIGMOID_BWD})
+#: Backward ops that pass the gradient through as a view.
+_VIEW_BACKWARD: frozenset[OpType] = frozenset(
+    {OpType.ADD_BWD, OpType.CONCAT_BWD, OpType.FLATTEN_BWD, OpType.RESHAPE_BWD,
+     OpType.PERMUTE_BWD, OpType.CONTIGUOUS_BWD})
 
 
 def make_training_graph(forward: nx.DiGraph, *, optimizer: str = "per_layer") -> nx.DiGraph:
@@ -169,7 +188,7 @@ class _Builder:
             "dilation": layer.dilation, "groups": layer.groups, "dtype": layer.dtype,
             "phase": "backward", "forward_of": layer.name, "module": layer.module,
             "branch": layer.branch, "bias": layer.bias, "ceil_mode": layer.ceil_mode,
-            "training": layer.training,
+            "training": layer.training, "attrs": layer.attrs,
         }
 
     def backward(self, v: str, layer: Layer, g_src: str,
@@ -183,9 +202,10 @@ class _Builder:
         if op in (OpType.CONV2D, OpType.LINEAR):
             x = layer.inputs[0]
             conv = op is OpType.CONV2D
-            weights = layer.params - (layer.out_channels if layer.bias else 0)
-            w_shape = ((layer.out_channels, x[1] // layer.groups, *layer.kernel) if conv
-                       else (layer.out_channels, x[1]))
+            outs = layer.out_channels  # a linear layer's: its last dim
+            weights = layer.params - (outs if layer.bias else 0)
+            w_shape = ((outs, x[1] // layer.groups, *layer.kernel) if conv
+                       else (outs, x[-1]))
             if math.prod(w_shape) != weights:
                 raise GpusimError(
                     f"layer {v!r}: {layer.params} parameters do not match weights of shape "
@@ -213,11 +233,13 @@ class _Builder:
             ), [grad_edge] + [(p, pred_shapes[p], "saved") for p in preds])
             self.param_grad_source[v] = wgrad
             return out
+        if op is OpType.MUL:
+            return self._mul_backward(v, layer, grad_edge, preds, pred_shapes, common)
         bwd_op = BACKWARD_OF.get(op)
         if bwd_op is None:
             raise GpusimError(f"layer {v!r}: no backward rule for op {op.value!r}")
         name = f"{v}.bwd"
-        if bwd_op in (OpType.ADD_BWD, OpType.CONCAT_BWD, OpType.FLATTEN_BWD):
+        if bwd_op in _VIEW_BACKWARD:
             # Views: add passes the gradient through, concat/flatten hand out slices/views.
             self.add(Layer(name=name, op=bwd_op, inputs=(y,), output=y, **common), [grad_edge])
             return [(name, preds)]
@@ -226,13 +248,16 @@ class _Builder:
         reads = numel(y)
         writes = numel(x)
         extra_read_B = 0  # bytes read beyond `reads` elements of the layer's dtype
-        if bwd_op is OpType.BATCHNORM_BWD:
+        if bwd_op in (OpType.BATCHNORM_BWD, OpType.LAYERNORM_BWD):
             saved = [(p, pred_shapes[p], "saved") for p in preds]
             reads += numel(x) + layer.params
             writes += layer.params
-        elif bwd_op in (OpType.RELU_BWD, OpType.RELU6_BWD):
+        elif bwd_op in (OpType.RELU_BWD, OpType.RELU6_BWD, OpType.SIGMOID_BWD):
             saved = [(v, y, "saved")]
             reads += numel(y)
+        elif bwd_op in _SAVES_INPUT:
+            saved = [(p, pred_shapes[p], "saved") for p in preds]
+            reads += numel(x)
         elif bwd_op is OpType.MAXPOOL_BWD:
             saved = [(v, y, "saved")]  # the argmax indices (int64) saved by the forward
             extra_read_B = 8 * numel(y)  # gradient (dtype) + int64 indices (8 B, any dtype)
@@ -255,3 +280,43 @@ class _Builder:
         if layer.params:
             self.param_grad_source[v] = name
         return [(name, preds)] if preds else []
+
+    def _mul_backward(self, v: str, layer: Layer, grad_edge: tuple[str, tuple[int, ...], str],
+                      preds: list[str], pred_shapes: dict[str, tuple[int, ...]],
+                      common: dict[str, Any]) -> list[tuple[str, list[str]]]:
+        """``mul``: one gradient per input with a producer (see the module docstring)."""
+        y, d = layer.output, layer.dtype_bytes
+        shapes = layer.inputs
+        # Each producer feeds the first input of its shape; the image has none.
+        producer: dict[int, str] = {}
+        for p in preds:
+            free = [i for i, s in enumerate(shapes) if s == pred_shapes[p] and i not in producer]
+            if not free:
+                raise GpusimError(f"layer {v!r}: its producers do not match its inputs "
+                                  f"{shapes}")
+            producer[free[0]] = p
+        weight = layer.attrs if layer.params else ()
+        out: list[tuple[str, list[str]]] = []
+        for i, shape in enumerate(shapes):
+            if i not in producer and not (weight and i == 0):
+                continue  # the image needs no gradient
+            other = weight if weight else shapes[1 - i]
+            saved_from = producer.get(1 - i) if not weight else producer.get(0)
+            saved = ([(saved_from, pred_shapes[saved_from], "saved")]
+                     if saved_from is not None else [])
+            reduce = shape != y  # input i was broadcast: its gradient is summed
+            params = layer.params if weight else 0
+            name = self.add(Layer(
+                name=f"{v}.bwd.{i}", op=OpType.MUL_BWD,
+                inputs=(y, *(pred_shapes[s] for s, _, _ in saved)), output=shape,
+                # grad x other operand (+ the sum over broadcast dims; + the weight's
+                # gradient, a product and a sum)
+                params=params, flops=numel(y) * (1 + int(reduce) + (2 if weight else 0)),
+                bytes_read=(numel(y) + numel(other) + (numel(shape) if weight else 0)) * d,
+                bytes_written=(numel(shape) + params) * d, **common,
+            ), [grad_edge, *saved])
+            if weight:
+                self.param_grad_source[v] = name
+            if i in producer:
+                out.append((name, [producer[i]]))
+        return out

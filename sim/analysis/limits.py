@@ -376,12 +376,14 @@ def limits_for_workload(
     origin: str | GPUSpec | None = None,
     launch_overhead_s: float | None = None,
     event_overhead_s: float | None = None,
+    resolution: int | None = None,
 ) -> LimitsReport:
     """The limits report of workload ``name``, prepared by
     :func:`~sim.analysis.workflow.prepare_workload` (built, lowered and priced)."""
     prepared = prepare_workload(
         name, batch=batch, phase=phase, precision=precision, gpu=gpu, cost_model=cost_model,
-        origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s)
+        origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s,
+        resolution=resolution)
     return limits_of(prepared.ctx, policies=policies, keep_results=keep_results,
                      launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s,
                      labels=prepared.labels)

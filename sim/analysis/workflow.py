@@ -9,7 +9,8 @@ CLI, the limits report, sweeps and notebooks::
     run = prepared.run("min-streams")                    # one policy, simulated
     run.result.makespan_s, run.program
 
-* :func:`kernel_graph_for` — the workload's layer graph (:func:`workloads.build`) lowered to
+* :func:`kernel_graph_for` — the workload's layer graph (:func:`workloads.build`: a zoo name,
+  an ONNX or layer-graph file, or ``torchvision:NAME``) lowered to
   kernels (:func:`workloads.lowering.lower`) for a GPU and a math precision;
 * :func:`resolve_cost_model` — a cost model by name (``roofline``, ``calibrated``,
   ``scaled``) or as given;
@@ -65,13 +66,16 @@ def resolve_cost_model(cost_model: str | CostModel, gpu: GPUSpec, *,
 
 
 def kernel_graph_for(name: str, *, batch: int = 1, phase: str = "inference",
-                     precision: str = "fp32", gpu: GPUSpec) -> nx.DiGraph:
-    """The kernel DAG of workload ``name`` on ``gpu`` at ``precision``, its nodes in the
+                     precision: str = "fp32", gpu: GPUSpec,
+                     resolution: int | None = None) -> nx.DiGraph:
+    """The kernel DAG of workload ``name`` (any form :func:`workloads.build` takes: a zoo
+    name, a file, ``torchvision:NAME``) on ``gpu`` at ``precision``, its nodes in the
     framework's launch order (lowering keeps the layer graph's order)."""
     if precision not in PRECISIONS:
         raise GpusimError(f"precision must be one of {', '.join(PRECISIONS)} "
                           f"(got {precision!r})")
-    layers = build(name, batch=batch, phase=phase, dtype=_STORAGE_DTYPE[precision])
+    layers = build(name, batch=batch, resolution=resolution, phase=phase,
+                   dtype=_STORAGE_DTYPE[precision])
     return lower(layers, gpu, precision=precision)
 
 
@@ -149,6 +153,8 @@ class PreparedWorkload:
     ctx: ScheduleContext
     launch_overhead_s: float | None = None
     event_overhead_s: float | None = None
+    #: Input height = width as asked (``None``: the workload's own).
+    resolution: int | None = None
 
     @property
     def labels(self) -> dict[str, Any]:
@@ -175,16 +181,18 @@ def prepare_workload(
     origin: str | GPUSpec | None = None,
     launch_overhead_s: float | None = None,
     event_overhead_s: float | None = None,
+    resolution: int | None = None,
 ) -> PreparedWorkload:
     """Build, lower and price workload ``name`` (see the module docstring)."""
     spec = resolve_gpu(gpu)
     model = resolve_cost_model(cost_model, spec, origin=origin)
-    graph = kernel_graph_for(name, batch=batch, phase=phase, precision=precision, gpu=spec)
+    graph = kernel_graph_for(name, batch=batch, phase=phase, precision=precision, gpu=spec,
+                             resolution=resolution)
     ctx = schedule_context(graph, spec, model, launch_overhead_s=launch_overhead_s,
                            event_overhead_s=event_overhead_s)
     model_name = cost_model if isinstance(cost_model, str) else type(cost_model).__name__
     return PreparedWorkload(name, batch, phase, precision, spec, model_name, graph, ctx,
-                            launch_overhead_s, event_overhead_s)
+                            launch_overhead_s, event_overhead_s, resolution)
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,11 +233,13 @@ def simulate_workload(
     event_overhead_s: float | None = None,
     mode: str = "grouped",
     placement: str = "most-free",
+    resolution: int | None = None,
 ) -> WorkloadRun:
     """Prepare workload ``name`` (:func:`prepare_workload`) and simulate it under ``policy``."""
     prepared = prepare_workload(
         name, batch=batch, phase=phase, precision=precision, gpu=gpu, cost_model=cost_model,
-        origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s)
+        origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s,
+        resolution=resolution)
     return WorkloadRun(prepared, prepared.run(policy, mode=mode, placement=placement))
 
 

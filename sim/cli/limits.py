@@ -31,7 +31,8 @@ def cmd_limits(args: argparse.Namespace) -> int:
         policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
     report = limits_for_workload(
         args.workload, batch=args.batch, phase=args.phase, precision=args.precision, gpu=gpu,
-        cost_model=args.cost_model, origin=args.origin, policies=policies)
+        cost_model=args.cost_model, origin=args.origin, policies=policies,
+        resolution=args.resolution)
     if args.json:
         print_json(report.to_dict())
         return 0

@@ -27,6 +27,10 @@ def register(subparsers: Any) -> None:
     add_gpu_args(p)
     p.add_argument("--quick", action="store_true",
                    help="fewer networks and batch sizes: under a minute")
+    p.add_argument("--workload", dest="networks", action="append", metavar="WORKLOAD",
+                   help="a network to analyse instead of the plan's (repeatable; any form "
+                   "--workload takes, see `gpusim workloads`); the first also gets the "
+                   "whole-network timelines and the sweep")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json_arg(p)
     p.set_defaults(func=cmd_reproduce)
@@ -35,7 +39,7 @@ def register(subparsers: Any) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Handler of ``gpusim reproduce``."""
     summary = reproduce(args.out, gpu=args.gpu, overrides=args.overrides, quick=args.quick,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, networks=args.networks)
     if args.json:
         print_json(summary)
         return 0

@@ -13,11 +13,22 @@ from sim.scheduling import event_count
 from workloads import workload_names
 
 
+def add_workload_source_args(parser: argparse.ArgumentParser) -> None:
+    """``--workload`` in any of its forms (:mod:`workloads.sources`), ``--batch`` and
+    ``--resolution``: what every command that builds a network takes."""
+    parser.add_argument(
+        "--workload", required=True, metavar="WORKLOAD",
+        help=f"a zoo network ({', '.join(workload_names())}), PATH.onnx, PATH.json or "
+        "PATH.toml (gpusim layer graph), or torchvision:NAME[?ARG=VALUE&...]; see "
+        "`gpusim workloads`")
+    parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    parser.add_argument("--resolution", type=int, default=None, metavar="PIXELS",
+                        help="input height = width (default: the workload's own)")
+
+
 def add_workload_args(parser: argparse.ArgumentParser) -> None:
     """``--workload`` and the options that pick its graph, GPU and cost model."""
-    parser.add_argument("--workload", required=True, metavar="NAME",
-                        help=f"network name ({', '.join(workload_names())})")
-    parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    add_workload_source_args(parser)
     parser.add_argument("--phase", choices=("inference", "training"), default="inference",
                         help="inference (forward) or a training step (default inference)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -48,7 +59,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     gpu = gpu_from_args(args)
     run = simulate_workload(
         args.workload, batch=args.batch, phase=args.phase, precision=args.precision, gpu=gpu,
-        cost_model=args.cost_model, origin=args.origin, policy=args.policy)
+        cost_model=args.cost_model, origin=args.origin, policy=args.policy,
+        resolution=args.resolution)
     result = run.result
     if args.trace:
         from sim.cli.run import write_trace

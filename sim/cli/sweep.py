@@ -75,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       metavar="FIELD=V1,V2,...",
                       help="a GPUSpec field and its values (repeatable), e.g. "
                       "--set sm_count=66,132,264")
-    grid.add_argument("--workload", help="workload name(s), e.g. resnet50,inception_v3")
+    grid.add_argument("--workload", help="workload(s), e.g. resnet50,inception_v3: zoo "
+                      "names, PATH.onnx, PATH.json/.toml, torchvision:NAME[?ARG=VALUE&...]")
     grid.add_argument("--batch", help="batch size(s) (default: 1)")
     grid.add_argument("--phase", help="inference and/or training (default: inference)")
     grid.add_argument("--precision", help="fp32, tf32, fp16, bf16 (default: fp32)")
@@ -156,14 +157,14 @@ def check_global_values(points: list[Point], evaluator: str) -> None:
         return
     from sim.analysis.workflow import PRECISIONS
     from sim.scheduling import get_policy
-    from workloads import workload_names
+    from workloads import workload_source
     from workloads.registry import PHASES
 
-    known = workload_names()
     for workload in dict.fromkeys(p.workload for p in points):
-        if workload not in known:
-            raise GpusimError(f"sweep: unknown workload {workload!r}; workloads: "
-                              f"{', '.join(known)}")
+        try:
+            workload_source(workload)  # a zoo name, an existing file, torchvision:NAME
+        except GpusimError as exc:
+            raise GpusimError(f"sweep: --workload {workload!r}: {exc}") from None
     for phase in dict.fromkeys(p.phase for p in points):
         if phase not in PHASES:
             raise GpusimError(f"sweep: unknown phase {phase!r}; phases: {', '.join(PHASES)}")

@@ -1,31 +1,53 @@
 """``gpusim workloads`` and ``gpusim graph``: the model zoo and the structure of its graphs.
 
-``gpusim workloads`` lists every network with its parameter count, inference multiply-adds
-at batch 1 and default resolution, and a one-line description. ``gpusim graph --workload
-NAME`` prints the structural analysis of :mod:`workloads.analysis` for one network, phase
-and batch size: op counts, FLOPs and bytes, critical paths, level widths, the maximum
-antichain of convolutions and the per-level parallelism profile. ``--option KEY=VALUE``
-(repeatable) passes a builder option to :func:`workloads.build` (``pathnet``: layers,
-modules, active, channels, seed; ``randwire``: nodes, k, p, channels, seed; training:
-optimizer); values read as int, else float, else text. An unknown option is an error.
+``gpusim workloads`` lists every network of the zoo with its parameter count, inference
+multiply-adds at batch 1 and default resolution, and a one-line description, then the other
+forms a workload can take (:mod:`workloads.sources`). ``gpusim graph --workload WORKLOAD``
+prints the structural analysis of :mod:`workloads.analysis` for one network, phase and batch
+size: op counts, FLOPs and bytes, critical paths, level widths, the maximum antichain of
+convolutions and the per-level parallelism profile; ``--export OUT.json`` also writes the
+network in gpusim's layer-graph format (:mod:`workloads.graphfile`), never over the file it
+was read from. ``--option KEY=VALUE`` (repeatable) passes a builder option to
+:func:`workloads.build` (``pathnet``: layers, modules, active, channels, seed; ``randwire``:
+nodes, k, p, channels, seed; training: optimizer); values read as int, else float, else
+text. An unknown option is an error.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from gpu_models.errors import GpusimError
 from gpu_models.units import GIGA, MEGA
 from sim.cli.common import add_json_arg, print_json, print_table
+from sim.cli.simulate import add_workload_source_args
 from workloads.analysis import analyze
-from workloads.registry import PHASES, build, forward_macs, list_workloads
+from workloads.registry import PHASES, build, forward_macs, list_workloads, workload_source
+
+#: What ``gpusim workloads`` says about the forms a workload can take besides the zoo.
+OTHER_FORMS = """\
+Besides the zoo, --workload takes (in graph, simulate, limits, sweep and reproduce):
+  PATH.onnx                  an ONNX model (needs the onnx package)
+  PATH.json, PATH.toml       a network in gpusim's layer-graph format: the input shape
+                             once, then layers with name, op, inputs and attributes
+                             (schema: workloads/data/layer_graph.schema.json; examples:
+                             examples/graphs/; `gpusim graph --export` writes any workload)
+  torchvision:NAME[?ARG=VALUE&...]
+                             any torchvision classification model, e.g.
+                             torchvision:efficientnet_b0, torchvision:resnet50?width_per_group=128
+                             (built on the meta device and traced with torch.fx: nothing
+                             is downloaded; needs pip install 'gpusim[torch]')
+--batch and --resolution apply to every form."""
 
 
 def register(subparsers: Any) -> None:
     """Add the ``workloads`` and ``graph`` commands."""
-    p = subparsers.add_parser("workloads", help="list the model zoo",
-                              description="List every workload of the model zoo.")
+    p = subparsers.add_parser(
+        "workloads", help="list the model zoo (and the other forms a workload can take)",
+        description="List every workload of the model zoo, and explain the other forms "
+        "--workload takes: ONNX files, layer-graph files, torchvision models.")
     add_json_arg(p)
     p.set_defaults(func=cmd_workloads)
 
@@ -34,10 +56,7 @@ def register(subparsers: Any) -> None:
         description="Structure of a workload's layer graph: critical path, widths, "
         "maximum antichain of convolutions, parallelism per level.",
     )
-    g.add_argument("--workload", required=True, help="workload name (see `gpusim workloads`)")
-    g.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    g.add_argument("--resolution", type=int, default=None,
-                   help="input height = width (default: the workload's own)")
+    add_workload_source_args(g)
     g.add_argument("--phase", choices=PHASES, default="inference")
     g.add_argument("--dtype", default="fp32", help="fp32 (default), fp16 or bf16")
     g.add_argument("--option", dest="options", action="append", type=_option, default=[],
@@ -45,6 +64,9 @@ def register(subparsers: Any) -> None:
                    help="a workload option, repeatable (pathnet: layers, modules, active, "
                    "channels, seed; randwire: nodes, k, p, channels, seed; training: "
                    "optimizer=per_layer|step)")
+    g.add_argument("--export", metavar="OUT.json", type=Path,
+                   help="also write the network (its forward graph) in gpusim's layer-graph "
+                   "format")
     add_json_arg(g)
     g.set_defaults(func=cmd_graph)
 
@@ -90,6 +112,8 @@ def cmd_workloads(args: argparse.Namespace) -> int:
           r["description"]) for r in rows],
         ["workload", "params", "GMACs", "res", "description"],
     )
+    print()
+    print(OTHER_FORMS)
     return 0
 
 
@@ -102,9 +126,15 @@ def cmd_graph(args: argparse.Namespace) -> int:
         if key in options:
             raise GpusimError(f"option {key!r} is given twice")
         options[key] = value
+    if args.export is not None:
+        check_not_input(args.export, args.workload)
     graph = build(args.workload, batch=args.batch, resolution=args.resolution,
                   phase=args.phase, dtype=args.dtype, **options)
     result = analyze(graph)
+    if args.export is not None:
+        from workloads.graphfile import write_graph_file
+
+        doc = write_graph_file(graph, args.export)
     if args.json:
         print_json(result.to_dict())
         return 0
@@ -134,4 +164,15 @@ def cmd_graph(args: argparse.Namespace) -> int:
     for part in result.profile:
         print(f"\n{part.phase} convs per level: "
               + " ".join(str(c) for c in part.convs_per_level))
+    if args.export is not None:
+        print(f"\nwrote {len(doc['layers'])} layers to {args.export}")
     return 0
+
+
+def check_not_input(out: Path, workload: str) -> None:
+    """:class:`GpusimError` when ``out`` is the file the workload is read from."""
+    source = workload_source(workload)
+    if source.kind in ("onnx", "graph") and out.exists() \
+            and out.resolve().samefile(Path(source.target).resolve()):
+        raise GpusimError(f"--export {str(out)!r} is the workload file itself: it is never "
+                          "overwritten; choose another path")

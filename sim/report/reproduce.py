@@ -64,7 +64,7 @@ from sim.report import plots
 from sim.report.plots_sweep import sweep_heatmap
 from workloads.analysis import analyze, parallelism_profile
 from workloads.lowering import lower
-from workloads.registry import build
+from workloads.registry import build, workload_source
 
 #: Where ``gpusim reproduce`` writes unless told otherwise.
 DEFAULT_OUT_DIR = "reproduce_out"
@@ -119,24 +119,35 @@ QUICK_POLICIES: tuple[str, ...] = ("branches", "min-streams", "critical-path",
 
 
 def make_plan(
-    gpu: str = DEFAULT_GPU, *, overrides: Sequence[str] = (), quick: bool = False
+    gpu: str = DEFAULT_GPU, *, overrides: Sequence[str] = (), quick: bool = False,
+    networks: Sequence[str] | None = None,
 ) -> Plan:
-    """The full plan, or the quick one (two networks, two batch sizes, a 2 x 2 sweep)."""
-    networks: tuple[str, ...]
+    """The full plan, or the quick one (two networks, two batch sizes, a 2 x 2 sweep).
+
+    ``networks`` (any form :func:`workloads.build` takes) replace the plan's networks; the
+    first one also gets the whole-network timelines and the sweep.
+    """
+    plan_networks: tuple[str, ...]
     batches: tuple[int, ...]
     policies: tuple[str, ...] | None
     sm_factors: tuple[float, ...]
     queues: tuple[int, ...]
     if quick:
-        networks, batches, policies = ("googlenet", "resnet50"), (1, 32), QUICK_POLICIES
+        plan_networks, batches, policies = ("googlenet", "resnet50"), (1, 32), QUICK_POLICIES
         sm_factors, queues = (1.0, 2.0), (8, 32)
     else:
-        networks, batches, policies = PAPER_NETWORKS, (1, 8, 32, 128), None
+        plan_networks, batches, policies = PAPER_NETWORKS, (1, 8, 32, 128), None
         sm_factors, queues = (0.5, 1.0, 2.0), (8, 16, 32)
-    plan = Plan(gpu_name=str(gpu), overrides=tuple(overrides), quick=quick, networks=networks,
-                batches=batches, phase="training", profile_batch=32,
-                timeline=("googlenet", 32), policies=policies, sweep_sm_factors=sm_factors,
-                sweep_connections=queues)
+    timeline = ("googlenet", 32)
+    if networks:
+        for name in networks:
+            workload_source(name)  # a bad name or a missing file fails before any work
+        plan_networks = tuple(dict.fromkeys(networks))
+        timeline = (plan_networks[0], 32)
+    plan = Plan(gpu_name=str(gpu), overrides=tuple(overrides), quick=quick,
+                networks=plan_networks, batches=batches, phase="training",
+                profile_batch=32, timeline=timeline, policies=policies,
+                sweep_sm_factors=sm_factors, sweep_connections=queues)
     plan.gpu  # noqa: B018 - resolve now: a bad GPU fails before any work
     return plan
 
@@ -478,7 +489,11 @@ def step_network(plan: Plan, out: Output) -> None:
     """One whole network, serial against the fastest readable policy: timelines, utilisation
     and Chrome traces."""
     workload, batch = plan.timeline
-    row = next(r for r in out.limits if (r["workload"], r["batch"]) == (workload, batch))
+    row = next((r for r in out.limits if (r["workload"], r["batch"]) == (workload, batch)),
+               None)
+    if row is None:
+        out.skip(f"whole network {workload}", "its limits failed (see the limits step)")
+        return
     readable = [p for p in row["policies"] if p != "serial"
                 and row[f"streams.{p}"] <= MAX_TIMELINE_STREAMS]
     policy = min(readable, key=row["policies"].__getitem__)
@@ -494,8 +509,14 @@ def step_network(plan: Plan, out: Output) -> None:
         f"Busy SMs, resident warps and DRAM bandwidth over the {what} step, serial and "
         f"{policy}.")
     for label, result in runs.items():
-        out.trace(f"{workload}_b{batch}_{label}", result,
+        out.trace(f"{file_label(workload)}_b{batch}_{label}", result,
                   f"Chrome trace of a {what} step, policy {label}.")
+
+
+def file_label(workload: str) -> str:
+    """A workload's short name (:attr:`WorkloadSource.label`), safe in a file name."""
+    label = workload_source(workload).label
+    return "".join(c if c.isalnum() or c in "._=-" else "_" for c in label)
 
 
 def sweep_points(plan: Plan) -> list[Point]:
@@ -616,15 +637,17 @@ def reproduce(
     overrides: Sequence[str] = (),
     quick: bool = False,
     progress: bool = True,
+    networks: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run every step of the analysis into ``out_dir``; return (and write) the summary.
 
     ``gpu`` is a preset name or spec file, ``overrides`` ``FIELD=VALUE`` changes to it.
-    ``progress`` shows a tqdm bar on stderr (when it is a terminal). The summary lists every
+    ``progress`` shows a tqdm bar on stderr (when it is a terminal). ``networks`` replace
+    the plan's (see :func:`make_plan`). The summary lists every
     artifact with its files and description, the steps' wall times, the headline numbers
     and what was skipped.
     """
-    plan = make_plan(gpu, overrides=overrides, quick=quick)
+    plan = make_plan(gpu, overrides=overrides, quick=quick, networks=networks)
     out = Output(Path(out_dir))
     out.root.mkdir(parents=True, exist_ok=True)
     steps = plan_steps(plan)

@@ -207,7 +207,7 @@ def test_cli_table_lists_artifacts_and_skips(
     assert main(["reproduce", "--out", "somewhere", "--gpu", "a100", "--set", "sm_count=64",
                  "--no-progress"]) == 0
     assert calls == [("somewhere", {"gpu": "a100", "overrides": ["sm_count=64"],
-                                    "quick": False, "progress": False})]
+                                    "quick": False, "progress": False, "networks": None})]
     out = capsys.readouterr().out
     assert "figures/waves.png, figures/waves.pdf" in out
     assert "skipped measured_vs_simulated: no data committed" in out

@@ -74,8 +74,8 @@ def test_builder_errors_name_the_layer() -> None:
             b.conv2d(x, 8, 3, groups=2, name="g")
         with pytest.raises(GpusimError, match=r"too small"):
             b.conv2d(w, 8, 32, name="big")
-        with pytest.raises(GpusimError, match=r"\(N, F\)"):
-            b.linear(y, 10)
+        with pytest.raises(GpusimError, match=r"\(N, \.\.\., F\)"):
+            b.linear(b.input((5,)), 10)  # linear acts on the last dim of rank >= 2
     with pytest.raises(GpusimError, match=r"batch"):
         GraphBuilder("t", batch=0)
 

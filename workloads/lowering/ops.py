@@ -780,3 +780,172 @@ def gemm_layer(m: int, n: int, k: int, *, dtype: str = "fp32", name: str = "gemm
     return Layer(name=name, op=OpType.LINEAR, inputs=((m, k),), output=(m, n), dtype=dtype,
                  params=n * k, macs=m * n * k, flops=2 * m * n * k,
                  bytes_read=(m * k + n * k) * d, bytes_written=m * n * d)
+
+
+# ---------------------------------------------------------------------- imported networks
+# Rules of the ops that imported networks add (SiLU, Hardswish, GELU, sigmoid, Hardsigmoid,
+# mul, layer norm, mean, contiguous, slice, stochastic depth) and linear layers on inputs of
+# any rank. Kept apart from the rules above, which they only extend:
+#
+# - activations: ATen's vectorised unary kernel; their backward a binary one (gradient and
+#   the saved input or output);
+# - mul: a binary elementwise kernel, or ATen's strided one where an operand is broadcast;
+#   its backward: the product, then a sum reduction over the broadcast dims where the input
+#   was broadcast (and, with a learned operand, a product and a reduction for its
+#   gradient);
+# - layernorm: one block per row (``[layernorm]`` in kernels.toml); backward: the input
+#   gradient (same shape) and a column reduction for the scale and shift gradients;
+# - mean: a mean reduction (as the global average pool); backward: expand and divide;
+# - contiguous: ATen's strided copy; slice backward: a zero fill, then a strided copy into
+#   the slice; stochastic depth (training): Bernoulli noise per sample, its scaling, and a
+#   broadcast product; backward: the broadcast product;
+# - linear on ``(N, ..., F)``: the GEMM of the rows folded into one dim, as
+#   ``torch.matmul`` does (a view of a dense tensor).
+def _strided(layer: Layer, ctx: Context, elements: int, flops: float, dram_B: float,
+             label: str, kind: KernelKind = KernelKind.ELEMENTWISE) -> KernelSpec:
+    e = kernel_shapes()["elementwise_strided"]
+    return _shaped(layer, ctx, "elementwise_strided", kind,
+                   _grid1(elements, e["threads"] * e["elems_per_thread"]), flops, dram_B,
+                   f"elementwise_kernel<128, 2> ({label})")
+
+
+def _reduction(layer: Layer, ctx: Context, outputs: int, inputs: int, label: str,
+               kind: KernelKind = KernelKind.REDUCTION) -> KernelSpec:
+    e = kernel_shapes()["reduce"]
+    return _shaped(layer, ctx, "reduce", kind, _grid1(outputs, e["outputs_per_block"]),
+                   float(inputs), (inputs + outputs) * ctx.elem_B, f"reduce_kernel<{label}>")
+
+
+def _mul(layer: Layer, ctx: Context) -> list[KernelSpec]:
+    out = numel(layer.output)
+    if all(shape == layer.output for shape in layer.inputs) and not layer.attrs:
+        return _binary("mul")(layer, ctx)
+    return [_strided(layer, ctx, out, layer.flops, ctx.min_bytes(layer), "mul, broadcast")]
+
+
+def _mul_bwd(layer: Layer, ctx: Context) -> list[KernelSpec]:
+    grad = layer.inputs[0]
+    g, x = numel(grad), numel(layer.output)
+    e = ctx.elem_B
+    other = (numel(layer.attrs) if layer.params else
+             max((numel(s) for s in layer.inputs[1:]), default=g))
+    kernels: list[KernelSpec]
+    if x == g:
+        kernels = [_strided(layer, ctx, g, g, (2 * g + other) * e, "mul (grad)")]
+    else:  # input was broadcast: the product, then its sum over the broadcast dims
+        kernels = [_strided(layer, ctx, g, g, (2 * g + other) * e, "mul (grad)"),
+                   _reduction(layer, ctx, x, g, "sum (broadcast grad)")]
+    if layer.params:  # the learned operand's gradient: grad x saved input, summed
+        kernels += [_binary("mul (weight grad)")(dataclasses.replace(
+                        layer, flops=g, bytes_read=2 * g * layer.dtype_bytes,
+                        bytes_written=g * layer.dtype_bytes), ctx)[0],
+                    _reduction(layer, ctx, layer.params, g, "sum (weight grad)")]
+    return kernels
+
+
+def _layernorm(layer: Layer, ctx: Context) -> list[KernelSpec]:
+    e = kernel_shapes()["layernorm"]
+    rows = _rows(layer.output)
+    return [_shaped(layer, ctx, "layernorm", KernelKind.NORMALIZATION,
+                    _grid1(rows, e["rows_per_block"]), layer.flops, ctx.min_bytes(layer),
+                    "vectorized_layer_norm_kernel")]
+
+
+def _layernorm_bwd(layer: Layer, ctx: Context) -> list[KernelSpec]:
+    e = kernel_shapes()["layernorm"]
+    y = layer.inputs[0]
+    rows, n = _rows(y), numel(y)
+    dx = _shaped(layer, ctx, "layernorm", KernelKind.NORMALIZATION,
+                 _grid1(rows, e["rows_per_block"]), layer.flops,
+                 ctx.min_bytes(layer) - layer.params * 2 * ctx.elem_B,
+                 "layer_norm_grad_input_kernel")
+    if not layer.params:
+        return [dx]
+    # d(scale), d(shift): grad and saved input summed over the rows, per feature
+    gamma_beta = _reduction(layer, ctx, layer.params, 2 * n, "sum (GammaBetaBackward)",
+                            KernelKind.NORMALIZATION)
+    return [dx, gamma_beta]
+
+
+def _mean(layer: Layer, ctx: Context) -> list[KernelSpec]:
+    e = kernel_shapes()["reduce"]
+    return [_shaped(layer, ctx, "reduce", KernelKind.POOLING,
+                    _grid1(numel(layer.output), e["outputs_per_block"]), layer.flops,
+                    ctx.min_bytes(layer), "reduce_kernel<mean>")]
+
+
+def _mean_bwd(layer: Layer, ctx: Context) -> list[KernelSpec]:
+    out = numel(layer.output)
+    return [_strided(layer, ctx, out, layer.flops, ctx.min_bytes(layer), "expand / divide",
+                     KernelKind.POOLING)]
+
+
+def _contiguous(layer: Layer, ctx: Context) -> list[KernelSpec]:
+    return [_strided(layer, ctx, numel(layer.output), 0.0, ctx.min_bytes(layer),
+                     "copy_, strided to dense", KernelKind.CONCAT_COPY)]
+
+
+def _slice_bwd(layer: Layer, ctx: Context) -> list[KernelSpec]:
+    whole, part = numel(layer.output), numel(layer.inputs[0])
+    fill = _elementwise(layer, ctx, whole, binary=False, flops=0,
+                        dram_B=whole * ctx.elem_B, label="fill (zeros)")
+    copy = _strided(layer, ctx, part, 0.0, 2 * part * ctx.elem_B, "copy_ into the slice",
+                    KernelKind.CONCAT_COPY)
+    return [fill, copy]
+
+
+def _stochastic_depth(layer: Layer, ctx: Context) -> list[KernelSpec]:
+    samples = layer.output[0]
+    noise = _elementwise(layer, ctx, samples, binary=False, flops=samples,
+                         dram_B=samples * ctx.elem_B, label="bernoulli_ (noise)")
+    scale = _elementwise(layer, ctx, samples, binary=False, flops=samples,
+                         dram_B=2 * samples * ctx.elem_B, label="div_ (noise / survival)")
+    out = numel(layer.output)
+    apply = _strided(layer, ctx, out, layer.flops, ctx.min_bytes(layer) + samples * ctx.elem_B,
+                     "mul, broadcast (noise)")
+    return [noise, scale, apply]
+
+
+def _stochastic_depth_bwd(layer: Layer, ctx: Context) -> list[KernelSpec]:
+    return [_strided(layer, ctx, numel(layer.output), layer.flops, ctx.min_bytes(layer),
+                     "mul, broadcast (noise)")]
+
+
+def _rows_folded(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape if len(shape) <= 2 else (numel(shape[:-1]), shape[-1])
+
+
+def _linear_rows(layer: Layer, ctx: Context) -> list[KernelSpec]:
+    """A linear layer (or gradient) on ``(N, ..., F)``: the GEMM of its folded rows."""
+    if all(len(s) <= 2 for s in (*layer.inputs, layer.output)):
+        return _linear(layer, ctx)
+    folded = dataclasses.replace(layer, inputs=tuple(_rows_folded(s) for s in layer.inputs),
+                                 output=_rows_folded(layer.output))
+    return _linear(folded, ctx)
+
+
+RULES.update({
+    OpType.LINEAR: _linear_rows,
+    OpType.LINEAR_DGRAD: _linear_rows,
+    OpType.LINEAR_WGRAD: _linear_rows,
+    OpType.SILU: _unary("silu"),
+    OpType.HARDSWISH: _unary("hardswish"),
+    OpType.GELU: _unary("gelu (erf)"),
+    OpType.SIGMOID: _unary("sigmoid"),
+    OpType.HARDSIGMOID: _unary("hardsigmoid"),
+    OpType.SILU_BWD: _binary("silu_backward"),
+    OpType.HARDSWISH_BWD: _binary("hardswish_backward"),
+    OpType.GELU_BWD: _binary("gelu_backward"),
+    OpType.SIGMOID_BWD: _binary("sigmoid_backward"),
+    OpType.HARDSIGMOID_BWD: _binary("hardsigmoid_backward"),
+    OpType.MUL: _mul,
+    OpType.MUL_BWD: _mul_bwd,
+    OpType.LAYERNORM: _layernorm,
+    OpType.LAYERNORM_BWD: _layernorm_bwd,
+    OpType.MEAN: _mean,
+    OpType.MEAN_BWD: _mean_bwd,
+    OpType.CONTIGUOUS: _contiguous,
+    OpType.SLICE_BWD: _slice_bwd,
+    OpType.STOCHASTIC_DEPTH: _stochastic_depth,
+    OpType.STOCHASTIC_DEPTH_BWD: _stochastic_depth_bwd,
+})

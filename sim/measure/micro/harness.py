@@ -154,7 +154,7 @@ class Gpu:
                     ptr, shape.threads, shape.smem_dynamic_B))
             except getattr(drv, "CUDADriverError", RuntimeError):
                 return 0
-        from cuda.bindings import driver as cu  # type: ignore[import-not-found]
+        from cuda.bindings import driver as cu
 
         self.api_used["occupancy"] = "cuda.bindings: cuOccupancyMaxActiveBlocksPerMultiprocessor"
         err, blocks = cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(
