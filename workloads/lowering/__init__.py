@@ -2,9 +2,11 @@
 
 Every operation of a workload graph (:mod:`workloads.registry`) becomes one or more GPU
 kernels (:class:`~gpu_models.kernel.KernelSpec`) chosen the way cuDNN, cuBLAS and eager
-PyTorch choose them on the GPU's architecture: convolutions as implicit GEMMs tiled with the
-architecture's thread-block tiles (:mod:`workloads.lowering.tiles`, tables in
-``workloads/lowering/data/``), with split-K and a reduction kernel where the GEMM is narrow;
+PyTorch choose them on the GPU's architecture: convolutions with the algorithm cuDNN runs
+there (:mod:`workloads.lowering.algorithms`: Winograd for fp32 3x3 stride-1 passes on
+sm70/sm75), else as implicit GEMMs tiled with the architecture's thread-block tiles
+(:mod:`workloads.lowering.tiles`, tables in ``workloads/lowering/data/``), with split-K for
+wave utilisation and a reduction kernel where the GEMM is narrow;
 linear layers as cuBLAS GEMMs; batch norm, pooling, elementwise, concat, loss and optimizer
 ops as the ATen/cuDNN kernels they launch (:mod:`workloads.lowering.ops` lists each rule)::
 
@@ -23,8 +25,12 @@ dependencies through.
 Nodes are added in eager launch order (the layer graph's node order: forward in module
 order, backward as autograd runs it), so ``list(kg.nodes)`` is the single-stream program.
 ``graph.graph`` keeps ``workload``, ``batch``, ``resolution``, ``phase``, ``precision``,
-``fusion``, ``layout``, ``gpu`` and ``fused`` (each layer fused away -> the convolution it
-runs in; empty without fusion).
+``fusion``, ``layout``, ``gpu``, ``fused`` (each layer fused away -> the convolution it
+runs in; empty without fusion) and ``framework`` (the profile's name, "" without one).
+
+Framework: ``framework="pytorch"`` (or ``pytorch-wd``, ``pytorch-ddp``,
+``pytorch-legacy``; :mod:`workloads.lowering.framework`) adds the framework's own kernels:
+its optimizer implementation, zero_grad fills, AccumulateGrad adds and DDP's kernels.
 
 Layout: ``layout="nchw"`` (default, PyTorch's default memory format) adds the NCHW <-> NHWC
 copies cuDNN launches around tensor-op convolution kernels and runs 1x1 convolutions as
