@@ -1,7 +1,7 @@
 """Calibration data: kernels measured on real GPUs, with where and how they were measured.
 
-One JSON file per GPU and source lives in ``gpu_models/data/calibration/`` (the directory
-may be empty: no device data have been committed yet). A file is::
+One JSON file per GPU and source lives in ``gpu_models/data/calibration/`` (its README lists
+the committed files: public DeepBench timings and trace digests). A file is::
 
     {
       "format": "gpusim-calibration", "version": 1,
@@ -28,6 +28,19 @@ may be empty: no device data have been committed yet). A file is::
       ]
     }
 
+Two optional sections carry measurements that are not single kernel launches:
+
+* ``"timings"``: whole library calls timed by a benchmark (:class:`OpTiming`): a cuBLAS GEMM
+  or one pass of a cuDNN convolution, with its shape in the benchmark's own columns, e.g.
+  Baidu DeepBench's ``{"op": "gemm", "pass": "gemm", "shape": {"M": 1760, "N": 16,
+  "K": 1760, "a_transpose": "N", "b_transpose": "N"}, "dtype": "fp32", "layout": "nchw",
+  "duration_s": 5.8e-05, "label": "DeepSpeech", "line": 2}``;
+* ``"steps"`` (:class:`StepTotals`): per measured training step, its kernel count, summed
+  kernel time, first-start-to-last-end span, and kernel count and time per kernel class
+  (``sim.measure.kernel_classes``), with ``"workload"`` naming what ran (network, batch,
+  precision, framework profile, ...). A trace summarised this way keeps the records of one
+  representative step and the totals of every step: small files, no raw traces.
+
 Provenance values a source does not record (a profiler trace has no driver version) are
 written as the string ``"unknown"``: present and honest rather than missing. ``flops`` and
 ``dram_bytes`` are *derived* quantities (from the layer's shapes by lowering), never measured;
@@ -41,11 +54,12 @@ on this GPU, which kernels did the library actually launch?".
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 from gpu_models.datafile import read_data_file
 from gpu_models.errors import GpusimError
@@ -59,6 +73,7 @@ REQUIRED_PROVENANCE: tuple[str, ...] = (
     "gpu_name", "driver", "cuda", "libraries", "date", "script", "args",
 )
 UNKNOWN = "unknown"
+T = TypeVar("T")
 
 
 def calibration_dir() -> Path:
@@ -244,6 +259,129 @@ class CalibrationRecord:
         return cls(**values)
 
 
+#: Ops an :class:`OpTiming` can time.
+TIMED_OPS: tuple[str, ...] = ("gemm", "conv2d")
+#: Passes of a timed op (``gemm`` for a matrix product).
+TIMED_PASSES: tuple[str, ...] = ("gemm", "fwd", "dgrad", "wgrad")
+
+
+@dataclass(frozen=True)
+class OpTiming:
+    """One measured library call (a GEMM, one pass of a convolution), not a kernel launch.
+
+    ``shape`` holds the benchmark's own columns (DeepBench: ``M, N, K, a_transpose,
+    b_transpose`` for a GEMM; ``W, H, C, N, K, S, R, pad_w, pad_h, stride_w, stride_h`` for a
+    convolution); ``line`` is the row's line in the file it came from.
+    """
+
+    op: str
+    pass_: str
+    shape: Mapping[str, int | str]
+    dtype: str
+    layout: str
+    duration_s: float
+    label: str = ""
+    line: int | None = None
+
+    def __post_init__(self) -> None:
+        def fail(message: str) -> None:
+            raise GpusimError(f"timing {self.op!r} ({self.label or 'unlabelled'}): {message}")
+
+        if self.op not in TIMED_OPS:
+            fail(f"op must be one of {', '.join(TIMED_OPS)}")
+        if self.pass_ not in TIMED_PASSES or (self.op == "gemm") != (self.pass_ == "gemm"):
+            fail(f"pass must be 'gemm' for a GEMM, fwd/dgrad/wgrad for a convolution "
+                 f"(got {self.pass_!r})")
+        if not isinstance(self.shape, Mapping) or not all(
+                isinstance(v, (int, str)) and not isinstance(v, bool)
+                for v in self.shape.values()):
+            fail("shape must be an object of column -> integer or string")
+        object.__setattr__(self, "shape", MappingProxyType(dict(self.shape)))
+        if self.dtype not in PRECISIONS:
+            fail(f"dtype must be one of {PRECISIONS} (got {self.dtype!r})")
+        if isinstance(self.duration_s, bool) or not isinstance(self.duration_s, (int, float)) \
+                or not 0 < self.duration_s < float("inf"):
+            fail(f"duration_s must be a finite number > 0 (got {self.duration_s!r})")
+        if self.line is not None and (isinstance(self.line, bool)
+                                      or not isinstance(self.line, int) or self.line < 1):
+            fail(f"line must be null or a positive integer (got {self.line!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view (the file format's timing)."""
+        return {"op": self.op, "pass": self.pass_, "shape": dict(self.shape),
+                "dtype": self.dtype, "layout": self.layout, "duration_s": self.duration_s,
+                "label": self.label, "line": self.line}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OpTiming:
+        """Inverse of :meth:`to_dict` (raises :class:`GpusimError` on bad input)."""
+        if not isinstance(data, Mapping):
+            raise GpusimError("timing must be an object")
+        keys = {"op", "pass", "shape", "dtype", "layout", "duration_s", "label", "line"}
+        unknown = sorted(set(data) - keys)
+        if unknown:
+            raise GpusimError(f"timing: unknown key(s) {', '.join(unknown)}")
+        missing = sorted({"op", "pass", "shape", "dtype", "duration_s"} - set(data))
+        if missing:
+            raise GpusimError(f"timing: missing key(s) {', '.join(missing)}")
+        return cls(op=str(data["op"]), pass_=str(data["pass"]), shape=data["shape"],
+                   dtype=str(data["dtype"]), layout=str(data.get("layout") or "nchw"),
+                   duration_s=data["duration_s"], label=str(data.get("label") or ""),
+                   line=data.get("line"))
+
+
+@dataclass(frozen=True)
+class StepTotals:
+    """One measured training step: kernels, summed kernel time, span, totals per class."""
+
+    step: int
+    kernels: int
+    kernel_time_s: float
+    #: From the first kernel's start to the last kernel's end.
+    span_s: float
+    #: class -> (kernels, summed kernel time in seconds).
+    classes: Mapping[str, tuple[int, float]]
+
+    def __post_init__(self) -> None:
+        def bad(value: Any) -> bool:
+            return isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 0 <= value < float("inf")
+
+        if bad(self.kernel_time_s) or bad(self.span_s) or bad(self.kernels) \
+                or bad(self.step):
+            raise GpusimError(f"step {self.step!r}: kernels, kernel_time_s and span_s must "
+                              "be finite numbers >= 0")
+        classes = {}
+        for name, value in dict(self.classes).items():
+            if not isinstance(value, (list, tuple)) or len(value) != 2 or bad(value[0]) \
+                    or bad(value[1]):
+                raise GpusimError(f"step {self.step}: class {name!r} must be (kernels, "
+                                  f"seconds) (got {value!r})")
+            classes[str(name)] = (int(value[0]), float(value[1]))
+        object.__setattr__(self, "classes", MappingProxyType(classes))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view."""
+        return {"step": self.step, "kernels": self.kernels,
+                "kernel_time_s": self.kernel_time_s, "span_s": self.span_s,
+                "classes": {name: {"kernels": n, "time_s": t}
+                            for name, (n, t) in self.classes.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StepTotals:
+        """Inverse of :meth:`to_dict` (raises :class:`GpusimError` on bad input)."""
+        if not isinstance(data, Mapping):
+            raise GpusimError("step totals must be an object")
+        try:
+            classes = {name: (value["kernels"], value["time_s"])
+                       for name, value in dict(data.get("classes") or {}).items()}
+            return cls(step=data["step"], kernels=data["kernels"],
+                       kernel_time_s=data["kernel_time_s"], span_s=data["span_s"],
+                       classes=classes)
+        except (KeyError, TypeError) as exc:
+            raise GpusimError(f"step totals: missing or malformed {exc}") from None
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Where a calibration file's numbers come from (docs/model.md §9)."""
@@ -303,9 +441,18 @@ class CalibrationSet:
     records: tuple[CalibrationRecord, ...]
     #: The file it was read from ("" when built in memory).
     path: str = field(default="", compare=False)
+    #: Timed library calls (a benchmark's rows), see :class:`OpTiming`.
+    timings: tuple[OpTiming, ...] = ()
+    #: Per-step totals of a summarised trace, see :class:`StepTotals`.
+    steps: tuple[StepTotals, ...] = ()
+    #: What ran, for step totals: network, batch, phase, precision, framework, ... .
+    workload: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "records", tuple(self.records))
+        object.__setattr__(self, "timings", tuple(self.timings))
+        object.__setattr__(self, "steps", tuple(self.steps))
+        object.__setattr__(self, "workload", MappingProxyType(dict(self.workload)))
 
     def launched(self, signature: LayerSignature) -> tuple[CalibrationRecord, ...]:
         """The kernels the library launched for a layer with this signature, in launch order.
@@ -324,10 +471,17 @@ class CalibrationSet:
         return tuple(r for r in self.records if r.layer_name == layer_name)
 
     def to_dict(self) -> dict[str, Any]:
-        """The file format."""
-        return {"format": FORMAT_NAME, "version": FORMAT_VERSION,
-                "provenance": self.provenance.to_dict(),
-                "records": [r.to_dict() for r in self.records]}
+        """The file format (``timings``, ``steps`` and ``workload`` only when present)."""
+        out: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
+                               "provenance": self.provenance.to_dict()}
+        if self.workload:
+            out["workload"] = dict(self.workload)
+        if self.steps:
+            out["steps"] = [s.to_dict() for s in self.steps]
+        if self.timings:
+            out["timings"] = [t.to_dict() for t in self.timings]
+        out["records"] = [r.to_dict() for r in self.records]
+        return out
 
 
 def load_calibration_file(path: str | Path) -> CalibrationSet:
@@ -350,9 +504,18 @@ def calibration_from_dict(data: Any, *, origin: str = "calibration data",
         provenance = Provenance.from_dict(data.get("provenance"))
     except GpusimError as exc:
         raise GpusimError(f"{origin}: {exc}") from None
+    unknown = sorted(set(data) - {"format", "version", "provenance", "records", "timings",
+                                  "steps", "workload"})
+    if unknown:
+        raise GpusimError(f"{origin}: unknown key(s) {', '.join(unknown)}")
     raw_records = data.get("records")
     if not isinstance(raw_records, list):
         raise GpusimError(f"{origin}: 'records' must be a list")
+    timings = _section(data, "timings", OpTiming.from_dict, origin)
+    steps = _section(data, "steps", StepTotals.from_dict, origin)
+    workload = data.get("workload") or {}
+    if not isinstance(workload, Mapping):
+        raise GpusimError(f"{origin}: 'workload' must be an object")
     records = []
     for index, raw in enumerate(raw_records):
         try:
@@ -361,17 +524,34 @@ def calibration_from_dict(data: Any, *, origin: str = "calibration data",
             raise GpusimError(f"{origin}: record {index}: {exc}") from None
         except TypeError as exc:
             raise GpusimError(f"{origin}: record {index}: {exc}") from None
-    return CalibrationSet(provenance=provenance, records=tuple(records), path=path)
+    return CalibrationSet(provenance=provenance, records=tuple(records), path=path,
+                          timings=timings, steps=steps, workload=workload)
+
+
+def _section(data: Mapping[str, Any], key: str, parse: Callable[[Mapping[str, Any]], T],
+             origin: str) -> tuple[T, ...]:
+    raw = data.get(key, [])
+    if not isinstance(raw, list):
+        raise GpusimError(f"{origin}: {key!r} must be a list")
+    out = []
+    for index, item in enumerate(raw):
+        try:
+            out.append(parse(item))
+        except GpusimError as exc:
+            raise GpusimError(f"{origin}: {key} {index}: {exc}") from None
+    return tuple(out)
 
 
 def save_calibration_file(calibration: CalibrationSet, path: str | Path) -> None:
-    """Write ``calibration`` as a calibration file: indented header, one record per line."""
+    """Write ``calibration`` as a calibration file: indented header, then one record (and
+    one timing, one step) per line."""
     data = calibration.to_dict()
-    records = ",\n  ".join(json.dumps(r) for r in data.pop("records"))
-    header = json.dumps(data, indent=1)[:-2]  # drop the closing "\n}"
-    body = f'{header},\n "records": [\n  {records}\n ]\n}}\n' if records else \
-        f'{header},\n "records": []\n}}\n'
-    Path(path).write_text(body, encoding="utf-8")
+    lists = {key: data.pop(key) for key in ("steps", "timings", "records") if key in data}
+    parts = [json.dumps(data, indent=1)[:-2]]  # drop the closing "\n}"
+    for key, items in lists.items():
+        rows = ",\n  ".join(json.dumps(item) for item in items)
+        parts.append(f' "{key}": [\n  {rows}\n ]' if rows else f' "{key}": []')
+    Path(path).write_text(",\n".join(parts) + "\n}\n", encoding="utf-8")
 
 
 def list_calibration_files(directory: str | Path | None = None) -> tuple[Path, ...]:

@@ -34,8 +34,10 @@ Lowering's ``KernelSpec.measured_time_s`` is not read: the exact match on the la
 configuration finds the same measurement, and only for the GPU the model belongs to.
 
 :func:`cross_validate` reports the held-out error per kind (k-fold, folds drawn with a
-seeded generator passed in). No measured calibration data exist yet: the tests fit records
-generated from known coefficients and check that the fitter recovers them.
+seeded generator passed in). The committed digests of two public traces (a100-40gb,
+rtx-2080ti; ``gpu_models/data/calibration/``) carry records with derived work, so those GPUs
+have a fitted model; the unit tests fit records generated from known coefficients and check
+that the fitter recovers them.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ from gpu_models.spec import GPUSpec
 #: Names of the fitted features, in coefficient order.
 FEATURE_NAMES: tuple[str, ...] = ("compute_s", "memory_s", "waves", "constant")
 
-#: Derives a record's (flops, dram_bytes) from its layer signature and launch.
-WorkFn = Callable[[CalibrationRecord], tuple[float, float]]
+#: Derives a record's (flops, dram_bytes) from its layer signature and launch; ``None`` when
+#: it cannot (the record then serves exact matches only).
+WorkFn = Callable[[CalibrationRecord], "tuple[float, float] | None"]
 
 #: GPUSpec fields that do not change how long a kernel takes once it runs (host-side
 #: settings, names, memory capacity): a calibrated model answers for a spec that differs
@@ -157,16 +160,18 @@ def work_kernels(records: Sequence[CalibrationRecord],
                  work_fn: WorkFn | None = None) -> list[KernelSpec]:
     """The records that can be fitted, as kernels with their work and measured duration.
 
-    A record's FLOPs and bytes come from ``work_fn`` when given, else from the record; a
-    record with neither is left out (it still serves exact matches).
+    A record's FLOPs and bytes come from the record when it carries them, else from
+    ``work_fn`` when given; a record with neither (or whose ``work_fn`` gives ``None``) is
+    left out (it still serves exact matches).
     """
     kernels = []
     for record in records:
-        if work_fn is not None:
-            flops, dram_bytes = work_fn(record)
-            kernels.append(record.to_kernel_spec(flops=flops, dram_bytes=dram_bytes))
-        elif record.flops is not None and record.dram_bytes is not None:
+        if record.flops is not None and record.dram_bytes is not None:
             kernels.append(record.to_kernel_spec())
+        elif work_fn is not None:
+            work = work_fn(record)
+            if work is not None:
+                kernels.append(record.to_kernel_spec(flops=work[0], dram_bytes=work[1]))
     return kernels
 
 
@@ -221,8 +226,10 @@ def cross_validate(records: Sequence[CalibrationRecord], spec: GPUSpec, *,
     kernels = work_kernels(records, work_fn)
     if not kernels:
         raise GpusimError(
-            f"none of the {len(records)} calibration records carries flops/dram_bytes: pass a "
-            "work function that derives them from the layer signature (CLI: --work)")
+            f"none of the {len(records)} calibration records carries flops/dram_bytes and no "
+            "work function derived them: ingest the trace with --workload (its digest carries "
+            "them), or pass a work function (CLI: --work sim.measure.work:signature_work, "
+            "for traces recorded with shapes)")
     by_kind: dict[KernelKind, list[KernelSpec]] = {}
     for kernel in kernels:
         by_kind.setdefault(kernel.kind, []).append(kernel)

@@ -40,11 +40,7 @@ from sim.engine.program import Program
 from sim.engine.result import SimResult
 from sim.scheduling import Schedule, ScheduleContext, SchedulingPolicy, get_policy, to_program
 from workloads import build
-from workloads.lowering import lower
-
-#: Storage type of the layer graph for each math precision (tf32 math reads fp32 tensors).
-_STORAGE_DTYPE: dict[str, str] = {"fp32": "fp32", "tf32": "fp32", "fp16": "fp16",
-                                  "bf16": "bf16"}
+from workloads.lowering import STORAGE_DTYPE, lower
 
 
 def resolve_cost_model(cost_model: str | CostModel, gpu: GPUSpec, *,
@@ -75,7 +71,7 @@ def kernel_graph_for(name: str, *, batch: int = 1, phase: str = "inference",
         raise GpusimError(f"precision must be one of {', '.join(PRECISIONS)} "
                           f"(got {precision!r})")
     layers = build(name, batch=batch, resolution=resolution, phase=phase,
-                   dtype=_STORAGE_DTYPE[precision])
+                   dtype=STORAGE_DTYPE[precision])
     return lower(layers, gpu, precision=precision)
 
 

@@ -3,15 +3,19 @@
 Subcommands::
 
     gpusim calibrate ingest TRACE --out FILE.json [--gpu-name PRESET] [--driver V] ...
+        [--workload NETWORK --batch B --precision P --framework F] [--step-marker RANGE]
     gpusim calibrate fit --gpu NAME [--file FILE.json ...] [--work MODULE:FUNC] [--force] [--json]
 
 ``ingest`` reads a ``torch.profiler`` Chrome trace (``.json`` or ``.json.gz``), prints a
 summary (kernels per step, time per stream, kinds) and writes a calibration file whose
-provenance records this command line; ``fit`` fits the calibrated cost model to one GPU's
-calibration data and prints each kind's k-fold held-out error. The data must have been
-measured on that GPU: a ``--file`` whose provenance ``gpu_preset`` is another preset (or
-none), or a ``--gpu`` spec that differs from its preset in more than host-side settings,
-is an error unless ``--force`` is given.
+provenance records this command line. With ``--workload`` it writes a *digest*
+(:mod:`sim.measure.trace_digest`): the totals of every step and the kernels of the median
+step, each attributed to the network's layer and given the FLOPs and bytes lowering derives
+for it, so that ``fit`` needs no ``--work`` function. ``fit`` fits the calibrated cost
+model to one GPU's calibration data and prints each kind's k-fold held-out error. The data
+must have been measured on that GPU: a ``--file`` whose provenance ``gpu_preset`` is
+another preset (or none), or a ``--gpu`` spec that differs from its preset in more than
+host-side settings, is an error unless ``--force`` is given.
 
 ``calibrate`` is a group other modules extend: a module that adds subcommands defines
 ``register_calibrate(subparsers)`` (it receives the group's ``add_subparsers`` object,
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,10 @@ import numpy as np
 
 from gpu_models.calibration import (
     CalibrationRecord,
+    CalibrationSet,
+    Provenance,
     all_records,
+    list_calibration_files,
     load_calibration_file,
     load_gpu_calibration,
     save_calibration_file,
@@ -49,17 +57,22 @@ from gpu_models.presets import list_presets, load_gpu
 from gpu_models.spec import PRECISIONS
 from gpu_models.units import MS_PER_S, US_PER_S
 from sim.cli.common import add_json_arg, print_json, print_table
+from sim.measure.attribution import Attribution
 from sim.measure.ingest import (
     DEFAULT_LAYER_PREFIX,
     DEFAULT_STEP_PREFIX,
+    IngestResult,
     TraceSummary,
     parse_trace,
     to_calibration,
     trace_provenance,
 )
+from sim.measure.trace_digest import TracedWorkload, digest_trace
+from workloads.lowering import list_frameworks
 
 #: Modules adding ``calibrate`` subcommands through ``register_calibrate(subparsers)``.
-CALIBRATE_MODULES: tuple[str, ...] = ("sim.cli.calib", "sim.cli.micro", "sim.cli.netbench")
+CALIBRATE_MODULES: tuple[str, ...] = ("sim.cli.calib", "sim.cli.deepbench", "sim.cli.micro",
+                                      "sim.cli.netbench")
 
 
 def register(subparsers: Any) -> None:
@@ -88,6 +101,9 @@ def register_calibrate(subparsers: Any) -> None:
     ingest.add_argument("--cuda", default="", help="CUDA version (if the trace lacks it)")
     ingest.add_argument("--library", action="append", default=[], metavar="NAME=VERSION",
                         help="library version, repeatable (e.g. torch=2.3.0, cudnn=8.9.7)")
+    ingest.add_argument("--source", default="",
+                        help="where the trace comes from, for the provenance (default: its "
+                        "file name), e.g. 'repo/path (licence)'")
     ingest.add_argument("--date", default="",
                         help="measurement date (default: from the trace's clock, else "
                         "'unknown')")
@@ -99,6 +115,18 @@ def register_calibrate(subparsers: Any) -> None:
                         help=f"prefix of layer ranges (default {DEFAULT_LAYER_PREFIX!r})")
     ingest.add_argument("--step-prefix", default=DEFAULT_STEP_PREFIX,
                         help=f"prefix of iteration ranges (default {DEFAULT_STEP_PREFIX!r})")
+    ingest.add_argument("--step-marker", default="", metavar="RANGE",
+                        help="for traces without ProfilerStep ranges: a range that opens "
+                        "every iteration (e.g. 'Optimizer.zero_grad'); each starts a step")
+    ingest.add_argument("--workload", default=None, metavar="NETWORK",
+                        help="the zoo network the trace trained: write a digest (step "
+                        "totals, the median step's kernels with layers and work) instead "
+                        "of every kernel; needs --batch, --precision and a preset")
+    ingest.add_argument("--framework", default="pytorch", choices=list_frameworks(),
+                        help="framework profile the traced run used, for --workload "
+                        "(default pytorch)")
+    ingest.add_argument("--step", type=int, default=None,
+                        help="the step whose kernels a digest keeps (default: the median)")
     add_json_arg(ingest)
     ingest.set_defaults(func=_cmd_ingest)
 
@@ -112,8 +140,9 @@ def register_calibrate(subparsers: Any) -> None:
                      "calibration directory)")
     fit.add_argument("--dir", default=None, help="calibration directory to search")
     fit.add_argument("--work", default=None, metavar="MODULE:FUNC",
-                     help="function record -> (flops, dram_bytes) for records without them "
-                     "(e.g. lowering's)")
+                     help="function record -> (flops, dram_bytes) or None, for records "
+                     "without them (digests of 'ingest --workload' carry them); shipped: "
+                     "sim.measure.work:signature_work, from recorded shapes")
     fit.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the fold shuffle")
     fit.add_argument("--force", action="store_true",
@@ -134,41 +163,77 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         libraries[name.strip()] = version.strip()
     result = parse_trace(args.trace, layer_prefix=args.layer_prefix,
                          step_prefix=args.step_prefix, precision=args.precision,
-                         batch=args.batch)
+                         batch=args.batch, step_marker=args.step_marker)
     preset = args.gpu_name or _guess_preset(result.summary)
     provenance = trace_provenance(
         result, script="gpusim calibrate ingest", args=_argv_of(args), date=args.date,
         gpu_preset=preset, driver=args.driver, cuda=args.cuda, libraries=libraries,
-        source=Path(args.trace).name)
-    calibration = to_calibration(result, provenance)
+        source=args.source or Path(args.trace).name)
+    attribution = None
+    if args.workload is not None:
+        calibration, attribution = _digest(args, result, provenance, preset)
+    else:
+        calibration = to_calibration(result, provenance)
     save_calibration_file(calibration, args.out)
     summary = result.summary
     if args.json:
-        print_json({"out": args.out, "records": len(calibration.records),
-                    "provenance": provenance.to_dict(), "summary": summary.to_dict()})
+        out: dict[str, Any] = {"out": args.out, "records": len(calibration.records),
+                               "provenance": provenance.to_dict(),
+                               "summary": summary.to_dict()}
+        if attribution is not None:
+            out["attributed"] = attribution.attributed
+            out["unmatched_families"] = {k: list(v) for k, v in attribution.unmatched.items()}
+        print_json(out)
         return 0
     print(f"{args.trace}: GPU {summary.gpu_name or '(none recorded)'}"
           f"{f' (preset {preset})' if preset else ''}; {summary.n_kernels} kernels, "
           f"{summary.n_cpu_ops} CPU ops, {summary.n_launches} runtime calls, "
           f"{summary.n_communication} communication kernels skipped, "
           f"{summary.n_zero_duration} zero-duration kernels dropped")
-    if summary.steps:
-        print_table([(step, n, t * MS_PER_S) for step, (n, t) in summary.steps.items()],
+    steps = summary.steps or {s.step: (s.kernels, s.kernel_time_s) for s in calibration.steps}
+    if steps:
+        print_table([(step, n, t * MS_PER_S) for step, (n, t) in steps.items()],
                     ["step", "kernels", "kernel ms"])
     if summary.stream_time_s:
         print_table([(s, t * MS_PER_S) for s, t in summary.stream_time_s.items()],
                     ["stream", "kernel ms"])
     if summary.kinds:
         print_table(list(summary.kinds.items()), ["kind", "kernels"])
-    print(f"{summary.n_with_layer} kernels attributed to {len(summary.layers)} layer ranges; "
-          f"wrote {len(calibration.records)} records to {args.out}")
+    if attribution is not None:
+        unmatched = ", ".join(f"{family} (trace {t}, lowering {lw})"
+                              for family, (t, lw) in attribution.unmatched.items())
+        print(f"digest: {len(calibration.steps)} steps; kept step "
+              f"{calibration.records[0].step if calibration.records else '-'}: "
+              f"{attribution.attributed} of {len(calibration.records)} kernels attributed to "
+              f"{args.workload}'s layers, "
+              f"{sum(1 for r in calibration.records if r.flops is not None)} with work"
+              + (f"; op families left unattributed: {unmatched}" if unmatched else ""))
+    if attribution is None:
+        print(f"{summary.n_with_layer} kernels attributed to {len(summary.layers)} layer "
+              "ranges; ", end="")
+    print(f"wrote {len(calibration.records)} records to {args.out}")
     return 0
+
+
+def _digest(args: argparse.Namespace, result: IngestResult, provenance: Provenance,
+            preset: str) -> tuple[CalibrationSet, Attribution]:
+    if not preset:
+        raise GpusimError("--workload needs the GPU's preset: the trace's GPU matches none; "
+                          "give --gpu-name PRESET")
+    if args.batch is None or args.precision is None:
+        raise GpusimError("--workload needs --batch and --precision (what the traced run "
+                          "used)")
+    workload = TracedWorkload(network=args.workload, batch=args.batch,
+                              precision=args.precision, framework=args.framework)
+    return digest_trace(result, workload, load_gpu(preset), provenance=provenance,
+                        step=args.step)
 
 
 def _argv_of(args: argparse.Namespace) -> list[str]:
     """The command's arguments, rebuilt from what was parsed (defaults left out)."""
     argv = [args.trace, "--out", args.out]
-    for option in ("gpu_name", "driver", "cuda", "date", "precision", "batch"):
+    for option in ("gpu_name", "driver", "cuda", "source", "date", "precision", "batch",
+                   "step_marker", "workload", "step"):
         value = getattr(args, option)
         if value not in ("", None):
             argv += [f"--{option.replace('_', '-')}", str(value)]
@@ -178,25 +243,48 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
         argv += ["--layer-prefix", args.layer_prefix]
     if args.step_prefix != DEFAULT_STEP_PREFIX:
         argv += ["--step-prefix", args.step_prefix]
+    if args.workload is not None:
+        argv += ["--framework", args.framework]
     return argv
 
 
 def _guess_preset(summary: TraceSummary) -> str:
     """The preset the trace's GPU is, when both its name and its memory size match one.
 
-    The memory check keeps e.g. a 40 GB A100 (1.6 TB/s) from passing for the 80 GB preset.
+    Names are compared without spaces or dashes ("rtx-2080ti" matches "GeForce RTX 2080 Ti",
+    "titan-xp" "TITAN Xp"); the longest matching preset name wins ("h100-pcie" before
+    "h100"). The memory check keeps a 40 GB A100 (1.6 TB/s) from passing for the 80 GB
+    preset: a preset of the same family ("a100-40gb") whose memory size matches is taken
+    instead. Without a recorded memory size the name alone decides.
     """
-    lowered = summary.gpu_name.lower()
+    def plain(text: str) -> str:
+        return re.sub(r"[^a-z0-9]", "", text.lower())
+
+    name = plain(summary.gpu_name)
     memory_B = summary.device_properties.get("totalGlobalMem")
-    for preset in sorted(list_presets(), key=len, reverse=True):
-        # "h100-pcie" must win over "h100"; "titan-xp" matches "TITAN Xp".
-        if not all(part in lowered for part in preset.split("-")):
-            continue
-        spec = load_gpu(preset)
-        if isinstance(memory_B, (int, float)) and abs(memory_B / spec.dram_B - 1) < 0.1:
+
+    def memory_fits(preset: str) -> bool:
+        if not isinstance(memory_B, (int, float)) or isinstance(memory_B, bool):
+            return True
+        return abs(memory_B / load_gpu(preset).dram_B - 1) < 0.1
+
+    presets = sorted(list_presets(), key=len, reverse=True)
+    named = [p for p in presets if all(plain(part) in name for part in p.split("-"))]
+    family = [p for p in presets if plain(p.split("-")[0]) in name]
+    for preset in (*named, *family):
+        if memory_fits(preset):
             return preset
-        return ""
     return ""
+
+
+def _presets_with_records(directory: str | None) -> list[str]:
+    """The presets whose calibration files hold kernel records."""
+    presets = set()
+    for path in list_calibration_files(directory):
+        calibration = load_calibration_file(path)
+        if calibration.records and calibration.provenance.gpu_preset:
+            presets.add(calibration.provenance.gpu_preset)
+    return sorted(presets) or ["none"]
 
 
 def _load_work_fn(text: str | None) -> WorkFn | None:
@@ -238,9 +326,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                     + ", or --force if you know it was measured on this GPU")
         records = all_records(sets)
     else:
-        records = all_records(load_gpu_calibration(measured, args.dir))
+        sets = list(load_gpu_calibration(measured, args.dir))
+        records = all_records(sets)
     if not records:
-        raise GpusimError(f"no calibration records to fit for {spec.name}")
+        timed = sum(len(c.timings) for c in sets)
+        raise GpusimError(
+            f"no kernel records to fit for {spec.name}"
+            + (f": its data are {timed} op-level timings (a benchmark's library calls), "
+               "which the calibrated model, fitted per kernel, does not use; GPUs with kernel "
+               "records: " + ", ".join(_presets_with_records(args.dir)) if timed else ""))
     work_fn = _load_work_fn(args.work)
     fitted = len(work_kernels(records, work_fn))
     report = cross_validate(records, spec, rng=np.random.default_rng(args.seed),

@@ -10,38 +10,58 @@ layer's predicted time: the kernels run back to back on one stream through the e
 tensor-op convolutions; ``--layout nhwc`` is channels_last.
 ``--json`` prints ``{"time_us": ..., "timing": "engine" | "analytic", "kernels": [...]}``.
 
-Bad input never hangs: when the kernels have more than :data:`ENGINE_BLOCK_CAP` blocks in
-all (``--m 100000000`` makes ~6e8), the time is analytic instead: the sum of each kernel's
-:func:`~gpu_models.cost.isolated_time_s`. On one stream without launch overhead nothing
-overlaps, so that is what the engine gives too (exactly for one kernel, up to the tail
-overlap of a kernel with the next one's first blocks otherwise); the output says "analytic".
+``gpusim op --from FILE.csv --gpu t4 --precision fp16 --layout nhwc`` prices every row of a
+file in Baidu DeepBench's CSV columns (:mod:`sim.measure.deepbench`; GEMM: ``M, N, K,
+a_transpose, b_transpose``; convolution: ``W, H, C, N, K, S, R, pad_w, pad_h, stride_w,
+stride_h``) and prints one row per input row with the predicted ``time_ms`` (GEMM) or
+``fwd_ms``, ``bwd_data_ms``, ``bwd_filter_ms`` (convolution); ``--json`` prints a list of row
+objects carrying the input columns plus those (a time the input gave is kept as
+``measured_<column>``). A bad row is an error naming its line (exit 2); a time cell that
+holds a note instead of a number is reported on stderr and left without a measured value.
+
+Bad input never hangs: when the kernels have more than
+:data:`~sim.analysis.pricing.ENGINE_BLOCK_CAP` blocks in all (``--m 100000000`` makes ~6e8),
+the time is analytic instead (:func:`sim.analysis.pricing.predicted_time_s`); the output says
+"analytic".
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from gpu_models.cost import isolated_time_s, list_cost_models, waves
+from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel, KernelSpec
 from gpu_models.occupancy import occupancy
 from gpu_models.spec import PRECISIONS, GPUSpec
 from gpu_models.units import GIGA, US_PER_S
-from sim import Launch, Program, StreamDef, simulate
+from sim.analysis.pricing import ENGINE_BLOCK_CAP, predicted_time_s
 from sim.analysis.workflow import resolve_cost_model
 from sim.cli.common import add_gpu_args, add_json_arg, gpu_from_args, print_json, print_table
+from sim.measure.deepbench import (
+    CONV_COLUMNS,
+    CONV_TIMES,
+    GEMM_COLUMNS,
+    GEMM_TIMES,
+    price_row,
+    read_deepbench_csv,
+)
 from workloads.layers import Layer
 from workloads.lowering import CONV_PASSES, LAYOUTS, conv_layer, gemm_layer, lower_layer
 
-#: Most blocks (all kernels together) `gpusim op` runs through the engine; above it the time
-#: is analytic. The engine takes about 0.5 us per block: 2e6 blocks are about a second.
-ENGINE_BLOCK_CAP = 2_000_000
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``op`` command with its ``conv2d`` and ``gemm`` forms."""
+    """Add the ``op`` command with its ``conv2d`` and ``gemm`` forms and ``--from``."""
     p = subparsers.add_parser("op", help="kernels one layer lowers to, occupancy and time")
-    ops = p.add_subparsers(dest="op_kind", metavar="OP", required=True)
+    p.add_argument("--from", dest="from_csv", default=None, metavar="FILE.csv",
+                   help="price every row of a CSV file in DeepBench's columns instead of "
+                   "one layer (GEMM: M,N,K,a_transpose,b_transpose; conv: W,H,C,N,K,S,R,"
+                   "pad_w,pad_h,stride_w,stride_h)")
+    _common(p)
+    p.set_defaults(func=cmd_op)
+    ops = p.add_subparsers(dest="op_kind", metavar="OP", required=False)
 
     conv = ops.add_parser("conv2d", help="a 2-D convolution (or its data/weight gradient)")
     conv.add_argument("--batch", type=_positive, required=True, help="images in the batch")
@@ -57,18 +77,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     conv.add_argument("--groups", type=_positive, default=1, help="groups (default 1)")
     conv.add_argument("--pass", dest="pass_", choices=CONV_PASSES, default="fwd",
                       help="forward, data gradient or weight gradient (default fwd)")
-    _common(conv)
+    _common(conv, inherit=True)
     conv.set_defaults(func=cmd_op)
 
     gemm = ops.add_parser("gemm", help="a matrix product C[MxN] = A[MxK] B[KxN] (cuBLAS)")
     gemm.add_argument("--m", type=_positive, required=True, help="rows of A and C")
     gemm.add_argument("--n", type=_positive, required=True, help="columns of B and C")
     gemm.add_argument("--k", type=_positive, required=True, help="columns of A, rows of B")
-    _common(gemm)
+    _common(gemm, inherit=True)
     gemm.set_defaults(func=cmd_op)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, inherit: bool = False) -> None:
+    """The options every form takes. ``inherit``: a subcommand's copy, whose defaults are
+    suppressed so that an option given before the subcommand (``gpusim op --gpu a100 gemm
+    ...``) is not overwritten by the subcommand's default."""
+    first = len(p._actions)
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="math precision: fp32 (CUDA cores), tf32/fp16/bf16 (tensor cores "
                    "where the GPU has them); default fp32")
@@ -81,6 +105,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--origin", default="a100",
                    help="measured GPU the 'scaled' cost model scales from (default a100)")
     add_json_arg(p)
+    if inherit:
+        for action in p._actions[first:]:
+            action.default = argparse.SUPPRESS
 
 
 def _ints(text: str, count: int, minimum: int = 1) -> tuple[int, ...]:
@@ -129,21 +156,6 @@ def _layer(args: argparse.Namespace) -> Layer:
                       padding=args.pad, groups=args.groups, pass_=args.pass_)
 
 
-def predicted_time_s(kernels: list[KernelSpec], gpu: GPUSpec, cost_model: CostModel,
-                     ) -> tuple[float, str]:
-    """The kernels back to back on one stream, no launch overhead: (seconds, how timed).
-
-    Through the engine (``"engine"``) up to :data:`ENGINE_BLOCK_CAP` blocks in all, else
-    analytic (``"analytic"``: the kernels' isolated times summed; see the module docstring).
-    """
-    if sum(k.blocks for k in kernels) > ENGINE_BLOCK_CAP:
-        return sum(isolated_time_s(k, gpu, cost_model) for k in kernels), "analytic"
-    launches = tuple(Launch.from_kernel(k, cost_model(k, gpu), stream="s0") for k in kernels)
-    program = Program(gpu, (StreamDef("s0"),), launches, launch_overhead_s=0.0,
-                      event_overhead_s=0.0)
-    return simulate(program).makespan_s, "engine"
-
-
 def kernel_row(kernel: KernelSpec, gpu: GPUSpec, cost_model: CostModel) -> dict[str, Any]:
     """One kernel's launch configuration, occupancy, waves and isolated time."""
     occ = occupancy(gpu, kernel.threads, kernel.regs_per_thread, kernel.smem_per_block_B)
@@ -159,6 +171,14 @@ def kernel_row(kernel: KernelSpec, gpu: GPUSpec, cost_model: CostModel) -> dict[
 
 
 def cmd_op(args: argparse.Namespace) -> int:
+    if args.from_csv is not None:
+        if args.op_kind is not None:
+            raise GpusimError(f"op: give either --from FILE.csv or {args.op_kind} options, "
+                              "not both")
+        return cmd_from_csv(args)
+    if args.op_kind is None:
+        raise GpusimError("op: give an op (conv2d or gemm) or --from FILE.csv "
+                          "(see 'gpusim op --help')")
     gpu = gpu_from_args(args)
     layer = _layer(args)
     kernels = lower_layer(layer, gpu, precision=args.precision, layout=args.layout)
@@ -185,3 +205,54 @@ def cmd_op(args: argparse.Namespace) -> int:
     print(f"predicted time: {time_us:.2f} us ({args.cost_model} cost model, one stream, "
           f"no launch overhead, {how})")
     return 0
+
+
+def cmd_from_csv(args: argparse.Namespace) -> int:
+    """``gpusim op --from FILE.csv``: one priced row per input row (see the module doc)."""
+    gpu = gpu_from_args(args)
+    model = resolve_cost_model(args.cost_model, gpu, origin=args.origin)
+    # Only the shape columns are needed; a time column is carried along, and a note in it
+    # (DeepBench's Pascal GEMM sheets, line 42) is reported rather than fatal.
+    rows = read_deepbench_csv(args.from_csv, notes_in_times=True)
+    for row in rows:
+        for column, text in row.notes.items():
+            print(f"gpusim: note: {args.from_csv}: line {row.line}: {column} holds {text!r}, "
+                  "not a time: no measured value", file=sys.stderr)
+    if not rows:
+        raise GpusimError(f"{args.from_csv}: no rows to price")
+    kind = rows[0].kind
+    columns = GEMM_COLUMNS if kind == "gemm" else CONV_COLUMNS
+    times = GEMM_TIMES if kind == "gemm" else CONV_TIMES
+    out = []
+    for row in rows:
+        try:
+            predicted = price_row(row, gpu, model, precision=args.precision,
+                                  layout=args.layout)
+        except GpusimError as exc:
+            message = str(exc)
+            prefix = "" if message.startswith("line ") else f"line {row.line}: "
+            raise GpusimError(f"{args.from_csv}: {prefix}{message}") from None
+        item: dict[str, Any] = {"line": row.line}
+        if row.app:
+            item["app"] = row.app
+        item.update(row.shape)
+        item.update(predicted)
+        item.update({f"measured_{k}": v for k, v in row.times_ms.items() if v is not None})
+        out.append(item)
+    if args.json:
+        print_json(out)
+        return 0
+    measured = [f"measured_{t}" for t in times if any(f"measured_{t}" in r for r in out)]
+    headers = ["line", *(["app"] if any("app" in r for r in out) else []), *columns,
+               *times, *measured]
+    print(f"{args.from_csv}: {len(out)} {'GEMMs' if kind == 'gemm' else 'convolutions'} on "
+          f"{gpu.display_name} ({gpu.name}), {args.precision}, {args.layout}, "
+          f"{args.cost_model} cost model; milliseconds")
+    print_table([[_cell(r.get(h)) for h in headers] for r in out], headers)
+    return 0
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else value

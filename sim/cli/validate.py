@@ -8,6 +8,11 @@ says what is missing and how to measure it, and never makes numbers up.
 It also compares simulated network step times and multi-stream speedups with the committed
 network runs of device campaign 2 (``sim/measure/data/netbench/<gpu>.json``; see
 :mod:`sim.measure.validate_networks`).
+
+``gpusim validate --published [--cost-model NAME]`` instead prices the public measurements
+committed as calibration data (:mod:`sim.measure.published`): Baidu DeepBench's GEMM and
+convolution timings (MAPE per GPU, precision, kind and pass) and the traced training steps
+(step kernel time and per-kernel-class totals, measured against predicted).
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gpu_models.cost import list_cost_models
 from gpu_models.errors import GpusimError
 from gpu_models.presets import list_presets
-from gpu_models.units import US_PER_S
+from gpu_models.units import MS_PER_S, US_PER_S
 from sim.cli.common import add_json_arg, print_json, print_table
 from sim.engine.engine import MODES
 from sim.measure.micro.schema import EXPERIMENTS, default_data_dir
+from sim.measure.published import PublishedValidation, validate_published
 from sim.measure.validate import ValidationReport, find_measured, validate
 from sim.measure.validate_networks import NetworkValidation, find_network_data, validate_networks
 
@@ -43,6 +50,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="network timing folder (default: sim/measure/data/netbench)")
     p.add_argument("--network", action="append", default=[], metavar="NAME",
                    help="only this network's runs (repeatable)")
+    p.add_argument("--published", action="store_true",
+                   help="price the committed public measurements instead (DeepBench "
+                   "timings, traced training steps) and print their errors")
+    p.add_argument("--cost-model", choices=list_cost_models(), default="roofline",
+                   help="cost model --published prices with (default roofline)")
+    p.add_argument("--origin", default=None,
+                   help="measured GPU the 'scaled' cost model scales from (--published)")
     add_json_arg(p)
     p.set_defaults(func=cmd_validate)
 
@@ -55,6 +69,8 @@ def _no_data_message(root: Path) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.published:
+        return _cmd_published(args)
     root = default_data_dir() if args.data is None else args.data
     micro = find_measured(root)
     networks = find_network_data(args.network_data)
@@ -169,3 +185,52 @@ def _print_report(report: ValidationReport, kernels: bool) -> None:
         if s.experiment == "launch_overhead":
             print(f"  launch: {s.case} {s.quantity}: measured {s.measured * US_PER_S:.3f} us, "
                   f"model {s.predicted * US_PER_S:.3f} us")
+
+
+def _cmd_published(args: argparse.Namespace) -> int:
+    unknown = [g for g in args.gpu if g not in list_presets()]
+    if unknown:
+        raise GpusimError(f"validate: unknown GPU {unknown[0]!r}; presets: "
+                          f"{', '.join(list_presets())}")
+    result = validate_published(args.cost_model, gpus=args.gpu, origin=args.origin)
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    _print_published(result)
+    return 0
+
+
+def _print_published(result: PublishedValidation) -> None:
+    db = result.deepbench
+    print(f"DeepBench (published training results), {db.cost_model} cost model: "
+          "|predicted / measured - 1| per GPU, precision, kind and pass")
+    for preset, prov in db.provenance.items():
+        libraries = ", ".join(f"{k} {v}" for k, v in dict(prov.get("libraries", {})).items())
+        print(f"  {preset}: {prov.get('gpu_name')} (CUDA {prov.get('cuda')}"
+              f"{', ' + libraries if libraries else ''}, driver {prov.get('driver')})")
+    print_table([(s.gpu, s.precision, s.kind, s.pass_, s.n, f"{100 * s.mape:.1f}",
+                  f"{100 * s.median_ape:.1f}", f"{100 * s.max_ape:.1f}", _signed(s.mean_error))
+                 for s in db.summaries],
+                ("gpu", "precision", "kind", "pass", "n", "MAPE_%", "median_%", "max_%",
+                 "mean_err_%"))
+    for skipped in (*db.skipped, *result.trace_skipped):
+        print(f"  NOT PRICED {skipped.gpu} ({skipped.what}): {skipped.reason}")
+    for trace in result.traces:
+        w = trace.workload
+        print(f"\n{trace.gpu}: {w.get('network')} training, batch {w.get('batch')}, "
+              f"{w.get('precision')}, framework {w.get('framework')}; "
+              f"{trace.cost_model} cost model; source {trace.source}")
+        print(f"  step kernel time: measured {trace.measured_step_s * MS_PER_S:.2f} ms (mean of "
+              f"{len(trace.measured_steps_s)} steps), predicted "
+              f"{trace.predicted_step_s * MS_PER_S:.2f} ms, error {_signed(trace.step_error)}%; "
+              f"kernels {trace.measured_kernels:.0f} measured, {trace.lowered_kernels} lowered")
+        print_table([(c.cls, f"{c.measured_kernels:.0f}", c.lowered_kernels,
+                      f"{c.measured_s * MS_PER_S:.3f}", f"{c.predicted_s * MS_PER_S:.3f}",
+                      "-" if c.error is None else _signed(c.error))
+                     for c in trace.classes if c.measured_kernels or c.lowered_kernels],
+                    ("class", "kernels_meas", "kernels_low", "measured_ms", "predicted_ms",
+                     "error_%"))
+
+
+def _signed(value: float) -> str:
+    return f"{100 * value:+.1f}"

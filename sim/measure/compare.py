@@ -7,12 +7,17 @@ library did launch. :func:`compare_to_trace` puts them side by side for one step
 - **by kind**: how many kernels of each :class:`~gpu_models.kernel.KernelKind` each side has
   (the trace's kinds are the ingester's, from library names: a 1x1 convolution that cuDNN
   ran as a plain GEMM counts as ``gemm`` there);
-- **by layer** (only for traces whose kernels carry layer names, as the project's own
-  measuring scripts record them): for each GEMM-like kernel of the kernel graph, the traced
-  kernel of the same forward layer, phase and kind with the longest duration, and whether
-  the launch configuration (threads, registers, shared memory) and the block count agree.
+- **by layer** (for traces whose kernels carry layer names: the project's own measuring
+  scripts record them, and the digests of public traces attribute them by op order,
+  :mod:`sim.measure.attribution`): for each GEMM-like kernel of the kernel graph, the traced
+  kernel of the same forward layer, phase and kind (the ``i``-th of them when both sides
+  have as many, as a Winograd pass's four kernels do; else the longest), and whether the
+  launch configuration (threads, registers, shared memory) and the block count agree.
 
-Nothing here reads a file: callers pass the ingested kernels.
+:func:`compare_classes` puts the kernel counts per kernel class
+(:mod:`sim.measure.kernel_classes`) of a kernel graph next to a digest's measured steps, and
+:func:`trace_kernels_of` turns a digest's calibration records back into trace kernels for
+:func:`compare_to_trace`. Nothing here reads a file: callers pass the kernels or records.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from typing import Any
 
 import networkx as nx
 
+from gpu_models.calibration import CalibrationRecord, StepTotals
 from gpu_models.kernel import KernelKind, KernelSpec
 from sim.measure.ingest import TraceKernel
+from sim.measure.kernel_classes import CLASSES, lowered_class
 
 #: Kinds whose launch configuration lowering chooses from tile tables.
 GEMM_KINDS: frozenset[KernelKind] = frozenset(
@@ -115,22 +122,64 @@ def compare_to_trace(kernel_graph: nx.DiGraph, traced: Sequence[TraceKernel], *,
     by_kind = tuple(KindCount(kind, lowered_kinds[kind], traced_kinds[kind])
                     for kind in sorted(set(lowered_kinds) | set(traced_kinds)))
     layers = []
+    groups: dict[tuple[str, str, KernelKind], list[str]] = {}
     for name, data in lowered:
-        kernel: KernelSpec = data["kernel"]
-        if kernel.kind not in GEMM_KINDS:
-            continue
-        forward = data.get("forward_of") or data["layer"]
-        phase = "backward" if data["phase"] == "backward" else "forward"
-        hits = [k for k in in_step if k.layer_name == forward and k.kind is kernel.kind
+        if data["kernel"].kind in GEMM_KINDS:
+            forward = data.get("forward_of") or data["layer"]
+            phase = "backward" if data["phase"] == "backward" else "forward"
+            groups.setdefault((forward, phase, data["kernel"].kind), []).append(name)
+    for (forward, phase, kind), names in groups.items():
+        hits = [k for k in in_step if k.layer_name == forward and k.kind is kind
                 and k.phase in ("", phase)]
-        if not hits:
-            continue
-        best = max(hits, key=lambda k: k.duration_s)
-        threads = best.block[0] * best.block[1] * best.block[2]
-        layers.append(LayerMatch(
-            kernel=name, layer=forward, kind=kernel.kind.value, lowered_grid=kernel.grid,
-            lowered_config=(kernel.threads, kernel.regs_per_thread, kernel.smem_per_block_B),
-            traced_name=best.name, traced_grid=best.grid,
-            traced_config=(threads, best.regs_per_thread, best.smem_per_block_B),
-        ))
+        for position, name in enumerate(names):
+            if hits:
+                layers.append(_match(name, kernel_graph.nodes[name]["kernel"], forward,
+                                     hits[position] if len(hits) == len(names) else
+                                     max(hits, key=lambda k: k.duration_s)))
     return TraceComparison(step, len(lowered), len(in_step), by_kind, tuple(layers))
+
+
+def _match(name: str, kernel: KernelSpec, forward: str, best: TraceKernel) -> LayerMatch:
+    threads = best.block[0] * best.block[1] * best.block[2]
+    return LayerMatch(
+        kernel=name, layer=forward, kind=kernel.kind.value, lowered_grid=kernel.grid,
+        lowered_config=(kernel.threads, kernel.regs_per_thread, kernel.smem_per_block_B),
+        traced_name=best.name, traced_grid=best.grid,
+        traced_config=(threads, best.regs_per_thread, best.smem_per_block_B))
+
+
+@dataclass(frozen=True)
+class ClassCount:
+    """Kernels of one class: in the kernel graph, and per measured step (mean)."""
+
+    cls: str
+    lowered: int
+    traced: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view."""
+        return {"class": self.cls, "lowered": self.lowered, "traced": self.traced}
+
+
+def compare_classes(kernel_graph: nx.DiGraph, steps: Sequence[StepTotals],
+                    ) -> tuple[ClassCount, ...]:
+    """Kernel counts per class (:data:`~sim.measure.kernel_classes.CLASSES` order) of the
+    kernel graph and of the measured steps (their mean)."""
+    lowered = Counter(lowered_class(d["kernel"], d["op"])
+                      for _, d in kernel_graph.nodes(data=True))
+    out = []
+    for cls in CLASSES:
+        traced = [s.classes.get(cls, (0, 0.0))[0] for s in steps] or [0]
+        out.append(ClassCount(cls, lowered[cls], sum(traced) / len(traced)))
+    return tuple(out)
+
+
+def trace_kernels_of(records: Sequence[CalibrationRecord]) -> list[TraceKernel]:
+    """Calibration records (a digest's step) as trace kernels, for :func:`compare_to_trace`;
+    what records do not keep (timestamps, device) is zero."""
+    return [TraceKernel(name=r.library_name, ts_s=0.0, duration_s=r.duration_s, device=0,
+                        stream=r.stream or 0, correlation=None, grid=r.grid, block=r.block,
+                        regs_per_thread=r.regs_per_thread, smem_per_block_B=r.smem_per_block_B,
+                        kind=r.kind, layer_name=r.layer_name, phase=r.phase, step=r.step,
+                        signature=r.signature, dtype=r.dtype, tensor_cores=r.tensor_cores,
+                        batch=r.batch) for r in records]

@@ -31,6 +31,8 @@ no kernel events: it ingests to zero records and a summary that counts its CPU o
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import datetime as dt
 import gzip
 import json
@@ -83,7 +85,10 @@ _HELPER_KINDS: tuple[tuple[str, KernelKind], ...] = (
 )
 #: Library-name patterns -> kind, tried in order on the lower-cased name (first match wins).
 _NAME_KINDS: tuple[tuple[str, KernelKind], ...] = (
-    (r"wgrad", KernelKind.CONV_WGRAD),
+    # cuDNN's `*_scudnn_128x64_stridedB_splitK_*` kernels compute weight gradients (split-K
+    # over N*P*Q, after the computeWgrad*OffsetsKernel helpers; the RTX 2080 Ti trace runs
+    # them alone for the stem conv, whose input needs no gradient).
+    (r"wgrad|stridedb_splitk", KernelKind.CONV_WGRAD),
     (r"dgrad", KernelKind.CONV_DGRAD),
     (r"fprop|implicit_convolve|conv2d|convolve|winograd|scudnn|fft2d|im2col",
      KernelKind.CONV_FWD),
@@ -125,8 +130,9 @@ def classify_kernel(name: str, op: str = "", ranges: Sequence[str] = ()) -> Kern
     ``bn_``, ``pool``, ...; a forward-convolution kernel inside
     ``aten::convolution_backward`` is dgrad), then the enclosing aten op; a kernel nothing
     identifies is elementwise. A GEMM kernel that cuDNN runs for a forward convolution is
-    ``conv_fwd``; inside ``convolution_backward`` a GEMM kernel stays ``gemm`` (its name
-    does not say whether it computes the data or the weight gradient).
+    ``conv_fwd``; inside ``convolution_backward`` a GEMM kernel stays ``gemm`` here (its name
+    does not say whether it computes the data or the weight gradient): :func:`parse_trace`
+    gives it its pass from its position in the op (see ``_with_conv_passes``).
 
     Helper kernels that a library launches around a convolution or GEMM without doing its
     math are classified by what they do, whatever op encloses them, so that a pass's main
@@ -207,6 +213,12 @@ class TraceKernel:
     dtype: str = "fp32"
     tensor_cores: bool = False
     batch: int | None = None
+    #: Which instance of its outermost aten op launched it (an id unique in the trace, in
+    #: CPU time order): kernels of one ``aten::conv2d`` call share it.
+    op_seq: int | None = None
+    #: For kernels a convolution op launched (helpers and layout copies included): the pass
+    #: they serve, "fwd", "dgrad" or "wgrad" (see :func:`conv_passes`); "" otherwise.
+    conv_pass: str = ""
 
 
 @dataclass(frozen=True)
@@ -288,6 +300,8 @@ class _Range:
     end: float
     cat: str
     args: Mapping[str, Any]
+    #: Position among the trace's range events (a stable identity).
+    index: int = -1
 
 
 def _number(event: Mapping[str, Any], key: str, where: str) -> float:
@@ -372,7 +386,7 @@ def _collect(events: Sequence[Any], origin: str) -> _Events:
             start = _number(event, "ts", where)
             end = start + _number(event, "dur", where)
             out.ranges.setdefault(thread, []).append(
-                _Range(str(event.get("name", "")), start, end, str(cat), args))
+                _Range(str(event.get("name", "")), start, end, str(cat), args, index))
             if cat in ("cpu_op", "Operator"):
                 out.counts["cpu_op"] += 1
                 if isinstance(args.get("External id"), int):
@@ -446,6 +460,7 @@ def parse_trace(
     step_prefix: str = DEFAULT_STEP_PREFIX,
     precision: str | None = None,
     batch: int | None = None,
+    step_marker: str = "",
 ) -> IngestResult:
     """Kernels of a profiler trace (a path or the loaded object) with their attribution.
 
@@ -453,6 +468,12 @@ def parse_trace(
     tensor-core math): convolution and GEMM kernels whose names do not say get it, other
     kernels get it only as a storage type (fp16/bf16). ``batch`` is the workload's batch
     size, recorded on every kernel (a recorded input shape gives it too).
+
+    Steps come from ``ProfilerStep#N`` ranges (``step_prefix``). A trace recorded without
+    them (the public RTX 2080 Ti trace) can name a range that opens every iteration instead,
+    ``step_marker`` (e.g. ``"Optimizer.zero_grad"``): step ``i`` is then every kernel
+    launched from the start of the ``i``-th such range (0-based, in time order) until the
+    next one starts; kernels launched before the first have no step.
     """
     if precision is not None and precision not in PRECISIONS:
         raise GpusimError(f"precision must be one of {PRECISIONS} (got {precision!r})")
@@ -480,6 +501,20 @@ def parse_trace(
 
     step_ranges = sorted((r for rs in events.ranges.values() for r in rs
                           if r.name.startswith(step_prefix)), key=lambda r: r.start)
+    markers = sorted(r.start for rs in events.ranges.values() for r in rs
+                     if step_marker and r.name.startswith(step_marker))
+    if step_marker and not markers:
+        raise GpusimError(f"{origin}: no range whose name starts with {step_marker!r} "
+                          "to mark steps with")
+
+    def step_of(position: int) -> int | None:
+        if position not in launch_ts:
+            return None
+        if markers:
+            return bisect.bisect_right(markers, launch_ts[position]) - 1 if \
+                launch_ts[position] >= markers[0] else None
+        return _step_of(launch_ts[position], step_ranges, step_prefix)
+
     kernels = []
     for position, info in enumerate(parsed):
         if info["dur"] <= 0:
@@ -510,11 +545,11 @@ def parse_trace(
             device=info["device"], stream=info["stream"], correlation=info["correlation"],
             grid=info["grid"], block=info["block"], regs_per_thread=info["regs"],
             smem_per_block_B=info["smem"], kind=kind, layer_name=layer, phase=phase, op=op,
-            inner_op=inner,
-            step=_step_of(launch_ts[position], step_ranges, step_prefix)
-            if position in launch_ts else None,
+            inner_op=inner, step=step_of(position),
             signature=signature, dtype=dtype, tensor_cores=tensor_cores,
-            batch=batch or (signature.batch if signature else None)))
+            batch=batch or (signature.batch if signature else None),
+            op_seq=aten[0].index if aten else None))
+    kernels = _with_conv_passes(kernels)
 
     summary = _summarise(data, kernels, events.counts,
                          unlinked=len(parsed) - len(enclosing),
@@ -528,6 +563,54 @@ def parse_trace(
     if date:
         metadata["date"] = date
     return IngestResult(kernels=tuple(kernels), summary=summary, metadata=metadata)
+
+
+#: Outermost aten ops of a forward / backward convolution (eager PyTorch's names).
+_CONV_FWD_OPS = frozenset({"aten::conv2d", "aten::convolution", "aten::_convolution",
+                           "aten::cudnn_convolution"})
+_CONV_BWD_OPS = frozenset({"aten::convolution_backward", "aten::cudnn_convolution_backward"})
+
+
+def _with_conv_passes(kernels: Sequence[TraceKernel]) -> list[TraceKernel]:
+    """Each convolution op's kernels with the pass they serve (``conv_pass``).
+
+    A forward convolution's kernels serve ``fwd``. One ``aten::convolution_backward`` call
+    computes the data gradient and then the weight gradient (PyTorch calls cuDNN's backward
+    data before its backward filter), so its kernels split at the first one that belongs to
+    the weight gradient: a ``conv_wgrad`` kernel, a kernel whose name says ``wgrad``
+    (cuDNN's ``computeWgrad*OffsetsKernel`` helpers, ``reduce_wgrad_nchw_helper``), or the
+    second plain GEMM kernel (a 1x1 convolution's backward is two cuBLAS-style GEMMs, data
+    gradient first; a Winograd pass runs one batched GEMM between its transforms).
+    Everything before it is ``dgrad``; a backward without a data gradient (the first layer)
+    is all ``wgrad``. A plain GEMM kernel of a backward pass takes that
+    pass's kind, as a forward convolution's GEMM kernel is ``conv_fwd``.
+    """
+    by_op: dict[int, list[int]] = {}
+    for position, kernel in enumerate(kernels):
+        if kernel.op_seq is not None and (kernel.op in _CONV_FWD_OPS
+                                          or kernel.op in _CONV_BWD_OPS):
+            by_op.setdefault(kernel.op_seq, []).append(position)
+    out = list(kernels)
+    for positions in by_op.values():
+        if kernels[positions[0]].op in _CONV_FWD_OPS:
+            for p in positions:
+                out[p] = dataclasses.replace(kernels[p], conv_pass="fwd")
+            continue
+        gemms = [i for i, p in enumerate(positions) if kernels[p].kind is KernelKind.GEMM]
+        starts = [i for i, p in enumerate(positions)
+                  if kernels[p].kind is KernelKind.CONV_WGRAD
+                  or "wgrad" in kernels[p].name.lower()]
+        if len(gemms) > 1:
+            starts.append(gemms[1])
+        split = min(starts, default=len(positions))
+        for i, p in enumerate(positions):
+            pass_ = "dgrad" if i < split else "wgrad"
+            kind = kernels[p].kind
+            if kind in (KernelKind.GEMM, KernelKind.CONV_FWD, KernelKind.CONV_DGRAD,
+                        KernelKind.CONV_WGRAD):
+                kind = KernelKind.CONV_DGRAD if pass_ == "dgrad" else KernelKind.CONV_WGRAD
+            out[p] = dataclasses.replace(kernels[p], conv_pass=pass_, kind=kind)
+    return out
 
 
 def _trace_date(data: Mapping[str, Any]) -> str:
@@ -650,6 +733,7 @@ def ingest_trace(
     batch: int | None = None,
     layer_prefix: str = DEFAULT_LAYER_PREFIX,
     step_prefix: str = DEFAULT_STEP_PREFIX,
+    step_marker: str = "",
 ) -> CalibrationSet:
     """A profiler trace straight to a calibration set (see :func:`parse_trace`).
 
@@ -659,5 +743,5 @@ def ingest_trace(
     if not isinstance(provenance, Provenance):
         provenance = Provenance.from_dict(provenance)
     parsed = parse_trace(trace, layer_prefix=layer_prefix, step_prefix=step_prefix,
-                         precision=precision, batch=batch)
+                         precision=precision, batch=batch, step_marker=step_marker)
     return to_calibration(parsed, provenance)

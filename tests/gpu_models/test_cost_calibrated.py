@@ -344,7 +344,7 @@ def test_cli_fit_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     path = tmp_path / "one.json"
     save_calibration_file(CalibrationSet(_synthetic_provenance("a100"), ()), path)
     assert main(["calibrate", "fit", "--gpu", "a100", "--file", str(path)]) == 2
-    assert "no calibration records to fit" in capsys.readouterr().err
+    assert "no kernel records to fit for a100" in capsys.readouterr().err
     rng = np.random.default_rng(1)
     save_calibration_file(CalibrationSet(_synthetic_provenance("a100"), tuple(
         make_records(load_preset("a100"), training_kernels(rng), rng, 0.0))), path)

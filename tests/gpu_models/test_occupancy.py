@@ -58,6 +58,12 @@ CASES = [
      "3073 -> 3328 (256 B unit): 98304//3328=29 (31 without the unit)"),
     ("v100", 1024, 32, 0, 2, "warps", "64/32 = 2; registers also allow exactly 2 (tie)"),
     ("v100", 64, 255, 0, 4, "registers", "8192/warp: 2 per SP -> 8 warps -> 4 blocks"),
+    # cc 6.0 (P100: 2 sub-partitions, 64 KB shared memory) against cc 6.1 (4, 96 KB)
+    ("p100", 64, 200, 0, 5, "registers",
+     "6400 regs/warp: 32768//6400=5 per SP x 2 SPs -> 10 warps -> 5 blocks (4 SPs: 4)"),
+    ("titan-xp", 64, 200, 0, 4, "registers", "6400/warp: 16384//6400=2 per SP -> 8 warps -> 4"),
+    ("p100", 128, 0, 20000, 3, "shared_memory", "roundup(20000,256)=20224: 65536//20224=3"),
+    ("titan-xp", 128, 0, 20000, 4, "shared_memory", "20224: 98304//20224=4"),
 ]
 
 

@@ -11,7 +11,9 @@ from gpu_models.errors import GpusimError
 from gpu_models.presets import list_presets, load_gpu, load_preset
 from gpu_models.spec import GPUSpec, field_names
 
-EXPECTED_PRESETS = {"v100", "a100", "h100", "h100-pcie", "h200", "titan-xp"}
+EXPECTED_PRESETS = {"v100", "a100", "h100", "h100-pcie", "h200", "titan-xp",
+                    # the GPUs of the public measurements (shared/reference: DeepBench, traces)
+                    "t4", "p100", "gtx-1080ti", "rtx-2080ti", "a100-40gb"}
 
 
 def test_every_required_preset_exists_and_loads() -> None:
@@ -26,7 +28,9 @@ def test_every_required_preset_exists_and_loads() -> None:
     ("name", "sms", "cc", "bw"),
     [("v100", 80, (7, 0), 900e9), ("a100", 108, (8, 0), 2.039e12), ("h100", 132, (9, 0), 3.35e12),
      ("h100-pcie", 114, (9, 0), 2.0e12), ("h200", 132, (9, 0), 4.8e12),
-     ("titan-xp", 30, (6, 1), 547.7e9)],
+     ("titan-xp", 30, (6, 1), 547.7e9), ("t4", 40, (7, 5), 320e9), ("p100", 56, (6, 0), 732e9),
+     ("gtx-1080ti", 28, (6, 1), 484e9), ("rtx-2080ti", 68, (7, 5), 616e9),
+     ("a100-40gb", 108, (8, 0), 1.555e12)],
 )
 def test_preset_key_figures(name: str, sms: int, cc: tuple[int, int], bw: float) -> None:
     spec = load_preset(name)
@@ -39,6 +43,27 @@ def test_arch_limits_come_from_the_arch_table(h100: GPUSpec, v100: GPUSpec) -> N
     assert v100.smem_reserved_per_block_B == 0 and v100.smem_alloc_unit_B == 256
     assert "Programming Guide" in h100.sources["max_warps_per_sm"]
     assert h100.sources["dram_bw_Bps"].startswith("datasheet")
+
+
+def test_measured_gpu_presets_carry_their_sources() -> None:
+    # The trace GPUs' memory sizes are the traces' own deviceProperties (totalGlobalMem).
+    assert load_preset("a100-40gb").dram_B == 42297524224
+    assert load_preset("rtx-2080ti").dram_B == 11554586624
+    for name in ("a100-40gb", "rtx-2080ti"):
+        assert load_preset(name).sources["dram_B"].startswith("measured")
+    # No tensor cores before Volta, none for TF32/BF16 on Turing: those precisions run on the
+    # FP32 pipe (P100's DeepBench "fp16" sheets are pseudo-FP16: fp16 storage, fp32 math).
+    p100, t4 = load_preset("p100"), load_preset("t4")
+    assert p100.peak_flop_per_s("fp16") == p100.peak_fp32_flop_per_s == 9.3e12
+    assert t4.peak_flop_per_s("fp16") == 65e12 and t4.peak_flop_per_s("tf32") == 8.1e12
+    # cc 6.0 has its own per-SM limits: 64 KB of shared memory, two sub-partitions.
+    assert (p100.smem_per_sm_B, p100.sub_partitions, p100.max_smem_per_block_B) == (
+        64 * 1024, 2, 48 * 1024)
+    for name in ("t4", "p100", "gtx-1080ti", "rtx-2080ti", "a100-40gb"):
+        spec = load_preset(name)
+        for field_name in ("sm_count", "clock_hz", "l2_B", "dram_bw_Bps",
+                           "peak_fp32_flop_per_s"):
+            assert spec.sources.get(field_name), f"{name}.{field_name} has no source"
 
 
 def test_specs_are_frozen_and_hashable(h100: GPUSpec) -> None:

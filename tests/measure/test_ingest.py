@@ -222,9 +222,11 @@ _BWD = "aten::convolution_backward"
     ("void cudnn::cnn::reduce_wgrad_nchw_helper<float, float>(void*, void const*, float, "
      "int, int)", _BWD, KernelKind.REDUCTION),
     # The pass's main kernels keep their kind ("splitK" in a conv kernel's name is not a
-    # reduction; winograd transforms do part of the convolution's math).
+    # reduction; winograd transforms do part of the convolution's math). cuDNN's stridedB
+    # split-K kernel computes the weight gradient: the 2080 Ti trace runs it alone (after
+    # its computeWgrad*Offsets helpers) for the stem conv, which has no data gradient.
     ("cudnn_turing_scudnn_128x64_stridedB_splitK_xregs_large_nn_v1", _BWD,
-     KernelKind.CONV_DGRAD),
+     KernelKind.CONV_WGRAD),
     ("cudnn_volta_scudnn_128x64_relu_xregs_large_nn_v1", _CONV, KernelKind.CONV_FWD),
     ("void cudnn::winograd_nonfused::winogradForwardData4x4<float, float>(Params)", _CONV,
      KernelKind.CONV_FWD),
@@ -298,3 +300,61 @@ def test_real_cpu_only_trace(tmp_path: Path) -> None:
     calib = to_calibration(result, prov)
     assert calib.records == ()
     assert copy.deepcopy(calib.to_dict())["records"] == []
+
+
+def test_conv_passes_and_op_instances() -> None:
+    result = parse_trace(TINY)
+    fwd, dgrad, wgrad = (next(k for k in result.kernels if k.kind is kind) for kind in (
+        KernelKind.CONV_FWD, KernelKind.CONV_DGRAD, KernelKind.CONV_WGRAD))
+    assert (fwd.conv_pass, dgrad.conv_pass, wgrad.conv_pass) == ("fwd", "dgrad", "wgrad")
+    # The two backward kernels come from one aten::convolution_backward call.
+    assert dgrad.op_seq == wgrad.op_seq is not None and fwd.op_seq != dgrad.op_seq
+    relu = next(k for k in result.kernels if k.op == "aten::relu_")
+    assert relu.conv_pass == ""
+
+
+def _trace(ops: list[tuple[str, float, float, list[tuple[str, float]]]],
+           ranges: list[tuple[str, float, float]] = ()) -> dict[str, Any]:
+    """A Kineto trace: CPU ops (name, ts, dur, [(kernel name, launch ts)]) on one thread,
+    user ranges, one launch and one 1 us kernel per listed kernel."""
+    events: list[dict[str, Any]] = []
+    correlation = 0
+    for name, ts, dur, kernels in ops:
+        events.append({"ph": "X", "cat": "cpu_op", "name": name, "pid": 1, "tid": 1,
+                       "ts": ts, "dur": dur, "args": {}})
+        for kernel, launch_ts in kernels:
+            correlation += 1
+            events.append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel",
+                           "pid": 1, "tid": 1, "ts": launch_ts, "dur": 0.1,
+                           "args": {"correlation": correlation}})
+            events.append({"ph": "X", "cat": "kernel", "name": kernel, "pid": 0, "tid": 7,
+                           "ts": 1000 + launch_ts, "dur": 1.0,
+                           "args": {"stream": 7, "correlation": correlation,
+                                    "grid": [1, 1, 1], "block": [128, 1, 1],
+                                    "registers per thread": 32, "shared memory": 0}})
+    for name, ts, dur in ranges:
+        events.append({"ph": "X", "cat": "user_annotation", "name": name, "pid": 1,
+                       "tid": 1, "ts": ts, "dur": dur, "args": {}})
+    return {"traceEvents": events}
+
+
+def test_a_1x1_backward_splits_at_its_second_gemm_and_step_markers() -> None:
+    backward = "aten::convolution_backward"
+    trace = _trace([
+        ("aten::conv2d", 0, 10, [("cutlass_80_tensorop_s1688gemm_256x64_16x4_nn", 1)]),
+        (backward, 20, 10, [("cutlass_80_tensorop_s1688gemm_256x64_16x4_nt", 21),
+                            ("cutlass_80_tensorop_s1688gemm_64x64_16x6_tn", 22),
+                            ("void cudnn::cnn::reduce_wgrad_nchw_helper<float, float>", 23)]),
+        ("aten::conv2d", 100, 10, [("cudnn_volta_scudnn_128x64_relu_xregs_large_nn_v1", 101)]),
+    ], ranges=[("Optimizer.zero_grad#SGD.zero_grad", 0, 1),
+               ("Optimizer.zero_grad#SGD.zero_grad", 90, 1)])
+    result = parse_trace(trace, step_marker="Optimizer.zero_grad")
+    kinds = [(k.kind, k.conv_pass, k.step) for k in result.kernels]
+    assert kinds == [
+        (KernelKind.CONV_FWD, "fwd", 0),
+        # data gradient first: the first GEMM; the second GEMM starts the weight gradient
+        (KernelKind.CONV_DGRAD, "dgrad", 0), (KernelKind.CONV_WGRAD, "wgrad", 0),
+        (KernelKind.REDUCTION, "wgrad", 0),
+        (KernelKind.CONV_FWD, "fwd", 1)]
+    with pytest.raises(GpusimError, match="no range whose name starts with"):
+        parse_trace(trace, step_marker="ProfilerStep#")

@@ -92,19 +92,23 @@ def test_3x3_conv_batch1_on_sm80_tf32(a100: GPUSpec) -> None:
 
 
 def test_3x3_conv_batch1_on_sm80_fp32_uses_simt_tiles(a100: GPUSpec) -> None:
-    # SIMT tiles: 128x64 gives ceil(3136/128) = 25 blocks, 64x64 gives 49 (the most) ->
-    # split = min(108 // 49, 576 // (8 * 8)) = 2.
+    # SIMT tiles: 128x64 gives ceil(3136/128) = 25 blocks, 64x64 gives 49 (the most).
+    # sgemm_64x64 (64 threads, 126 regs -> 4096/warp, 4 per SP -> 16 warps; 8 KiB smem) holds
+    # 8 blocks per SM: a wave is 108 x 8 = 864 blocks. K = 576 allows 576 // (8 * 8) = 9
+    # slices; none fills a wave to 0.9, so the best filling, 9 (441 / 864), is taken.
     main_k = lower_layer(conv_layer(1, (64, 56, 56), 64, (3, 3), padding=(1, 1)), a100)[0]
     assert main_k.library_name.startswith("sgemm_64x64")
-    assert main_k.grid == (49, 1, 2)
+    assert main_k.grid == (49, 1, 9)
     assert not main_k.tensor_cores
 
 
 def test_gemm_narrow_uses_split_k(h100: GPUSpec) -> None:
-    # M = 32, N = 1000, K = 2048 fp32: the 32x32 tile gives 1 x 32 tiles; split-K =
-    # min(132 // 32, 2048 // (8 * 8)) = 4 -> grid 1 x 32 x 4 and a reduction kernel.
+    # M = 32, N = 1000, K = 2048 fp32: the 32x32 tile gives 1 x 32 tiles. It holds 5 blocks
+    # per SM (86 regs -> 2816/warp, 5 warps per SP -> 20 warps = 5 blocks of 4; smem 6), a
+    # wave of 660. Split-K for waves: 18 slices fill one to 576/660 = 0.87, 19 to 0.92
+    # (>= 0.9; K allows 2048 // 64 = 32) -> grid 1 x 32 x 19 and a reduction kernel.
     gemm, reduce_k = lower_layer(gemm_layer(32, 1000, 2048), h100)
-    assert gemm.grid == (1, 32, 4)
+    assert gemm.grid == (1, 32, 19)
     assert gemm.kind is KernelKind.GEMM
     assert reduce_k.grid == (math.ceil(32 * 1000 / 512), 1, 1)
 

@@ -2,9 +2,11 @@
 
 Every operation of a workload graph (:mod:`workloads.registry`) becomes one or more GPU
 kernels (:class:`~gpu_models.kernel.KernelSpec`) chosen the way cuDNN, cuBLAS and eager
-PyTorch choose them on the GPU's architecture: convolutions as implicit GEMMs tiled with the
-architecture's thread-block tiles (:mod:`workloads.lowering.tiles`, tables in
-``workloads/lowering/data/``), with split-K and a reduction kernel where the GEMM is narrow;
+PyTorch choose them on the GPU's architecture: convolutions with the algorithm cuDNN runs
+there (:mod:`workloads.lowering.algorithms`: Winograd for fp32 3x3 stride-1 passes on
+sm70/sm75), else as implicit GEMMs tiled with the architecture's thread-block tiles
+(:mod:`workloads.lowering.tiles`, tables in ``workloads/lowering/data/``), with split-K for
+wave utilisation and a reduction kernel where the GEMM is narrow;
 linear layers as cuBLAS GEMMs; batch norm, pooling, elementwise, concat, loss and optimizer
 ops as the ATen/cuDNN kernels they launch (:mod:`workloads.lowering.ops` lists each rule)::
 
@@ -23,8 +25,12 @@ dependencies through.
 Nodes are added in eager launch order (the layer graph's node order: forward in module
 order, backward as autograd runs it), so ``list(kg.nodes)`` is the single-stream program.
 ``graph.graph`` keeps ``workload``, ``batch``, ``resolution``, ``phase``, ``precision``,
-``fusion``, ``layout``, ``gpu`` and ``fused`` (each layer fused away -> the convolution it
-runs in; empty without fusion).
+``fusion``, ``layout``, ``gpu``, ``fused`` (each layer fused away -> the convolution it
+runs in; empty without fusion) and ``framework`` (the profile's name, "" without one).
+
+Framework: ``framework="pytorch"`` (or ``pytorch-wd``, ``pytorch-ddp``,
+``pytorch-legacy``; :mod:`workloads.lowering.framework`) adds the framework's own kernels:
+its optimizer implementation, zero_grad fills, AccumulateGrad adds and DDP's kernels.
 
 Layout: ``layout="nchw"`` (default, PyTorch's default memory format) adds the NCHW <-> NHWC
 copies cuDNN launches around tensor-op convolution kernels and runs 1x1 convolutions as
@@ -67,10 +73,17 @@ from gpu_models.occupancy import launch_failure
 from gpu_models.spec import GPUSpec
 from workloads.graph import framework_order
 from workloads.layers import Layer, OpType
+from workloads.lowering.framework import (
+    PARAM_GRAD_OPS,
+    Framework,
+    list_frameworks,
+    load_framework,
+)
 from workloads.lowering.ops import (
     CONV_PASSES,
     LAYOUTS,
     STORAGE_BYTES,
+    STORAGE_DTYPE,
     Context,
     GemmShape,
     check_options,
@@ -81,6 +94,7 @@ from workloads.lowering.ops import (
     layer_kernels,
     lower_layer,
     multi_tensor_launches,
+    name_kernels,
     param_tensors,
 )
 from workloads.lowering.tiles import (
@@ -104,8 +118,14 @@ _MAIN_KINDS: frozenset[KernelKind] = frozenset(
 def lower(
     graph: nx.DiGraph, gpu: GPUSpec, *, precision: str = "fp32", fusion: str = "eager",
     layout: str = "nchw", calibration: CalibrationSet | Sequence[CalibrationSet] | None = None,
+    framework: str | Framework | None = None,
 ) -> nx.DiGraph:
     """The kernel graph of a layer graph on ``gpu`` (see the module docstring).
+
+    ``framework`` (a profile of :mod:`workloads.lowering.framework`, e.g. ``"pytorch-ddp"``)
+    adds the framework's own kernels: its optimizer implementation, zero_grad,
+    AccumulateGrad and DDP kernels. Without one, the graph's optimizer ops launch as the
+    training graph names them and no framework kernel is added.
 
     Raises :class:`GpusimError` naming the layer for an op without a lowering rule or a
     kernel that cannot launch on ``gpu``.
@@ -121,13 +141,21 @@ def lower(
                           "to inference graphs, not training graphs")
     sets = _calibration_sets(calibration, gpu)
     plan = _fusion_plan(graph) if fusion == "inference" else _FusionPlan()
+    profile = load_framework(framework) if framework is not None else None
+    step_start: list[KernelSpec] = []
+    if profile is not None:
+        bn_channels = [graph.nodes[n]["layer"].inputs[0][1] for n in framework_order(graph)
+                       if graph.nodes[n]["layer"].op is OpType.BATCHNORM
+                       and graph.nodes[n]["layer"].training]
+        step_start = profile.step_start_kernels(
+            next(graph.nodes[n]["layer"] for n in framework_order(graph)), ctx, bn_channels)
 
     kg = nx.DiGraph()
     kg.graph.update(
         workload=meta.get("name", ""), batch=meta.get("batch"),
         resolution=meta.get("resolution"), phase=meta.get("phase", "inference"),
         precision=precision, fusion=fusion, layout=layout, gpu=gpu.name,
-        fused=dict(plan.owner),
+        fused=dict(plan.owner), framework=profile.name if profile else "",
     )
     exits: dict[str, tuple[str, ...]] = {}
     for node in framework_order(_with_extra_inputs(graph, plan.extra_inputs)):
@@ -140,15 +168,15 @@ def lower(
             kernels: list[KernelSpec] = []
         else:
             try:
-                kernels = layer_kernels(
-                    layer, ctx, epilogue=plan.epilogues.get(node, ""),
-                    tensor_elems=(_sgd_tensors(graph, node, layer)
-                                  if layer.op is OpType.SGD_UPDATE else None))
+                kernels = _layer_kernels(graph, node, layer, ctx, plan, profile)
             except GpusimError as exc:
                 message = str(exc)
                 if f"layer {node!r}" in message:
                     raise
                 raise GpusimError(f"layer {node!r}: {message}") from None
+            if kernels and step_start:
+                kernels = name_kernels(node, [*step_start, *kernels])
+                step_start = []
         if sets:
             kernels = [_calibrated(k, layer, gpu, sets) for k in kernels]
         if not kernels:
@@ -249,6 +277,23 @@ def _fusion_plan(graph: nx.DiGraph) -> _FusionPlan:
     return _FusionPlan(labels, fused, extra)
 
 
+def _layer_kernels(graph: nx.DiGraph, node: str, layer: Layer, ctx: Context,
+                   plan: _FusionPlan, profile: Framework | None) -> list[KernelSpec]:
+    """One layer's kernels, with the framework's kernels for it (see :func:`lower`)."""
+    if layer.op is OpType.SGD_UPDATE:
+        tensors = _sgd_tensors(graph, node, layer)
+        if profile is not None:
+            return name_kernels(node, profile.optimizer_kernels(layer, ctx, tensors))
+        return layer_kernels(layer, ctx, tensor_elems=tensors)
+    kernels = layer_kernels(layer, ctx, epilogue=plan.epilogues.get(node, ""))
+    if profile is not None and layer.op in PARAM_GRAD_OPS and layer.forward_of in graph:
+        forward: Layer = graph.nodes[layer.forward_of]["layer"]
+        hooks = profile.param_grad_kernels(layer, ctx, param_tensors(forward))
+        if hooks:
+            kernels = name_kernels(node, [*kernels, *hooks])
+    return kernels
+
+
 # ---------------------------------------------------------------------- optimizer
 def _sgd_tensors(graph: nx.DiGraph, node: str, layer: Layer) -> list[int]:
     """Parameter tensor sizes an sgd_update covers, from the forward layers it updates."""
@@ -256,10 +301,11 @@ def _sgd_tensors(graph: nx.DiGraph, node: str, layer: Layer) -> list[int]:
     if layer.forward_of in graph and graph.nodes[layer.forward_of]["layer"].params:
         forwards.append(graph.nodes[layer.forward_of]["layer"])
     else:  # the whole-model step: one weight_grad edge per parameterised layer
-        for pred in graph.predecessors(node):
-            source: Layer = graph.nodes[pred]["layer"]
-            if source.forward_of in graph:
-                forwards.append(graph.nodes[source.forward_of]["layer"])
+        names = {graph.nodes[pred]["layer"].forward_of for pred in graph.predecessors(node)}
+        # In model.parameters() order (the forward layers' module order), as the optimizer
+        # holds them: that decides where multi_tensor_apply splits its launches (the A100
+        # trace's _foreach_mul_ launches hold 180, 320 and 8 chunks).
+        forwards = [graph.nodes[n]["layer"] for n in graph if n in names]
     sizes = [t for f in forwards for t in param_tensors(f)]
     return sizes or [layer.params]
 
@@ -319,6 +365,8 @@ __all__ = [
     "FUSIONS",
     "LAYOUTS",
     "STORAGE_BYTES",
+    "STORAGE_DTYPE",
+    "Framework",
     "GemmShape",
     "Tile",
     "TileChoice",
@@ -328,6 +376,8 @@ __all__ = [
     "gemm_shape",
     "is_depthwise",
     "kernels_in_order",
+    "list_frameworks",
+    "load_framework",
     "load_table",
     "lower",
     "lower_layer",

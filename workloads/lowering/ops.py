@@ -3,8 +3,13 @@
 What each op becomes (eager PyTorch on cuDNN/cuBLAS; launch shapes from
 ``workloads/lowering/data/kernels.toml``, GEMM tiles from :mod:`workloads.lowering.tiles`):
 
-- ``conv2d`` / ``conv2d_dgrad`` / ``conv2d_wgrad``: one implicit-GEMM kernel per pass,
-  shapes (per group, ``g`` groups in grid z):
+- ``conv2d`` / ``conv2d_dgrad`` / ``conv2d_wgrad``: the algorithm cuDNN runs for the pass
+  (:mod:`workloads.lowering.algorithms`, rules in ``data/algorithms.toml``): on sm70/sm75
+  an fp32 NCHW 3x3 stride-1 pass is Winograd (:func:`winograd_nonfused_kernels`: two
+  transforms, 36 batched GEMMs, an inverse transform; :func:`winograd_fused_kernels` for a
+  data gradient of at most 64 channels), and a strided data gradient there first zeroes its
+  output (``scalePackedTensor_kernel``); everything else is one implicit-GEMM kernel per
+  pass, shapes (per group, ``g`` groups in grid z):
 
   ========  ===============  =============  ===============
   pass      M                N              K
@@ -51,13 +56,21 @@ What each op becomes (eager PyTorch on cuDNN/cuBLAS; launch shapes from
   ``buf += grad``; ``param -= lr * buf``) over all parameters.
 - view ops (flatten, add/concat/flatten backward) launch nothing.
 
-FLOPs are the useful FLOPs (``2 x MACs`` for GEMMs; the layer's elementwise estimate
-otherwise): the padding waste of partial tiles is not counted (a cost model can derive it
-from grid x tile). DRAM bytes of a GEMM kernel are tile-reuse aware: each operand is read
-once when it fits in half the L2 (blocks re-reading it hit L2), else once per tile column
-(A) or tile row (B); the output is written once (split-K: ``split`` fp32 partial tiles,
-which the reduction kernel reads back). Never less than the layer's minimum traffic. Other
-kernels move the layer's minimum bytes, rescaled from the graph's dtype to the precision's.
+- ``batchnorm`` (training) / ``batchnorm_bwd``: cuDNN's two-pass kernels read their
+  activation inputs twice, the single-read variants (when one channel's values fit in 48 KiB
+  of shared memory) once (:func:`_bn_kernel`).
+
+FLOPs are the FLOPs a kernel executes: the useful ``2 x MACs`` of the layer for an implicit
+GEMM (a strided data gradient's included: its GEMM over all input pixels has 1/stride^2 of
+its taps non-zero), the transformed GEMM's for Winograd (a quarter of the direct
+convolution's for 4x4 tiles), the layer's elementwise estimate otherwise; the padding waste
+of partial tiles is not counted (a cost model can derive it from grid x tile). DRAM bytes
+of a GEMM kernel count each operand as the real tensor read at the resolution the filter
+reads (:func:`read_fraction`: a 1x1 stride-2 convolution reads a quarter of its input) and
+judge re-reads per wave and L2 (:func:`gemm_operand_dram_B`); the output is written once
+(split-K: ``split`` fp32 partial tiles, which the reduction kernel reads back); never less
+than each tensor once. Other kernels move the layer's minimum bytes, rescaled from the
+graph's dtype to the precision's.
 """
 
 from __future__ import annotations
@@ -73,15 +86,28 @@ from typing import Any
 
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import KernelKind, KernelSpec
+from gpu_models.occupancy import occupancy
 from gpu_models.spec import PRECISIONS, GPUSpec
 from workloads.graph import GraphBuilder
 from workloads.layers import DTYPE_BYTES, Layer, OpType, numel
-from workloads.lowering.tiles import check_precision, data_dir, math_for, select_tile
+from workloads.lowering.algorithms import IMPLICIT_GEMM, AlgorithmRule, choose_algorithm
+from workloads.lowering.tiles import (
+    Tile,
+    TileChoice,
+    check_precision,
+    data_dir,
+    load_table,
+    math_for,
+    select_tile,
+    table_for,
+)
 
-#: Bytes per element each precision stores activations and weights in: the storage dtype's
-#: (:data:`workloads.layers.DTYPE_BYTES`); tf32 is a math mode on fp32 tensors.
+#: The dtype each precision stores activations and weights in (tf32 is a math mode on fp32
+#: tensors), and its bytes per element (:data:`workloads.layers.DTYPE_BYTES`).
+STORAGE_DTYPE: Mapping[str, str] = MappingProxyType(
+    {p: "fp32" if p == "tf32" else p for p in PRECISIONS})
 STORAGE_BYTES: Mapping[str, int] = MappingProxyType(
-    {p: DTYPE_BYTES["fp32" if p == "tf32" else p] for p in PRECISIONS})
+    {p: DTYPE_BYTES[STORAGE_DTYPE[p]] for p in PRECISIONS})
 #: Split-K partial sums are accumulated in fp32.
 _PARTIAL_B = 4
 #: A 1x1 stride-1 conv on NCHW images of at least this many pixels runs as per-image GEMMs.
@@ -179,8 +205,33 @@ def is_depthwise(layer: Layer) -> bool:
     return forward_input is not None and 1 < layer.groups == forward_input[1]
 
 
+def read_fraction(layer: Layer) -> float:
+    """Fraction of a convolution's input pixels its filter taps read.
+
+    A filter narrower than its stride skips input rows and columns: a 1x1 stride-2
+    convolution reads one pixel in four, so its input operand is a quarter of the tensor.
+    Output row ``p`` reads rows ``p*s .. p*s + (R-1)*d``: ``min(R_eff, s)`` new rows per
+    output row (``R_eff = (R-1)*d + 1``), at most all ``H``. Padding is ignored (it only
+    trims the edges). Non-convolutions read everything (1.0).
+    """
+    if layer.op not in (OpType.CONV2D, OpType.CONV2D_DGRAD, OpType.CONV2D_WGRAD):
+        return 1.0
+    x = layer.output if layer.op is OpType.CONV2D_DGRAD else layer.inputs[-1]
+    y = layer.inputs[0] if layer.op is not OpType.CONV2D else layer.output
+    h, w = x[2], x[3]
+    p, q = y[2], y[3]
+    (r, s), (sh, sw), (dh, dw) = layer.kernel, layer.stride, layer.dilation
+    rows = min(h, p * min((r - 1) * dh + 1, sh))
+    cols = min(w, q * min((s - 1) * dw + 1, sw))
+    return rows * cols / (h * w)
+
+
 def gemm_shape(layer: Layer, elem_B: int = 4) -> GemmShape:
-    """The GEMM a conv/linear layer (or its dgrad/wgrad) computes, per group."""
+    """The GEMM a conv/linear layer (or its dgrad/wgrad) computes, per group.
+
+    Operand bytes are the real tensors (not im2col copies), the input counted at the
+    resolution the filter reads (:func:`read_fraction`); a data gradient writes all of its
+    output (cuDNN writes the zeros of a strided one too)."""
     g = layer.groups
     r, s = layer.kernel
     op = layer.op
@@ -190,7 +241,8 @@ def gemm_shape(layer: Layer, elem_B: int = 4) -> GemmShape:
         _, k, p, q = y
         w = k * (c // g) * r * s
         return GemmShape(n * p * q, k // g, c // g * r * s, g,
-                         numel(x) * elem_B, w * elem_B, numel(y) * elem_B)
+                         numel(x) * read_fraction(layer) * elem_B, w * elem_B,
+                         numel(y) * elem_B)
     if op is OpType.CONV2D_DGRAD:
         y, x = layer.inputs[0], layer.output
         n, c, h, wd = x
@@ -203,7 +255,8 @@ def gemm_shape(layer: Layer, elem_B: int = 4) -> GemmShape:
         n, k, p, q = y
         c = x[1]
         return GemmShape(k // g, c // g * r * s, n * p * q, g,
-                         numel(y) * elem_B, numel(x) * elem_B, numel(layer.output) * elem_B)
+                         numel(y) * elem_B, numel(x) * read_fraction(layer) * elem_B,
+                         numel(layer.output) * elem_B)
     if op is OpType.LINEAR:
         (n, f), out = layer.inputs[0], layer.output[1]
         return GemmShape(n, out, f, 1, n * f * elem_B, out * f * elem_B, n * out * elem_B)
@@ -226,9 +279,10 @@ _PASS_OF: dict[OpType, tuple[str, KernelKind]] = {
 }
 
 
-def _kernel(layer: Layer, ctx: Context, kind: KernelKind, grid: tuple[int, int, int],
-            threads: int, regs: int, smem_B: int, flops: float, dram_B: float,
-            library_name: str, *, tensor_cores: bool = False) -> KernelSpec:
+def make_kernel(layer: Layer, ctx: Context, kind: KernelKind, grid: tuple[int, int, int],
+                threads: int, regs: int, smem_B: int, flops: float, dram_B: float,
+                library_name: str, *, tensor_cores: bool = False) -> KernelSpec:
+    """One kernel of ``layer`` (named after it; :func:`layer_kernels` numbers several)."""
     # Math runs in the requested precision only on tensor cores; CUDA-core kernels compute
     # in the storage type (a tf32 request is fp32 there).
     return KernelSpec(
@@ -243,29 +297,96 @@ def _grid1(elements: int, per_block: int) -> tuple[int, int, int]:
     return (max(1, math.ceil(elements / per_block)), 1, 1)
 
 
-def _elementwise(layer: Layer, ctx: Context, elements: int, *, binary: bool, flops: float,
-                 dram_B: float, label: str, kind: KernelKind = KernelKind.ELEMENTWISE,
-                 ) -> KernelSpec:
+def elementwise_kernel(layer: Layer, ctx: Context, elements: int, *, binary: bool,
+                       flops: float, dram_B: float, label: str,
+                       kind: KernelKind = KernelKind.ELEMENTWISE) -> KernelSpec:
+    """ATen's vectorised elementwise kernel over ``elements`` values (``kernels.toml``)."""
     e = kernel_shapes()["elementwise"]
     regs = e["regs_binary"] if binary else e["regs_unary"]
-    return _kernel(layer, ctx, kind, _grid1(elements, e["threads"] * e["elems_per_thread"]),
-                   e["threads"], regs, e["smem_B"], flops, dram_B,
-                   f"vectorized_elementwise_kernel<4, {label}>")
+    return make_kernel(layer, ctx, kind, _grid1(elements, e["threads"] * e["elems_per_thread"]),
+                       e["threads"], regs, e["smem_B"], flops, dram_B,
+                       f"vectorized_elementwise_kernel<4, {label}>")
 
 
 def _shaped(layer: Layer, ctx: Context, entry: str, kind: KernelKind,
             grid: tuple[int, int, int], flops: float, dram_B: float, label: str,
             ) -> KernelSpec:
     e = kernel_shapes()[entry]
-    return _kernel(layer, ctx, kind, grid, e["threads"], e["regs"], e["smem_B"], flops,
-                   dram_B, label)
+    return make_kernel(layer, ctx, kind, grid, e["threads"], e["regs"], e["smem_B"], flops,
+                       dram_B, label)
 
 
 # ---------------------------------------------------------------------- GEMMs
-def _operand_reads(bytes_: float, reuse: int, gpu: GPUSpec) -> float:
-    # Blocks re-reading an operand that fits in (half) the L2 hit it there; a larger one is
-    # streamed from DRAM again for every tile row/column that needs it.
-    return bytes_ if bytes_ <= gpu.l2_B / 2 else bytes_ * reuse
+def operand_dram_B(operand_B: float, uses: int, concurrent_uses: int, gpu: GPUSpec) -> float:
+    """DRAM bytes of reading a GEMM operand that ``uses`` tiles read, ``concurrent_uses`` of
+    them in the same wave.
+
+    Blocks that read the same panel of an operand at about the same time share one DRAM
+    read (the L2 serves the rest). An operand that fits in half the L2 stays there for the
+    whole kernel: read once. A larger one is evicted between the waves that need it again,
+    so it is read once per group of concurrent users: ``ceil(uses / concurrent_uses)``
+    times (once when one wave holds all its users).
+    """
+    if operand_B <= gpu.l2_B / 2 or concurrent_uses >= uses:
+        return operand_B
+    return operand_B * math.ceil(uses / max(1, concurrent_uses))
+
+
+def gemm_operand_dram_B(shape: GemmShape, choice: TileChoice, gpu: GPUSpec, *,
+                        shared_b: bool = False) -> float:
+    """DRAM bytes of a GEMM kernel's operand reads, judged per wave and L2
+    (:func:`operand_dram_B`).
+
+    Blocks run in raster order, M tiles fastest (grid x), then N tiles, then the K slices
+    and groups of grid z. One wave of ``W = sm_count x blocks_per_sm`` blocks therefore
+    covers ``min(tiles_m, W)`` tile rows and ``ceil(W / tiles_m)`` tile columns: an A panel
+    (a tile row of A) has ``tiles_n`` users, ``ceil(W / tiles_m)`` of them in one wave; a B
+    panel has ``tiles_m`` users, ``min(tiles_m, W)`` in one wave. Each group and split-K
+    slice reads its own part of A and B (``shared_b``: every group reads the same B, as the
+    per-image GEMMs of an NCHW 1x1 convolution read one filter).
+    """
+    occ = occupancy(gpu, choice.tile.threads, choice.tile.regs, choice.tile.smem_B)
+    wave = gpu.sm_count * max(1, occ.blocks_per_sm)
+    tiles_m, tiles_n = choice.tiles_m, choice.tiles_n
+    rows = min(tiles_m, wave)
+    cols = min(tiles_n, math.ceil(wave / tiles_m))
+    parts = shape.groups * choice.split_k
+    b_parts = choice.split_k if shared_b else parts
+    a = operand_dram_B(shape.a_B / parts, tiles_n, cols, gpu) * parts
+    b = operand_dram_B(shape.b_B / b_parts, tiles_m, rows, gpu) * b_parts
+    return a + b
+
+
+def _gemm_launch(layer: Layer, ctx: Context, kind: KernelKind, shape: GemmShape,
+                 choice: TileChoice, *, flops: float, label: str,
+                 shared_b: bool = False) -> list[KernelSpec]:
+    """The kernel of one tiled GEMM (``groups`` of them in grid z) and its split-K reduction.
+
+    DRAM bytes: the operand reads of :func:`gemm_operand_dram_B`, plus the output written
+    once, or with split-K ``split`` fp32 partial tiles, which the reduction kernel reads back
+    before writing the output; never less than each tensor once.
+    """
+    tile = choice.tile
+    tensor = "simt" not in tile.math
+    split = choice.split_k
+    reads = gemm_operand_dram_B(shape, choice, ctx.gpu, shared_b=shared_b)
+    minimum = shape.a_B + shape.b_B + shape.c_B
+    grid = (choice.tiles_m, choice.tiles_n, split * shape.groups)  # groups/images in z
+    label = label + (f" splitK{split}" if split > 1 else "")
+    if split == 1:
+        return [make_kernel(layer, ctx, kind, grid, tile.threads, tile.regs, tile.smem_B, flops,
+                            max(reads + shape.c_B, minimum), label, tensor_cores=tensor)]
+    partial_B = float(split * shape.m * shape.n * shape.groups * _PARTIAL_B)
+    main = make_kernel(layer, ctx, kind, grid, tile.threads, tile.regs, tile.smem_B, flops,
+                       max(reads + partial_B, shape.a_B + shape.b_B), label,
+                       tensor_cores=tensor)
+    outputs = shape.m * shape.n * shape.groups
+    e = kernel_shapes()["splitk_reduce"]
+    reduce = make_kernel(layer, ctx, KernelKind.REDUCTION,
+                         _grid1(outputs, e["threads"] * e["elems_per_thread"]), e["threads"],
+                         e["regs"], e["smem_B"], float((split - 1) * outputs),
+                         partial_B + shape.c_B, "splitk_reduce")
+    return [main, reduce]
 
 
 def _tensor_aligned(layer: Layer, elem_B: int) -> bool:
@@ -313,31 +434,12 @@ def gemm_kernels(layer: Layer, ctx: Context, *, epilogue: str = "") -> list[Kern
                          allow_split_k=not images)
     if images and layer.op is OpType.CONV2D_WGRAD:
         choice = dataclasses.replace(choice, split_k=images)
-    tile = choice.tile
-    tensor = "simt" not in tile.math
-    flops = 2.0 * work.m * work.n * work.k * work.groups
-    split = choice.split_k
-    partial_B = float(split * shape.m * shape.n * shape.groups * _PARTIAL_B)
-    reads = (_operand_reads(shape.a_B, choice.tiles_n, ctx.gpu)
-             + _operand_reads(shape.b_B, choice.tiles_m, ctx.gpu))
-    minimum = ctx.min_bytes(layer)
-    label = f"{tile.name}{epilogue}" + (f" splitK{split}" if split > 1 else "")
-    grid = (choice.tiles_m, choice.tiles_n, split * shape.groups)  # groups/images in z
-    if split == 1:
-        main = _kernel(layer, ctx, kind, grid, tile.threads, tile.regs, tile.smem_B, flops,
-                       max(reads + shape.c_B, minimum), label,
-                       tensor_cores=tensor)
-        return [main]
-    main = _kernel(layer, ctx, kind, grid, tile.threads, tile.regs, tile.smem_B, flops,
-                   max(reads + partial_B, shape.a_B + shape.b_B), label,
-                   tensor_cores=tensor)
-    outputs = shape.m * shape.n * shape.groups
-    e = kernel_shapes()["splitk_reduce"]
-    reduce = _kernel(layer, ctx, KernelKind.REDUCTION,
-                     _grid1(outputs, e["threads"] * e["elems_per_thread"]), e["threads"],
-                     e["regs"], e["smem_B"], float((split - 1) * outputs),
-                     partial_B + shape.c_B, "splitk_reduce")
-    return [main, reduce]
+    # The useful FLOPs: 2 x the layer's MACs (a strided data gradient's implicit GEMM over
+    # all N*H*W input pixels has only 1/stride^2 of its taps non-zero).
+    flops = 2.0 * layer.macs if layer.macs else 2.0 * work.m * work.n * work.k * work.groups
+    return _gemm_launch(layer, ctx, kind, shape, choice, flops=flops,
+                        label=f"{choice.tile.name}{epilogue}",
+                        shared_b=bool(images) and layer.op is not OpType.CONV2D_WGRAD)
 
 
 def _bias_grad(layer: Layer, ctx: Context) -> KernelSpec:
@@ -357,12 +459,13 @@ def _transpose(layer: Layer, ctx: Context, dims: tuple[int, int, int], label: st
     n, c, hw = dims
     e = kernel_shapes()["layout_transpose"]
     tile = e["tile"]
-    return _kernel(layer, ctx, KernelKind.CONCAT_COPY,
-                   (math.ceil(hw / tile), math.ceil(c / tile), n), e["threads"], e["regs"],
-                   e["smem_B"], 0.0, 2.0 * n * c * hw * ctx.elem_B, label)
+    return make_kernel(layer, ctx, KernelKind.CONCAT_COPY,
+                       (math.ceil(hw / tile), math.ceil(c / tile), n), e["threads"], e["regs"],
+                       e["smem_B"], 0.0, 2.0 * n * c * hw * ctx.elem_B, label)
 
 
-def _layout_transposes(layer: Layer, ctx: Context) -> tuple[list[KernelSpec], list[KernelSpec]]:
+def _layout_transposes(layer: Layer, ctx: Context, *, fprop_writes_nhwc: bool = False,
+                       ) -> tuple[list[KernelSpec], list[KernelSpec]]:
     """NCHW -> NHWC copies of a tensor-op conv's two operands, and of its result back."""
     r, s = layer.kernel
     g = layer.groups
@@ -379,10 +482,11 @@ def _layout_transposes(layer: Layer, ctx: Context) -> tuple[list[KernelSpec], li
     else:
         operands = [chw(layer.inputs[0]), chw(layer.inputs[1])]
     before = [_transpose(layer, ctx, dims, "nchwToNhwcKernel") for dims in operands]
-    # cuDNN's tensor-op fprop kernels write NCHW themselves (`..._nhwckrsc_nchw`); dgrad and
-    # wgrad results come back through a transpose.
+    # Most of cuDNN's tensor-op fprop kernels write NCHW themselves (`..._nhwckrsc_nchw`),
+    # those marked `writes_nhwc` do not; dgrad and wgrad results come back through a
+    # transpose.
     after: list[KernelSpec] = []
-    if layer.op is OpType.CONV2D_DGRAD:
+    if (layer.op is OpType.CONV2D and fprop_writes_nhwc) or layer.op is OpType.CONV2D_DGRAD:
         after = [_transpose(layer, ctx, chw(layer.output), "nhwcToNchwKernel")]
     elif layer.op is OpType.CONV2D_WGRAD:
         k, c_g, _, _ = layer.output
@@ -390,23 +494,202 @@ def _layout_transposes(layer: Layer, ctx: Context) -> tuple[list[KernelSpec], li
     return before, after
 
 
+def conv_algorithm(layer: Layer, ctx: Context) -> AlgorithmRule:
+    """The algorithm cuDNN runs for this convolution pass (:mod:`workloads.lowering.algorithms`)."""
+    pass_ = _PASS_OF[layer.op][0]
+    math_ = math_for(ctx.gpu, ctx.precision)
+    if math_ != "simt" and not _tensor_aligned(layer, ctx.elem_B):
+        math_ = "simt"
+    channels = layer.output[0] if layer.op is OpType.CONV2D_WGRAD else layer.output[1]
+    return choose_algorithm(arch=ctx.gpu.arch, math=math_, layout=ctx.layout, pass_=pass_,
+                            kernel=layer.kernel, stride=layer.stride, channels=channels)
+
+
 def _conv(layer: Layer, ctx: Context, epilogue: str = "") -> list[KernelSpec]:
     if is_depthwise(layer):
         return [_depthwise(layer, ctx)]
-    kernels = gemm_kernels(layer, ctx, epilogue=epilogue)
-    if ctx.layout == "nchw" and kernels[0].tensor_cores and not _is_pointwise_conv(layer):
+    rule = conv_algorithm(layer, ctx) if layer.groups == 1 and layer.dilation == (1, 1) \
+        else IMPLICIT_GEMM
+    if rule.algorithm == "winograd_nonfused":
+        kernels = winograd_nonfused_kernels(layer, ctx, epilogue=epilogue)
+    elif rule.algorithm == "winograd_fused":
+        kernels = winograd_fused_kernels(layer, ctx, epilogue=epilogue)
+    else:
+        kernels = gemm_kernels(layer, ctx, epilogue=epilogue)
+        if rule.zero_fill_output:
+            kernels = [_zero_fill(layer, ctx), *kernels]
+    if ctx.layout == "nchw" and kernels[-1].tensor_cores and not _is_pointwise_conv(layer):
         # Tensor-op implicit-GEMM kernels read NHWC: on PyTorch's default NCHW tensors cuDNN
         # transposes their operands first (and dgrad/wgrad results back).
-        before, after = _layout_transposes(layer, ctx)
+        main = max(kernels, key=lambda k: k.flops)
+        writes_nhwc = any(t.writes_nhwc for t in load_table(table_for(ctx.gpu))
+                          if main.library_name.startswith(t.name))
+        before, after = _layout_transposes(layer, ctx, fprop_writes_nhwc=writes_nhwc)
         kernels = [*before, *kernels, *after]
     if layer.op is OpType.CONV2D and layer.bias and not epilogue:
         out = numel(layer.output)
-        kernels.append(_elementwise(layer, ctx, out, binary=True, flops=out,
-                                    dram_B=(2 * out + layer.out_channels) * ctx.elem_B,
-                                    label="add (conv bias)"))
+        kernels.append(elementwise_kernel(layer, ctx, out, binary=True, flops=out,
+                                          dram_B=(2 * out + layer.out_channels) * ctx.elem_B,
+                                          label="add (conv bias)"))
     if layer.op is OpType.CONV2D_WGRAD and layer.bias:
         kernels.append(_bias_grad(layer, ctx))
     return kernels
+
+
+def _zero_fill(layer: Layer, ctx: Context) -> KernelSpec:
+    """cuDNN's scalePackedTensor_kernel zeroing a strided data gradient before the scatter."""
+    e = kernel_shapes()["scale_packed_tensor"]
+    elements = numel(layer.output)
+    blocks = min(math.ceil(elements / (e["threads"] * e["elems_per_thread"])),
+                 e["max_blocks"])
+    return make_kernel(layer, ctx, KernelKind.ELEMENTWISE, (max(1, blocks), 1, 1), e["threads"],
+                       e["regs"], e["smem_B"], 0.0, 2.0 * elements * ctx.elem_B,
+                       "scalePackedTensor_kernel (zero the data gradient)")
+
+
+# ---------------------------------------------------------------------- Winograd
+def _named_tile(ctx: Context, name: str) -> Tile:
+    for tile in load_table(table_for(ctx.gpu)):
+        if tile.name == name:
+            return tile
+    raise GpusimError(f"tile {name!r} is not in tile table {table_for(ctx.gpu)!r}")
+
+
+def _images_per_block(e: Mapping[str, Any], images: int, tiles_per_image: int) -> int:
+    # The largest power of two with images x tiles <= tiles_per_block, capped (kernels.toml).
+    fit = max(1, e["tiles_per_block"] // tiles_per_image)
+    return min(e["max_images_per_block"], images, 1 << (fit.bit_length() - 1))
+
+
+def winograd_nonfused_kernels(layer: Layer, ctx: Context, *,
+                              epilogue: str = "") -> list[KernelSpec]:
+    """cuDNN's non-fused Winograd F(4x4, 3x3) for one pass of a 3x3 stride-1 convolution.
+
+    Four kernels (``kernels.toml`` ``[winograd_nonfused]``): transforms of the two operands
+    into 6x6 = 36-point tiles, 36 batched GEMMs (one per point), and the inverse transform.
+    With ``T = N x ceil(P/4) x ceil(Q/4)`` output tiles (``P x Q`` the spatial size of the
+    tensor being produced: y forward, dx for the data gradient, dy's for the weight
+    gradient) and ``e`` bytes per element:
+
+    ==========  =====================================  ====================================
+    pass        GEMM (per point) M x N x K              transforms
+    ==========  =====================================  ====================================
+    forward     T x K x C                               x -> 36*T*C, w -> 36*K*C, out -> y
+    dgrad       T x C x K                               dy -> 36*T*K, w -> 36*C*K, out -> dx
+    wgrad       K x C x T                               x -> 36*T*C, dy -> 36*T*K, out -> dw
+    ==========  =====================================  ====================================
+
+    The GEMM's FLOPs are the ones it executes, ``2 x 36 x M x N x K``: a quarter of the
+    direct convolution's for 4x4 output tiles (144 MACs per tile and channel pair become 36).
+    """
+    e = kernel_shapes()["winograd_nonfused"]
+    kind = _PASS_OF[layer.op][1]
+    points, tile4, eb = e["points"], e["output_tile"], ctx.elem_B
+    n = layer.inputs[0][0]
+    if layer.op is OpType.CONV2D:
+        c, k = layer.inputs[0][1], layer.output[1]
+        cin, cout = c, k
+        spatial = layer.output[2:]
+    elif layer.op is OpType.CONV2D_DGRAD:
+        c, k = layer.output[1], layer.inputs[0][1]
+        cin, cout = k, c
+        spatial = layer.output[2:]
+    else:
+        k, c = layer.output[0], layer.output[1]
+        spatial = layer.inputs[0][2:]
+    tiles_per_image = math.ceil(spatial[0] / tile4) * math.ceil(spatial[1] / tile4)
+    tiles = n * tiles_per_image
+    gemm_tile = _named_tile(ctx, e["gemm_tile"])
+
+    def shaped(label: str, grid: tuple[int, int, int], threads: int, regs: int, smem: int,
+               flops: float, dram: float) -> KernelSpec:
+        return make_kernel(layer, ctx, kind, grid, threads, regs, smem, flops, dram, label)
+
+    def filter_grid() -> tuple[int, int, int]:
+        return (math.ceil(k / e["filter_k_per_block"]), math.ceil(c / e["filter_c_per_block"]),
+                1)
+
+    filter_B = k * c * 9 * eb
+    if layer.op is OpType.CONV2D_WGRAD:
+        x_B = numel(layer.inputs[1]) * eb
+        dy_B = numel(layer.inputs[0]) * eb
+        vx, vdy, mw = points * tiles * c * eb, points * tiles * k * eb, points * k * c * eb
+
+        def wgrad_grid(channels: int) -> tuple[int, int, int]:
+            return (math.ceil(channels * tiles_per_image / e["tiles_per_block"]), n, 1)
+
+        shape = GemmShape(k, c, tiles, points, vdy, vx, mw)
+        choice = TileChoice(gemm_tile, math.ceil(k / gemm_tile.bm),
+                            math.ceil(c / gemm_tile.bn), 1)
+        return [
+            shaped("winogradWgradData4x4", wgrad_grid(c), e["data_threads"],
+                   e["wgrad_data_regs"], e["wgrad_data_smem_B"],
+                   e["data_flop_per_tile"] * tiles * c, x_B + vx),
+            shaped("winogradWgradDelta4x4", wgrad_grid(k), e["data_threads"],
+                   e["wgrad_delta_regs"], e["wgrad_delta_smem_B"],
+                   e["data_flop_per_tile"] * tiles * k, dy_B + vdy),
+            *_gemm_launch(layer, ctx, kind, shape, choice,
+                          flops=2.0 * points * k * c * tiles,
+                          label=f"{gemm_tile.name} (winograd, {points} points)"),
+            shaped("winogradWgradOutput4x4", filter_grid(), e["filter_threads"],
+                   e["wgrad_output_regs"], e["wgrad_output_smem_B"],
+                   e["filter_flop_per_filter"] * k * c, mw + filter_B),
+        ]
+    in_B = numel(layer.inputs[0]) * eb
+    out_B = numel(layer.output) * eb
+    ipb = _images_per_block(e, n, tiles_per_image)
+    v, u, m = points * tiles * cin * eb, points * cin * cout * eb, points * tiles * cout * eb
+    shape = GemmShape(tiles, cout, cin, points, v, u, m)
+    choice = TileChoice(gemm_tile, math.ceil(tiles / gemm_tile.bm),
+                        math.ceil(cout / gemm_tile.bn), 1)
+    return [
+        shaped("winogradForwardData4x4", (math.ceil(n / ipb), cin, 1), e["data_threads"],
+               e["data_regs"], e["data_smem_B"], e["data_flop_per_tile"] * tiles * cin,
+               in_B + v),
+        shaped("winogradForwardFilter4x4", filter_grid(), e["filter_threads"],
+               e["filter_regs"], e["filter_smem_B"], e["filter_flop_per_filter"] * k * c,
+               filter_B + u),
+        *_gemm_launch(layer, ctx, kind, shape, choice, flops=2.0 * points * tiles * cin * cout,
+                      label=f"{gemm_tile.name} (winograd, {points} points)"),
+        shaped(f"winogradForwardOutput4x4{epilogue}", (math.ceil(n / ipb), cout, 1),
+               e["output_threads"], e["output_regs"], e["output_smem_B"],
+               e["output_flop_per_tile"] * tiles * cout, m + out_B),
+    ]
+
+
+def winograd_fused_kernels(layer: Layer, ctx: Context, *,
+                           epilogue: str = "") -> list[KernelSpec]:
+    """cuDNN's fused Winograd F(2x2, 3x3) for the data gradient (or forward) of a 3x3
+    stride-1 convolution: a filter transform into 4x4 = 16-point tiles, then one kernel that
+    transforms the input tiles, multiplies and transforms back (``[winograd_fused]``).
+
+    Its FLOPs are ``2 x 16 x N x ceil(H/2) x ceil(W/2) x C_in x C_out``: 16/36 of the direct
+    convolution's. It reads its input once per ``channels_per_block`` slice of the output
+    channels (grid z) unless the input fits in half the L2.
+    """
+    e = kernel_shapes()["winograd_fused"]
+    kind = _PASS_OF[layer.op][1]
+    eb = ctx.elem_B
+    x_in, out = layer.inputs[0], layer.output
+    n, cin = x_in[0], x_in[1]
+    cout, h, w = out[1], out[2], out[3]
+    tile2 = e["output_tile"]
+    tiles = n * math.ceil(h / tile2) * math.ceil(w / tile2)
+    transformed = e["points"] * cin * cout * eb
+    z = math.ceil(cout / e["channels_per_block"])
+    grid = (n * math.ceil(w / e["image_cols_per_block"]), math.ceil(h / e["rows_per_block"]), z)
+    reads = operand_dram_B(numel(x_in) * eb, z, 1, ctx.gpu) + transformed
+    return [
+        make_kernel(layer, ctx, kind,
+                    (math.ceil(cin / e["filter_k_per_block"]),
+                 math.ceil(cout / e["filter_c_per_block"]), 1),
+                    e["filter_threads"], e["filter_regs"], e["filter_smem_B"],
+                    e["filter_flop_per_filter"] * cin * cout, cin * cout * 9 * eb + transformed,
+                    "generateWinogradTilesKernel"),
+        make_kernel(layer, ctx, kind, grid, e["threads"], e["regs"], e["smem_B"],
+                    2.0 * e["points"] * tiles * cin * cout, reads + numel(out) * eb,
+                    f"scudnn_winograd_128x128_tile148t{epilogue}"),
+    ]
 
 
 def _depthwise(layer: Layer, ctx: Context) -> KernelSpec:
@@ -415,14 +698,14 @@ def _depthwise(layer: Layer, ctx: Context) -> KernelSpec:
     dram = ctx.min_bytes(layer)
     if layer.op is OpType.CONV2D_WGRAD:
         taps = numel(layer.output)  # C x 1 x R x S weights, one block each
-        return _kernel(layer, ctx, kind, (taps, 1, 1), e["wgrad_threads"], e["regs"],
-                       e["wgrad_smem_B"], 2.0 * layer.macs, dram,
-                       "conv_depthwise2d_grad_weight_kernel")
+        return make_kernel(layer, ctx, kind, (taps, 1, 1), e["wgrad_threads"], e["regs"],
+                           e["wgrad_smem_B"], 2.0 * layer.macs, dram,
+                           "conv_depthwise2d_grad_weight_kernel")
     out = numel(layer.output)
-    return _kernel(layer, ctx, kind, _grid1(out, e["threads"]), e["threads"], e["regs"],
-                   e["smem_B"], 2.0 * layer.macs, dram,
-                   "conv_depthwise2d_forward_kernel" if layer.op is OpType.CONV2D
-                   else "conv_depthwise2d_backward_kernel")
+    return make_kernel(layer, ctx, kind, _grid1(out, e["threads"]), e["threads"], e["regs"],
+                       e["smem_B"], 2.0 * layer.macs, dram,
+                       "conv_depthwise2d_forward_kernel" if layer.op is OpType.CONV2D
+                       else "conv_depthwise2d_backward_kernel")
 
 
 def _linear(layer: Layer, ctx: Context) -> list[KernelSpec]:
@@ -440,40 +723,64 @@ def _batchnorm(layer: Layer, ctx: Context) -> list[KernelSpec]:
     dram = ctx.min_bytes(layer)
     if not layer.training:
         e = kernel_shapes()["batchnorm_fwd_inference"]
-        return [_kernel(layer, ctx, KernelKind.NORMALIZATION,
-                        _grid1(numel(x), e["threads"] * e["elems_per_thread"]), e["threads"],
-                        e["regs"], e["smem_B"], layer.flops, dram, "bn_fw_inf_1C11")]
+        return [make_kernel(layer, ctx, KernelKind.NORMALIZATION,
+                            _grid1(numel(x), e["threads"] * e["elems_per_thread"]), e["threads"],
+                            e["regs"], e["smem_B"], layer.flops, dram, "bn_fw_inf_1C11")]
     # PyTorch bumps the int64 num_batches_tracked counter (8 B read, 8 B written) before
     # calling cuDNN.
-    counter = _elementwise(layer, ctx, 1, binary=True, flops=1, dram_B=16,
-                           label="add<long> (num_batches_tracked)")
-    e = kernel_shapes()["batchnorm_fwd_training"]
-    bn = _kernel(layer, ctx, KernelKind.NORMALIZATION,
-                 (channels * e["blocks_per_channel"], 1, 1), e["threads"], e["regs"],
-                 e["smem_B"], layer.flops, dram, "bn_fw_tr_1C11")
+    counter = elementwise_kernel(layer, ctx, 1, binary=True, flops=1, dram_B=16,
+                                 label="add<long> (num_batches_tracked)")
+    bn = _bn_kernel(layer, ctx, numel(x) // channels, channels, [numel(x)],
+                    ("batchnorm_fwd_training", "bn_fw_tr_1C11_kernel_NCHW"),
+                    ("batchnorm_fwd_singleread", "bn_fw_tr_1C11_singleread"))
     return [counter, bn]
 
 
 def _batchnorm_bwd(layer: Layer, ctx: Context) -> list[KernelSpec]:
-    e = kernel_shapes()["batchnorm_bwd"]
-    channels = layer.output[1]
-    return [_kernel(layer, ctx, KernelKind.NORMALIZATION,
-                    (channels * e["blocks_per_channel"], 1, 1), e["threads"], e["regs"],
-                    e["smem_B"], layer.flops, ctx.min_bytes(layer), "bn_bw_1C11")]
+    x = layer.output
+    channels = x[1]
+    return [_bn_kernel(layer, ctx, numel(x) // channels, channels, [numel(x), numel(x)],
+                       ("batchnorm_bwd", "bn_bw_1C11_kernel_new"),
+                       ("batchnorm_bwd_singleread", "bn_bw_1C11_singleread"))]
+
+
+def _bn_kernel(layer: Layer, ctx: Context, per_channel: int, channels: int,
+               inputs: Sequence[int], two_pass: tuple[str, str],
+               single_read: tuple[str, str]) -> KernelSpec:
+    """cuDNN's training batch-norm kernel (one block per channel), forward or backward.
+
+    The two-pass kernel reads its activation inputs (x forward; x and dy backward) twice,
+    once for the per-channel reductions and once to normalise; when one channel's values fit
+    in the 48 KiB of static shared memory cuDNN runs the single-read variant, which reads
+    them once (``kernels.toml``: the traces' evidence). Bytes: the layer's minimum traffic
+    plus the second read.
+    """
+    single = kernel_shapes()[single_read[0]]
+    smem = per_channel * single["bytes_per_value"] + single["smem_overhead_B"]
+    if smem <= kernel_shapes()["static_smem"]["limit_B"]:
+        extra = (single["input_reads"] - 1) * sum(inputs) * ctx.elem_B
+        return make_kernel(layer, ctx, KernelKind.NORMALIZATION, (channels, 1, 1),
+                           single["threads"], single["regs"], smem, layer.flops,
+                           ctx.min_bytes(layer) + extra, single_read[1])
+    e = kernel_shapes()[two_pass[0]]
+    extra = (e["input_reads"] - 1) * sum(inputs) * ctx.elem_B
+    return make_kernel(layer, ctx, KernelKind.NORMALIZATION,
+                       (channels * e["blocks_per_channel"], 1, 1), e["threads"], e["regs"],
+                       e["smem_B"], layer.flops, ctx.min_bytes(layer) + extra, two_pass[1])
 
 
 # ---------------------------------------------------------------------- elementwise
 def _unary(label: str) -> Callable[[Layer, Context], list[KernelSpec]]:
     def rule(layer: Layer, ctx: Context) -> list[KernelSpec]:
-        return [_elementwise(layer, ctx, numel(layer.output), binary=False, flops=layer.flops,
-                             dram_B=ctx.min_bytes(layer), label=label)]
+        return [elementwise_kernel(layer, ctx, numel(layer.output), binary=False, flops=layer.flops,
+                                   dram_B=ctx.min_bytes(layer), label=label)]
     return rule
 
 
 def _binary(label: str) -> Callable[[Layer, Context], list[KernelSpec]]:
     def rule(layer: Layer, ctx: Context) -> list[KernelSpec]:
-        return [_elementwise(layer, ctx, numel(layer.output), binary=True, flops=layer.flops,
-                             dram_B=ctx.min_bytes(layer), label=label)]
+        return [elementwise_kernel(layer, ctx, numel(layer.output), binary=True, flops=layer.flops,
+                                   dram_B=ctx.min_bytes(layer), label=label)]
     return rule
 
 
@@ -482,8 +789,8 @@ def _sum_of(label: str) -> Callable[[Layer, Context], list[KernelSpec]]:
     def rule(layer: Layer, ctx: Context) -> list[KernelSpec]:
         out = numel(layer.output)
         count = max(1, len(layer.inputs) - 1)
-        return [_elementwise(layer, ctx, out, binary=True, flops=out,
-                             dram_B=3 * out * ctx.elem_B, label=label) for _ in range(count)]
+        return [elementwise_kernel(layer, ctx, out, binary=True, flops=out,
+                                   dram_B=3 * out * ctx.elem_B, label=label) for _ in range(count)]
     return rule
 
 
@@ -507,8 +814,8 @@ def _pool(entry: str, label: str, *,
         kernels: list[KernelSpec] = []
         if zero_fill:  # the input gradient is zeroed before the scatter
             out = numel(layer.output)
-            kernels.append(_elementwise(layer, ctx, out, binary=False, flops=0,
-                                        dram_B=out * ctx.elem_B, label="fill (zeros)"))
+            kernels.append(elementwise_kernel(layer, ctx, out, binary=False, flops=0,
+                                              dram_B=out * ctx.elem_B, label="fill (zeros)"))
         kernels.append(_shaped(layer, ctx, entry, KernelKind.POOLING,
                                _grid1(elements, e["threads"] * e["elems_per_thread"]),
                                layer.flops, ctx.min_bytes(layer), label))
@@ -529,7 +836,9 @@ def _adaptive_avgpool(layer: Layer, ctx: Context) -> list[KernelSpec]:
 def _adaptive_avgpool_bwd(layer: Layer, ctx: Context) -> list[KernelSpec]:
     e = kernel_shapes()["elementwise_strided"]
     out = numel(layer.output)
-    return [_shaped(layer, ctx, "elementwise_strided", KernelKind.POOLING,
+    # Autograd's MeanBackward: an elementwise expand-and-divide kernel (aten::div in the
+    # traces), not a pooling kernel.
+    return [_shaped(layer, ctx, "elementwise_strided", KernelKind.ELEMENTWISE,
                     _grid1(out, e["threads"] * e["elems_per_thread"]), layer.flops,
                     ctx.min_bytes(layer), "elementwise_kernel<128, 2> (expand / divide)")]
 
@@ -578,8 +887,8 @@ def _cross_entropy(layer: Layer, ctx: Context) -> list[KernelSpec]:
 def _cross_entropy_bwd(layer: Layer, ctx: Context) -> list[KernelSpec]:
     logits = layer.output
     n = numel(logits)
-    fill = _elementwise(layer, ctx, n, binary=False, flops=0, dram_B=n * ctx.elem_B,
-                        label="fill (zeros)")
+    fill = elementwise_kernel(layer, ctx, n, binary=False, flops=0, dram_B=n * ctx.elem_B,
+                              label="fill (zeros)")
     nll = _shaped(layer, ctx, "nll_loss", KernelKind.SOFTMAX_LOSS, (1, 1, 1), float(logits[0]),
                   logits[0] * (ctx.elem_B + 8), "nll_loss_backward_reduce_cuda_kernel_2d")
     bwd = kernel_shapes()["softmax_bwd"]
@@ -626,18 +935,56 @@ _FOREACH_SGD: tuple[tuple[str, int, int, int, int], ...] = (
 )
 
 
-def sgd_kernels(layer: Layer, ctx: Context, tensor_elems: Sequence[int]) -> list[KernelSpec]:
-    """Momentum-SGD kernels over parameter tensors of these sizes (see the module doc)."""
+#: Out-of-place weight decay before foreach SGD: ``grads = grads + wd * params`` (depth 3:
+#: grads, params and the new list), as torch.optim.SGD(foreach=True, weight_decay > 0) runs.
+_FOREACH_WEIGHT_DECAY = ("_foreach_add (grad + weight_decay * param)", 3, 2, 1, 2)
+#: Per-tensor SGD kernels of torch.optim.SGD(foreach=False) with momentum, after the
+#: optional weight decay ``grad = grad.add(param, alpha=wd)``: (label, reads, writes, FLOP)
+#: per element.
+_SINGLE_TENSOR_WEIGHT_DECAY = ("add (grad + weight_decay * param)", 2, 1, 2)
+_SINGLE_TENSOR_SGD: tuple[tuple[str, int, int, int], ...] = (
+    ("mul_ (momentum_buffer *= momentum)", 1, 1, 1),
+    ("add_ (momentum_buffer += grad)", 2, 1, 1),
+    ("add_ (param -= lr * momentum_buffer)", 2, 1, 2),
+)
+#: How sgd_update ops can be lowered (see :func:`sgd_kernels`).
+SGD_IMPLEMENTATIONS: tuple[str, ...] = ("graph", "foreach", "single_tensor")
+
+
+def sgd_kernels(layer: Layer, ctx: Context, tensor_elems: Sequence[int], *,
+                implementation: str = "graph", weight_decay: bool = False,
+                ) -> list[KernelSpec]:
+    """Momentum-SGD kernels over parameter tensors of these sizes (see the module doc).
+
+    ``implementation``: ``"graph"`` follows the training graph's optimizer (a per-layer
+    update is ``SGD(fused=True)``, the whole-model ``optimizer.step`` the foreach passes);
+    ``"foreach"`` is ``torch.optim.SGD``'s default multi-tensor implementation for any
+    update; ``"single_tensor"`` its ``foreach=False`` loop (the default before PyTorch 1.12):
+    one elementwise kernel per tensor and pass. ``weight_decay`` adds the weight-decay pass
+    (foreach and single-tensor only; the fused kernel folds it in).
+    """
+    if implementation not in SGD_IMPLEMENTATIONS:
+        raise GpusimError(f"SGD implementation must be one of "
+                          f"{', '.join(SGD_IMPLEMENTATIONS)} (got {implementation!r})")
+    if implementation == "single_tensor":
+        passes = ((_SINGLE_TENSOR_WEIGHT_DECAY,) if weight_decay else ()) + _SINGLE_TENSOR_SGD
+        return [elementwise_kernel(layer, ctx, elems, binary=reads > 1, flops=flops * elems,
+                                   dram_B=(reads + writes) * elems * ctx.elem_B, label=label,
+                                   kind=KernelKind.OPTIMIZER)
+                for elems in tensor_elems if elems > 0
+                for label, reads, writes, flops in passes]
     e = kernel_shapes()["multi_tensor_apply"]
-    passes = (_FOREACH_SGD if layer.name == "optimizer.step"
-              else (("_fused_sgd_ (param, grad, momentum_buffer)", 3, 3, 2, 4),))
+    foreach = implementation == "foreach" or layer.name == "optimizer.step"
+    multi: tuple[tuple[str, int, int, int, int], ...] = (
+        ((_FOREACH_WEIGHT_DECAY,) if weight_decay else ()) + _FOREACH_SGD if foreach
+        else (("_fused_sgd_ (param, grad, momentum_buffer)", 3, 3, 2, 4),))
     kernels: list[KernelSpec] = []
-    for label, depth, reads, writes, flops in passes:
+    for label, depth, reads, writes, flops in multi:
         for blocks, elems in multi_tensor_launches(tensor_elems, depth):
-            kernels.append(_kernel(layer, ctx, KernelKind.OPTIMIZER, (blocks, 1, 1),
-                                   e["threads"], e["regs"], e["smem_B"], flops * elems,
-                                   (reads + writes) * elems * ctx.elem_B,
-                                   f"multi_tensor_apply_kernel {label}"))
+            kernels.append(make_kernel(layer, ctx, KernelKind.OPTIMIZER, (blocks, 1, 1),
+                                       e["threads"], e["regs"], e["smem_B"], flops * elems,
+                                       (reads + writes) * elems * ctx.elem_B,
+                                       f"multi_tensor_apply_kernel {label}"))
     return kernels
 
 
@@ -719,13 +1066,14 @@ def layer_kernels(layer: Layer, ctx: Context, *, tensor_elems: Sequence[int] | N
             raise GpusimError(f"layer {layer.name!r}: no lowering rule for op "
                               f"{layer.op.value!r}")
         kernels = rule(layer, ctx)
+    return name_kernels(layer.name, kernels)
+
+
+def name_kernels(layer_name: str, kernels: Sequence[KernelSpec]) -> list[KernelSpec]:
+    """The kernels of one layer named ``<layer>`` (one) or ``<layer>#<i>`` (several)."""
     if len(kernels) == 1:
-        return kernels
-    return [_renamed(k, f"{layer.name}#{i}") for i, k in enumerate(kernels)]
-
-
-def _renamed(kernel: KernelSpec, name: str) -> KernelSpec:
-    return dataclasses.replace(kernel, name=name)
+        return [dataclasses.replace(kernels[0], name=layer_name)]
+    return [dataclasses.replace(k, name=f"{layer_name}#{i}") for i, k in enumerate(kernels)]
 
 
 # ---------------------------------------------------------------------- single layers
@@ -887,8 +1235,8 @@ def _contiguous(layer: Layer, ctx: Context) -> list[KernelSpec]:
 
 def _slice_bwd(layer: Layer, ctx: Context) -> list[KernelSpec]:
     whole, part = numel(layer.output), numel(layer.inputs[0])
-    fill = _elementwise(layer, ctx, whole, binary=False, flops=0,
-                        dram_B=whole * ctx.elem_B, label="fill (zeros)")
+    fill = elementwise_kernel(layer, ctx, whole, binary=False, flops=0,
+                              dram_B=whole * ctx.elem_B, label="fill (zeros)")
     copy = _strided(layer, ctx, part, 0.0, 2 * part * ctx.elem_B, "copy_ into the slice",
                     KernelKind.CONCAT_COPY)
     return [fill, copy]
@@ -896,10 +1244,10 @@ def _slice_bwd(layer: Layer, ctx: Context) -> list[KernelSpec]:
 
 def _stochastic_depth(layer: Layer, ctx: Context) -> list[KernelSpec]:
     samples = layer.output[0]
-    noise = _elementwise(layer, ctx, samples, binary=False, flops=samples,
-                         dram_B=samples * ctx.elem_B, label="bernoulli_ (noise)")
-    scale = _elementwise(layer, ctx, samples, binary=False, flops=samples,
-                         dram_B=2 * samples * ctx.elem_B, label="div_ (noise / survival)")
+    noise = elementwise_kernel(layer, ctx, samples, binary=False, flops=samples,
+                               dram_B=samples * ctx.elem_B, label="bernoulli_ (noise)")
+    scale = elementwise_kernel(layer, ctx, samples, binary=False, flops=samples,
+                               dram_B=2 * samples * ctx.elem_B, label="div_ (noise / survival)")
     out = numel(layer.output)
     apply = _strided(layer, ctx, out, layer.flops, ctx.min_bytes(layer) + samples * ctx.elem_B,
                      "mul, broadcast (noise)")

@@ -9,7 +9,7 @@ and shared memory per block are properties of the compiled kernel.
 The tile families each library ships for an architecture are *data*:
 ``workloads/lowering/data/<table>.toml`` (``simt``, ``sm70``, ``sm80``, ``sm90``), each row
 with its source. A table may ``inherit`` others (Hopper runs Ampere kernels; every table
-keeps the SIMT kernels for FP32). :func:`table_for` maps a GPU to its table: sm61 -> simt,
+keeps the SIMT kernels for FP32). :func:`table_for` maps a GPU to its table: sm60/sm61 -> simt,
 sm70/sm75 -> sm70, sm80/sm86/sm89 -> sm80, sm90 -> sm90 (newer: the newest table).
 
 Which tile a library picks is decided by proprietary heuristics (cuDNN's) or autotuning.
@@ -22,10 +22,14 @@ Which tile a library picks is decided by proprietary heuristics (cuDNN's) or aut
 3. among those, the largest tile (``bm*bn``; on a tie the GPU's own architecture's kernel
    before an inherited one, then the squarer tile, then fewer threads) whose grid has at least
    :data:`WAVE_FILL` x ``sm_count`` blocks (about one block on every SM);
-4. if none fills the GPU, the tile with the most blocks, and then **split-K**: cut K into
-   ``min(sm_count // blocks, K // (MIN_K_ITERATIONS * bk))`` slices (at least 1), so a
-   narrow GEMM with a long K (weight gradients, batch-1 layers) still fills the GPU; the
-   partial tiles are summed by a separate reduction kernel, as cuDNN and cuBLAS do.
+4. if none fills the GPU, the tile with the most blocks, and then **split-K** chosen for
+   wave utilisation (:func:`split_for_waves`): the fewest K slices whose blocks fill the
+   waves they occupy to at least :data:`WAVE_FILL` (a wave is ``sm_count x blocks_per_sm``
+   blocks), each slice at least ``MIN_K_ITERATIONS * bk`` deep, so a narrow GEMM with a
+   long K (weight gradients, batch-1 layers) still fills the GPU; the partial tiles are
+   summed by a separate reduction kernel, as cuDNN and cuBLAS do. (cuDNN's own choices in
+   the RTX 2080 Ti trace: 36 tiles -> 14 slices, 10 -> 28, 2 -> 112, i.e. 2.5, 1.4 and 1.1
+   waves of 204 blocks; the rule gives 11, 19 and 92.)
 
 Checked against a public A100 ResNet-50 TF32 training trace (batch 32): with the per-op rules
 of :mod:`workloads.lowering.ops` it gives cuDNN's tile to 48 of the step's 54 forward GEMM
@@ -43,7 +47,7 @@ from importlib import resources
 from typing import Any
 
 from gpu_models.errors import GpusimError
-from gpu_models.occupancy import launch_failure
+from gpu_models.occupancy import launch_failure, occupancy
 from gpu_models.spec import PRECISIONS, GPUSpec
 
 #: GEMM passes a tile can serve.
@@ -59,7 +63,7 @@ MIN_K_ITERATIONS = 8
 
 #: Architecture tag -> tile table, for the architectures the tables were made for.
 _ARCH_TABLES: dict[str, str] = {
-    "sm61": "simt", "sm70": "sm70", "sm75": "sm70", "sm80": "sm80", "sm86": "sm80",
+    "sm60": "simt", "sm61": "simt", "sm70": "sm70", "sm75": "sm70", "sm80": "sm80", "sm86": "sm80",
     "sm87": "sm80", "sm89": "sm80", "sm90": "sm90",
 }
 
@@ -82,6 +86,9 @@ class Tile:
     source: str
     #: The table the row comes from.
     table: str = ""
+    #: A forward kernel that writes its output in NHWC (``..._nhwckrsc_nhwc``): on NCHW
+    #: tensors cuDNN transposes the result back (nhwcToNchwKernel).
+    writes_nhwc: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "math", tuple(self.math))
@@ -233,9 +240,30 @@ def select_tile(
         if blocks(t) >= fill:
             return TileChoice(t, math.ceil(m / t.bm), math.ceil(n / t.bn), 1)
     small = max(kept, key=lambda t: (blocks(t), t.bm * t.bn))
-    split = 1
-    if allow_split_k:
-        by_gpu = gpu.sm_count // blocks(small)
-        by_k = k // (MIN_K_ITERATIONS * small.bk(elem_B))
-        split = max(1, min(by_gpu, by_k))
+    split = split_for_waves(gpu, small, blocks(small), k, elem_B) if allow_split_k else 1
     return TileChoice(small, math.ceil(m / small.bm), math.ceil(n / small.bn), split)
+
+
+def split_for_waves(gpu: GPUSpec, tile: Tile, blocks: int, k: int, elem_B: int) -> int:
+    """The split-K that fills the waves of ``blocks`` tiles: the smallest split ``s`` with
+    wave utilisation ``blocks*s / (ceil(blocks*s / W) * W) >= WAVE_FILL`` (``W`` blocks in a
+    wave), else the split with the best utilisation (the smallest on a tie). Each slice is
+    at least ``MIN_K_ITERATIONS`` ``bk``-deep iterations long, so ``s <= K // (8 * bk)``.
+
+    Example: 36 tiles of a 3-blocks-per-SM kernel on 68 SMs (``W = 204``): 5 slices fill
+    one wave to 0.88, 11 slices fill two to 0.97, so the split is 11 (396 blocks).
+    """
+    occ = occupancy(gpu, tile.threads, tile.regs, tile.smem_B)
+    wave = gpu.sm_count * max(1, occ.blocks_per_sm)
+    most = max(1, k // (MIN_K_ITERATIONS * tile.bk(elem_B)))
+    # Past ten waves any split fills them to >= 0.9: no need to look further.
+    most = min(most, max(1, math.ceil(10 * wave / blocks)))
+    best, best_fill = 1, 0.0
+    for split in range(1, most + 1):
+        total = blocks * split
+        fill = total / (math.ceil(total / wave) * wave)
+        if fill >= WAVE_FILL:
+            return split
+        if fill > best_fill:
+            best, best_fill = split, fill
+    return best

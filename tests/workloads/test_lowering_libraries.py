@@ -1,0 +1,285 @@
+"""Lowering launches what the libraries launch (issue 15): work counts, cuDNN's algorithm
+choice, split-K for waves, batch norm's reads and the framework's own kernels.
+
+Expected grids below are the ones the public RTX 2080 Ti ResNet-18 b128 and A100 ResNet-50
+b32 profiler traces recorded (shared/reference/traces), or worked out by hand from the rules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import networkx as nx
+import pytest
+
+from gpu_models.errors import GpusimError
+from gpu_models.kernel import KernelKind, KernelSpec
+from gpu_models.presets import load_preset
+from gpu_models.spec import GPUSpec
+from workloads import build
+from workloads.layers import Layer
+from workloads.lowering import (
+    conv_layer,
+    gemm_layer,
+    gemm_shape,
+    lower,
+    lower_layer,
+    select_tile,
+)
+from workloads.lowering.algorithms import choose_algorithm
+from workloads.lowering.ops import operand_dram_B, read_fraction
+from workloads.lowering.tiles import load_table, split_for_waves
+
+
+@pytest.fixture
+def rtx() -> GPUSpec:
+    return load_preset("rtx-2080ti")
+
+
+# ---------------------------------------------------------------------- work counts
+def test_strided_dgrad_flops_agree_with_layer_macs(a100: GPUSpec) -> None:
+    # 1x1 stride-2 downsample, 256 -> 512 channels, 56x56 -> 28x28, batch 8: MACs =
+    # 8 * 28 * 28 * 512 * 256. The dgrad's implicit GEMM runs over all 8 * 56 * 56 input
+    # pixels (4x the output's), but only a quarter of its taps are non-zero.
+    macs = 8 * 28 * 28 * 512 * 256
+    for pass_ in ("fwd", "dgrad", "wgrad"):
+        layer = conv_layer(8, (256, 56, 56), 512, (1, 1), stride=(2, 2), pass_=pass_)
+        assert layer.macs == macs
+        main = max(lower_layer(layer, a100, precision="tf32"), key=lambda k: k.flops)
+        assert main.flops == 2 * macs, pass_
+
+
+def test_strided_inputs_are_counted_at_the_resolution_read() -> None:
+    one_by_one = conv_layer(8, (256, 56, 56), 512, (1, 1), stride=(2, 2))
+    assert read_fraction(one_by_one) == 0.25  # 28 of 56 rows, 28 of 56 columns
+    three = conv_layer(8, (64, 56, 56), 128, (3, 3), stride=(2, 2), padding=(1, 1))
+    assert read_fraction(three) == 1.0  # 3 >= 2: every row is read
+    assert gemm_shape(one_by_one, 4).a_B == 8 * 256 * 56 * 56 * 4 / 4
+    wgrad = conv_layer(8, (256, 56, 56), 512, (1, 1), stride=(2, 2), pass_="wgrad")
+    assert gemm_shape(wgrad, 4).b_B == 8 * 256 * 28 * 28 * 4
+    # The data gradient writes every input pixel (cuDNN writes the zeros too).
+    dgrad = conv_layer(8, (256, 56, 56), 512, (1, 1), stride=(2, 2), pass_="dgrad")
+    assert gemm_shape(dgrad, 4).c_B == 8 * 256 * 56 * 56 * 4
+
+
+def test_operand_rereads_are_judged_per_wave(a100: GPUSpec) -> None:
+    half_l2 = a100.l2_B / 2
+    assert operand_dram_B(half_l2, uses=8, concurrent_uses=1, gpu=a100) == half_l2
+    big = 3 * a100.l2_B
+    # Too big for the L2: read again by each group of concurrent users...
+    assert operand_dram_B(big, uses=8, concurrent_uses=3, gpu=a100) == big * 3
+    # ...once when one wave holds all of them.
+    assert operand_dram_B(big, uses=8, concurrent_uses=8, gpu=a100) == big
+
+
+def test_a_large_gemm_reads_its_operands_once_per_wave_column(h100: GPUSpec) -> None:
+    # 16384^3 bf16: A and B are 512 MiB each, far beyond the L2. The 128x256 tile gives
+    # 128 x 64 tiles, one block per SM: a wave of 132 blocks covers all 128 tile rows and
+    # ceil(132 / 128) = 2 tile columns. A is read ceil(64 / 2) = 32 times, B
+    # ceil(128 / 128) = once; C (512 MiB) is written once.
+    n = 16384
+    kernel, = lower_layer(gemm_layer(n, n, n, dtype="bf16"), h100, precision="bf16")
+    a_B = b_B = n * n * 2
+    assert kernel.grid == (128, 64, 1)
+    assert kernel.dram_bytes == 32 * a_B + b_B + n * n * 2
+
+
+# ---------------------------------------------------------------------- batch norm
+def _bn(gpu: GPUSpec, batch: int, channels: int, hw: int, *, backward: bool,
+        ) -> tuple[Layer, KernelSpec]:
+    graph = build("resnet18", batch=batch, phase="training")
+    name = next(n for n, d in graph.nodes(data=True)
+                if d["layer"].op.value == ("batchnorm_bwd" if backward else "batchnorm")
+                and d["layer"].inputs[0][1:] == (channels, hw, hw))
+    layer = graph.nodes[name]["layer"]
+    kernels = lower_layer(layer, gpu)
+    return layer, next(k for k in kernels if k.kind is KernelKind.NORMALIZATION)
+
+
+def test_batchnorm_reads_its_input_twice_unless_a_channel_fits_shared_memory(
+        rtx: GPUSpec) -> None:
+    # 7x7 at batch 128: 6,272 fp32 values per channel, 25,088 B + 1,680 <= 48 KiB ->
+    # singleread, shared memory 26,768 B as profiled in both traces; one read.
+    layer, bn = _bn(rtx, 128, 512, 7, backward=False)
+    assert bn.library_name == "bn_fw_tr_1C11_singleread"
+    assert (bn.grid, bn.smem_per_block_B) == ((512, 1, 1), 26768)
+    assert bn.dram_bytes == layer.bytes
+    # 14x14 at batch 128: 25,088 values (100 KB) do not fit: the two-pass kernel reads x
+    # twice: the layer's minimum bytes plus x once more.
+    layer, bn = _bn(rtx, 128, 256, 14, backward=False)
+    assert bn.library_name == "bn_fw_tr_1C11_kernel_NCHW"
+    assert bn.dram_bytes == layer.bytes + 128 * 256 * 14 * 14 * 4
+
+
+def test_batchnorm_backward_keeps_x_and_dy_only_when_both_fit(rtx: GPUSpec) -> None:
+    # Backward keeps 8 B per value: 6,272 x 8 = 50,176 B > 48 KiB -> two passes over x and
+    # dy (the 2080 Ti trace's bn_bw_1C11_kernel_new at 7x7, batch 128)...
+    layer, bn = _bn(rtx, 128, 512, 7, backward=True)
+    assert bn.library_name == "bn_bw_1C11_kernel_new"
+    assert bn.dram_bytes == layer.bytes + 2 * 128 * 512 * 7 * 7 * 4
+    # ...but 1,568 values (7x7 at batch 32, the A100 trace) fit: 12,544 + 4,112 = 16,656 B.
+    layer, bn = _bn(rtx, 32, 512, 7, backward=True)
+    assert bn.library_name == "bn_bw_1C11_singleread"
+    assert bn.smem_per_block_B == 16656 and bn.dram_bytes == layer.bytes
+
+
+# ---------------------------------------------------------------------- algorithms
+@pytest.mark.parametrize(("arch", "math_", "layout", "pass_", "kernel", "stride", "channels",
+                          "algorithm"), [
+    ("sm75", "simt", "nchw", "fprop", (3, 3), (1, 1), 64, "winograd_nonfused"),
+    ("sm75", "simt", "nchw", "dgrad", (3, 3), (1, 1), 64, "winograd_fused"),
+    ("sm75", "simt", "nchw", "dgrad", (3, 3), (1, 1), 128, "winograd_nonfused"),
+    ("sm70", "simt", "nchw", "wgrad", (3, 3), (1, 1), 512, "winograd_nonfused"),
+    ("sm75", "simt", "nchw", "fprop", (3, 3), (2, 2), 128, "implicit_gemm"),
+    ("sm75", "simt", "nhwc", "fprop", (3, 3), (1, 1), 64, "implicit_gemm"),
+    ("sm75", "f16", "nchw", "fprop", (3, 3), (1, 1), 64, "implicit_gemm"),
+    ("sm80", "simt", "nchw", "fprop", (3, 3), (1, 1), 64, "implicit_gemm"),
+    ("sm61", "simt", "nchw", "fprop", (3, 3), (1, 1), 64, "implicit_gemm"),
+])
+def test_cudnn_algorithm_choice(arch: str, math_: str, layout: str, pass_: str,
+                                kernel: tuple[int, int], stride: tuple[int, int],
+                                channels: int, algorithm: str) -> None:
+    rule = choose_algorithm(arch=arch, math=math_, layout=layout, pass_=pass_, kernel=kernel,
+                            stride=stride, channels=channels)
+    assert rule.algorithm == algorithm
+    assert rule.source
+
+
+def _shapes(kernels: list[KernelSpec]) -> list[tuple[str, tuple[int, int, int], int, int, int]]:
+    return [(k.library_name, k.grid, k.threads, k.regs_per_thread, k.smem_per_block_B)
+            for k in kernels]
+
+
+def test_winograd_nonfused_forward_launches_the_traced_kernels(rtx: GPUSpec) -> None:
+    # ResNet-18 layer1 (64 -> 64, 56x56, batch 128) on the RTX 2080 Ti, as traced:
+    # T = 128 * 14 * 14 = 25,088 tiles; one image of 196 tiles per data-transform block.
+    kernels = lower_layer(conv_layer(128, (64, 56, 56), 64, (3, 3), padding=(1, 1)), rtx)
+    assert _shapes(kernels) == [
+        ("winogradForwardData4x4", (128, 64, 1), 256, 108, 22656),
+        ("winogradForwardFilter4x4", (2, 8, 1), 256, 64, 9216),
+        ("sgemm_64x64 (winograd, 36 points)", (392, 1, 36), 64, 126, 8192),
+        ("winogradForwardOutput4x4", (128, 64, 1), 256, 80, 16640),
+    ]
+    # The GEMM executes a quarter of the direct convolution's FLOPs: 36 * 196 = 7,056
+    # products per image and channel pair against 9 * 3,136 = 28,224.
+    direct = 2 * 128 * 56 * 56 * 64 * 64 * 9
+    assert kernels[2].flops == direct / 4
+    # The transformed input: 36 * 25,088 tiles * 64 channels * 4 B written, then read.
+    assert kernels[0].dram_bytes == 128 * 64 * 56 * 56 * 4 + 36 * 25088 * 64 * 4
+    # layer2 (128 channels, 28x28): 4 images of 49 tiles per block -> 32 blocks in x.
+    layer2 = lower_layer(conv_layer(128, (128, 28, 28), 128, (3, 3), padding=(1, 1)), rtx)
+    assert [k.grid for k in layer2] == [(32, 128, 1), (4, 16, 1), (98, 2, 36), (32, 128, 1)]
+
+
+def test_winograd_weight_gradient_and_fused_data_gradient(rtx: GPUSpec) -> None:
+    wgrad = lower_layer(conv_layer(128, (512, 7, 7), 512, (3, 3), padding=(1, 1),
+                                   pass_="wgrad"), rtx)
+    assert [k.library_name for k in wgrad] == [
+        "winogradWgradData4x4", "winogradWgradDelta4x4", "sgemm_64x64 (winograd, 36 points)",
+        "winogradWgradOutput4x4"]
+    # GEMM over K = 512 out, C = 512 in, 36 points, as traced; transforms' output (16, 64).
+    assert wgrad[2].grid == (8, 8, 36) and wgrad[3].grid == (16, 64, 1)
+    assert all(k.kind is KernelKind.CONV_WGRAD for k in wgrad)
+    fused = lower_layer(conv_layer(128, (64, 56, 56), 64, (3, 3), padding=(1, 1),
+                                   pass_="dgrad"), rtx)
+    assert _shapes(fused) == [
+        ("generateWinogradTilesKernel", (2, 16, 1), 128, 56, 8704),
+        ("scudnn_winograd_128x128_tile148t", (256, 7, 4), 256, 126, 49152),
+    ]
+    # F(2x2, 3x3): 16 products per 2x2 output tile: 16/36 of the direct FLOPs.
+    assert fused[1].flops == 2 * 16 * 128 * 28 * 28 * 64 * 64
+
+
+def test_strided_dgrad_on_turing_zeroes_the_gradient_first(rtx: GPUSpec) -> None:
+    # scalePackedTensor: one element per thread, 256 threads, at most 65,535 blocks: the
+    # trace's 25,088 blocks for 128 x 256 x 14 x 14 and 65,535 for 128 x 64 x 56 x 56.
+    small = lower_layer(conv_layer(128, (256, 14, 14), 512, (1, 1), stride=(2, 2),
+                                   pass_="dgrad"), rtx)
+    assert small[0].library_name.startswith("scalePackedTensor")
+    assert small[0].grid == (25088, 1, 1)
+    big = lower_layer(conv_layer(128, (64, 56, 56), 128, (3, 3), stride=(2, 2),
+                                 padding=(1, 1), pass_="dgrad"), rtx)
+    assert big[0].grid == (65535, 1, 1)
+    # No zero fill for stride 1, none on the A100 (cuDNN's sm80 kernels there do not).
+    a100 = load_preset("a100-40gb")
+    assert not any("scalePacked" in k.library_name for k in lower_layer(
+        conv_layer(32, (64, 56, 56), 128, (3, 3), stride=(2, 2), padding=(1, 1),
+                   pass_="dgrad"), a100, precision="tf32"))
+
+
+# ---------------------------------------------------------------------- split-K
+@pytest.mark.parametrize(("tiles", "split"), [(36, 11), (10, 19), (2, 92)])
+def test_split_k_fills_the_waves(rtx: GPUSpec, tiles: int, split: int) -> None:
+    # scudnn_128x64 (128 threads, 160 registers) holds 3 blocks per SM: waves of 204 on 68
+    # SMs. 36 tiles: 5 slices fill one wave to 180/204 = 0.88, 11 fill two to 396/408 =
+    # 0.97; 10 tiles: 19 -> 190/204 = 0.93; 2 tiles: 92 -> 184/204 = 0.90.
+    tile = next(t for t in load_table("simt") if t.name == "scudnn_128x64")
+    assert split_for_waves(rtx, tile, tiles, 10**7, 4) == split
+    fill = tiles * split / (math.ceil(tiles * split / 204) * 204)
+    assert fill >= 0.9
+    # A short K caps the slices: K = 640 allows 640 // (8 * 8) = 10.
+    assert split_for_waves(rtx, tile, tiles, 640, 4) <= 10
+
+
+def test_weight_gradients_are_not_left_below_a_wave(rtx: GPUSpec) -> None:
+    # ResNet-18 layer2's 3x3 stride-2 wgrad (M = 128, N = 64 * 9, K = 128 * 28 * 28):
+    # before, 36 blocks of 64x64 on 68 SMs (split = 68 // 36 = 1).
+    layer = conv_layer(128, (64, 56, 56), 128, (3, 3), stride=(2, 2), padding=(1, 1),
+                       pass_="wgrad")
+    main = next(k for k in lower_layer(layer, rtx) if k.kind is KernelKind.CONV_WGRAD)
+    choice = select_tile(rtx, "wgrad", "simt", 128, 576, 128 * 28 * 28, 4)
+    assert choice.split_k > 1 and main.blocks == choice.blocks >= rtx.sm_count
+
+
+# ---------------------------------------------------------------------- framework
+def _step(gpu: GPUSpec, framework: str, network: str = "resnet18") -> nx.DiGraph:
+    graph = build(network, batch=4, phase="training", optimizer="step")
+    return lower(graph, gpu, framework=framework)
+
+
+def test_framework_legacy_adds_per_parameter_kernels(rtx: GPUSpec) -> None:
+    # ResNet-18 has 62 parameter tensors (20 convs, 20 batch norms x 2, fc weight + bias).
+    base = lower(build("resnet18", batch=4, phase="training", optimizer="step"), rtx)
+    legacy = _step(rtx, "pytorch-legacy")
+    labels = Counter(d["kernel"].library_name for _, d in legacy.nodes(data=True))
+    assert labels["vectorized_elementwise_kernel<4, fill (zero_grad)>"] == 62
+    assert labels["vectorized_elementwise_kernel<4, add_ (AccumulateGrad into the zeroed "
+                  "gradient)>"] == 62
+    optimizer = [d["kernel"] for _, d in legacy.nodes(data=True)
+                 if d["kernel"].kind is KernelKind.OPTIMIZER]
+    assert len(optimizer) == 3 * 62  # mul_, add_, add_ per tensor
+    # The foreach step (3 launches over 62 tensors) is replaced by those 186 + 62 fills;
+    # 62 AccumulateGrad adds join the backward.
+    base_opt = sum(1 for _, d in base.nodes(data=True) if d["op"] == "sgd_update")
+    assert legacy.number_of_nodes() == base.number_of_nodes() - base_opt + 186 + 62 + 62
+
+
+def test_framework_optimizer_launches_match_the_traces(rtx: GPUSpec) -> None:
+    # RTX 2080 Ti ResNet-18 trace (SGD with weight decay): _foreach_add over 62 tensors in
+    # two depth-3 launches of 48 + 14 tensors (100 and 127 chunks), then _foreach_mul_,
+    # _foreach_add_, _foreach_add_ (227 chunks each).
+    wd = _step(rtx, "pytorch-wd")
+    grids = [d["kernel"].grid[0] for _, d in wd.nodes(data=True) if d["op"] == "sgd_update"]
+    b128 = lower(build("resnet18", batch=128, phase="training", optimizer="step"), rtx,
+                 framework="pytorch-wd")
+    assert grids == [d["kernel"].grid[0] for _, d in b128.nodes(data=True)
+                     if d["op"] == "sgd_update"] == [100, 127, 227, 227, 227]
+    # A100 ResNet-50 trace: 3 _foreach_mul_ launches of 180, 320 and 8 chunks, then 2 x 3
+    # _foreach_add_ launches of 71, 155 and 282 (parameters in model.parameters() order).
+    ddp = _step(load_preset("a100-40gb"), "pytorch-ddp", "resnet50")
+    assert [d["kernel"].grid[0] for _, d in ddp.nodes(data=True)
+            if d["op"] == "sgd_update"] == [180, 320, 8, 71, 155, 282, 71, 155, 282]
+
+
+def test_framework_ddp_kernels(a100: GPUSpec) -> None:
+    ddp = _step(a100, "pytorch-ddp", "resnet50")
+    kernels = [d["kernel"] for _, d in ddp.nodes(data=True)]
+    muls = [k for k in kernels if "DDP reducer" in k.library_name]
+    assert len(muls) == 161  # one per parameter tensor, as the A100 trace's reducer
+    first, second = kernels[0], kernels[1]
+    # Buffer broadcast: 53 batch norms' running mean and variance (106 tensors, the largest
+    # 2,048 values -> 4 blocks of 512) and their 53 counters, as the trace's two cats.
+    assert (first.grid, second.grid) == ((4, 106, 1), (1, 53, 1))
+    with pytest.raises(GpusimError, match="unknown framework"):
+        _step(a100, "tensorflow")

@@ -1,0 +1,117 @@
+"""Which convolution algorithm a library runs for a pass: the rules of ``data/algorithms.toml``.
+
+cuDNN chooses per call among implicit GEMM, precomputed implicit GEMM, Winograd (fused and
+non-fused), FFT, ... by heuristics or, under ``cudnn.benchmark``, by timing them. Lowering
+cannot run those heuristics; it follows what the public profiler traces show cuDNN ran,
+written down as data: each rule names an algorithm and the architectures, math classes,
+layouts, passes and shapes it applies to, with its source. The first matching rule wins;
+no match means implicit GEMM, whose tiles the tile tables give
+(:mod:`workloads.lowering.tiles`).
+
+Example: on the RTX 2080 Ti (sm75) an fp32 3x3 stride-1 convolution runs the non-fused
+Winograd transform + batched-GEMM kernels for its forward pass, and its data gradient runs
+the fused Winograd kernel when it produces 64 channels or fewer::
+
+    choose_algorithm(arch="sm75", math="simt", layout="nchw", pass_="dgrad",
+                     kernel=(3, 3), stride=(1, 1), channels=64).algorithm
+    # -> "winograd_fused"
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from dataclasses import dataclass
+
+from gpu_models.errors import GpusimError
+from workloads.lowering.tiles import MATHS, data_dir
+
+#: Algorithms lowering knows how to launch.
+ALGORITHMS: tuple[str, ...] = ("implicit_gemm", "winograd_nonfused", "winograd_fused")
+#: Convolution passes a rule can name (the tile tables' names for them).
+CONV_PASS_NAMES: tuple[str, ...] = ("fprop", "dgrad", "wgrad")
+
+
+@dataclass(frozen=True)
+class AlgorithmRule:
+    """One row of ``data/algorithms.toml``: an algorithm and where it applies."""
+
+    algorithm: str
+    arch: tuple[str, ...]
+    math: tuple[str, ...]
+    layout: tuple[str, ...]
+    passes: tuple[str, ...]
+    source: str
+    kernel: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    #: Matches only strides above one (in either dimension).
+    stride_above_one: bool = False
+    #: The channels the pass produces (K for fprop, C for dgrad) must be at most this.
+    max_channels: int | None = None
+    #: cuDNN zeroes the data gradient first (scalePackedTensor_kernel).
+    zero_fill_output: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("arch", "math", "layout", "passes"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("kernel", "stride"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+
+        def fail(what: str) -> None:
+            raise GpusimError(f"algorithm rule {self.algorithm!r}: {what}")
+
+        if self.algorithm not in ALGORITHMS:
+            fail(f"algorithm must be one of {', '.join(ALGORITHMS)}")
+        if not self.passes or set(self.passes) - set(CONV_PASS_NAMES):
+            fail(f"passes must be a non-empty subset of {CONV_PASS_NAMES}")
+        if not self.math or set(self.math) - set(MATHS):
+            fail(f"math must be a non-empty subset of {MATHS}")
+        if not self.arch or not self.layout:
+            fail("arch and layout must be non-empty")
+        if not self.source:
+            fail("every rule needs a source")
+        if self.zero_fill_output and self.passes != ("dgrad",):
+            fail("zero_fill_output applies to dgrad rules only")
+
+    def matches(self, *, arch: str, math: str, layout: str, pass_: str,
+                kernel: tuple[int, int], stride: tuple[int, int], channels: int) -> bool:
+        """Whether this rule applies to the pass described."""
+        return (arch in self.arch and math in self.math and layout in self.layout
+                and pass_ in self.passes
+                and (self.kernel is None or tuple(kernel) == self.kernel)
+                and (self.stride is None or tuple(stride) == self.stride)
+                and (not self.stride_above_one or max(stride) > 1)
+                and (self.max_channels is None or channels <= self.max_channels))
+
+
+#: What a pass runs when no rule matches.
+IMPLICIT_GEMM = AlgorithmRule(
+    algorithm="implicit_gemm", arch=("any",), math=MATHS, layout=("any",),
+    passes=CONV_PASS_NAMES, source="default: implicit GEMM with the tile tables' tiles")
+
+
+@functools.cache
+def load_rules() -> tuple[AlgorithmRule, ...]:
+    """The rules of ``data/algorithms.toml``, in file order."""
+    path = data_dir() / "algorithms.toml"
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    rules = []
+    for index, row in enumerate(data.get("rule", [])):
+        try:
+            rules.append(AlgorithmRule(**row))
+        except TypeError as exc:
+            raise GpusimError(f"algorithms.toml, rule {index}: {exc}") from None
+    return tuple(rules)
+
+
+def choose_algorithm(*, arch: str, math: str, layout: str, pass_: str,
+                     kernel: tuple[int, int], stride: tuple[int, int],
+                     channels: int) -> AlgorithmRule:
+    """The first rule matching the pass, else :data:`IMPLICIT_GEMM`."""
+    for rule in load_rules():
+        if rule.matches(arch=arch, math=math, layout=layout, pass_=pass_, kernel=kernel,
+                        stride=stride, channels=channels):
+            return rule
+    return IMPLICIT_GEMM
