@@ -54,6 +54,7 @@ from importlib import resources
 from typing import Any
 
 from gpu_models.errors import GpusimError
+from gpu_models.sharing import max_min_rates
 from gpu_models.spec import GPUSpec
 
 DATA_FILE = "memory.toml"
@@ -114,7 +115,10 @@ def curve_Bps(unloaded_Bps: float, plateau_Bps: float, knee: float) -> float:
     ``X / (1 + (X / B)^n)^(1/n)`` (module docstring)."""
     if unloaded_Bps <= 0:
         return 0.0
-    return unloaded_Bps / (1.0 + (unloaded_Bps / plateau_Bps) ** knee) ** (1.0 / knee)
+    ratio = unloaded_Bps / plateau_Bps
+    if ratio > 1.0:  # the same value, written so that a huge ratio cannot overflow
+        return plateau_Bps / (1.0 + ratio ** -knee) ** (1.0 / knee)
+    return unloaded_Bps / (1.0 + ratio ** knee) ** (1.0 / knee)
 
 
 def loaded_latency_s(params: MemoryParams, utilisation: float) -> float:
@@ -164,6 +168,8 @@ class MemorySystem:
     plateau_Bps: float
     #: Real bandwidth of a streaming kernel at full occupancy on every SM, bytes/s.
     full_rate_Bps: float
+    #: Bytes such a kernel keeps in flight.
+    full_in_flight_B: float
 
     @classmethod
     def for_gpu(cls, spec: GPUSpec, params: MemoryParams | None = None) -> MemorySystem:
@@ -171,7 +177,9 @@ class MemorySystem:
         p = memory_params(spec) if params is None else params
         return cls(capacity_Bps=spec.dram_bw_Bps, params=p,
                    plateau_Bps=p.plateau_fraction * spec.dram_bw_Bps,
-                   full_rate_Bps=stream_bandwidth_Bps(spec, spec.max_warps_per_sm, p))
+                   full_rate_Bps=stream_bandwidth_Bps(spec, spec.max_warps_per_sm, p),
+                   full_in_flight_B=(spec.sm_count * spec.max_warps_per_sm
+                                     * p.bytes_in_flight_per_warp_B))
 
     def block_in_flight_B(self, warps: int, declared_B: float = 0.0) -> float:
         """Bytes one resident block keeps in flight: its warps at the streaming rate, or what
@@ -187,15 +195,20 @@ class MemorySystem:
         curve gives: ``capacity`` stands for the full-occupancy rate."""
         return real_bytes * self.capacity_Bps / self.full_rate_Bps
 
-    def share(self, demands_Bps: Sequence[float], unloaded_Bps: Sequence[float]) -> Grant:
-        """Bandwidth for kernels asking ``demands_Bps`` (bandwidth-equivalent) whose resident
-        blocks keep ``unloaded_Bps`` in flight (:meth:`unloaded_Bps`, real bytes/s).
+    def share(self, demands_Bps: Sequence[float], unloaded_Bps: Sequence[float],
+              blocks: Sequence[int]) -> Grant:
+        """Bandwidth for kernels asking ``demands_Bps`` (bandwidth-equivalent) whose
+        ``blocks`` resident blocks keep ``unloaded_Bps`` in flight (:meth:`unloaded_Bps`,
+        real bytes/s).
 
-        Every kernel sees the latency of the total load: kernel ``i`` gets
-        ``min(D_i, C x xi_i x s(y p))`` with ``xi_i = X_i / R_full``, ``p = R_full / B``,
-        ``s(rho) = (1 - rho^n)^(1/n)`` and ``y`` the fixed point
-        ``y = sum_i min(d_i, xi_i s(y p))`` (``d_i = D_i / C``). ``y <= 1``: with every SM
-        full of streaming warps the bandwidth is used to the full.
+        First the parallelism bound: every kernel sees the latency of the total load, so
+        kernel ``i`` may draw ``min(D_i, C x xi_i x s(y p))`` with ``xi_i = X_i / R_full``,
+        ``p = R_full / B``, ``s(rho) = (1 - rho^n)^(1/n)`` and ``y`` the fixed point
+        ``y = sum_i min(d_i, xi_i s(y p))`` (``d_i = D_i / C``). With streaming warps only,
+        ``y <= 1`` (every SM full of them uses the bandwidth to the full). Then, where
+        blocks declare more in flight than streaming warps keep and the total still exceeds
+        the capacity, the capacity is shared max-min fairly per block
+        (:func:`gpu_models.sharing.max_min_rates`).
         """
         capacity = self.capacity_Bps
         n = self.params.knee
@@ -206,7 +219,7 @@ class MemorySystem:
         for value in d:
             total += value
         if _all_within(d, xi, _s(total * p, n)):
-            return Grant(tuple(demands_Bps), total * capacity, False)
+            return _capped(tuple(demands_Bps), blocks, capacity, False)
 
         def g(y: float) -> tuple[float, float]:
             """sum_i min(d_i, xi_i s(y p)) - y, and its slope."""
@@ -246,29 +259,40 @@ class MemorySystem:
         s = _s(y * p, n)
         rates = tuple(min(demand, capacity * x * s) for demand, x in zip(demands_Bps, xi,
                                                                           strict=True))
-        used = 0.0
-        for rate in rates:
-            used += rate
-        return Grant(rates, used, any(r < demand for r, demand in zip(rates, demands_Bps,
-                                                                        strict=True)))
+        return _capped(rates, blocks, capacity,
+                       any(r < demand for r, demand in zip(rates, demands_Bps, strict=True)))
 
-    def alone_Bps(self, demand_Bps: float, unloaded_Bps: float) -> float:
+    def alone_Bps(self, demand_Bps: float, unloaded_Bps: float, blocks: int) -> float:
         """:meth:`share` for one kernel: what it gets alone."""
-        return self.share((demand_Bps,), (unloaded_Bps,)).rates_Bps[0]
+        return self.share((demand_Bps,), (unloaded_Bps,), (blocks,)).rates_Bps[0]
 
     def in_flight_for(self, demand_Bps: float, blocks: int) -> float:
         """Bytes per block that ``blocks`` resident blocks must keep in flight for a kernel
         alone to get ``demand_Bps`` (bandwidth-equivalent): ``xi = d / s(d p)``, i.e. the
-        parallelism a cost model's own time for the kernel implies. ``inf`` if nothing is
-        enough (the demand is beyond the bandwidth: then the bandwidth binds anyway)."""
+        parallelism a cost model's own time for the kernel implies. A demand beyond the
+        capacity needs what the capacity needs (the bandwidth binds beyond it)."""
         if demand_Bps <= 0:
             return 0.0
         d = demand_Bps / self.capacity_Bps
-        p = self.full_rate_Bps / self.plateau_Bps
-        s = _s(d * p, self.params.knee)
-        if s <= 0:
-            return math.inf
-        return d / s * self.full_rate_Bps * self.params.latency_s / blocks
+        s = _s(d * self.full_rate_Bps / self.plateau_Bps, self.params.knee)
+        if d >= 1.0 or s <= 0.0:
+            return self.full_in_flight_B / blocks  # what reaches the capacity: a full GPU
+        return min(d / s * self.full_rate_Bps * self.params.latency_s,
+                   self.full_in_flight_B) / blocks
+
+
+def _capped(rates: tuple[float, ...], blocks: Sequence[int], capacity: float,
+            limited: bool) -> Grant:
+    """``rates`` shared max-min fairly per block where their sum exceeds ``capacity``."""
+    used = 0.0
+    for rate in rates:
+        used += rate
+    if used > capacity:
+        fractions = max_min_rates(capacity, [(b, r / b) for b, r in zip(blocks, rates,
+                                                                          strict=True)])
+        rates = tuple(r * f for r, f in zip(rates, fractions, strict=True))
+        used, limited = capacity, True
+    return Grant(rates, used, limited)
 
 
 def _s(rho: float, n: float) -> float:

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import simpy
 
 from gpu_models.occupancy import BlockFootprint
 from sim.engine.placement import BlockPlacement
@@ -63,6 +64,15 @@ class KernelRun:
     ready_s: float = float("nan")
     start_s: float = float("nan")
     end_s: float = float("nan")
+    #: Running groups (insertion order), by ``id``.
+    groups: dict[int, BlockGroup] = field(default_factory=dict)
+    #: Row in :class:`~sim.engine.resources.SMThroughput` (-1: its blocks use no SM resource
+    #: or SM sharing is off).
+    slot: int = -1
+    #: Rate factor DRAM gives the kernel's blocks (1: not slowed by DRAM).
+    dram_factor: float = 1.0
+    #: Bytes one resident block keeps in flight to DRAM.
+    in_flight_per_block_B: float = 0.0
 
     def unmet(self) -> list[KernelRun]:
         """Kernels this one still waits for (stream predecessor first)."""
@@ -73,7 +83,8 @@ class KernelRun:
 
 @dataclass(eq=False)
 class BlockGroup:
-    """Blocks of one kernel that started together on ``sm_ids`` and end together."""
+    """Blocks of one kernel that started together on ``sm_ids`` and end together: their
+    SMs have given them the same rate since they started (docs/model.md §6.9)."""
 
     kernel: KernelRun
     sm_ids: IntArray
@@ -82,6 +93,15 @@ class BlockGroup:
     taken: IntArray
     blocks: int
     start_s: float
+    #: Seconds of unimpeded work left at ``updated_s`` (the last rate change).
+    remaining_s: float = 0.0
+    updated_s: float = 0.0
+    #: Progress per second: ``sm_rate x`` the kernel's DRAM factor.
+    rate: float = 1.0
+    #: The SM rate its SMs give it.
+    sm_rate: float = 1.0
+    #: The completion timer for the current rate (``None`` before the first).
+    timer: simpy.Event | None = None
 
 
 class HardwareQueue:

@@ -5,43 +5,49 @@ It wires the pieces of docs/model.md §6, each a small class that owns its state
 * the **host** (:class:`~sim.engine.host.Host`, a SimPy process) issues the launches;
 * **hardware queues** and the **block dispatcher** (:mod:`sim.engine.dispatch`) decide which
   kernel gets blocks and, through a :class:`~sim.engine.placement.BlockPlacement`, which SM;
-* the **SMs and DRAM** (:mod:`sim.engine.resources`) hold the resources blocks take and
-  share the bandwidth;
+* the **SMs** (:mod:`sim.engine.resources`) hold the resources blocks take;
+* **block execution** (:mod:`sim.engine.execution`) runs the blocks at the rate their SM's
+  shared throughput and DRAM (memory-level parallelism, bandwidth) allow, and ends them;
 * the **monitor** (:mod:`sim.engine.monitor`) records counters, series and block records
   and assembles the :class:`~sim.engine.result.SimResult`.
 
-The engine itself runs blocks: it starts them when the dispatcher places them, ends them
-when their time is up (or DRAM lets them finish), and completes kernels.
+The engine itself starts blocks when the dispatcher places them, gives their resources back
+when they end, and completes kernels.
 
 Same-instant ordering: block completions are URGENT events, host steps NORMAL, and the
 dispatch pass a single LATE event per instant, so every completion and launch at an instant
-is seen before blocks are handed out. That is what makes the two modes agree:
+is seen before blocks are handed out, and rates are settled once per instant after the
+pass. That is what makes the two modes agree (docs/model.md §6.9):
 
-* ``grouped``: the blocks of a kernel placed by one dispatch pass start together and, since
-  a block's duration depends only on its kernel and its kernel's DRAM rate, end together:
-  one completion event (or one DRAM heap entry) for the whole group, placed in bulk.
+* ``grouped``: the blocks of a kernel placed by one dispatch pass start together and, while
+  their SMs give them the same rate, end together: one completion timer for the whole
+  group, placed in bulk (a group splits where its SMs' rates come apart);
 * ``exact``: the reference. Blocks are placed one at a time by the placement's per-block rule
-  (registers warp by warp) and each block has its own completion event.
+  (registers warp by warp) and each block has its own completion timer.
+
+``sm_sharing=False`` runs the engine without SM throughput sharing and without the
+memory-parallelism bound (blocks of other kernels never slow a block; DRAM is shared
+max-min fairly up to the bandwidth only): the engine before issue 14, for teaching and
+ablation.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, cast
 
 import numpy as np
 import simpy
-from simpy.events import NORMAL, URGENT, EventPriority
+from simpy.events import NORMAL, EventPriority
 
 from gpu_models.errors import GpusimError
 from gpu_models.occupancy import block_footprint
 from sim.engine.dispatch import BlockGroup, Dispatcher, HardwareQueue, KernelRun
+from sim.engine.execution import Execution, Wakeup
 from sim.engine.host import Host
 from sim.engine.monitor import Monitor
 from sim.engine.placement import PlacementFactory, make_placement
 from sim.engine.program import Program
-from sim.engine.resources import Dram, IntArray, SMArray
+from sim.engine.resources import IntArray, SMArray
 from sim.engine.result import SimResult
 
 #: Priority of the dispatch pass: after every completion (URGENT) and host step (NORMAL)
@@ -54,35 +60,23 @@ class DeadlockError(GpusimError):
     """The program cannot progress; the message lists each waiting kernel."""
 
 
-class _Wakeup(simpy.Event):
-    """A timeout with a chosen priority that calls ``callback(event)``; ``event.value`` is
-    ``value``. (SimPy's Timeout always has NORMAL priority.)"""
-
-    def __init__(self, env: simpy.Environment, delay_s: float, priority: EventPriority,
-                 value: Any,
-                 callback: Callable[[simpy.Event], None]) -> None:
-        super().__init__(env)
-        self._ok = True
-        self._value = value
-        self.callbacks.append(callback)
-        env.schedule(self, priority, delay_s)
-
-
 class Engine:
     """One simulation run of ``program``; call :meth:`run` once."""
 
     def __init__(self, program: Program, *, mode: str = "grouped",
                  placement: str | PlacementFactory = "most-free",
-                 record_blocks: bool = False) -> None:
+                 record_blocks: bool = False, sm_sharing: bool = True) -> None:
         if mode not in MODES:
             raise GpusimError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        if not isinstance(sm_sharing, bool):
+            raise GpusimError(f"sm_sharing must be True or False (got {sm_sharing!r})")
         self.program = program
         self.mode = mode
+        self.sm_sharing = sm_sharing
         self.placement = make_placement(placement)
         spec = program.gpu
         self.env = simpy.Environment(initial_time=0.0)
         self.sms = SMArray(spec)
-        self.dram = Dram(spec.dram_bw_Bps)
         self.dispatcher = Dispatcher(
             self.sms, self.placement, mode == "exact", self._start,
             partitioned=any(s.sms is not None and len(s.sms) < spec.sm_count
@@ -93,6 +87,9 @@ class Engine:
                          event_overhead_s=program.event_overhead,
                          on_visible=self._on_visible, on_done=self._request_dispatch)
         self.monitor = Monitor(self.sms, record_blocks=record_blocks or mode == "exact")
+        self.execution = Execution(self.env, spec, sm_sharing=sm_sharing,
+                                   exact=mode == "exact", monitor=self.monitor,
+                                   on_done=self._finish)
         self.resident = 0
         self.completed = 0
         self.running_blocks = 0
@@ -100,10 +97,8 @@ class Engine:
         # Set when a queue or a dependency changed (push, hand-over, completion): only then
         # can the false-dependency and resident-limit clocks change.
         self._queues_changed = True
-        # Set when blocks start or end: only then can busy SMs and occupancy change.
+        # Set when blocks start or end: only then can busy SMs, occupancy and rates change.
         self._sms_changed = False
-        self._memory_dirty = False
-        self._memory_generation = 0
 
     def _build_kernels(self) -> list[KernelRun]:
         spec = self.program.gpu
@@ -148,7 +143,7 @@ class Engine:
         if self.completed < len(self.kernels):
             raise DeadlockError(self._deadlock_message())
         return self.monitor.result(self.program, mode=self.mode, placement=self.placement.name,
-                                   kernels=self.kernels, dram=self.dram,
+                                   sm_sharing=self.sm_sharing, kernels=self.kernels,
                                    host_events=self.host.events, wall_s=wall_s)
 
     def _on_visible(self, kernel: KernelRun) -> None:
@@ -192,50 +187,28 @@ class Engine:
         blocks = int(counts.sum())
         if kernel.to_dispatch == kernel.launch.blocks:
             kernel.start_s = now
+            self.execution.prepare(kernel)
         kernel.to_dispatch -= blocks
         kernel.running += blocks
         kernel.sm_blocks[sm_ids] += counts
         self.running_blocks += blocks
         self.monitor.started(blocks)
         self._sms_changed = True
-        group = BlockGroup(kernel, sm_ids, counts, taken, blocks, now)
-        if kernel.demand_Bps > 0:
-            self.dram.start(now, kernel.seq, blocks, kernel.demand_Bps,
-                            kernel.launch.block_time_s, group)
-            self._memory_dirty = True
-        else:
-            _Wakeup(self.env, kernel.launch.block_time_s, URGENT, group, self._on_compute_done)
-
-    def _on_compute_done(self, event: simpy.Event) -> None:
-        self.monitor.events += 1
-        self._finish(cast(BlockGroup, event.value))
-
-    def _arm_memory_timer(self) -> None:
-        """(Re)schedule the next DRAM-bound completion; older timers become stale."""
-        self._memory_generation += 1
-        delay = self.dram.next_finish_delay_s()
-        if delay is not None:
-            _Wakeup(self.env, delay, URGENT, self._memory_generation, self._on_memory_timer)
-
-    def _on_memory_timer(self, event: simpy.Event) -> None:
-        self.monitor.events += 1
-        if event.value != self._memory_generation:
-            return  # the rate changed since this timer was set
-        group = cast(BlockGroup, self.dram.pop_finished(self.env.now))
-        self.dram.finish(self.env.now, group.kernel.seq, group.blocks)
-        self._finish(group)
-        self._arm_memory_timer()
+        self.execution.start(BlockGroup(kernel, sm_ids, counts, taken, blocks, now,
+                                        remaining_s=kernel.launch.block_time_s, updated_s=now))
 
     def _finish(self, group: BlockGroup) -> None:
         kernel = group.kernel
         now = self.env.now
         self.sms.release(group.sm_ids, group.taken)
+        self.execution.finish(group)
         self._sms_changed = True
         kernel.running -= group.blocks
         self.running_blocks -= group.blocks
         self.monitor.finished(group, now)
         if not kernel.to_dispatch and not kernel.running:
             kernel.done = True
+            self.execution.kernel_done(kernel)
             self._queues_changed = True
             kernel.end_s = now
             self.resident -= 1
@@ -247,16 +220,15 @@ class Engine:
     def _request_dispatch(self) -> None:
         if not self._dispatch_pending:
             self._dispatch_pending = True
-            _Wakeup(self.env, 0, LATE, None, self._dispatch)
+            Wakeup(self.env, 0, LATE, None, self._dispatch)
 
     def _dispatch(self, event: simpy.Event) -> None:
         self.monitor.events += 1
         self._dispatch_pending = False
         now = self.env.now
         blocked = self.dispatcher.run_pass()
-        if self._memory_dirty:
-            self._memory_dirty = False
-            self._arm_memory_timer()
+        if self._sms_changed:
+            self.execution.settle()
         # Everything at this instant is settled: sample the state and the "what binds" clocks.
         self.monitor.sample_pass(now, blocked,
                                  launch_bound=not self.running_blocks and not self.host.done)
@@ -294,11 +266,15 @@ class Engine:
 
 def simulate(program: Program, *, mode: str = "grouped",
              placement: str | PlacementFactory = "most-free",
-             record_blocks: bool = False) -> SimResult:
+             record_blocks: bool = False, sm_sharing: bool = True) -> SimResult:
     """Run ``program`` and return its :class:`~sim.engine.result.SimResult`.
 
     ``mode``: ``"grouped"`` (fast) or ``"exact"`` (per-block reference). ``placement``: a
     name in :data:`sim.engine.placement.PLACEMENTS` or a factory such as ``RoundRobin``.
     ``record_blocks``: keep per-block records in grouped mode too (exact mode always does).
+    ``sm_sharing``: co-resident blocks share their SM's throughput and DRAM follows the
+    memory-level parallelism of the resident warps (default); ``False``: neither (the
+    engine before these mechanisms, for teaching and ablation).
     """
-    return Engine(program, mode=mode, placement=placement, record_blocks=record_blocks).run()
+    return Engine(program, mode=mode, placement=placement, record_blocks=record_blocks,
+                  sm_sharing=sm_sharing).run()

@@ -4,8 +4,11 @@ The engine reports to a :class:`Monitor` after each dispatch pass (docs/model.md
 
 * **stopwatches** (:class:`Stopwatch`) of how long each "what binds" condition held: the
   head kernel blocked on an SM resource, the GPU idle while the host launches, a false
-  dependency in a hardware queue, the resident-grid limit;
-* **series**: busy SMs as a step function, and resident warps per SM as a change log;
+  dependency in a hardware queue, the resident-grid limit, an SM over-subscribed on an
+  execution resource, DRAM demand above the bandwidth, a kernel held below its DRAM demand
+  by the memory-level parallelism of its resident warps;
+* **series**: busy SMs, DRAM bandwidth in use and SM throughput in use per execution
+  resource as step functions, and resident warps per SM as a change log;
 * **block records** (exact mode always, grouped mode on request);
 * **bookkeeping**: events, dispatch passes, groups and blocks started.
 
@@ -18,9 +21,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gpu_models.kernel import SM_RESOURCES
 from sim.engine.dispatch import BlockGroup, KernelRun
 from sim.engine.program import Program
-from sim.engine.resources import Dram, IntArray, SMArray
+from sim.engine.resources import IntArray, MemoryAllocation, SMArray
 from sim.engine.result import (
     BlockRecord,
     Counters,
@@ -62,7 +66,13 @@ class Monitor:
         self.launch_bound = Stopwatch()
         self.false_dependency = Stopwatch()
         self.resident_limit = Stopwatch()
+        self.dram_saturated = Stopwatch()
+        self.memory_parallelism = Stopwatch()
+        self.sm_oversubscribed = {r: Stopwatch() for r in SM_RESOURCES}
         self.busy_sms: list[tuple[float, float]] = [(0.0, 0.0)]
+        self.dram_Bps: list[tuple[float, float]] = [(0.0, 0.0)]
+        self.sm_throughput: dict[str, list[tuple[float, float]]] = {
+            r: [(0.0, 0.0)] for r in SM_RESOURCES}
         # Resident warps per SM as a change log: (row, SM ids, warps), rows at these times.
         self.occupancy_times: list[float] = [0.0]
         self._last_warps = sms.resident_warps()
@@ -106,15 +116,28 @@ class Monitor:
             self.occupancy_changes.append((row, changed, warps[changed]))
             self._last_warps = warps
 
+    def sample_dram(self, now_s: float, allocation: MemoryAllocation) -> None:
+        """After DRAM was shared anew: bandwidth in use, saturation, parallelism bound."""
+        _append_step(self.dram_Bps, now_s, allocation.used_Bps)
+        self.dram_saturated.set(now_s, "on" if allocation.saturated else None)
+        self.memory_parallelism.set(now_s, "on" if allocation.parallelism_bound else None)
+
+    def sample_sm_throughput(self, now_s: float, in_use: np.ndarray,
+                             oversubscribed: np.ndarray) -> None:
+        """After SM rates were settled: the fraction of the GPU's throughput in use per
+        resource, and which resources some SM is over-subscribed on."""
+        for r, resource in enumerate(SM_RESOURCES):
+            _append_step(self.sm_throughput[resource], now_s, float(in_use[r]))
+            self.sm_oversubscribed[resource].set(now_s, "on" if oversubscribed[r] else None)
+
     # ------------------------------------------------------------------ at the end
-    def result(self, program: Program, *, mode: str, placement: str,
-               kernels: Sequence[KernelRun], dram: Dram, host_events: int,
-               wall_s: float) -> SimResult:
+    def result(self, program: Program, *, mode: str, placement: str, sm_sharing: bool,
+               kernels: Sequence[KernelRun], host_events: int, wall_s: float) -> SimResult:
         """The run's :class:`SimResult` (closes the stopwatches at the makespan)."""
         end = max((k.end_s for k in kernels), default=0.0)
-        dram.advance(end)
         for watch in (self.blocked, self.launch_bound, self.false_dependency,
-                      self.resident_limit):
+                      self.resident_limit, self.dram_saturated, self.memory_parallelism,
+                      *self.sm_oversubscribed.values()):
             watch.set(end, None)
         records = tuple(
             KernelRecord(
@@ -137,12 +160,15 @@ class Monitor:
             launch_bound_s=self.launch_bound.totals.get("on", 0.0),
             false_dependency_s=self.false_dependency.totals.get("on", 0.0),
             resident_limit_s=self.resident_limit.totals.get("on", 0.0),
-            dram_saturated_s=dram.saturated_s,
+            dram_saturated_s=self.dram_saturated.totals.get("on", 0.0),
+            memory_parallelism_s=self.memory_parallelism.totals.get("on", 0.0),
+            sm_oversubscribed_s={r: w.totals.get("on", 0.0)
+                                 for r, w in self.sm_oversubscribed.items()},
         )
         return SimResult(
             program=program, mode=mode, placement=placement, makespan_s=end,
             kernels=records, busy_sms=_series(self.busy_sms),
-            dram_Bps=_series(dram.used_Bps),
+            dram_Bps=_series(self.dram_Bps),
             sm_occupancy=SMOccupancy(
                 times_s=np.array(self.occupancy_times), sm_count=program.gpu.sm_count,
                 change_rows=np.concatenate([np.full(len(ids), row) for row, ids, _ in
@@ -151,6 +177,8 @@ class Monitor:
                 change_warps=np.concatenate([w for _, _, w in self.occupancy_changes]),
             ),
             counters=counters, blocks=blocks,
+            sm_throughput={r: _series(steps) for r, steps in self.sm_throughput.items()},
+            sm_sharing=sm_sharing,
         )
 
 

@@ -111,28 +111,35 @@ def test_memory_system_sharing() -> None:
     # Alone, a kernel asking for more than it can draw gets the curve's fraction of its
     # full-occupancy rate (the capacity: bandwidth-equivalent bytes).
     for warps in (1, 8, 32):
-        alone = ms.alone_Bps(10 * bw, unloaded(warps))
+        alone = ms.alone_Bps(10 * bw, unloaded(warps), 132)
         assert alone == pytest.approx(bw * stream_bandwidth_Bps(spec, warps)
                                       / stream_bandwidth_Bps(spec, full), rel=1e-12)
-    assert ms.alone_Bps(10 * bw, unloaded(full)) == pytest.approx(bw, rel=1e-12)
+    assert ms.alone_Bps(10 * bw, unloaded(full), 132) == pytest.approx(bw, rel=1e-12)
     # Two kernels of 4 warps per SM draw together what one of 8 draws alone.
-    both = ms.share((10 * bw, 10 * bw), (unloaded(4), unloaded(4)))
+    both = ms.share((10 * bw, 10 * bw), (unloaded(4), unloaded(4)), (132, 132))
     assert both.rates_Bps[0] == both.rates_Bps[1]
-    assert both.used_Bps == pytest.approx(ms.alone_Bps(10 * bw, unloaded(8)), rel=1e-12)
+    assert both.used_Bps == pytest.approx(ms.alone_Bps(10 * bw, unloaded(8), 132), rel=1e-12)
     assert both.limited
     # A kernel asking less than its parallelism allows keeps its demand; the other is held.
-    mixed = ms.share((0.05 * bw, 10 * bw), (unloaded(32), unloaded(16)))
+    mixed = ms.share((0.05 * bw, 10 * bw), (unloaded(32), unloaded(16)), (132, 132))
     assert mixed.rates_Bps[0] == 0.05 * bw
-    assert mixed.rates_Bps[1] < ms.alone_Bps(10 * bw, unloaded(16))  # it sees the load
+    assert mixed.rates_Bps[1] < ms.alone_Bps(10 * bw, unloaded(16), 132)  # it sees the load
     assert mixed.used_Bps <= bw * (1 + 1e-12)
     # Demand within every kernel's parallelism: granted as asked, nothing limited.
-    easy = ms.share((0.1 * bw, 0.2 * bw), (unloaded(32), unloaded(32)))
+    easy = ms.share((0.1 * bw, 0.2 * bw), (unloaded(32), unloaded(32)), (132, 132))
     assert easy.rates_Bps == (0.1 * bw, 0.2 * bw) and not easy.limited
     # in_flight_for is the parallelism a demand needs alone.
     blocks = 264
     need = ms.in_flight_for(0.6 * bw, blocks)
-    assert ms.alone_Bps(0.6 * bw, ms.unloaded_Bps(blocks * need)) == pytest.approx(0.6 * bw)
-    assert ms.in_flight_for(2 * bw, blocks) == math.inf
+    assert ms.alone_Bps(0.6 * bw, ms.unloaded_Bps(blocks * need), blocks) == pytest.approx(0.6 * bw)
+    # Blocks declaring more in flight than streaming warps keep can ask past the capacity:
+    # then it is shared max-min fairly per block (k0's blocks ask less than the fair share).
+    deep = ms.unloaded_Bps(ms.block_in_flight_B(4, 64_000)) * 132
+    capped = ms.share((0.2 * bw, 3 * bw), (deep, deep), (132, 132))
+    assert capped.rates_Bps == (0.2 * bw, pytest.approx(0.8 * bw)) and capped.limited
+    assert ms.in_flight_for(2 * bw, blocks) == ms.in_flight_for(bw, blocks)
+    assert ms.alone_Bps(2 * bw, ms.unloaded_Bps(blocks * ms.in_flight_for(bw, blocks)), blocks) == (
+        pytest.approx(bw))
 
 
 def test_parameters_are_validated() -> None:
