@@ -10,15 +10,18 @@ of the bandwidth per wave), 2 us launch overhead:
   another stream. Kernels of different block times share SMs, so the SMs drift out of
   phase and block starts fragment into many small groups: the hard case.
 
-Every kernel's blocks also ask a share of their SM's FP32 throughput, drawn from
-0.06-0.14 per block (8 resident blocks: 0.5-1.1 of the SM), from a separate random stream,
-so that the programs are otherwise the same as before SM sharing existed: where blocks of
-several kernels share an SM, or one kernel's blocks ask more than 1, the SM is shared
-(docs/model.md §6.7). Each size runs with ``--sm-sharing on`` (``on``) and ``off``; with
-``--baseline DIR`` (a checkout of the engine before SM sharing, e.g. ``git worktree`` or
-``git archive`` of an older commit) the same programs without the shares also run on that
-engine in a subprocess, in the same run, and ``on/base`` is the cost of SM sharing and the
-memory-parallelism bound (issue 14: at most 2x).
+Every kernel's blocks also ask a share of their SM's FP32 throughput, from a separate random
+stream, so that the programs are otherwise the same as before SM sharing existed (docs/model.md
+§6.7). ``--shares model`` (default) draws them as the roofline gives them: 0.7 x 0.5-1.0 of 1/8
+per block, so 8 resident blocks never ask more than the SM has (these kernels' blocks all have
+one footprint, so no mix of them does either): the cost of the bookkeeping. ``--shares stress``
+draws 0.06-0.14 per block (8 blocks: 0.5-1.1 of the SM): SMs are over-subscribed in many
+different mixes, blocks of one kernel on different SMs run at different rates and groups split:
+the cost of the mechanism at work. Each size runs with ``--sm-sharing on`` (``on``) and
+``off``; with ``--baseline DIR`` (a checkout of the engine before SM sharing, e.g. ``git
+worktree`` or ``git archive`` of an older commit) the same programs without the shares also run
+on that engine in a subprocess, in the same run, and ``on/base`` is the cost of SM sharing and
+the memory-parallelism bound (issue 14: at most 2x).
 
 The exact (per-block) mode runs where it is affordable. ``bare SimPy ev/s`` is a plain SimPy
 process yielding as many timeouts as the engine processed events, measured in the same run;
@@ -63,12 +66,18 @@ QUICK_SIZES: tuple[tuple[str, int, int, bool], ...] = (
 )
 
 
+#: Per-block SM share ranges of ``--shares`` (module docstring).
+SHARES: dict[str, tuple[float, float]] = {"model": (0.7 * 0.5 / 8, 0.7 / 8),
+                                           "stress": (0.06, 0.14)}
+
+
 def make_program(shape: str, kernels: int, blocks: int, seed: int = 0, *,
-                 sm_shares: bool = True) -> Program:
+                 shares: str | None = "model") -> Program:
     """A synthetic program of ``kernels`` launches with ``blocks`` blocks each; with
-    ``sm_shares`` every kernel's blocks ask a share of their SM (module docstring)."""
+    ``shares`` (a key of :data:`SHARES`) every kernel's blocks ask a share of their SM."""
     rng = np.random.default_rng(seed)
-    shares = np.random.default_rng(seed + 1).uniform(0.06, 0.14, kernels)
+    low, high = SHARES[shares] if shares is not None else (0.0, 0.0)
+    share = np.random.default_rng(seed + 1).uniform(low, high, kernels)
     n_streams = 1 if shape == "serial" else 4
     streams = tuple(StreamDef(f"s{i}") for i in range(n_streams))
     gpu = load_gpu("h100")
@@ -81,7 +90,7 @@ def make_program(shape: str, kernels: int, blocks: int, seed: int = 0, *,
         launches.append(Launch(
             name=f"k{i}", stream=f"s{i % n_streams}", grid=blocks, threads=256, regs_per_thread=32,
             smem_per_block_B=0, block_time_s=block_time_s, dram_bytes=dram_bytes, after=after,
-            sm_throughput={"simt": float(shares[i])} if sm_shares else {},
+            sm_throughput={"simt": float(share[i])} if shares is not None else {},
         ))
     return Program(gpu, streams, tuple(launches), launch_overhead_s=2e-6)
 
@@ -126,6 +135,8 @@ def baseline_run(directory: Path, shape: str, kernels: int, blocks: int) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="three sizes only")
+    parser.add_argument("--shares", choices=tuple(SHARES), default="model",
+                        help="SM shares of the blocks (default model; see the docstring)")
     parser.add_argument("--baseline", type=Path, metavar="DIR",
                         help="a checkout of the engine before SM sharing, timed on the same "
                         "programs (without shares) in a subprocess")
@@ -137,7 +148,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for shape, kernels, blocks, with_exact in QUICK_SIZES if args.quick else SIZES:
-        program = make_program(shape, kernels, blocks)
+        program = make_program(shape, kernels, blocks, shares=args.shares)
         base = (baseline_run(args.baseline, shape, kernels, blocks)
                 if args.baseline is not None else None)
         for mode in ("grouped", "exact") if with_exact else ("grouped",):

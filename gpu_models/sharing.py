@@ -8,13 +8,16 @@ the fair share, i.e. runs at rate ``fair / demand``. A unit asking less than the
 is never slowed: it is not bound by this resource.
 
 The engine uses it for DRAM bandwidth with the memory-parallelism bound off
-(docs/model.md §6.7) and for each execution resource of an SM (capacity 1: the SM's whole
-throughput); :func:`gpu_models.cost.isolated_time_s` uses it for a kernel alone.
+(docs/model.md §6.7) and, as :func:`max_min_rates_columns`, for one execution resource on many
+SMs at once (capacity 1 each: the SM's whole throughput);
+:func:`gpu_models.cost.isolated_time_s` uses it for a kernel alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import numpy as np
 
 
 def max_min_rates(capacity: float, flows: Sequence[tuple[int, float]]) -> list[float]:
@@ -42,4 +45,36 @@ def max_min_rates(capacity: float, flows: Sequence[tuple[int, float]]) -> list[f
     fair = left / units_left if units_left else 0.0
     for j in by_demand[i:]:
         rates[j] = fair / flows[j][1]
+    return rates
+
+
+def max_min_rates_columns(capacity: float, units: np.ndarray,
+                          demands: Sequence[float]) -> np.ndarray:
+    """:func:`max_min_rates` for many independent resources at once: column ``j`` of
+    ``units`` (flows x resources) holds each flow's units on resource ``j``; a flow asks the
+    same ``demands[i]`` per unit everywhere, so the flows go in the same order in every
+    column. Returns each flow's rate per column; sums run in the order given."""
+    flows, columns = units.shape
+    rates = np.ones((flows, columns))
+    total = np.zeros(columns)
+    for i in range(flows):
+        total = total + units[i] * demands[i]
+    active = total > capacity  # columns still filling; the others give every flow rate 1
+    if not active.any():
+        return rates
+    left = np.full(columns, float(capacity))
+    units_left = units.sum(axis=0)
+    closed = np.zeros(columns, dtype=bool)
+    fair = np.zeros(columns)
+    for i in sorted(range(flows), key=lambda i: demands[i]):  # stable: order given
+        demand = demands[i]
+        keep = active & (demand * units_left <= left)
+        newly = active & ~keep
+        if newly.any():  # the fair share of these columns is found: the rest get it
+            fair = np.where(newly, left / np.where(newly, units_left, 1), fair)
+            closed |= newly
+        active = keep
+        left = np.where(keep, left - units[i] * demand, left)
+        units_left = np.where(keep, units_left - units[i], units_left)
+        rates[i] = np.where(closed, fair / demand, 1.0)
     return rates

@@ -66,6 +66,8 @@ class KernelRun:
     end_s: float = float("nan")
     #: Running groups (insertion order), by ``id``.
     groups: dict[int, BlockGroup] = field(default_factory=dict)
+    #: Running blocks per SM rate (integers: the same whatever the grouping).
+    blocks_at_rate: dict[float, int] = field(default_factory=dict)
     #: Row in :class:`~sim.engine.resources.SMThroughput` (-1: its blocks use no SM resource
     #: or SM sharing is off).
     slot: int = -1

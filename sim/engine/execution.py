@@ -43,6 +43,7 @@ from simpy.events import URGENT, EventPriority
 
 from gpu_models.kernel import SM_RESOURCES
 from gpu_models.memory import MemorySystem
+from gpu_models.occupancy import occupancy
 from gpu_models.spec import GPUSpec
 from sim.engine.dispatch import BlockGroup, KernelRun
 from sim.engine.monitor import Monitor
@@ -73,6 +74,7 @@ class Execution:
                  exact: bool, monitor: Monitor,
                  on_done: Callable[[BlockGroup], None]) -> None:
         self.env = env
+        self.spec = spec
         self.sm_sharing = sm_sharing
         self.exact = exact
         self.monitor = monitor
@@ -96,8 +98,10 @@ class Execution:
         """Per-kernel constants, once, when its first blocks start."""
         launch = kernel.launch
         if self.sm_sharing and launch.sm_throughput:
+            per_sm = occupancy(self.spec, launch.threads, launch.regs_per_thread,
+                               launch.smem_per_block_B).blocks_per_sm
             kernel.slot = self.sm.acquire(kernel.seq, [launch.sm_throughput.get(r, 0.0)
-                                                       for r in SM_RESOURCES])
+                                                       for r in SM_RESOURCES], per_sm)
             self._sm_kernels[kernel.slot] = kernel
         if self.memory is not None:
             kernel.in_flight_per_block_B = self.memory.block_in_flight_B(
@@ -116,6 +120,7 @@ class Execution:
         when nothing can slow it."""
         kernel = group.kernel
         kernel.groups[id(group)] = group
+        _count(kernel, group.sm_rate, group.blocks)
         if kernel.slot >= 0:
             self.sm.add(kernel.slot, group.sm_ids, group.counts)
         if kernel.demand_Bps > 0:
@@ -130,6 +135,7 @@ class Execution:
         """``group`` has ended: its blocks leave the SM and DRAM shares."""
         kernel = group.kernel
         del kernel.groups[id(group)]
+        _count(kernel, group.sm_rate, -group.blocks)
         if kernel.slot >= 0:
             self.sm.remove(kernel.slot, group.sm_ids, group.counts)
         if kernel.demand_Bps > 0:
@@ -167,6 +173,8 @@ class Execution:
     # ------------------------------------------------------------------ splitting
     def _split_new(self, group: BlockGroup) -> None:
         """A new group takes the SM rate of its SMs; SMs at other rates, new groups."""
+        if not self.sm.oversubscribed.any():
+            return  # every SM rate is 1, the group's already
         sigma = self.sm.sigma[group.kernel.slot, group.sm_ids]
         for part in self._split(group, sigma):
             self._pending.append(part)
@@ -188,26 +196,30 @@ class Execution:
         rates into new groups, one per rate. The new groups carry its progress and share
         its timer until their own rate changes (then the same arithmetic as an exact-mode
         block of theirs follows)."""
+        kernel = group.kernel
         first = float(sigma[0])
         keep = sigma == first
         parts = []
+        _count(kernel, group.sm_rate, -group.blocks)
         if not keep.all():
-            for value in np.unique(sigma[~keep]).tolist():
+            for value in sorted(set(sigma[~keep].tolist())):
                 mask = sigma == value
                 part = BlockGroup(
-                    group.kernel, group.sm_ids[mask], group.counts[mask], group.taken[mask],
+                    kernel, group.sm_ids[mask], group.counts[mask], group.taken[mask],
                     int(group.counts[mask].sum()), group.start_s,
                     remaining_s=group.remaining_s, updated_s=group.updated_s, rate=group.rate,
                     sm_rate=float(value), timer=group.timer)
                 if group.timer is not None:
                     cast(list[BlockGroup], group.timer.value).append(part)
-                group.kernel.groups[id(part)] = part
+                kernel.groups[id(part)] = part
+                _count(kernel, part.sm_rate, part.blocks)
                 self.monitor.groups += 1
                 parts.append(part)
             group.sm_ids, group.counts, group.taken = (group.sm_ids[keep], group.counts[keep],
                                                        group.taken[keep])
             group.blocks = int(group.counts.sum())
         group.sm_rate = first
+        _count(kernel, first, group.blocks)
         return parts
 
     # ------------------------------------------------------------------ DRAM
@@ -215,9 +227,7 @@ class Execution:
         kernels = [self._memory_kernels[seq] for seq in sorted(self._memory_kernels)]
         flows = []
         for kernel in kernels:
-            running = 0
-            for group in kernel.groups.values():
-                running += group.blocks
+            running = kernel.running
             flows.append(MemoryFlow(blocks=running, demand_per_block_Bps=kernel.demand_Bps,
                                     asked_Bps=kernel.demand_Bps * _blocks_at_rate(kernel),
                                     in_flight_B=running * kernel.in_flight_per_block_B))
@@ -255,24 +265,36 @@ class Execution:
     # ------------------------------------------------------------------ monitoring
     def _sample(self) -> None:
         """SM throughput in use and over-subscription, after the instant is settled."""
-        delivered = np.zeros(len(SM_RESOURCES))
-        for _, slot in self.sm.active:
+        delivered = [0.0] * len(SM_RESOURCES)
+        for slot, demand in self.sm.per_slot_demand.items():
             kernel = self._sm_kernels[slot]
-            delivered += self.sm.demand[slot] * (_blocks_at_rate(kernel) * kernel.dram_factor)
-        self.monitor.sample_sm_throughput(self.env.now, delivered / self.sm.count,
-                                          np.asarray(self.sm.over.any(axis=1)))
+            used = _blocks_at_rate(kernel) * kernel.dram_factor
+            for r, share in enumerate(demand):
+                delivered[r] += share * used
+        self.monitor.sample_sm_throughput(self.env.now, [d / self.sm.count for d in delivered],
+                                          self.sm.oversubscribed)
         if self.exact:
             factors = {slot: k.dram_factor for slot, k in self._sm_kernels.items()}
             np.maximum(self.peak_sm_load, self.sm.peak_load(factors), out=self.peak_sm_load)
 
 
+def _count(kernel: KernelRun, sm_rate: float, blocks: int) -> None:
+    """``blocks`` more (or, negative, fewer) running blocks of ``kernel`` at ``sm_rate``."""
+    left = kernel.blocks_at_rate.get(sm_rate, 0) + blocks
+    if left:
+        kernel.blocks_at_rate[sm_rate] = left
+    else:
+        del kernel.blocks_at_rate[sm_rate]
+
+
 def _blocks_at_rate(kernel: KernelRun) -> float:
     """Running blocks of ``kernel`` weighted by their SM rate, summed by rate in increasing
     order from integer counts (the same float whatever the grouping)."""
-    at_sigma: dict[float, int] = {}
-    for group in kernel.groups.values():
-        at_sigma[group.sm_rate] = at_sigma.get(group.sm_rate, 0) + group.blocks
+    counts = kernel.blocks_at_rate
+    if len(counts) == 1:
+        for sigma, blocks in counts.items():
+            return blocks * sigma
     total = 0.0
-    for sigma in sorted(at_sigma):
-        total += at_sigma[sigma] * sigma
+    for sigma in sorted(counts):
+        total += counts[sigma] * sigma
     return total

@@ -32,7 +32,7 @@ import numpy as np
 from gpu_models.kernel import SM_RESOURCES
 from gpu_models.memory import MemorySystem
 from gpu_models.occupancy import LIMITERS, BlockFootprint
-from gpu_models.sharing import max_min_rates
+from gpu_models.sharing import max_min_rates, max_min_rates_columns
 from gpu_models.spec import GPUSpec
 
 IntArray = np.ndarray
@@ -281,12 +281,17 @@ class SMThroughput:
         self._free = list(range(self._capacity - 1, -1, -1))
         #: Slots in use as (kernel launch sequence, slot), in launch order.
         self.active: list[tuple[int, int]] = []
-        #: SMs over-subscribed on each resource.
+        #: SMs over-subscribed on each resource, and whether any is.
         self.over = np.zeros((self.resources, sm_count), dtype=bool)
+        self.oversubscribed = np.zeros(self.resources, dtype=bool)
+        self._max_per_sm: dict[int, int] = {}
         self._dirty = np.zeros(sm_count, dtype=bool)
+        self._any_dirty = False
+        self._reorder()
 
-    def acquire(self, seq: int, demand: Sequence[float]) -> int:
-        """A slot for kernel ``seq`` whose blocks each ask ``demand`` (per resource)."""
+    def acquire(self, seq: int, demand: Sequence[float], max_per_sm: int) -> int:
+        """A slot for kernel ``seq`` whose blocks each ask ``demand`` (per resource), at most
+        ``max_per_sm`` of them on one SM (its occupancy)."""
         if not self._free:
             grow = self._capacity
             self.counts = np.vstack([self.counts, np.zeros((grow, self.count), np.int64)])
@@ -296,78 +301,89 @@ class SMThroughput:
             self._capacity *= 2
         slot = self._free.pop()
         self.demand[slot] = demand
+        self._max_per_sm[slot] = max_per_sm
         index = len(self.active)
         while index and self.active[index - 1][0] > seq:
             index -= 1
         self.active.insert(index, (seq, slot))
+        self._reorder()
         return slot
 
     def release(self, slot: int) -> None:
-        """Kernel of ``slot`` has no running blocks left."""
+        """The kernel of ``slot`` completed (none of its blocks run)."""
         self.active = [(s, k) for s, k in self.active if k != slot]
         self.demand[slot] = 0.0
         self.sigma[slot] = 1.0
         self._free.append(slot)
+        self._reorder()
+
+    def _reorder(self) -> None:
+        """Cache the active slots in launch order, and per resource those that use it."""
+        self._slots = [slot for _, slot in self.active]
+        self._rows = np.array(self._slots, dtype=np.int64)
+        self._users = [[(row, float(self.demand[slot, r])) for row, slot in enumerate(self._slots)
+                        if self.demand[slot, r] > 0] for r in range(self.resources)]
+        # The most any SM could be asked, per resource: every kernel at its occupancy. While
+        # it fits, no SM can be over-subscribed and settling costs nothing.
+        self._bound = [sum(self._max_per_sm[self._slots[row]] * d for row, d in users)
+                       for users in self._users]
+        self.per_slot_demand = {slot: tuple(float(v) for v in self.demand[slot])
+                          for slot in self._slots}
 
     def add(self, slot: int, sm_ids: IntArray, counts: IntArray) -> None:
         self.counts[slot, sm_ids] += counts
         self._dirty[sm_ids] = True
+        self._any_dirty = True
 
     def remove(self, slot: int, sm_ids: IntArray, counts: IntArray) -> None:
         self.counts[slot, sm_ids] -= counts
         self._dirty[sm_ids] = True
+        self._any_dirty = True
 
     def settle(self) -> list[int]:
         """Recompute the SM rates on the SMs whose blocks changed since the last call;
         returns the slots whose rate changed on some SM where they have blocks."""
-        if not self._dirty.any():
+        if not self._any_dirty:
             return []
-        ids = self._dirty.nonzero()[0]
-        self._dirty[:] = False
-        slots = [slot for _, slot in self.active]
-        if not slots:
+        self._any_dirty = False
+        if not self.oversubscribed.any() and all(
+                b <= 1.0 + OVERSUBSCRIPTION_TOLERANCE for b in self._bound):
+            self._dirty[:] = False
+            return []
+        ids = np.flatnonzero(self._dirty)
+        self._dirty[ids] = False
+        if not self._slots:
             self.over[:, ids] = False
+            self.oversubscribed[:] = False
             return []
-        counts = self.counts[slots][:, ids]
-        loads = np.zeros((self.resources, len(ids)))
-        for row, slot in enumerate(slots):
-            for r in range(self.resources):
-                if self.demand[slot, r]:
-                    loads[r] += counts[row] * self.demand[slot, r]
-        over = loads > 1.0 + OVERSUBSCRIPTION_TOLERANCE
+        counts = self.counts[self._rows[:, None], ids]
+        over = np.zeros((self.resources, len(ids)), dtype=bool)
+        for r, users in enumerate(self._users):
+            if users:
+                load = counts[users[0][0]] * users[0][1]
+                for row, demand in users[1:]:
+                    load = load + counts[row] * demand
+                over[r] = load > 1.0 + OVERSUBSCRIPTION_TOLERANCE
+        # Only SMs over-subscribed now or before can have (had) rates below 1.
+        touched = over.any(axis=0) | self.over[:, ids].any(axis=0)
         self.over[:, ids] = over
-        sigma = np.ones((len(slots), len(ids)))
-        busy = np.flatnonzero(over.any(axis=0))
-        if len(busy):
-            cache: dict[bytes, list[float]] = {}
-            for j in busy.tolist():
-                column = counts[:, j]
-                key = column.tobytes() + over[:, j].tobytes()
-                rates = cache.get(key)
-                if rates is None:
-                    rates = cache[key] = self._rates(slots, column, over[:, j])
-                sigma[:, j] = rates
-        old = self.sigma[slots][:, ids]
+        self.oversubscribed = np.asarray(self.over.any(axis=1))
+        if not touched.any():
+            return []
+        ids, counts, over = ids[touched], counts[:, touched], over[:, touched]
+        sigma = np.ones((len(self._slots), len(ids)))
+        # Water-fill each over-subscribed resource on every touched SM at once; a block's
+        # SM rate is the smallest over its resources.
+        for r, users in enumerate(self._users):
+            if users and over[r].any():
+                rows = [row for row, _ in users]
+                rates = max_min_rates_columns(1.0, counts[rows], [d for _, d in users])
+                sigma[rows] = np.minimum(sigma[rows], rates)
+        sigma[counts == 0] = 1.0  # no blocks there: nothing to slow
+        old = self.sigma[self._rows[:, None], ids]
         changed = ((sigma != old) & (counts > 0)).any(axis=1)
-        self.sigma[np.ix_(np.array(slots), ids)] = sigma
-        return [slot for slot, c in zip(slots, changed.tolist(), strict=True) if c]
-
-    def _rates(self, slots: list[int], counts: IntArray, over: IntArray) -> list[float]:
-        """SM rate of each slot on one SM holding ``counts`` blocks of each."""
-        rates = [1.0] * len(slots)
-        present = [i for i, c in enumerate(counts.tolist()) if c]
-        for r in over.nonzero()[0].tolist():
-            users = [i for i in present if self.demand[slots[i], r] > 0]
-            shares = max_min_rates(1.0, [(int(counts[i]), float(self.demand[slots[i], r]))
-                                         for i in users])
-            for i, share in zip(users, shares, strict=True):
-                rates[i] = min(rates[i], share)
-        return rates
-
-    def delivered(self, slot: int, factor: float, blocks_at_sigma: float) -> IntArray:
-        """Throughput per resource the slot's blocks deliver, in SMs' worth: demand x
-        (blocks x SM rate, summed) x the kernel's DRAM factor."""
-        return self.demand[slot] * (blocks_at_sigma * factor)
+        self.sigma[self._rows[:, None], ids] = sigma
+        return [slot for slot, c in zip(self._slots, changed.tolist(), strict=True) if c]
 
     def peak_load(self, factors: dict[int, float]) -> IntArray:
         """Largest delivered load on any SM, per resource (``factors``: DRAM factor per
