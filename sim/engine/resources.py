@@ -416,7 +416,8 @@ class MemoryAllocation:
     #: Rate factor of each flow's blocks (1: not slowed by DRAM).
     factors: tuple[float, ...]
     used_Bps: float
-    #: Unimpeded demand above the bandwidth.
+    #: Unimpeded demand above the bandwidth, and the bandwidth used up (without the
+    #: parallelism bound the second follows from the first).
     saturated: bool
     #: Some kernel got less than it asked while the bandwidth was not used up: held back by
     #: the memory-level parallelism of its resident warps.
@@ -447,5 +448,7 @@ class Dram:
                                   [f.blocks for f in flows])
         factors = [1.0 if rate >= f.asked_Bps else rate / f.asked_Bps
                    for rate, f in zip(grant.rates_Bps, flows, strict=True)]
-        bound = grant.limited and grant.used_Bps < self.bandwidth_Bps * (1 - 1e-9)
-        return MemoryAllocation(tuple(factors), grant.used_Bps, saturated, bound)
+        # Held back either by the bandwidth (used up) or, short of it, by parallelism.
+        used_up = grant.used_Bps >= self.bandwidth_Bps * (1 - 1e-9)
+        return MemoryAllocation(tuple(factors), grant.used_Bps, saturated and used_up,
+                                grant.limited and not used_up)

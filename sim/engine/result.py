@@ -126,8 +126,10 @@ class Counters:
     false_dependency_s: float = 0.0
     #: Time a queue head had its dependencies met but the resident-grid limit was reached.
     resident_limit_s: float = 0.0
-    #: Time the running blocks asked for more DRAM bandwidth than the GPU has (then it is
-    #: shared max-min fairly: only blocks asking more than the fair share slow down).
+    #: Time the running blocks asked for more DRAM bandwidth than the GPU has and used it
+    #: all (it is shared max-min fairly: only blocks asking more than the fair share slow
+    #: down); with the parallelism bound, time they were held back short of it counts as
+    #: ``memory_parallelism_s`` instead.
     dram_saturated_s: float = 0.0
     #: Time some kernel got less DRAM bandwidth than it asked while the bandwidth was not
     #: used up: held back by the memory-level parallelism of its resident warps.
