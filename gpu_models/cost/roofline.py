@@ -28,8 +28,13 @@ resident_blocks_per_sm``: a kernel alone never over-subscribes its SMs, and two 
 kernels whose shares sum past 1 slow each other down. ``bytes_in_flight_B``: GEMM and
 convolution kernels stage their operand tiles in shared memory and load them ahead (at
 least double-buffered; CUTLASS multistage mainloops with ``cp.async``), so a block keeps at
-least half of its shared memory in flight (an assumption, stated as such); other kinds
-keep what their warps keep at the streaming rate. The memory-parallelism bound then makes a
+least half of its shared memory in flight (an assumption, stated as such). ATen's
+elementwise and ``multi_tensor_apply`` (optimizer) kernels load 4 elements of each operand
+per thread before using them (``vectorized_elementwise_kernel``'s vec_size 4 for 4-byte types,
+``multi_tensor_apply``'s kILP = 4), so a thread keeps ``4 x 2 operands x element size`` in
+flight (two operands: a binary op or an SGD step; the operand count is an assumption).
+Other kinds keep what their warps keep at the streaming rate of the fitted benchmark, one
+element per thread (``gpu_models/memory.py``). The memory-parallelism bound then makes a
 memory-bound kernel with few resident warps slower than ``bytes / bandwidth`` alone, as on
 real GPUs (:func:`~gpu_models.cost.waves.isolated_time_s` gives the same time).
 
@@ -111,6 +116,26 @@ TILED_KINDS: frozenset[KernelKind] = frozenset({
     KernelKind.GEMM, KernelKind.CONV_FWD, KernelKind.CONV_DGRAD, KernelKind.CONV_WGRAD})
 
 
+#: Kinds of ATen kernels that load ``VECTOR_ELEMENTS`` of each of ``VECTOR_OPERANDS``
+#: operands per thread ahead of use (module docstring).
+VECTORIZED_KINDS: frozenset[KernelKind] = frozenset({KernelKind.ELEMENTWISE,
+                                                     KernelKind.OPTIMIZER})
+VECTOR_ELEMENTS = 4
+VECTOR_OPERANDS = 2
+_ELEMENT_B = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2}
+
+
+def block_bytes_in_flight_B(kernel: KernelSpec) -> float:
+    """Bytes one block keeps in flight beyond the streaming rate (module docstring); 0
+    leaves it to its warps."""
+    if kernel.kind in TILED_KINDS:
+        return kernel.smem_per_block_B / 2
+    if kernel.kind in VECTORIZED_KINDS:
+        return float(kernel.threads * VECTOR_ELEMENTS * VECTOR_OPERANDS
+                     * _ELEMENT_B[kernel.dtype])
+    return 0.0
+
+
 @dataclass(frozen=True)
 class RooflineModel:
     """Cost model from the spec's peaks, per-kind efficiencies and a per-block floor."""
@@ -142,8 +167,7 @@ class RooflineModel:
             block_time_s=block_time_s,
             dram_bytes=kernel.dram_bytes / self.efficiency[kernel.kind].memory,
             sm_throughput=block_sm_demand(kernel, spec, block_time_s),
-            bytes_in_flight_B=(kernel.smem_per_block_B / 2 if kernel.kind in TILED_KINDS
-                               else 0.0),
+            bytes_in_flight_B=block_bytes_in_flight_B(kernel),
         )
 
 

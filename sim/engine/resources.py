@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -256,18 +257,20 @@ def take_register_warps(free_regs: IntArray, regs_per_warp: int, warps: IntArray
     return np.where(k[:, None] > 0, taken, 0)
 
 
-#: Summed demand above capacity by less than this is float noise, not over-subscription
-#: (shares such as 0.25 x 4 or 1/3 x 3 meet it exactly on paper).
-OVERSUBSCRIPTION_TOLERANCE = 1e-9
+#: Shares are kept as whole multiples of 1 / SHARE_UNITS, so that the load on an SM is an
+#: integer sum: exact, the same whatever the order blocks came and went in (0.25 x 4 is
+#: exactly the SM's capacity). The rounding is below 1e-12 of a share.
+SHARE_UNITS = 2**40
 
 
 class SMThroughput:
     """Per-SM fluid sharing of the execution resources by the running blocks.
 
-    Kernels whose blocks use an SM resource hold a *slot*: a row of block counts per SM
-    (integers, so that the same blocks give the same loads however they were grouped) and of
-    each block's demand per resource. :meth:`settle` recomputes the SM rate of every slot on
-    the SMs whose blocks changed; loads are summed slot by slot in launch order.
+    Kernels whose blocks use an SM resource hold a *slot*: a row of block counts per SM and
+    each block's demand per resource. Loads per SM and resource are kept as integers
+    (:data:`SHARE_UNITS`), updated as blocks start and end, so the same blocks give the same
+    loads however they were grouped. :meth:`settle` recomputes the SM rate of every slot on
+    the SMs whose blocks changed.
     """
 
     def __init__(self, sm_count: int) -> None:
@@ -276,6 +279,9 @@ class SMThroughput:
         self._capacity = 4
         self.counts = np.zeros((self._capacity, sm_count), dtype=np.int64)
         self.demand = np.zeros((self._capacity, self.resources))
+        self._units = np.zeros((self._capacity, self.resources), dtype=np.int64)
+        #: Load of each SM per resource, in SHARE_UNITS (capacity: SHARE_UNITS).
+        self.loads = np.zeros((self.resources, sm_count), dtype=np.int64)
         #: SM rate of each slot's blocks on each SM (1 where it has none).
         self.sigma = np.ones((self._capacity, sm_count))
         self._free = list(range(self._capacity - 1, -1, -1))
@@ -296,11 +302,14 @@ class SMThroughput:
             grow = self._capacity
             self.counts = np.vstack([self.counts, np.zeros((grow, self.count), np.int64)])
             self.demand = np.vstack([self.demand, np.zeros((grow, self.resources))])
+            self._units = np.vstack([self._units,
+                                     np.zeros((grow, self.resources), dtype=np.int64)])
             self.sigma = np.vstack([self.sigma, np.ones((grow, self.count))])
             self._free = list(range(2 * grow - 1, grow - 1, -1))
             self._capacity *= 2
         slot = self._free.pop()
-        self.demand[slot] = demand
+        self._units[slot] = [round(d * SHARE_UNITS) for d in demand]
+        self.demand[slot] = self._units[slot] / SHARE_UNITS
         self._max_per_sm[slot] = max_per_sm
         index = len(self.active)
         while index and self.active[index - 1][0] > seq:
@@ -313,6 +322,7 @@ class SMThroughput:
         """The kernel of ``slot`` completed (none of its blocks run)."""
         self.active = [(s, k) for s, k in self.active if k != slot]
         self.demand[slot] = 0.0
+        self._units[slot] = 0
         self.sigma[slot] = 1.0
         self._free.append(slot)
         self._reorder()
@@ -325,18 +335,25 @@ class SMThroughput:
                         if self.demand[slot, r] > 0] for r in range(self.resources)]
         # The most any SM could be asked, per resource: every kernel at its occupancy. While
         # it fits, no SM can be over-subscribed and settling costs nothing.
-        self._bound = [sum(self._max_per_sm[self._slots[row]] * d for row, d in users)
-                       for users in self._users]
+        self._bound = [sum(self._max_per_sm[slot] * int(self._units[slot, r])
+                           for slot in (self._slots[row] for row, _ in users))
+                       for r, users in enumerate(self._users)]
         self.per_slot_demand = {slot: tuple(float(v) for v in self.demand[slot])
-                          for slot in self._slots}
+                                for slot in self._slots}
+        self._slot_units = {slot: [(r, int(u)) for r, u in enumerate(self._units[slot]) if u]
+                            for slot in self._slots}
 
     def add(self, slot: int, sm_ids: IntArray, counts: IntArray) -> None:
         self.counts[slot, sm_ids] += counts
+        for r, units in self._slot_units[slot]:
+            self.loads[r, sm_ids] += counts * units
         self._dirty[sm_ids] = True
         self._any_dirty = True
 
     def remove(self, slot: int, sm_ids: IntArray, counts: IntArray) -> None:
         self.counts[slot, sm_ids] -= counts
+        for r, units in self._slot_units[slot]:
+            self.loads[r, sm_ids] -= counts * units
         self._dirty[sm_ids] = True
         self._any_dirty = True
 
@@ -346,31 +363,24 @@ class SMThroughput:
         if not self._any_dirty:
             return []
         self._any_dirty = False
-        if not self.oversubscribed.any() and all(
-                b <= 1.0 + OVERSUBSCRIPTION_TOLERANCE for b in self._bound):
+        if not self.oversubscribed.any() and all(b <= SHARE_UNITS for b in self._bound):
             self._dirty[:] = False
+            return []  # no mix of the running kernels can over-subscribe an SM
+        over_now = self.loads > SHARE_UNITS
+        oversubscribed = np.asarray(over_now.any(axis=1))
+        if not oversubscribed.any() and not self.oversubscribed.any():
+            self._dirty[:] = False
+            return []  # no SM is or was over-subscribed: every rate is and stays 1
+        # Only changed SMs over-subscribed now or before can have (had) rates below 1.
+        touched = self._dirty & (over_now | self.over).any(axis=0)
+        self._dirty[:] = False
+        self.over = over_now
+        self.oversubscribed = oversubscribed
+        ids = np.flatnonzero(touched)
+        if not len(ids):
             return []
-        ids = np.flatnonzero(self._dirty)
-        self._dirty[ids] = False
-        if not self._slots:
-            self.over[:, ids] = False
-            self.oversubscribed[:] = False
-            return []
+        over = over_now[:, ids]
         counts = self.counts[self._rows[:, None], ids]
-        over = np.zeros((self.resources, len(ids)), dtype=bool)
-        for r, users in enumerate(self._users):
-            if users:
-                load = counts[users[0][0]] * users[0][1]
-                for row, demand in users[1:]:
-                    load = load + counts[row] * demand
-                over[r] = load > 1.0 + OVERSUBSCRIPTION_TOLERANCE
-        # Only SMs over-subscribed now or before can have (had) rates below 1.
-        touched = over.any(axis=0) | self.over[:, ids].any(axis=0)
-        self.over[:, ids] = over
-        self.oversubscribed = np.asarray(self.over.any(axis=1))
-        if not touched.any():
-            return []
-        ids, counts, over = ids[touched], counts[:, touched], over[:, touched]
         sigma = np.ones((len(self._slots), len(ids)))
         # Water-fill each over-subscribed resource on every touched SM at once; a block's
         # SM rate is the smallest over its resources.
@@ -395,9 +405,8 @@ class SMThroughput:
         return load.max(axis=1)
 
 
-@dataclass(frozen=True)
-class MemoryFlow:
-    """What one running kernel asks of DRAM."""
+class MemoryFlow(NamedTuple):
+    """What one running kernel asks of DRAM (a tuple: cheap to build and to key a cache)."""
 
     #: Running blocks.
     blocks: int
@@ -427,13 +436,26 @@ class MemoryAllocation:
 class Dram:
     """DRAM bandwidth shared by the running kernels that use it (module docstring)."""
 
+    #: Allocations remembered (a pure function of the flows: waves of a kernel repeat them).
+    CACHE_SIZE = 4096
+
     def __init__(self, bandwidth_Bps: float, memory: MemorySystem | None) -> None:
         self.bandwidth_Bps = bandwidth_Bps
         #: The memory-parallelism bound; ``None``: bandwidth shared max-min fairly only.
         self.memory = memory
+        self._cache: dict[tuple[MemoryFlow, ...], MemoryAllocation] = {}
 
     def share(self, flows: Sequence[MemoryFlow]) -> MemoryAllocation:
         """Each flow's rate factor; flows in launch order (sums run in that order)."""
+        key = tuple(flows)
+        allocation = self._cache.get(key)
+        if allocation is None:
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()
+            allocation = self._cache[key] = self._share(key)
+        return allocation
+
+    def _share(self, flows: Sequence[MemoryFlow]) -> MemoryAllocation:
         demand = 0.0
         for flow in flows:
             demand += flow.blocks * flow.demand_per_block_Bps
