@@ -88,6 +88,8 @@ class Execution:
         self._memory_dirty = False
         #: Kernels holding an SM-throughput slot, by slot.
         self._sm_kernels: dict[int, KernelRun] = {}
+        #: Blocks per SM of each launch shape (occupancy), computed once.
+        self._per_sm: dict[tuple[int, int, int], int] = {}
         #: Groups started at this instant, waiting for their rate.
         self._pending: list[BlockGroup] = []
         #: Largest delivered load on any SM per resource (exact mode: the reference checks).
@@ -98,8 +100,10 @@ class Execution:
         """Per-kernel constants, once, when its first blocks start."""
         launch = kernel.launch
         if self.sm_sharing and launch.sm_throughput:
-            per_sm = occupancy(self.spec, launch.threads, launch.regs_per_thread,
-                               launch.smem_per_block_B).blocks_per_sm
+            shape = (launch.threads, launch.regs_per_thread, launch.smem_per_block_B)
+            per_sm = self._per_sm.get(shape)
+            if per_sm is None:
+                per_sm = self._per_sm[shape] = occupancy(self.spec, *shape).blocks_per_sm
             kernel.slot = self.sm.acquire(kernel.seq, [launch.sm_throughput.get(r, 0.0)
                                                        for r in SM_RESOURCES], per_sm)
             self._sm_kernels[kernel.slot] = kernel
