@@ -9,6 +9,8 @@ wall time of every row is printed so slow workloads show. Usage::
     .venv/bin/python benchmarks/limits_table.py                    # the full table
     .venv/bin/python benchmarks/limits_table.py --jobs 4 --json out.json
     .venv/bin/python benchmarks/limits_table.py --launch-overhead-us 1 --event-overhead-us 0.5
+    .venv/bin/python benchmarks/limits_table.py --sm-sharing off   # the engine without SM
+                                                                   # sharing (ablation)
 """
 
 from __future__ import annotations
@@ -25,20 +27,21 @@ from typing import Any
 from sim.analysis.limits import limits_for_workload
 from sim.cli.common import format_table
 
-WORKLOADS = ("googlenet", "inception_v3", "resnet50", "densenet121", "randwire")
+WORKLOADS = ("googlenet", "inception_v3", "resnet50", "densenet121", "randwire", "pathnet")
 GPUS = ("h100", "v100")
 PHASES = ("inference", "training")
 BATCHES = (1, 32)
 
 
 def row(gpu: str, workload: str, phase: str, batch: int, policies: tuple[str, ...] | None,
-        launch_us: float | None, event_us: float | None) -> dict[str, Any]:
+        launch_us: float | None, event_us: float | None,
+        sm_sharing: bool = True) -> dict[str, Any]:
     """One limits report as a dict, with the seconds it took."""
     start = time.perf_counter()
     report = limits_for_workload(
         workload, batch=batch, phase=phase, gpu=gpu, policies=policies,
         launch_overhead_s=None if launch_us is None else launch_us * 1e-6,
-        event_overhead_s=None if event_us is None else event_us * 1e-6)
+        event_overhead_s=None if event_us is None else event_us * 1e-6, sm_sharing=sm_sharing)
     out = report.to_dict()
     out["wall_s"] = time.perf_counter() - start
     return out
@@ -56,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="host time per launch (default: each GPU spec's)")
     parser.add_argument("--event-overhead-us", type=float, default=None,
                         help="host time per cross-stream event (default: each GPU spec's)")
+    parser.add_argument("--sm-sharing", choices=("on", "off"), default="on",
+                        help="SM throughput sharing and the memory-parallelism bound in the "
+                        "engine (default on)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--json", metavar="OUT", help="also write every report as JSON")
     args = parser.parse_args(argv)
@@ -67,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(row, *p, policies, args.launch_overhead_us,
-                               args.event_overhead_us) for p in points]
+                               args.event_overhead_us, args.sm_sharing == "on") for p in points]
         reports = [f.result() for f in futures]
     total_s = time.perf_counter() - start
 

@@ -4,18 +4,24 @@ A :class:`KernelSpec` is one GPU kernel launch as a library would issue it: its 
 configuration (grid, threads per block, registers per thread, shared memory per block) and
 its work (FLOPs and DRAM bytes), with the layer it came from. A *cost model* is a pure
 function ``(KernelSpec, GPUSpec) -> KernelCost`` giving the duration of one block when
-nothing slows it and the kernel's DRAM traffic; the engine turns those into a timeline.
+nothing slows it, what one block uses while it runs (its share of its SM's execution
+resources, the bytes it keeps in flight to DRAM) and the kernel's DRAM traffic; the engine
+turns those into a timeline (docs/model.md §4.1, §6.7).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gpu_models.errors import GpusimError
 from gpu_models.spec import PRECISIONS, GPUSpec
+
+#: Execution resources of an SM that co-resident blocks share (docs/model.md §6.7): the
+#: FP32/SIMT pipes of the CUDA cores and the tensor cores. Each has capacity 1 per SM.
+SM_RESOURCES: tuple[str, ...] = ("simt", "tensor")
 
 
 class KernelKind(StrEnum):
@@ -106,16 +112,54 @@ class KernelSpec:
 class KernelCost:
     """What a cost model says of one kernel on one GPU."""
 
-    #: Duration of one block when nothing slows it (no DRAM contention).
+    #: Duration of one block when nothing slows it (no DRAM contention, its SM not shared
+    #: beyond the kernel's own natural occupancy).
     block_time_s: float
     #: The kernel's total DRAM traffic; the engine spreads it over the blocks' run time.
     dram_bytes: float
+    #: Share of its SM's throughput one block uses while it runs unimpeded, per execution
+    #: resource (:data:`SM_RESOURCES`): its work over its unimpeded time over the SM's
+    #: capacity. Absent resources: none (a block that only waits, like a sleep kernel).
+    sm_throughput: Mapping[str, float] = field(default_factory=dict, hash=False)
+    #: Bytes one block keeps in flight to DRAM when more than its warps keep at the
+    #: streaming rate (e.g. shared-memory tiles loaded ahead); 0: its warps' (§6.7).
+    bytes_in_flight_B: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.block_time_s > 0 and math.isfinite(self.block_time_s)):
             raise GpusimError(f"block_time_s must be finite and > 0 (got {self.block_time_s!r})")
         if not (self.dram_bytes >= 0 and math.isfinite(self.dram_bytes)):
             raise GpusimError(f"dram_bytes must be finite and >= 0 (got {self.dram_bytes!r})")
+        # A plain dict (picklable, for process pools), checked and never changed after this.
+        object.__setattr__(self, "sm_throughput", check_sm_throughput(self.sm_throughput))
+        if not (self.bytes_in_flight_B >= 0 and math.isfinite(self.bytes_in_flight_B)):
+            raise GpusimError(f"bytes_in_flight_B must be finite and >= 0 "
+                              f"(got {self.bytes_in_flight_B!r})")
+
+
+def check_sm_throughput(shares: Mapping[str, float],
+                        who: str = "sm_throughput") -> dict[str, float]:
+    """``shares`` as a plain dict in :data:`SM_RESOURCES` order, zero shares dropped; raises
+    :class:`GpusimError` (prefixed by ``who``) for an unknown resource or a share outside
+    [0, 1]."""
+    if not isinstance(shares, Mapping):
+        raise GpusimError(f"{who} must be a mapping resource -> share (got {shares!r})")
+    unknown = sorted(str(k) for k in shares if k not in SM_RESOURCES)
+    if unknown:
+        raise GpusimError(f"{who}: unknown resource(s) {', '.join(map(repr, unknown))}; "
+                          f"resources: {', '.join(SM_RESOURCES)}")
+    out: dict[str, float] = {}
+    for resource in SM_RESOURCES:
+        if resource not in shares:
+            continue
+        value = shares[resource]
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 <= value <= 1):
+            raise GpusimError(f"{who}: the {resource} share must be a number in [0, 1] "
+                              f"(got {value!r})")
+        if value > 0:
+            out[resource] = float(value)
+    return out
 
 
 #: A cost model: a pure function of the kernel and the GPU.

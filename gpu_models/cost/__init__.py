@@ -44,6 +44,7 @@ from gpu_models.cost.calibrated import (
 from gpu_models.cost.roofline import (
     DEFAULT_BLOCK_LATENCY_S,
     DEFAULT_EFFICIENCY,
+    TILED_KINDS,
     KindEfficiency,
     RooflineModel,
     roofline_model,
@@ -51,17 +52,22 @@ from gpu_models.cost.roofline import (
 from gpu_models.cost.scaled import ScaledModel, memory_boundness, scaled_model
 from gpu_models.cost.waves import (
     block_share_flop_per_s,
+    block_sm_demand,
     blocks_per_sm,
     compute_floor_s,
+    implied_bytes_in_flight_B,
     isolated_time_s,
+    lone_kernel_time_s,
     memory_floor_s,
     physical_floor_s,
     resident_blocks_per_sm,
+    sm_resource,
     wave_size,
     waves,
 )
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel
+from gpu_models.spec import GPUSpec
 
 #: Cost model factories by name; each takes keyword options and returns a cost model.
 COST_MODELS: Mapping[str, Callable[..., CostModel]] = MappingProxyType({
@@ -74,6 +80,24 @@ COST_MODELS: Mapping[str, Callable[..., CostModel]] = MappingProxyType({
 def list_cost_models() -> tuple[str, ...]:
     """Names :func:`get_cost_model` accepts."""
     return tuple(COST_MODELS)
+
+
+def resolve_cost_model(cost_model: str | CostModel, gpu: GPUSpec, *,
+                       origin: str | GPUSpec | None = None) -> CostModel:
+    """The cost model ``cost_model`` for ``gpu``: a name, or a cost model returned as is.
+
+    ``calibrated`` is fitted to ``gpu``'s calibration data; ``scaled`` carries ``origin``'s
+    calibrated model to ``gpu`` and needs ``origin``.
+    """
+    if not isinstance(cost_model, str):
+        return cost_model
+    if cost_model == "calibrated":
+        return get_cost_model("calibrated", gpu=gpu)
+    if cost_model == "scaled":
+        if origin is None:
+            raise GpusimError("cost model 'scaled' needs an origin GPU (the measured one)")
+        return get_cost_model("scaled", origin=origin)
+    return get_cost_model(cost_model)
 
 
 def get_cost_model(name: str, **options: Any) -> CostModel:
@@ -93,6 +117,7 @@ __all__ = [
     "DEFAULT_BLOCK_LATENCY_S",
     "DEFAULT_EFFICIENCY",
     "FEATURE_NAMES",
+    "TILED_KINDS",
     "CalibratedModel",
     "FitError",
     "KindEfficiency",
@@ -101,6 +126,7 @@ __all__ = [
     "ScaledModel",
     "WorkFn",
     "block_share_flop_per_s",
+    "block_sm_demand",
     "blocks_per_sm",
     "calibrated_model",
     "compute_floor_s",
@@ -108,14 +134,18 @@ __all__ = [
     "features",
     "fit_records",
     "get_cost_model",
+    "implied_bytes_in_flight_B",
     "isolated_time_s",
     "list_cost_models",
+    "lone_kernel_time_s",
     "memory_boundness",
     "memory_floor_s",
     "physical_floor_s",
     "resident_blocks_per_sm",
+    "resolve_cost_model",
     "roofline_model",
     "scaled_model",
+    "sm_resource",
     "wave_size",
     "waves",
 ]

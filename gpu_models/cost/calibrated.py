@@ -56,6 +56,8 @@ from gpu_models.calibration import CalibrationRecord, all_records, load_gpu_cali
 from gpu_models.cost.roofline import RooflineModel
 from gpu_models.cost.waves import (
     block_share_flop_per_s,
+    block_sm_demand,
+    implied_bytes_in_flight_B,
     isolated_time_s,
     memory_floor_s,
     physical_floor_s,
@@ -305,10 +307,15 @@ class CalibratedModel:
         self._check_spec(spec)
         time_s, _ = self.predict_s(kernel)
         # The whole duration goes into the block time (waves x block time = the duration);
-        # the bytes pass through, and since time_s >= bytes / bandwidth the engine does not
-        # stretch a lone kernel beyond its calibrated duration.
-        return KernelCost(block_time_s=time_s / waves(kernel, self.spec),
-                          dram_bytes=kernel.dram_bytes)
+        # the bytes pass through. Since time_s >= bytes / bandwidth and the blocks keep the
+        # bytes in flight that time implies, the engine does not stretch a lone kernel
+        # beyond its calibrated duration.
+        block_time_s = time_s / waves(kernel, self.spec)
+        return KernelCost(
+            block_time_s=block_time_s, dram_bytes=kernel.dram_bytes,
+            sm_throughput=block_sm_demand(kernel, spec, block_time_s),
+            bytes_in_flight_B=implied_bytes_in_flight_B(kernel, spec, block_time_s,
+                                                        kernel.dram_bytes))
 
 
 def calibrated_model(

@@ -21,6 +21,23 @@ in proportion (fluid sharing). So this model gives
 Since both efficiencies are at most 1, predictions never beat ``flops / peak`` or
 ``bytes / bandwidth`` (tested over random kernels on every preset).
 
+What a block uses while it runs (docs/model.md §6.7): ``sm_throughput`` is its FLOPs over
+its block time over its SM's peak on the resource its math runs on
+(:func:`~gpu_models.cost.waves.block_sm_demand`), at most ``compute_efficiency /
+resident_blocks_per_sm``: a kernel alone never over-subscribes its SMs, and two co-resident
+kernels whose shares sum past 1 slow each other down. ``bytes_in_flight_B``: GEMM and
+convolution kernels stage their operand tiles in shared memory and load them ahead (at
+least double-buffered; CUTLASS multistage mainloops with ``cp.async``), so a block keeps at
+least half of its shared memory in flight (an assumption, stated as such). ATen's
+elementwise and ``multi_tensor_apply`` (optimizer) kernels load 4 elements of each operand
+per thread before using them (``vectorized_elementwise_kernel``'s vec_size 4 for 4-byte types,
+``multi_tensor_apply``'s kILP = 4), so a thread keeps ``4 x 2 operands x element size`` in
+flight (two operands: a binary op or an SGD step; the operand count is an assumption).
+Other kinds keep what their warps keep at the streaming rate of the fitted benchmark, one
+element per thread (``gpu_models/memory.py``). The memory-parallelism bound then makes a
+memory-bound kernel with few resident warps slower than ``bytes / bandwidth`` alone, as on
+real GPUs (:func:`~gpu_models.cost.waves.isolated_time_s` gives the same time).
+
 Where the efficiency values come from: two are measured on this project's lent H100 (see
 shared/reference/gpu_facts.md: a bf16 GEMM on random data reached ~800 of 989 TFLOP/s, a
 device-to-device copy ~3.0 of 3.35 TB/s); the rest are stated assumptions, each labelled in
@@ -34,7 +51,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from gpu_models.cost.waves import block_share_flop_per_s
+from gpu_models.cost.waves import block_share_flop_per_s, block_sm_demand
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import KernelCost, KernelKind, KernelSpec
 from gpu_models.spec import GPUSpec
@@ -94,6 +111,31 @@ DEFAULT_EFFICIENCY: Mapping[KernelKind, KindEfficiency] = MappingProxyType({
 })
 
 
+#: Kinds whose blocks load operand tiles into shared memory ahead of use (module docstring).
+TILED_KINDS: frozenset[KernelKind] = frozenset({
+    KernelKind.GEMM, KernelKind.CONV_FWD, KernelKind.CONV_DGRAD, KernelKind.CONV_WGRAD})
+
+
+#: Kinds of ATen kernels that load ``VECTOR_ELEMENTS`` of each of ``VECTOR_OPERANDS``
+#: operands per thread ahead of use (module docstring).
+VECTORIZED_KINDS: frozenset[KernelKind] = frozenset({KernelKind.ELEMENTWISE,
+                                                     KernelKind.OPTIMIZER})
+VECTOR_ELEMENTS = 4
+VECTOR_OPERANDS = 2
+_ELEMENT_B = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2}
+
+
+def block_bytes_in_flight_B(kernel: KernelSpec) -> float:
+    """Bytes one block keeps in flight beyond the streaming rate (module docstring); 0
+    leaves it to its warps."""
+    if kernel.kind in TILED_KINDS:
+        return kernel.smem_per_block_B / 2
+    if kernel.kind in VECTORIZED_KINDS:
+        return float(kernel.threads * VECTOR_ELEMENTS * VECTOR_OPERANDS
+                     * _ELEMENT_B[kernel.dtype])
+    return 0.0
+
+
 @dataclass(frozen=True)
 class RooflineModel:
     """Cost model from the spec's peaks, per-kind efficiencies and a per-block floor."""
@@ -120,9 +162,12 @@ class RooflineModel:
         return kernel.flops / kernel.blocks / share
 
     def __call__(self, kernel: KernelSpec, spec: GPUSpec) -> KernelCost:
+        block_time_s = self.block_compute_s(kernel, spec) + self.block_latency_s
         return KernelCost(
-            block_time_s=self.block_compute_s(kernel, spec) + self.block_latency_s,
+            block_time_s=block_time_s,
             dram_bytes=kernel.dram_bytes / self.efficiency[kernel.kind].memory,
+            sm_throughput=block_sm_demand(kernel, spec, block_time_s),
+            bytes_in_flight_B=block_bytes_in_flight_B(kernel),
         )
 
 

@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from gpu_models.calibration import CalibrationRecord
 from gpu_models.cost.calibrated import WorkFn, calibrated_model
 from gpu_models.cost.waves import (
+    block_sm_demand,
     compute_floor_s,
+    implied_bytes_in_flight_B,
     isolated_time_s,
     memory_floor_s,
     peak_flop_per_s,
@@ -83,8 +85,12 @@ class ScaledModel:
         if spec == self.origin:
             # Exactly the origin's cost, not a re-derivation that could differ by rounding.
             return self.origin_model(kernel, spec)
-        return KernelCost(block_time_s=self.scaled_time_s(kernel, spec) / waves(kernel, spec),
-                          dram_bytes=kernel.dram_bytes)
+        block_time_s = self.scaled_time_s(kernel, spec) / waves(kernel, spec)
+        return KernelCost(
+            block_time_s=block_time_s, dram_bytes=kernel.dram_bytes,
+            sm_throughput=block_sm_demand(kernel, spec, block_time_s),
+            bytes_in_flight_B=implied_bytes_in_flight_B(kernel, spec, block_time_s,
+                                                        kernel.dram_bytes))
 
 
 def scaled_model(

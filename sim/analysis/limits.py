@@ -17,8 +17,11 @@ For a kernel DAG on a GPU, :func:`compute_limits` reports
   (``serial`` has none);
 * the **work bound** — the GPU's capacity: for each SM resource (warps, registers, shared
   memory, block slots), the summed resource-time of all blocks (a block holds its
-  allocated share of one SM for its block time) over ``sm_count``; and the DRAM bytes over
-  the bandwidth. Its value is the largest of these;
+  allocated share of one SM for its block time) over ``sm_count``; with SM sharing on
+  (the engine's default), for each SM execution resource (``simt_throughput``,
+  ``tensor_throughput``), the summed throughput-time of all blocks (share x block time)
+  over ``sm_count`` — for the roofline model, total FLOPs over the peak; and the DRAM bytes
+  over the bandwidth. Its value is the largest of these;
 * the **lower bound** — ``max(critical path, work bound)``: no schedule beats it;
 * the **ideal speedup** ``serial / lower bound`` and the **achievable speedup**
   ``serial / best policy``. Both are >= 1 by construction (the lower bound is at most every
@@ -48,7 +51,7 @@ from typing import Any
 import networkx as nx
 
 from gpu_models.errors import GpusimError
-from gpu_models.kernel import CostModel
+from gpu_models.kernel import SM_RESOURCES, CostModel
 from gpu_models.occupancy import block_footprint
 from gpu_models.spec import GPUSpec
 from gpu_models.units import US_PER_S
@@ -81,6 +84,10 @@ BINDS: Mapping[str, str] = MappingProxyType({
                           "another stream was queued behind it",
     "resident_grids": "resident_limit_s: a ready kernel waited for the resident-grid limit",
     "dram_bandwidth": "dram_saturated_s: running blocks asked for more than the bandwidth",
+    "sm_throughput": "sm_oversubscribed_s: co-resident blocks asked more of an SM's "
+                     "execution resource (FP32 pipes, tensor cores) than it has",
+    "memory_parallelism": "memory_parallelism_s: a kernel drew less DRAM bandwidth than it "
+                          "asked, held back by the bytes its resident warps keep in flight",
     "dependencies": "the run is within 5% of the DAG's critical path (isolated times)",
 })
 
@@ -129,6 +136,8 @@ class LimitsReport:
     events: Mapping[str, int]
     #: Per-policy simulation results, when asked to keep them (for plots).
     results: Mapping[str, SimResult] | None = field(default=None, repr=False)
+    #: SM throughput sharing and the memory-parallelism bound in the engine.
+    sm_sharing: bool = True
 
     def __post_init__(self) -> None:
         wb = self.work_bound
@@ -184,6 +193,7 @@ class LimitsReport:
             "precision": self.precision,
             "gpu": self.gpu,
             "cost_model": self.cost_model,
+            "sm_sharing": self.sm_sharing,
             "kernels": self.kernels,
             "serial_us": self.serial_s * US_PER_S,
             "critical_path_us": self.critical_path_s * US_PER_S,
@@ -230,10 +240,13 @@ def critical_path_bound_s(ctx: ScheduleContext, launch_overhead_s: float) -> flo
     return max(paths_s, last_launch_s)
 
 
-def work_bound(ctx: ScheduleContext) -> WorkBound:
-    """Summed block resource-time per SM resource over the GPU's SMs, and DRAM time."""
+def work_bound(ctx: ScheduleContext, *, sm_sharing: bool = True) -> WorkBound:
+    """Summed block resource-time per SM resource over the GPU's SMs (with ``sm_sharing``,
+    throughput-time per SM execution resource too), and DRAM time."""
     gpu = ctx.gpu
     totals = {"warps": 0.0, "registers": 0.0, "shared_memory": 0.0, "blocks": 0.0}
+    if sm_sharing:
+        totals.update({f"{r}_throughput": 0.0 for r in SM_RESOURCES})
     dram_B = 0.0
     for node, kernel in ctx.graph.nodes(data="kernel"):
         cost = ctx.costs[node]
@@ -244,6 +257,9 @@ def work_bound(ctx: ScheduleContext) -> WorkBound:
         totals["registers"] += block_s * fp.regs_per_warp * fp.warps / gpu.regs_per_sm
         totals["shared_memory"] += block_s * fp.smem_B / gpu.smem_per_sm_B
         totals["blocks"] += block_s / gpu.max_blocks_per_sm
+        if sm_sharing:
+            for resource, share in cost.sm_throughput.items():
+                totals[f"{resource}_throughput"] += block_s * share
         dram_B += cost.dram_bytes
     return WorkBound(
         sm_resource_s=MappingProxyType({k: v / gpu.sm_count for k, v in totals.items()}),
@@ -261,6 +277,8 @@ def binds_detail(result: SimResult) -> dict[str, float]:
         queue_head_of_line=c.false_dependency_s,
         resident_grids=c.resident_limit_s,
         dram_bandwidth=c.dram_saturated_s,
+        sm_throughput=max(c.sm_oversubscribed_s.values(), default=0.0),
+        memory_parallelism=c.memory_parallelism_s,
     )
     return detail
 
@@ -296,21 +314,23 @@ def compute_limits(
     mode: str = "grouped",
     placement: str = "most-free",
     labels: Mapping[str, Any] | None = None,
+    sm_sharing: bool = True,
 ) -> LimitsReport:
     """The limits report of ``kernel_graph`` on ``gpu`` (see the module docstring).
 
     ``policies`` default to :data:`~sim.scheduling.DEFAULT_POLICIES`; ``serial`` is always
     simulated (it is the baseline) and comes first. Overheads of ``None`` take the GPU's.
     ``labels`` fill the report's descriptive fields (workload, batch, phase, precision,
-    cost_model); they default to the kernel graph's metadata.
+    cost_model); they default to the kernel graph's metadata. ``sm_sharing``: the engine's
+    physics (:func:`sim.engine.engine.simulate`), for every run and bound.
     """
     ctx = schedule_context(kernel_graph, gpu, cost_model, launch_overhead_s=launch_overhead_s,
-                           event_overhead_s=event_overhead_s)
+                           event_overhead_s=event_overhead_s, sm_sharing=sm_sharing)
     meta = {**kernel_graph.graph, **(labels or {})}
     meta.setdefault("cost_model", type(cost_model).__name__)
     return limits_of(ctx, policies=policies, launch_overhead_s=launch_overhead_s,
                      event_overhead_s=event_overhead_s, keep_results=keep_results, mode=mode,
-                     placement=placement, labels=meta)
+                     placement=placement, labels=meta, sm_sharing=sm_sharing)
 
 
 def limits_of(
@@ -323,8 +343,10 @@ def limits_of(
     mode: str = "grouped",
     placement: str = "most-free",
     labels: Mapping[str, Any] | None = None,
+    sm_sharing: bool = True,
 ) -> LimitsReport:
-    """The limits report of a priced kernel DAG (:func:`compute_limits` after pricing)."""
+    """The limits report of a priced kernel DAG (:func:`compute_limits` after pricing;
+    ``ctx``'s isolated times should be those of the same ``sm_sharing``)."""
     asked = list(DEFAULT_POLICIES if policies is None else policies)
     if not asked:
         raise GpusimError("policies must name at least one policy")
@@ -333,7 +355,8 @@ def limits_of(
         resolved = get_policy(policy) if isinstance(policy, str) else policy
         chosen.setdefault(resolved.name, resolved)  # each policy simulated once
     runs = {name: run_policy(ctx, policy, launch_overhead_s=launch_overhead_s,
-                             event_overhead_s=event_overhead_s, mode=mode, placement=placement)
+                             event_overhead_s=event_overhead_s, mode=mode, placement=placement,
+                             sm_sharing=sm_sharing)
             for name, policy in chosen.items()}
     gpu = ctx.gpu
     launch_s = gpu.launch_overhead_s if launch_overhead_s is None else launch_overhead_s
@@ -353,13 +376,14 @@ def limits_of(
         serial_s=times["serial"],
         policies_s=MappingProxyType(times),
         critical_path_s=critical_path_bound_s(ctx, launch_s),
-        work_bound=work_bound(ctx),
+        work_bound=work_bound(ctx, sm_sharing=sm_sharing),
         binds=what_binds(runs[best].result, dag_s),
         binds_detail_s=MappingProxyType(binds_detail(runs[best].result)),
         streams=MappingProxyType({n: r.schedule.stream_count for n, r in runs.items()}),
         events=MappingProxyType({n: event_count(r.program) for n, r in runs.items()}),
         results=(MappingProxyType({n: r.result for n, r in runs.items()}) if keep_results
                  else None),
+        sm_sharing=sm_sharing,
     )
 
 
@@ -377,13 +401,14 @@ def limits_for_workload(
     launch_overhead_s: float | None = None,
     event_overhead_s: float | None = None,
     resolution: int | None = None,
+    sm_sharing: bool = True,
 ) -> LimitsReport:
     """The limits report of workload ``name``, prepared by
     :func:`~sim.analysis.workflow.prepare_workload` (built, lowered and priced)."""
     prepared = prepare_workload(
         name, batch=batch, phase=phase, precision=precision, gpu=gpu, cost_model=cost_model,
         origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s,
-        resolution=resolution)
+        resolution=resolution, sm_sharing=sm_sharing)
     return limits_of(prepared.ctx, policies=policies, keep_results=keep_results,
                      launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s,
-                     labels=prepared.labels)
+                     labels=prepared.labels, sm_sharing=sm_sharing)

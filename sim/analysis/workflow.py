@@ -12,8 +12,8 @@ CLI, the limits report, sweeps and notebooks::
 * :func:`kernel_graph_for` — the workload's layer graph (:func:`workloads.build`: a zoo name,
   an ONNX or layer-graph file, or ``torchvision:NAME``) lowered to
   kernels (:func:`workloads.lowering.lower`) for a GPU and a math precision;
-* :func:`resolve_cost_model` — a cost model by name (``roofline``, ``calibrated``,
-  ``scaled``) or as given;
+* :func:`resolve_cost_model` (from :mod:`gpu_models.cost`) — a cost model by name
+  (``roofline``, ``calibrated``, ``scaled``) or as given;
 * :func:`schedule_context` — the kernel DAG priced by the cost model
   (:meth:`ScheduleContext.priced <sim.scheduling.base.ScheduleContext.priced>`), with the
   simulator as an evaluator for searching policies;
@@ -30,7 +30,7 @@ from typing import Any
 
 import networkx as nx
 
-from gpu_models.cost import get_cost_model
+from gpu_models.cost import resolve_cost_model
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel
 from gpu_models.presets import resolve_gpu
@@ -41,24 +41,6 @@ from sim.engine.result import SimResult
 from sim.scheduling import Schedule, ScheduleContext, SchedulingPolicy, get_policy, to_program
 from workloads import build
 from workloads.lowering import STORAGE_DTYPE, lower
-
-
-def resolve_cost_model(cost_model: str | CostModel, gpu: GPUSpec, *,
-                       origin: str | GPUSpec | None = None) -> CostModel:
-    """The cost model ``cost_model`` for ``gpu``: a name, or a cost model returned as is.
-
-    ``calibrated`` is fitted to ``gpu``'s calibration data; ``scaled`` carries ``origin``'s
-    calibrated model to ``gpu`` and needs ``origin``.
-    """
-    if not isinstance(cost_model, str):
-        return cost_model
-    if cost_model == "calibrated":
-        return get_cost_model("calibrated", gpu=gpu)
-    if cost_model == "scaled":
-        if origin is None:
-            raise GpusimError("cost model 'scaled' needs an origin GPU (the measured one)")
-        return get_cost_model("scaled", origin=origin)
-    return get_cost_model(cost_model)
 
 
 def kernel_graph_for(name: str, *, batch: int = 1, phase: str = "inference",
@@ -83,20 +65,21 @@ def schedule_context(
     launch_overhead_s: float | None = None,
     event_overhead_s: float | None = None,
     evaluate: bool = True,
+    sm_sharing: bool = True,
 ) -> ScheduleContext:
     """``kernel_graph`` priced by ``cost_model`` on ``gpu``.
 
     With ``evaluate``, policies that search (``stages``) time their candidates by simulating
-    them under the same host overheads as the final run.
+    them under the same host overheads and engine physics (``sm_sharing``) as the final run.
     """
-    ctx = ScheduleContext.priced(kernel_graph, gpu, cost_model)
+    ctx = ScheduleContext.priced(kernel_graph, gpu, cost_model, sm_sharing=sm_sharing)
     if not evaluate:
         return ctx
 
     def evaluate_s(schedule: Schedule) -> float:
         program = to_program(ctx, schedule, launch_overhead_s=launch_overhead_s,
                              event_overhead_s=event_overhead_s)
-        return simulate(program).makespan_s
+        return simulate(program, sm_sharing=sm_sharing).makespan_s
 
     return ctx.with_evaluator(evaluate_s)
 
@@ -119,14 +102,16 @@ def run_policy(
     event_overhead_s: float | None = None,
     mode: str = "grouped",
     placement: str = "most-free",
+    sm_sharing: bool = True,
 ) -> PolicyRun:
-    """Schedule ``ctx`` with ``policy`` and simulate the program."""
+    """Schedule ``ctx`` with ``policy`` and simulate the program (``sm_sharing``: see
+    :func:`sim.engine.engine.simulate`)."""
     chosen = get_policy(policy) if isinstance(policy, str) else policy
     schedule = chosen.schedule(ctx)
     program = to_program(ctx, schedule, launch_overhead_s=launch_overhead_s,
                          event_overhead_s=event_overhead_s)
     return PolicyRun(chosen.name, schedule, program,
-                     simulate(program, mode=mode, placement=placement))
+                     simulate(program, mode=mode, placement=placement, sm_sharing=sm_sharing))
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,7 +119,8 @@ class PreparedWorkload:
     """A workload built, lowered and priced on one GPU, ready to be scheduled.
 
     ``launch_overhead_s`` / ``event_overhead_s`` of ``None`` take the GPU's; every policy
-    run from it (:meth:`run`) uses them, as do the candidates of searching policies.
+    run from it (:meth:`run`) uses them and its ``sm_sharing``, as do the candidates of
+    searching policies.
     """
 
     workload: str
@@ -151,6 +137,8 @@ class PreparedWorkload:
     event_overhead_s: float | None = None
     #: Input height = width as asked (``None``: the workload's own).
     resolution: int | None = None
+    #: SM throughput sharing and the memory-parallelism bound in the engine.
+    sm_sharing: bool = True
 
     @property
     def labels(self) -> dict[str, Any]:
@@ -160,10 +148,11 @@ class PreparedWorkload:
 
     def run(self, policy: str | SchedulingPolicy, *, mode: str = "grouped",
             placement: str = "most-free") -> PolicyRun:
-        """Schedule with ``policy`` and simulate, under the workload's host overheads."""
+        """Schedule with ``policy`` and simulate, under the workload's host overheads and
+        engine physics."""
         return run_policy(self.ctx, policy, launch_overhead_s=self.launch_overhead_s,
                           event_overhead_s=self.event_overhead_s, mode=mode,
-                          placement=placement)
+                          placement=placement, sm_sharing=self.sm_sharing)
 
 
 def prepare_workload(
@@ -178,17 +167,19 @@ def prepare_workload(
     launch_overhead_s: float | None = None,
     event_overhead_s: float | None = None,
     resolution: int | None = None,
+    sm_sharing: bool = True,
 ) -> PreparedWorkload:
-    """Build, lower and price workload ``name`` (see the module docstring)."""
+    """Build, lower and price workload ``name`` (see the module docstring); ``sm_sharing``
+    selects the engine's physics for every run from it (:func:`sim.engine.engine.simulate`)."""
     spec = resolve_gpu(gpu)
     model = resolve_cost_model(cost_model, spec, origin=origin)
     graph = kernel_graph_for(name, batch=batch, phase=phase, precision=precision, gpu=spec,
                              resolution=resolution)
     ctx = schedule_context(graph, spec, model, launch_overhead_s=launch_overhead_s,
-                           event_overhead_s=event_overhead_s)
+                           event_overhead_s=event_overhead_s, sm_sharing=sm_sharing)
     model_name = cost_model if isinstance(cost_model, str) else type(cost_model).__name__
     return PreparedWorkload(name, batch, phase, precision, spec, model_name, graph, ctx,
-                            launch_overhead_s, event_overhead_s, resolution)
+                            launch_overhead_s, event_overhead_s, resolution, sm_sharing)
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,12 +221,13 @@ def simulate_workload(
     mode: str = "grouped",
     placement: str = "most-free",
     resolution: int | None = None,
+    sm_sharing: bool = True,
 ) -> WorkloadRun:
     """Prepare workload ``name`` (:func:`prepare_workload`) and simulate it under ``policy``."""
     prepared = prepare_workload(
         name, batch=batch, phase=phase, precision=precision, gpu=gpu, cost_model=cost_model,
         origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s,
-        resolution=resolution)
+        resolution=resolution, sm_sharing=sm_sharing)
     return WorkloadRun(prepared, prepared.run(policy, mode=mode, placement=placement))
 
 
@@ -263,3 +255,10 @@ def dram_utilisation(result: SimResult) -> float:
     series = result.dram_Bps
     return (time_average(series.times_s, series.values, result.makespan_s)
             / result.program.gpu.dram_bw_Bps)
+
+
+def sm_throughput_in_use(result: SimResult) -> dict[str, float]:
+    """Average fraction of the GPU's SM throughput in use over the run, per execution
+    resource (empty without SM sharing)."""
+    return {resource: time_average(series.times_s, series.values, result.makespan_s)
+            for resource, series in result.sm_throughput.items()}

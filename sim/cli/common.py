@@ -35,6 +35,21 @@ def add_gpu_args(parser: argparse.ArgumentParser, *, with_set: bool = True) -> N
         )
 
 
+def add_sm_sharing_arg(parser: argparse.ArgumentParser) -> None:
+    """``--sm-sharing on|off``: the engine's SM throughput sharing and memory-parallelism
+    bound (docs/model.md §6.7)."""
+    parser.add_argument(
+        "--sm-sharing", choices=("on", "off"), default="on",
+        help="co-resident blocks share their SM's throughput and DRAM follows the memory "
+        "parallelism of the resident warps (default: on); off: neither, the engine without "
+        "these mechanisms, for teaching and ablation")
+
+
+def sm_sharing_from_args(args: argparse.Namespace) -> bool:
+    """``--sm-sharing`` as a bool (on when the command has no such option)."""
+    return bool(getattr(args, "sm_sharing", "on") == "on")
+
+
 def gpu_from_args(args: argparse.Namespace) -> GPUSpec:
     """The GPU the command runs on: ``--gpu`` (preset or file) with ``--set`` overrides."""
     overrides: Sequence[str] = getattr(args, "overrides", []) or []

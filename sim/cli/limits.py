@@ -6,7 +6,13 @@ import argparse
 
 from gpu_models.units import US_PER_S
 from sim.analysis.limits import BINDS, limits_for_workload
-from sim.cli.common import add_json_arg, gpu_from_args, print_json, print_table
+from sim.cli.common import (
+    add_json_arg,
+    gpu_from_args,
+    print_json,
+    print_table,
+    sm_sharing_from_args,
+)
 from sim.cli.simulate import add_workload_args
 from sim.scheduling import DEFAULT_POLICIES
 
@@ -32,13 +38,13 @@ def cmd_limits(args: argparse.Namespace) -> int:
     report = limits_for_workload(
         args.workload, batch=args.batch, phase=args.phase, precision=args.precision, gpu=gpu,
         cost_model=args.cost_model, origin=args.origin, policies=policies,
-        resolution=args.resolution)
+        resolution=args.resolution, sm_sharing=sm_sharing_from_args(args))
     if args.json:
         print_json(report.to_dict())
         return 0
     print(f"{args.workload} {args.phase} batch {args.batch} ({args.precision}) on "
-          f"{gpu.display_name} ({gpu.name}), cost model {args.cost_model}: "
-          f"{report.kernels} kernels")
+          f"{gpu.display_name} ({gpu.name}), cost model {args.cost_model}, SM sharing "
+          f"{args.sm_sharing}: {report.kernels} kernels")
     rows = [
         (name, round(t * US_PER_S, 1), round(report.serial_s / t, 3), report.streams[name],
          report.events[name])

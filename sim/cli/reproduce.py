@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sim.cli.common import add_gpu_args, add_json_arg, print_json, print_table
+from sim.cli.common import (
+    add_gpu_args,
+    add_json_arg,
+    add_sm_sharing_arg,
+    print_json,
+    print_table,
+    sm_sharing_from_args,
+)
 from sim.report.reproduce import DEFAULT_OUT_DIR, reproduce
 
 
@@ -32,6 +39,7 @@ def register(subparsers: Any) -> None:
                    "--workload takes, see `gpusim workloads`); the first also gets the "
                    "whole-network timelines and the sweep")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_sm_sharing_arg(p)
     add_json_arg(p)
     p.set_defaults(func=cmd_reproduce)
 
@@ -39,7 +47,8 @@ def register(subparsers: Any) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Handler of ``gpusim reproduce``."""
     summary = reproduce(args.out, gpu=args.gpu, overrides=args.overrides, quick=args.quick,
-                        progress=not args.no_progress, networks=args.networks)
+                        progress=not args.no_progress, networks=args.networks,
+                        sm_sharing=sm_sharing_from_args(args))
     if args.json:
         print_json(summary)
         return 0

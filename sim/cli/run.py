@@ -4,22 +4,54 @@ from __future__ import annotations
 
 import argparse
 
+from gpu_models.cost import list_cost_models
 from gpu_models.errors import GpusimError
 from gpu_models.units import US_PER_S
-from sim.cli.common import add_json_arg, print_json, print_table
+from sim.cli.common import (
+    add_json_arg,
+    add_sm_sharing_arg,
+    print_json,
+    print_table,
+    sm_sharing_from_args,
+)
 from sim.engine.engine import simulate
 from sim.engine.placement import PLACEMENTS
 from sim.engine.program import load_program
 from sim.engine.result import SimResult
 from sim.engine.trace import write_chrome_trace
 
+PROGRAM_FORMAT = """\
+program file (JSON; times in microseconds):
+  {"gpu": "h100",                      preset, spec file, or {"base": ..., FIELD: VALUE}
+   "launch_overhead_us": 5, "event_overhead_us": 2,       optional (default: the GPU's)
+   "streams": [{"name": "a", "priority": 0, "sms": "0-65"}, ...],
+   "kernels": [{"name": "k0", "stream": "a", "grid": 264, "threads": 1024, "regs": 32,
+                "smem": 0, "after": ["k"], "kind": "", "layer": "",
+                ...then either the timing:
+                "block_time_us": 50, "dram_bytes": 0, "sm_throughput": 0.5},
+                ...or the work, priced by --cost-model:
+                "work": {"flop": 2e9, "dram_bytes": 1e8, "math": "fp32"}}, ...]}
+
+  sm_throughput  share of its SM's throughput one block uses when it runs unimpeded: a
+                 number in [0, 1] (the FP32/SIMT pipes) or {"simt": x, "tensor": y};
+                 absent = 0: pure latency (a sleep kernel). Blocks sharing an SM beyond 1.0
+                 share it max-min fairly (--sm-sharing on).
+  dram_bytes     the whole kernel's DRAM traffic, spread over its blocks' run time.
+  work           {"flop": F, "dram_bytes": B, "math": fp32|tf32|fp16|bf16} for the whole
+                 kernel: the cost model prices its blocks (time and demands); fp32 runs on
+                 the CUDA cores, tf32/fp16/bf16 on tensor cores. Not with block_time_us,
+                 dram_bytes or sm_throughput. A kind naming a kernel kind (gemm, conv_fwd,
+                 elementwise, ...) picks its efficiencies; other kernels are priced as micro.
+A bad value exits with status 2 and names the kernel and field."""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``run`` command."""
     p = subparsers.add_parser(
-        "run", help="simulate a program of kernels on streams (JSON file) and show its timeline"
+        "run", help="simulate a program of kernels on streams (JSON file) and show its timeline",
+        epilog=PROGRAM_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("program", help="program file (JSON: gpu, streams, kernels)")
+    p.add_argument("program", help="program file (JSON: gpu, streams, kernels; format below)")
     add_json_arg(p)
     p.add_argument("--trace", metavar="OUT.json",
                    help="also write a Chrome/Perfetto trace (open in ui.perfetto.dev)")
@@ -29,6 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    default="most-free",
                    help="block placement: which SM gets each block (default: most-free; "
                    "--sm-policy is an older name for this option)")
+    add_sm_sharing_arg(p)
+    p.add_argument("--cost-model", choices=list_cost_models(), default="roofline",
+                   help="cost model that prices kernels given as work (default roofline)")
+    p.add_argument("--origin", metavar="GPU",
+                   help="measured GPU whose calibration the 'scaled' cost model carries")
     p.add_argument("--timing", action="store_true",
                    help="with --json, include the simulation's wall time (counters.wall_s); "
                    "left out by default so that identical runs print identical JSON")
@@ -44,9 +81,9 @@ def write_trace(result: SimResult, path: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    program = load_program(args.program)
+    program = load_program(args.program, cost_model=args.cost_model, origin=args.origin)
     result = simulate(program, mode="exact" if args.exact else "grouped",
-                      placement=args.placement)
+                      placement=args.placement, sm_sharing=sm_sharing_from_args(args))
     if args.trace:
         write_trace(result, args.trace)
     if args.json:
@@ -67,7 +104,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     binds = {f"no SM free ({name})": t for name, t in c.blocked_s.items()}
     binds.update({"launch-bound": c.launch_bound_s, "false dependency": c.false_dependency_s,
                   "resident-grid limit": c.resident_limit_s,
-                  "DRAM saturated": c.dram_saturated_s})
+                  "DRAM saturated": c.dram_saturated_s,
+                  "DRAM held by memory parallelism": c.memory_parallelism_s})
+    binds.update({f"SM {name} over-subscribed": t for name, t in c.sm_oversubscribed_s.items()})
     shown = [f"{name} {t * US_PER_S:.3f} us" for name, t in binds.items() if t > 0]
     if shown:
         print("time spent: " + "; ".join(shown))

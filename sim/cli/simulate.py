@@ -7,8 +7,20 @@ import argparse
 from gpu_models.cost import list_cost_models
 from gpu_models.spec import PRECISIONS
 from gpu_models.units import US_PER_S
-from sim.analysis.workflow import busy_sm_fraction, dram_utilisation, simulate_workload
-from sim.cli.common import add_gpu_args, add_json_arg, gpu_from_args, print_json
+from sim.analysis.workflow import (
+    busy_sm_fraction,
+    dram_utilisation,
+    simulate_workload,
+    sm_throughput_in_use,
+)
+from sim.cli.common import (
+    add_gpu_args,
+    add_json_arg,
+    add_sm_sharing_arg,
+    gpu_from_args,
+    print_json,
+    sm_sharing_from_args,
+)
 from sim.scheduling import event_count
 from workloads import workload_names
 
@@ -38,6 +50,7 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
                         help="per-kernel cost model (default roofline)")
     parser.add_argument("--origin", metavar="GPU",
                         help="measured GPU whose calibration the 'scaled' cost model carries")
+    add_sm_sharing_arg(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,7 +73,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     run = simulate_workload(
         args.workload, batch=args.batch, phase=args.phase, precision=args.precision, gpu=gpu,
         cost_model=args.cost_model, origin=args.origin, policy=args.policy,
-        resolution=args.resolution)
+        resolution=args.resolution, sm_sharing=sm_sharing_from_args(args))
     result = run.result
     if args.trace:
         from sim.cli.run import write_trace
@@ -73,6 +86,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "precision": args.precision,
         "gpu": gpu.name,
         "cost_model": args.cost_model,
+        "sm_sharing": args.sm_sharing,
         "policy": run.run.policy,
         "makespan_us": result.makespan_s * US_PER_S,
         "kernels": len(result.kernels),
@@ -80,6 +94,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "events": event_count(run.program),
         "busy_sm_fraction": busy_sm_fraction(result),
         "dram_utilisation": dram_utilisation(result),
+        "sm_throughput_in_use": sm_throughput_in_use(result),
     }
     if args.json:
         print_json(summary)
@@ -89,8 +104,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
               f"cost model {args.cost_model}")
         print(f"makespan: {summary['makespan_us']:,.1f} us   kernels: {summary['kernels']}   "
               f"streams: {summary['streams']}   events: {summary['events']}")
+        throughput = "   ".join(f"{r} throughput: {v:.1%}"
+                                   for r, v in summary["sm_throughput_in_use"].items() if v)
         print(f"busy SMs: {summary['busy_sm_fraction']:.1%}   "
-              f"DRAM utilisation: {summary['dram_utilisation']:.1%}")
+              f"DRAM utilisation: {summary['dram_utilisation']:.1%}"
+              + (f"   {throughput}" if throughput else ""))
     if args.trace and not args.json:
         print(f"trace written to {args.trace}")
     return 0

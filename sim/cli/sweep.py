@@ -2,10 +2,10 @@
 
 ``gpusim sweep`` takes the grid from options (``--set FIELD=V1,V2,...`` repeated, and comma
 lists for ``--gpu``, ``--workload``, ``--batch``, ``--phase``, ``--precision``,
-``--cost-model``, ``--policy``; the grid is their Cartesian product) or from a TOML file
-(see :mod:`sim.analysis.sweep.points`). With ``--out`` it writes rows to CSV/Parquet as they finish
-and prints a summary; without, it prints the rows. Ctrl-C stops it with the finished rows
-saved; ``--resume`` continues.
+``--cost-model``, ``--sm-sharing``, ``--policy``; the grid is their Cartesian product) or from
+a TOML file (see :mod:`sim.analysis.sweep.points`). With ``--out`` it writes rows to
+CSV/Parquet as they finish and prints a summary; without, it prints the rows. Ctrl-C stops it
+with the finished rows saved; ``--resume`` continues.
 
 Before anything runs, the values every point shares the meaning of are checked: GPU
 presets or spec files, and, for the limits evaluator, workload names, phases, precisions
@@ -45,6 +45,7 @@ _GRID_OPTIONS: tuple[tuple[str, str], ...] = (
     ("--phase", "phase"),
     ("--precision", "precision"),
     ("--cost-model", "cost_model"),
+    ("--sm-sharing", "sm_sharing"),
     ("--policy", "policy"),
 )
 #: Result columns the table shows for a limits sweep (when present).
@@ -81,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     grid.add_argument("--phase", help="inference and/or training (default: inference)")
     grid.add_argument("--precision", help="fp32, tf32, fp16, bf16 (default: fp32)")
     grid.add_argument("--cost-model", help="cost model(s) (default: roofline)")
+    grid.add_argument("--sm-sharing", metavar="on|off",
+                      help="SM throughput sharing and the memory-parallelism bound in the "
+                      "engine: on, off or on,off as an axis (default: on)")
     grid.add_argument("--policy", help="policy name(s), or 'all' for every policy in one "
                       "row (default: all)")
     run = p.add_argument_group("running")

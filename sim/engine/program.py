@@ -3,9 +3,11 @@
 A :class:`Program` is what a host thread would issue to one GPU: a list of streams and a
 list of kernel launches in host (program) order. Each :class:`Launch` says which stream it
 goes to, its launch configuration (grid, threads, registers, shared memory), how long one of
-its blocks runs when nothing slows it (``block_time_s``), how many bytes the whole kernel
-moves to and from DRAM, and which other kernels it must wait for (``after``: a cross-stream
-event, or a no-op within one stream since a stream is FIFO anyway).
+its blocks runs when nothing slows it (``block_time_s``), what share of its SM's throughput
+one block uses meanwhile (``sm_throughput``, per execution resource; none: a block that only
+waits), how many bytes the whole kernel moves to and from DRAM, and which other kernels it
+must wait for (``after``: a cross-stream event, or a no-op within one stream since a stream
+is FIFO anyway).
 
 Programs are validated on construction: every error names the stream or kernel at fault
 (unknown stream, unknown or duplicate kernel, an ``after`` that names a kernel launched
@@ -24,25 +26,45 @@ The JSON form, with times in microseconds, is the ``gpusim run`` input::
     {"gpu": "h100",
      "streams": [{"name": "a", "priority": 0}, {"name": "b", "sms": "0-65"}],
      "kernels": [{"name": "k0", "stream": "a", "grid": 2112, "threads": 256, "regs": 32,
-                  "smem": 0, "block_time_us": 10.0, "dram_bytes": 0, "after": []}]}
+                  "smem": 0, "block_time_us": 10.0, "dram_bytes": 0, "after": [],
+                  "sm_throughput": 0.125},
+                 {"name": "k1", "stream": "b", "grid": 528, "threads": 256, "regs": 32,
+                  "work": {"flop": 2e9, "dram_bytes": 1e8, "math": "fp32"}}]}
+
+A kernel gives either ``block_time_us`` (and optionally ``dram_bytes`` and
+``sm_throughput``: a number in [0, 1], the share of the SM's FP32/SIMT throughput, or a
+mapping ``{"simt": x, "tensor": y}``; absent means 0, pure latency, as a sleep kernel) or
+``work`` (the whole kernel's FLOPs, DRAM bytes and math precision: ``fp32`` on the CUDA
+cores, ``tf32``/``fp16``/``bf16`` on tensor cores), which the cost model prices into block
+time, demands and bytes (:func:`load_program`'s ``cost_model``; a ``kind`` naming a
+:class:`~gpu_models.kernel.KernelKind` picks its efficiencies, any other kind is priced as
+``micro``: the program states its own work).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpu_models.cost import resolve_cost_model
 from gpu_models.datafile import read_data_file
 from gpu_models.errors import GpusimError
-from gpu_models.kernel import KernelCost, KernelSpec
+from gpu_models.kernel import (
+    CostModel,
+    KernelCost,
+    KernelKind,
+    KernelSpec,
+    check_sm_throughput,
+)
 from gpu_models.occupancy import launch_failure
 from gpu_models.presets import list_presets, load_gpu, spec_from_mapping
-from gpu_models.spec import GPUSpec
+from gpu_models.spec import PRECISIONS, GPUSpec
 from gpu_models.units import US_PER_S
 
 #: CUDA's grid limits: ``gridDim.x`` up to 2^31 - 1, ``gridDim.y`` and ``gridDim.z`` up to 65535.
@@ -134,6 +156,11 @@ class Launch:
     after: tuple[str, ...] = ()
     kind: str = ""
     layer: str = ""
+    #: Share of its SM's throughput one block uses when it runs unimpeded, per execution
+    #: resource (:data:`gpu_models.kernel.SM_RESOURCES`); none: the block only waits.
+    sm_throughput: Mapping[str, float] = field(default_factory=dict, hash=False)
+    #: Bytes one block keeps in flight to DRAM beyond its warps' streaming rate (§6.7).
+    bytes_in_flight_B: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -186,6 +213,13 @@ class Launch:
                               f"time) is not finite: the block time "
                               f"{self.block_time_s!r} s is too small for dram_bytes "
                               f"{self.dram_bytes!r}")
+        object.__setattr__(self, "sm_throughput",
+                           check_sm_throughput(self.sm_throughput, f"{who}: sm_throughput"))
+        if (not _is_number(self.bytes_in_flight_B)
+                or not 0 <= self.bytes_in_flight_B < math.inf):
+            raise GpusimError(f"{who}: bytes_in_flight_B must be a finite number >= 0 "
+                              f"(got {self.bytes_in_flight_B!r})")
+        object.__setattr__(self, "bytes_in_flight_B", float(self.bytes_in_flight_B))
         after = tuple(self.after) if isinstance(self.after, (list, tuple)) else self.after
         if not isinstance(after, tuple) or not all(isinstance(a, str) for a in after):
             raise GpusimError(f"{who}: after must be a list of kernel names (got {self.after!r})")
@@ -213,8 +247,9 @@ class Launch:
         :class:`~gpu_models.kernel.KernelSpec` + :class:`~gpu_models.kernel.KernelCost`.
 
         ``grid`` and ``block_time_s`` replace the kernel's own (a capped grid of longer
-        blocks: :func:`sim.scheduling.base.capped_launch`); ``name`` defaults to the
-        kernel's.
+        blocks: :func:`sim.scheduling.base.capped_launch`, whose blocks use their SMs at
+        the same rate); ``name`` defaults to the kernel's. What a block uses
+        (``sm_throughput``, ``bytes_in_flight_B``) is the cost model's.
         """
         return cls(
             name=kernel.name if name is None else name, stream=stream,
@@ -222,7 +257,8 @@ class Launch:
             regs_per_thread=kernel.regs_per_thread, smem_per_block_B=kernel.smem_per_block_B,
             block_time_s=cost.block_time_s if block_time_s is None else block_time_s,
             dram_bytes=cost.dram_bytes, after=tuple(after), kind=kernel.kind.value,
-            layer=kernel.layer,
+            layer=kernel.layer, sm_throughput=cost.sm_throughput,
+            bytes_in_flight_B=cost.bytes_in_flight_B,
         )
 
 
@@ -280,17 +316,22 @@ class Program:
         raise GpusimError(f"unknown kernel {name!r}")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, base_dir: Path | None = None) -> Program:
+    def from_dict(cls, data: Mapping[str, Any], *, base_dir: Path | None = None,
+                  cost_model: str | CostModel = "roofline",
+                  origin: str | GPUSpec | None = None) -> Program:
         """Build a program from its JSON form (times in us). ``base_dir`` resolves a
-        relative GPU spec path (``load_program`` passes the program file's folder)."""
-        return _from_dict(data, base_dir)
+        relative GPU spec path (``load_program`` passes the program file's folder);
+        ``cost_model`` (a name or a model; ``origin`` for ``scaled``) prices the kernels
+        given as ``work``."""
+        return _from_dict(data, base_dir, cost_model, origin)
 
 
-def load_program(path: str | Path) -> Program:
-    """Read a JSON program file."""
+def load_program(path: str | Path, *, cost_model: str | CostModel = "roofline",
+                 origin: str | GPUSpec | None = None) -> Program:
+    """Read a JSON program file; ``cost_model`` prices the kernels given as ``work``."""
     path = Path(path)
     data = read_data_file(path, "program file")
-    return Program.from_dict(data, base_dir=path.parent)
+    return Program.from_dict(data, base_dir=path.parent, cost_model=cost_model, origin=origin)
 
 
 # ---------------------------------------------------------------------- validation
@@ -372,11 +413,13 @@ def _check_acyclic(program: Program) -> None:
 _TOP_KEYS = {"gpu", "launch_overhead_us", "event_overhead_us", "streams", "kernels"}
 _STREAM_KEYS = {"name", "priority", "sms"}
 _KERNEL_KEYS = {"name", "stream", "grid", "threads", "regs", "smem", "block_time_us",
-                "dram_bytes", "after", "kind", "layer"}
-_KERNEL_REQUIRED = ("name", "stream", "grid", "threads", "regs", "block_time_us")
+                "dram_bytes", "after", "kind", "layer", "sm_throughput", "work"}
+_KERNEL_REQUIRED = ("name", "stream", "grid", "threads", "regs")
+_WORK_KEYS = {"flop", "dram_bytes", "math"}
 
 
-def _from_dict(data: Mapping[str, Any], base_dir: Path | None) -> Program:
+def _from_dict(data: Mapping[str, Any], base_dir: Path | None, cost_model: str | CostModel,
+               origin: str | GPUSpec | None) -> Program:
     if not isinstance(data, Mapping):
         raise GpusimError("a program must be a JSON object with 'gpu', 'streams' and 'kernels'")
     _no_unknown_keys(data, _TOP_KEYS, "program")
@@ -389,7 +432,10 @@ def _from_dict(data: Mapping[str, Any], base_dir: Path | None) -> Program:
     if not isinstance(data["kernels"], list):
         raise GpusimError("program: 'kernels' must be a list of kernel objects")
     streams = tuple(_stream_from(i, s) for i, s in enumerate(data["streams"]))
-    kernels = tuple(_kernel_from(i, k) for i, k in enumerate(data["kernels"]))
+    model: CostModel | None = None
+    if any(isinstance(k, Mapping) and "work" in k for k in data["kernels"]):
+        model = resolve_cost_model(cost_model, gpu, origin=origin)
+    kernels = tuple(_kernel_from(i, k, gpu, model) for i, k in enumerate(data["kernels"]))
     return Program(
         gpu=gpu,
         streams=streams,
@@ -423,14 +469,28 @@ def _stream_from(index: int, value: Any) -> StreamDef:
                      sms=value.get("sms"))
 
 
-def _kernel_from(index: int, value: Any) -> Launch:
+def _kernel_from(index: int, value: Any, gpu: GPUSpec, model: CostModel | None) -> Launch:
     if not isinstance(value, Mapping):
         raise GpusimError(f"program: kernels[{index}] must be an object (got {value!r})")
     who = f"kernel {value.get('name', f'#{index}')!r}"
     _no_unknown_keys(value, _KERNEL_KEYS, who)
     missing = [k for k in _KERNEL_REQUIRED if k not in value]
+    if "work" in value:
+        given = [k for k in ("block_time_us", "dram_bytes", "sm_throughput") if k in value]
+        if given:
+            raise GpusimError(f"{who}: give either work (priced by the cost model) or "
+                              f"block_time_us with dram_bytes and sm_throughput, not both "
+                              f"(also has {', '.join(given)})")
+    elif "block_time_us" not in value:
+        missing.append("block_time_us (or work)")
     if missing:
         raise GpusimError(f"{who}: missing key(s) {', '.join(missing)}")
+    after = value.get("after", [])
+    if not isinstance(after, list):
+        raise GpusimError(f"{who}: after must be a list of kernel names (got {after!r})")
+    if "work" in value:
+        assert model is not None
+        return _priced_kernel(value, who, gpu, model, tuple(after))
     block_time = value["block_time_us"]
     if not _is_number(block_time):
         raise GpusimError(f"{who}: block_time_us must be a number (got {block_time!r})")
@@ -451,9 +511,6 @@ def _kernel_from(index: int, value: Any) -> Launch:
         raise GpusimError(f"{who}: DRAM demand per block (dram_bytes / blocks / "
                           f"block_time_us) is not finite: block_time_us {block_time!r} is too "
                           f"small for dram_bytes {dram!r}")
-    after = value.get("after", [])
-    if not isinstance(after, list):
-        raise GpusimError(f"{who}: after must be a list of kernel names (got {after!r})")
     return Launch(
         name=value["name"],
         stream=value["stream"],
@@ -466,7 +523,78 @@ def _kernel_from(index: int, value: Any) -> Launch:
         after=tuple(after),
         kind=_text(value, "kind", who),
         layer=_text(value, "layer", who),
+        sm_throughput=_sm_throughput(value, who),
     )
+
+
+def _sm_throughput(value: Mapping[str, Any], who: str) -> Mapping[str, float]:
+    """``sm_throughput`` as written: a number (the SIMT share) or a resource mapping."""
+    shares = value.get("sm_throughput", {})
+    if _is_number(shares):
+        if not 0 <= shares <= 1:
+            raise GpusimError(f"{who}: sm_throughput must be a number in [0, 1] or a mapping "
+                              f"resource -> share (got {shares!r})")
+        return {"simt": float(shares)}
+    if not isinstance(shares, Mapping):
+        raise GpusimError(f"{who}: sm_throughput must be a number in [0, 1] or a mapping "
+                          f"resource -> share such as {{\"simt\": 0.5}} (got {shares!r})")
+    return check_sm_throughput(shares, f"{who}: sm_throughput")
+
+
+def _priced_kernel(value: Mapping[str, Any], who: str, gpu: GPUSpec, model: CostModel,
+                   after: tuple[str, ...]) -> Launch:
+    """A kernel given as ``work``, priced by ``model`` on ``gpu``."""
+    work = value["work"]
+    if not isinstance(work, Mapping):
+        raise GpusimError(f"{who}: work must be an object {{\"flop\": F, \"dram_bytes\": B, "
+                          f"\"math\": \"fp32\"}} (got {work!r})")
+    _no_unknown_keys(work, _WORK_KEYS, f"{who}: work")
+    if "flop" not in work:
+        raise GpusimError(f"{who}: work needs 'flop' (the whole kernel's FLOPs)")
+    for key in ("flop", "dram_bytes"):
+        number = work.get(key, 0.0)
+        if not _is_number(number) or not 0 <= number < math.inf:
+            raise GpusimError(f"{who}: work.{key} must be a finite number >= 0 "
+                              f"(got {number!r})")
+    math_name = work.get("math", "fp32")
+    if math_name not in PRECISIONS:
+        raise GpusimError(f"{who}: work.math must be one of {', '.join(PRECISIONS)} "
+                          f"(got {math_name!r})")
+    tensor = math_name != "fp32"
+    if tensor and getattr(gpu, f"peak_{math_name}_tensor_flop_per_s") <= 0:
+        raise GpusimError(f"{who}: work.math {math_name!r} runs on tensor cores, which "
+                          f"{gpu.name} lacks for {math_name} "
+                          f"(peak_{math_name}_tensor_flop_per_s = 0)")
+    kind = _text(value, "kind", who)
+    smem = value.get("smem", 0)
+    grid = value["grid"]
+    for key, number, low in (("threads", value["threads"], 1), ("regs", value["regs"], 0),
+                             ("smem", smem, 0)):
+        if not _is_int(number) or number < low:
+            raise GpusimError(f"{who}: {key} must be an integer >= {low} (got {number!r})")
+    shape = grid if isinstance(grid, list) else [grid]
+    if not 1 <= len(shape) <= 3 or not all(_is_int(g) and g >= 1 for g in shape):
+        raise GpusimError(f"{who}: grid must be a positive integer or 1-3 positive integers "
+                          f"[x, y, z] (got {grid!r})")
+    x, y, z = (*(int(g) for g in shape), 1, 1)[:3]
+    why = launch_failure(gpu, value["threads"], value["regs"], smem)
+    if why is not None:
+        raise GpusimError(f"kernel {value['name']!r} can never fit an SM of {gpu.name}: {why}")
+    spec = KernelSpec(
+        name=str(value["name"]),
+        kind=KernelKind(kind) if kind in {k.value for k in KernelKind} else KernelKind.MICRO,
+        grid=(x, y, z), threads=value["threads"],
+        regs_per_thread=value["regs"], smem_per_block_B=smem, flops=float(work["flop"]),
+        dram_bytes=float(work.get("dram_bytes", 0.0)), dtype=math_name, tensor_cores=tensor,
+        layer=_text(value, "layer", who))
+    try:
+        cost = model(spec, gpu)
+    except GpusimError as exc:
+        raise GpusimError(f"{who}: work cannot be priced: {exc}") from None
+    launch = Launch.from_kernel(spec, cost, stream=value["stream"], after=after,
+                                grid=grid if isinstance(grid, int) else tuple(grid))
+    # Keep the program's own label (priced as micro when it names no KernelKind).
+    return dataclasses.replace(launch, kind=kind)
 
 
 def _no_unknown_keys(value: Mapping[str, Any], allowed: set[str], who: str) -> None:

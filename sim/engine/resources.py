@@ -1,34 +1,39 @@
-"""Hardware pieces the engine drives: the SMs' resource accounting and DRAM bandwidth.
+"""Hardware pieces the engine drives: SM resources, SM throughput and DRAM bandwidth.
 
-**SMs.** :class:`SMArray` holds, for every SM, what is still free: warps, block slots,
-shared memory (the carveout is ``smem_per_sm_B``, the default maximum) and registers. The
-register file is split into ``sub_partitions`` pools (one per warp scheduler); every warp of
-a block takes ``regs_per_warp`` registers from one pool, the pool with the most free
+**SM resources.** :class:`SMArray` holds, for every SM, what is still free: warps, block
+slots, shared memory (the carveout is ``smem_per_sm_B``, the default maximum) and registers.
+The register file is split into ``sub_partitions`` pools (one per warp scheduler); every
+warp of a block takes ``regs_per_warp`` registers from one pool, the pool with the most free
 registers first (lowest pool index on a tie). A block's allocated size comes from
 :func:`gpu_models.occupancy.block_footprint`, so an empty SM holds exactly
 ``occupancy(...).blocks_per_sm`` blocks of one kernel. State lives in numpy arrays so that
 a dispatch pass can ask every SM at once how many more blocks of a kernel it can take.
 
-**DRAM.** :class:`Dram` is a fluid resource (docs/model.md §6.7). A running block of a kernel
-with DRAM traffic asks for ``dram_bytes / blocks / block_time_s`` bytes/s. While the summed
-demand of the running blocks fits the bandwidth every block runs at full speed. Beyond it
-the bandwidth is shared max-min fairly (water-filling) among the blocks: blocks that ask
-for less than the fair share get what they ask and keep full speed (they are not
-memory-bound); the others each get the fair share of what is left and progress at rate
-``share / demand`` (compute-only blocks always at rate 1). All blocks of one kernel have the
-same demand and so the same rate: progress is kept as one *virtual clock per kernel* and
-its groups wait in a per-kernel heap keyed by the virtual time at which they finish, so a
-rate change costs O(K log K) for K running memory kernels, not one update per block.
+**SM throughput** (docs/model.md §6.7). :class:`SMThroughput` shares each SM's execution
+resources (:data:`~gpu_models.kernel.SM_RESOURCES`: FP32/SIMT pipes, tensor cores; capacity 1
+each) among the blocks running there, as a fluid: while the blocks' summed demand on a
+resource fits, all run at full speed; beyond it the resource is shared max-min fairly
+(:func:`gpu_models.sharing.max_min_rates`): blocks asking less than the fair share keep full
+speed, the others get the fair share. A block's SM rate is the smallest over its resources.
+
+**DRAM** (docs/model.md §6.7). :class:`Dram` gives each running kernel that uses DRAM its
+share of the bandwidth: bounded by the memory-level parallelism of its resident blocks
+(:class:`gpu_models.memory.MemorySystem`) and shared max-min fairly per block beyond the
+bandwidth; without the parallelism bound (``--sm-sharing off``) only the max-min rule.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
+from gpu_models.kernel import SM_RESOURCES
+from gpu_models.memory import MemorySystem
 from gpu_models.occupancy import LIMITERS, BlockFootprint
+from gpu_models.sharing import max_min_rates, max_min_rates_columns
 from gpu_models.spec import GPUSpec
 
 IntArray = np.ndarray
@@ -57,8 +62,10 @@ class SMArray:
         self._no_limit = np.full(self.count, spec.max_blocks_per_sm, dtype=np.int64)
         #: Per footprint, the row one block takes when its warps are dealt evenly.
         self._even_takes: dict[BlockFootprint, IntArray] = {}
-        #: Resident takes (what :meth:`allocate` returned) in which some SM took unequal
-        #: registers from its pools; while there are none, every SM's pools are equal.
+        #: Rows of resident takes (what :meth:`allocate` returned, one row per SM) that took
+        #: unequal registers from the SM's pools; while there are none, every SM's pools are
+        #: equal. Counted by row, so that a take given back in parts (a group split by SM,
+        #: docs/model.md §6.9) is counted off exactly.
         self._uneven_takes = 0
 
     @property
@@ -156,7 +163,7 @@ class SMArray:
             taken[:, 2] = counts * fp.smem_B
             taken[:, 3:] = take_register_warps(self.free[sm_ids, 3:], fp.regs_per_warp,
                                                taken[:, 0]) * fp.regs_per_warp
-            self._uneven_takes += _unequal_pools(taken[:, 3:])
+            self._uneven_takes += _unequal_rows(taken[:, 3:])
         self.free[sm_ids] -= taken
         return taken
 
@@ -175,15 +182,15 @@ class SMArray:
         if fp.regs_per_warp:
             taken[0, 3:] = greedy_register_warps(self.free[sm_id, 3:], fp.regs_per_warp,
                                                  fp.warps) * fp.regs_per_warp
-            self._uneven_takes += _unequal_pools(taken[:, 3:])
+            self._uneven_takes += _unequal_rows(taken[:, 3:])
         self.free[sm_id] -= taken[0]
         return taken
 
     def release(self, sm_ids: IntArray, taken: IntArray) -> None:
-        """Give back what :meth:`allocate` took."""
+        """Give back what :meth:`allocate` took (or some of its rows)."""
         self.free[sm_ids] += taken
         if self._uneven_takes:
-            self._uneven_takes -= _unequal_pools(taken[:, 3:])
+            self._uneven_takes -= _unequal_rows(taken[:, 3:])
 
     def check(self) -> None:
         """Raise AssertionError if any SM is over any resource (used by tests)."""
@@ -194,6 +201,11 @@ class SMArray:
 def _unequal_pools(pools: IntArray) -> bool:
     """Does some row of ``pools`` (one column per register pool) hold unequal values?"""
     return bool((pools != pools[:, :1]).any())
+
+
+def _unequal_rows(pools: IntArray) -> int:
+    """Rows of ``pools`` that hold unequal values."""
+    return int(np.count_nonzero((pools != pools[:, :1]).any(axis=1)))
 
 
 def greedy_register_warps(free_regs: IntArray, regs_per_warp: int, warps: int) -> IntArray:
@@ -245,146 +257,220 @@ def take_register_warps(free_regs: IntArray, regs_per_warp: int, warps: IntArray
     return np.where(k[:, None] > 0, taken, 0)
 
 
-class _Flow:
-    """The running blocks of one kernel that use DRAM: they share one demand and one rate.
+#: Shares are kept as whole multiples of 1 / SHARE_UNITS, so that the load on an SM is an
+#: integer sum: exact, the same whatever the order blocks came and went in (0.25 x 4 is
+#: exactly the SM's capacity). The rounding is below 1e-12 of a share.
+SHARE_UNITS = 2**40
 
-    ``virtual_s`` is the progress (seconds of block time) the kernel's blocks have made since
-    the flow began; ``heap`` holds ``(virtual finish, insertion number, token)`` per group.
+
+class SMThroughput:
+    """Per-SM fluid sharing of the execution resources by the running blocks.
+
+    Kernels whose blocks use an SM resource hold a *slot*: a row of block counts per SM and
+    each block's demand per resource. Loads per SM and resource are kept as integers
+    (:data:`SHARE_UNITS`), updated as blocks start and end, so the same blocks give the same
+    loads however they were grouped. :meth:`settle` recomputes the SM rate of every slot on
+    the SMs whose blocks changed.
     """
 
-    __slots__ = ("blocks", "demand_Bps", "heap", "rate", "virtual_s")
+    def __init__(self, sm_count: int) -> None:
+        self.count = sm_count
+        self.resources = len(SM_RESOURCES)
+        self._capacity = 4
+        self.counts = np.zeros((self._capacity, sm_count), dtype=np.int64)
+        self.demand = np.zeros((self._capacity, self.resources))
+        self._units = np.zeros((self._capacity, self.resources), dtype=np.int64)
+        #: Load of each SM per resource, in SHARE_UNITS (capacity: SHARE_UNITS).
+        self.loads = np.zeros((self.resources, sm_count), dtype=np.int64)
+        #: SM rate of each slot's blocks on each SM (1 where it has none).
+        self.sigma = np.ones((self._capacity, sm_count))
+        self._free = list(range(self._capacity - 1, -1, -1))
+        #: Slots in use as (kernel launch sequence, slot), in launch order.
+        self.active: list[tuple[int, int]] = []
+        #: SMs over-subscribed on each resource, and whether any is.
+        self.over = np.zeros((self.resources, sm_count), dtype=bool)
+        self.oversubscribed = np.zeros(self.resources, dtype=bool)
+        self._max_per_sm: dict[int, int] = {}
+        self._dirty = np.zeros(sm_count, dtype=bool)
+        self._any_dirty = False
+        self._reorder()
 
-    def __init__(self, demand_Bps: float) -> None:
-        self.blocks = 0
-        self.demand_Bps = demand_Bps
-        self.rate = 1.0
-        self.virtual_s = 0.0
-        self.heap: list[tuple[float, int, object]] = []
+    def acquire(self, seq: int, demand: Sequence[float], max_per_sm: int) -> int:
+        """A slot for kernel ``seq`` whose blocks each ask ``demand`` (per resource), at most
+        ``max_per_sm`` of them on one SM (its occupancy)."""
+        if not self._free:
+            grow = self._capacity
+            self.counts = np.vstack([self.counts, np.zeros((grow, self.count), np.int64)])
+            self.demand = np.vstack([self.demand, np.zeros((grow, self.resources))])
+            self._units = np.vstack([self._units,
+                                     np.zeros((grow, self.resources), dtype=np.int64)])
+            self.sigma = np.vstack([self.sigma, np.ones((grow, self.count))])
+            self._free = list(range(2 * grow - 1, grow - 1, -1))
+            self._capacity *= 2
+        slot = self._free.pop()
+        self._units[slot] = [round(d * SHARE_UNITS) for d in demand]
+        self.demand[slot] = self._units[slot] / SHARE_UNITS
+        self._max_per_sm[slot] = max_per_sm
+        index = len(self.active)
+        while index and self.active[index - 1][0] > seq:
+            index -= 1
+        self.active.insert(index, (seq, slot))
+        self._reorder()
+        return slot
+
+    def release(self, slot: int) -> None:
+        """The kernel of ``slot`` completed (none of its blocks run)."""
+        self.active = [(s, k) for s, k in self.active if k != slot]
+        self.demand[slot] = 0.0
+        self._units[slot] = 0
+        self.sigma[slot] = 1.0
+        self._free.append(slot)
+        self._reorder()
+
+    def _reorder(self) -> None:
+        """Cache the active slots in launch order, and per resource those that use it."""
+        self._slots = [slot for _, slot in self.active]
+        self._rows = np.array(self._slots, dtype=np.int64)
+        self._users = [[(row, float(self.demand[slot, r])) for row, slot in enumerate(self._slots)
+                        if self.demand[slot, r] > 0] for r in range(self.resources)]
+        # The most any SM could be asked, per resource: every kernel at its occupancy. While
+        # it fits, no SM can be over-subscribed and settling costs nothing.
+        self._bound = [sum(self._max_per_sm[slot] * int(self._units[slot, r])
+                           for slot in (self._slots[row] for row, _ in users))
+                       for r, users in enumerate(self._users)]
+        self.per_slot_demand = {slot: tuple(float(v) for v in self.demand[slot])
+                                for slot in self._slots}
+        self._slot_units = {slot: [(r, int(u)) for r, u in enumerate(self._units[slot]) if u]
+                            for slot in self._slots}
+
+    def add(self, slot: int, sm_ids: IntArray, counts: IntArray) -> None:
+        self.counts[slot, sm_ids] += counts
+        for r, units in self._slot_units[slot]:
+            self.loads[r, sm_ids] += counts * units
+        self._dirty[sm_ids] = True
+        self._any_dirty = True
+
+    def remove(self, slot: int, sm_ids: IntArray, counts: IntArray) -> None:
+        self.counts[slot, sm_ids] -= counts
+        for r, units in self._slot_units[slot]:
+            self.loads[r, sm_ids] -= counts * units
+        self._dirty[sm_ids] = True
+        self._any_dirty = True
+
+    def settle(self) -> list[int]:
+        """Recompute the SM rates on the SMs whose blocks changed since the last call;
+        returns the slots whose rate changed on some SM where they have blocks."""
+        if not self._any_dirty:
+            return []
+        self._any_dirty = False
+        if not self.oversubscribed.any() and all(b <= SHARE_UNITS for b in self._bound):
+            self._dirty[:] = False
+            return []  # no mix of the running kernels can over-subscribe an SM
+        over_now = self.loads > SHARE_UNITS
+        oversubscribed = np.asarray(over_now.any(axis=1))
+        if not oversubscribed.any() and not self.oversubscribed.any():
+            self._dirty[:] = False
+            return []  # no SM is or was over-subscribed: every rate is and stays 1
+        # Only changed SMs over-subscribed now or before can have (had) rates below 1.
+        touched = self._dirty & (over_now | self.over).any(axis=0)
+        self._dirty[:] = False
+        self.over = over_now
+        self.oversubscribed = oversubscribed
+        ids = np.flatnonzero(touched)
+        if not len(ids):
+            return []
+        over = over_now[:, ids]
+        counts = self.counts[self._rows[:, None], ids]
+        sigma = np.ones((len(self._slots), len(ids)))
+        # Water-fill each over-subscribed resource on every touched SM at once; a block's
+        # SM rate is the smallest over its resources.
+        for r, users in enumerate(self._users):
+            if users and over[r].any():
+                rows = [row for row, _ in users]
+                rates = max_min_rates_columns(1.0, counts[rows], [d for _, d in users])
+                sigma[rows] = np.minimum(sigma[rows], rates)
+        sigma[counts == 0] = 1.0  # no blocks there: nothing to slow
+        old = self.sigma[self._rows[:, None], ids]
+        changed = ((sigma != old) & (counts > 0)).any(axis=1)
+        self.sigma[self._rows[:, None], ids] = sigma
+        return [slot for slot, c in zip(self._slots, changed.tolist(), strict=True) if c]
+
+    def peak_load(self, factors: dict[int, float]) -> IntArray:
+        """Largest delivered load on any SM, per resource (``factors``: DRAM factor per
+        slot): every SM must stay within its capacity (the reference mode checks it)."""
+        load = np.zeros((self.resources, self.count))
+        for _, slot in self.active:
+            rate = self.counts[slot] * self.sigma[slot] * factors.get(slot, 1.0)
+            load += self.demand[slot][:, None] * rate[None, :]
+        return load.max(axis=1)
+
+
+class MemoryFlow(NamedTuple):
+    """What one running kernel asks of DRAM (a tuple: cheap to build and to key a cache)."""
+
+    #: Running blocks.
+    blocks: int
+    #: Unimpeded demand of one block (bandwidth-equivalent bytes/s).
+    demand_per_block_Bps: float
+    #: Demand of all its blocks at their SM rates.
+    asked_Bps: float
+    #: Bytes its resident blocks keep in flight.
+    in_flight_B: float
+
+
+@dataclass(frozen=True)
+class MemoryAllocation:
+    """:meth:`Dram.share`'s answer."""
+
+    #: Rate factor of each flow's blocks (1: not slowed by DRAM).
+    factors: tuple[float, ...]
+    used_Bps: float
+    #: Unimpeded demand above the bandwidth, and the bandwidth used up (without the
+    #: parallelism bound the second follows from the first).
+    saturated: bool
+    #: Some kernel got less than it asked while the bandwidth was not used up: held back by
+    #: the memory-level parallelism of its resident warps.
+    parallelism_bound: bool
 
 
 class Dram:
-    """DRAM bandwidth shared max-min fairly (water-filling) by the running blocks that use it.
+    """DRAM bandwidth shared by the running kernels that use it (module docstring)."""
 
-    The sharing unit is the kernel: its ``n`` running blocks each ask for ``d`` bytes/s. If
-    the summed demand fits the bandwidth every block runs at rate 1. Otherwise kernels are
-    taken in increasing per-block demand (ties by launch order); while a kernel's per-block
-    demand is at most the fair share (bandwidth left / blocks left) its blocks get all they
-    ask (rate 1) and leave the rest; the remaining kernels' blocks each get the fair share,
-    i.e. progress at rate ``fair / d``. Each kernel keeps its own virtual clock and a heap of
-    its groups keyed by virtual finish, so a change of the running set costs O(K log K) for
-    K memory kernels (K <= ``max_resident_grids``), not one update per block. Demand is summed
-    in launch order, so the same running blocks give the same float rates whatever the
-    grouping.
-    """
+    #: Allocations remembered (a pure function of the flows: waves of a kernel repeat them).
+    CACHE_SIZE = 4096
 
-    def __init__(self, bandwidth_Bps: float) -> None:
+    def __init__(self, bandwidth_Bps: float, memory: MemorySystem | None) -> None:
         self.bandwidth_Bps = bandwidth_Bps
-        #: Running memory kernels by launch sequence number.
-        self._flows: dict[int, _Flow] = {}
-        self.demand_Bps = 0.0
-        self._updated_s = 0.0
-        self._seq = itertools.count()
-        #: The kernel whose group :meth:`next_finish_delay_s` found due first.
-        self._due: int | None = None
-        #: Time with summed demand above the bandwidth.
-        self.saturated_s = 0.0
-        #: Bandwidth used, as a step function: (time, bytes/s) at each change.
-        self.used_Bps: list[tuple[float, float]] = [(0.0, 0.0)]
+        #: The memory-parallelism bound; ``None``: bandwidth shared max-min fairly only.
+        self.memory = memory
+        self._cache: dict[tuple[MemoryFlow, ...], MemoryAllocation] = {}
 
-    def rate(self, kernel_seq: int) -> float:
-        """Current progress rate of a running memory kernel's blocks (1.0 if none run)."""
-        flow = self._flows.get(kernel_seq)
-        return 1.0 if flow is None else flow.rate
+    def share(self, flows: Sequence[MemoryFlow]) -> MemoryAllocation:
+        """Each flow's rate factor; flows in launch order (sums run in that order)."""
+        key = tuple(flows)
+        allocation = self._cache.get(key)
+        if allocation is None:
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()
+            allocation = self._cache[key] = self._share(key)
+        return allocation
 
-    def advance(self, now_s: float) -> None:
-        """Move every kernel's virtual clock to ``now_s`` at its current rate."""
-        dt = now_s - self._updated_s
-        if dt > 0:
-            for flow in self._flows.values():
-                flow.virtual_s += flow.rate * dt
-            if self.demand_Bps > self.bandwidth_Bps:
-                self.saturated_s += dt
-            self._updated_s = now_s
-
-    def start(self, now_s: float, kernel_seq: int, blocks: int, demand_per_block_Bps: float,
-              duration_s: float, token: object) -> None:
-        """``blocks`` blocks of one kernel start now; ``token`` comes back when they end."""
-        self.advance(now_s)
-        flow = self._flows.get(kernel_seq)
-        if flow is None:
-            flow = self._flows[kernel_seq] = _Flow(demand_per_block_Bps)
-        heapq.heappush(flow.heap, (flow.virtual_s + duration_s, next(self._seq), token))
-        flow.blocks += blocks
-        self._rerate(now_s)
-
-    def next_finish_delay_s(self) -> float | None:
-        """Real time until the next memory group finishes at the current rates (the earliest;
-        on a tie, the kernel launched first)."""
-        best: float | None = None
-        due = -1
-        for seq, flow in self._flows.items():
-            if flow.heap:
-                delay = (flow.heap[0][0] - flow.virtual_s) / flow.rate
-                if best is None or delay < best or (delay == best and seq < due):
-                    best, due = delay, seq
-        self._due = due if best is not None else None
-        return None if best is None else max(0.0, best)
-
-    def pop_finished(self, now_s: float) -> object:
-        """Remove the group :meth:`next_finish_delay_s` found due (now) and return its token
-        (its blocks are not yet freed)."""
-        self.advance(now_s)
-        assert self._due is not None
-        flow = self._flows[self._due]
-        finish_s, _, token = heapq.heappop(flow.heap)
-        # Snap the clock to the finish so groups that end together compare equal.
-        if finish_s > flow.virtual_s:
-            flow.virtual_s = finish_s
-        return token
-
-    def finish(self, now_s: float, kernel_seq: int, blocks: int) -> None:
-        """``blocks`` blocks of a kernel have ended."""
-        self.advance(now_s)
-        flow = self._flows[kernel_seq]
-        flow.blocks -= blocks
-        if not flow.blocks:
-            del self._flows[kernel_seq]
-        self._rerate(now_s)
-
-    def _rerate(self, now_s: float) -> None:
-        flows = self._flows
-        order = sorted(flows)  # launch order: a deterministic float sum
-        total = 0.0
-        for seq in order:
-            flow = flows[seq]
-            total += flow.blocks * flow.demand_Bps
-        self.demand_Bps = total
-        if total <= self.bandwidth_Bps:
-            for flow in flows.values():
-                flow.rate = 1.0
-            used = total
-        else:
-            # Water-filling: smallest per-block demand first.
-            left_Bps = self.bandwidth_Bps
-            left_blocks = 0
-            for seq in order:
-                left_blocks += flows[seq].blocks
-            by_demand = sorted(order, key=lambda s: flows[s].demand_Bps)  # stable: launch order
-            i, n = 0, len(by_demand)
-            while i < n:
-                flow = flows[by_demand[i]]
-                if flow.demand_Bps * left_blocks > left_Bps:
-                    break  # it and every kernel after it get the fair share
-                flow.rate = 1.0
-                left_Bps -= flow.blocks * flow.demand_Bps
-                left_blocks -= flow.blocks
-                i += 1
-            fair_Bps = left_Bps / left_blocks if left_blocks else 0.0
-            for seq in by_demand[i:]:
-                flow = flows[seq]
-                flow.rate = fair_Bps / flow.demand_Bps
-            used = self.bandwidth_Bps
-        if self.used_Bps[-1][0] == now_s:
-            self.used_Bps[-1] = (now_s, used)
-        elif self.used_Bps[-1][1] != used:
-            self.used_Bps.append((now_s, used))
+    def _share(self, flows: Sequence[MemoryFlow]) -> MemoryAllocation:
+        demand = 0.0
+        for flow in flows:
+            demand += flow.blocks * flow.demand_per_block_Bps
+        saturated = demand > self.bandwidth_Bps
+        if self.memory is None:
+            factors = max_min_rates(self.bandwidth_Bps, [(f.blocks, f.demand_per_block_Bps)
+                                                         for f in flows])
+            used = min(demand, self.bandwidth_Bps)
+            return MemoryAllocation(tuple(factors), used, saturated, False)
+        grant = self.memory.share([f.asked_Bps for f in flows],
+                                  [self.memory.unloaded_Bps(f.in_flight_B) for f in flows],
+                                  [f.blocks for f in flows])
+        factors = [1.0 if rate >= f.asked_Bps else rate / f.asked_Bps
+                   for rate, f in zip(grant.rates_Bps, flows, strict=True)]
+        # Held back either by the bandwidth (used up) or, short of it, by parallelism.
+        used_up = grant.used_Bps >= self.bandwidth_Bps * (1 - 1e-9)
+        return MemoryAllocation(tuple(factors), grant.used_Bps, saturated and used_up,
+                                grant.limited and not used_up)

@@ -126,9 +126,17 @@ class Counters:
     false_dependency_s: float = 0.0
     #: Time a queue head had its dependencies met but the resident-grid limit was reached.
     resident_limit_s: float = 0.0
-    #: Time the running blocks asked for more DRAM bandwidth than the GPU has (then it is
-    #: shared max-min fairly: only blocks asking more than the fair share slow down).
+    #: Time the running blocks asked for more DRAM bandwidth than the GPU has and used it
+    #: all (it is shared max-min fairly: only blocks asking more than the fair share slow
+    #: down); with the parallelism bound, time they were held back short of it counts as
+    #: ``memory_parallelism_s`` instead.
     dram_saturated_s: float = 0.0
+    #: Time some kernel got less DRAM bandwidth than it asked while the bandwidth was not
+    #: used up: held back by the memory-level parallelism of its resident warps.
+    memory_parallelism_s: float = 0.0
+    #: Time some SM's running blocks asked more of an execution resource than it has (then
+    #: it is shared max-min fairly), per resource (simt, tensor).
+    sm_oversubscribed_s: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view (times in seconds)."""
@@ -143,6 +151,8 @@ class Counters:
             "false_dependency_s": self.false_dependency_s,
             "resident_limit_s": self.resident_limit_s,
             "dram_saturated_s": self.dram_saturated_s,
+            "memory_parallelism_s": self.memory_parallelism_s,
+            "sm_oversubscribed_s": dict(self.sm_oversubscribed_s),
         }
 
 
@@ -163,6 +173,10 @@ class SimResult:
     counters: Counters
     #: Per-block records: always in exact mode, in grouped mode only with record_blocks.
     blocks: tuple[BlockRecord, ...] | None = None
+    #: Fraction of the GPU's throughput in use, per SM execution resource, over time.
+    sm_throughput: Mapping[str, StepSeries] = field(default_factory=dict)
+    #: Whether SM throughput sharing and the memory-parallelism bound were on.
+    sm_sharing: bool = True
 
     def kernel(self, name: str) -> KernelRecord:
         """The record of kernel ``name``."""
@@ -196,6 +210,7 @@ class SimResult:
             "gpu": self.program.gpu.name,
             "mode": self.mode,
             "placement": self.placement,
+            "sm_sharing": self.sm_sharing,
             "makespan_us": self.makespan_s * US_PER_S,
             "kernels": [
                 {

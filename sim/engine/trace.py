@@ -3,8 +3,9 @@
 The trace is the JSON "Trace Event Format" that ``chrome://tracing`` and
 https://ui.perfetto.dev open: one process for the host with its launch calls, one for the
 GPU with one track (thread) per stream holding a complete ("X") event per kernel, and
-counter ("C") tracks for the number of busy SMs and the DRAM bandwidth in GB/s. Timestamps
-and durations are in microseconds, as the format requires.
+counter ("C") tracks for the number of busy SMs, the DRAM bandwidth in GB/s and the SM
+throughput in use (percent of the GPU's, one series per execution resource that was used;
+docs/model.md §6.7). Timestamps and durations are in microseconds, as the format requires.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def to_chrome_trace(result: SimResult) -> dict[str, Any]:
         })
     events.extend(_counter("busy SMs", "SMs", result.busy_sms, 1.0))
     events.extend(_counter("DRAM bandwidth", "GB/s", result.dram_Bps, 1 / GIGA))
+    events.extend(_throughput_counter(result))
     return {"traceEvents": events, "displayTimeUnit": "ns"}
 
 
@@ -63,4 +65,15 @@ def _counter(name: str, unit: str, series: StepSeries, scale: float) -> list[dic
     return [
         {"name": name, "ph": "C", "pid": _GPU_PID, "ts": t * US_PER_S, "args": {unit: v * scale}}
         for t, v in zip(series.times_s, series.values, strict=True)
+    ]
+
+
+def _throughput_counter(result: SimResult) -> list[dict[str, Any]]:
+    """One "SM throughput" track, a series per resource that was ever in use."""
+    used = {r: series for r, series in result.sm_throughput.items() if any(series.values)}
+    times = sorted({t for series in used.values() for t in series.times_s})
+    return [
+        {"name": "SM throughput", "ph": "C", "pid": _GPU_PID, "ts": t * US_PER_S,
+         "args": {f"{r} %": series.at(t) * 100 for r, series in used.items()}}
+        for t in times
     ]

@@ -94,6 +94,8 @@ class Plan:
     #: Sweep axes: SM counts as multiples of the GPU's, and hardware-queue counts.
     sweep_sm_factors: tuple[float, ...]
     sweep_connections: tuple[int, ...]
+    #: SM throughput sharing and the memory-parallelism bound in the engine.
+    sm_sharing: bool = True
 
     @cached_property
     def gpu(self) -> GPUSpec:
@@ -121,6 +123,7 @@ QUICK_POLICIES: tuple[str, ...] = ("branches", "min-streams", "critical-path",
 def make_plan(
     gpu: str = DEFAULT_GPU, *, overrides: Sequence[str] = (), quick: bool = False,
     networks: Sequence[str] | None = None,
+    sm_sharing: bool = True,
 ) -> Plan:
     """The full plan, or the quick one (two networks, two batch sizes, a 2 x 2 sweep).
 
@@ -147,7 +150,7 @@ def make_plan(
     plan = Plan(gpu_name=str(gpu), overrides=tuple(overrides), quick=quick,
                 networks=plan_networks, batches=batches, phase="training",
                 profile_batch=32, timeline=timeline, policies=policies,
-                sweep_sm_factors=sm_factors, sweep_connections=queues)
+                sweep_sm_factors=sm_factors, sweep_connections=queues, sm_sharing=sm_sharing)
     plan.gpu  # noqa: B018 - resolve now: a bad GPU fails before any work
     return plan
 
@@ -297,6 +300,7 @@ def wave_durations(
     gpu: GPUSpec, grid_sizes: Sequence[int], *, threads: int, regs_per_thread: int,
     smem_per_block_B: int,
     block_time_s: float,
+    sm_sharing: bool = True,
 ) -> list[float]:
     """Simulated duration (s) of one kernel of each grid size, alone on ``gpu``."""
     durations = []
@@ -306,7 +310,7 @@ def wave_durations(
             kernels=(Launch("k", "s", grid, threads, regs_per_thread, smem_per_block_B,
                             block_time_s),),
         )
-        durations.append(simulate(program).makespan_s)
+        durations.append(simulate(program, sm_sharing=sm_sharing).makespan_s)
     return durations
 
 
@@ -317,7 +321,7 @@ def step_waves(plan: Plan, out: Output) -> None:
     wave = plan.gpu.sm_count * occ.blocks_per_sm
     grid_sizes = sorted({max(1, round(wave * f / 8)) for f in range(1, 29)})
     simulated = wave_durations(plan.gpu, grid_sizes, block_time_s=WAVES_BLOCK_TIME_S,
-                               **WAVES_KERNEL)
+                               sm_sharing=plan.sm_sharing, **WAVES_KERNEL)
     out.figure("waves", plots.waves_chart(
         plan.gpu, threads=WAVES_KERNEL["threads"], regs_per_thread=WAVES_KERNEL["regs_per_thread"],
         smem_per_block_B=WAVES_KERNEL["smem_per_block_B"], block_time_s=WAVES_BLOCK_TIME_S,
@@ -347,7 +351,7 @@ def leftover_programs(gpu: GPUSpec) -> dict[str, Program]:
 
 def step_leftover(plan: Plan, out: Output) -> None:
     """Leftover policy: serial vs concurrent timelines and the block placement."""
-    results = {label: simulate(program, record_blocks=True)
+    results = {label: simulate(program, record_blocks=True, sm_sharing=plan.sm_sharing)
                for label, program in leftover_programs(plan.gpu).items()}
     out.figure("leftover_timeline", plots.timeline_comparison(
         results, title="Two kernels: one stream against two (leftover policy)"),
@@ -385,18 +389,21 @@ def module_graph(workload: str, module: str, *, batch: int, phase: str = "infere
 
 def simulate_policies(
     graph: nx.DiGraph, gpu: GPUSpec, policies: Sequence[str], *, cost_model: str = "roofline",
+    sm_sharing: bool = True,
 ) -> dict[str, SimResult]:
     """Lower a layer graph (a whole network or part of one) and simulate each policy."""
     kernel_graph = lower(graph, gpu)
-    ctx = schedule_context(kernel_graph, gpu, resolve_cost_model(cost_model, gpu))
-    return {name: run_policy(ctx, name).result for name in policies}
+    ctx = schedule_context(kernel_graph, gpu, resolve_cost_model(cost_model, gpu),
+                           sm_sharing=sm_sharing)
+    return {name: run_policy(ctx, name, sm_sharing=sm_sharing).result for name in policies}
 
 
 def step_module(plan: Plan, out: Output) -> None:
     """One Inception module, serial against one stream per branch: timelines and traces."""
     workload, module = MODULE
     graph = module_graph(workload, module, batch=MODULE_BATCH)
-    results = simulate_policies(graph, plan.gpu, ("serial", "branches"))
+    results = simulate_policies(graph, plan.gpu, ("serial", "branches"),
+                                sm_sharing=plan.sm_sharing)
     labelled = {"serial (one stream)": results["serial"],
                 "branches (one stream per branch)": results["branches"]}
     out.figure("module_timeline", plots.timeline_comparison(
@@ -414,7 +421,7 @@ def step_module(plan: Plan, out: Output) -> None:
 def limits_points(plan: Plan) -> list[Point]:
     """One point per network and batch size of the plan (the evaluator picks the policies)."""
     return [Point(workload=name, gpu=plan.gpu_name, overrides=_pairs(plan.overrides),
-                  batch=batch, phase=plan.phase)
+                  batch=batch, phase=plan.phase, sm_sharing=plan.sm_sharing)
             for name in plan.networks for batch in plan.batches]
 
 
@@ -426,7 +433,8 @@ def limits_for_point(point: Point, *, policies: Sequence[str] | None) -> dict[st
     """:func:`sim.analysis.limits.limits_for_workload` of a sweep point over ``policies``."""
     return limits_for_workload(
         point.workload, batch=point.batch, phase=point.phase, precision=point.precision,
-        gpu=point.gpu_spec(), cost_model=point.cost_model, policies=policies).to_dict()
+        gpu=point.gpu_spec(), cost_model=point.cost_model, policies=policies,
+        sm_sharing=point.sm_sharing).to_dict()
 
 
 def limits_record(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -497,7 +505,8 @@ def step_network(plan: Plan, out: Output) -> None:
     readable = [p for p in row["policies"] if p != "serial"
                 and row[f"streams.{p}"] <= MAX_TIMELINE_STREAMS]
     policy = min(readable, key=row["policies"].__getitem__)
-    prepared = prepare_workload(workload, batch=batch, phase=plan.phase, gpu=plan.gpu)
+    prepared = prepare_workload(workload, batch=batch, phase=plan.phase, gpu=plan.gpu,
+                                sm_sharing=plan.sm_sharing)
     runs = {p: prepared.run(p).result for p in ("serial", policy)}
     what = f"{workload} {plan.phase}, batch {batch}"
     out.figure("network_timeline", plots.timeline_comparison(
@@ -526,7 +535,7 @@ def sweep_points(plan: Plan) -> list[Point]:
             if pair[0] not in ("sm_count", "connections")]
     sm_counts = sorted({max(1, round(plan.gpu.sm_count * f)) for f in plan.sweep_sm_factors})
     return [Point(workload=workload, gpu=plan.gpu_name, batch=batch, phase=plan.phase,
-                  policy=SWEEP_POLICY,
+                  policy=SWEEP_POLICY, sm_sharing=plan.sm_sharing,
                   overrides=(*base, ("sm_count", str(sm)), ("connections", str(queues))))
             for sm in sm_counts for queues in plan.sweep_connections]
 
@@ -638,16 +647,19 @@ def reproduce(
     quick: bool = False,
     progress: bool = True,
     networks: Sequence[str] | None = None,
+    sm_sharing: bool = True,
 ) -> dict[str, Any]:
     """Run every step of the analysis into ``out_dir``; return (and write) the summary.
 
-    ``gpu`` is a preset name or spec file, ``overrides`` ``FIELD=VALUE`` changes to it.
+    ``gpu`` is a preset name or spec file, ``overrides`` ``FIELD=VALUE`` changes to it;
+    ``sm_sharing`` selects the engine's physics for every simulation.
     ``progress`` shows a tqdm bar on stderr (when it is a terminal). ``networks`` replace
     the plan's (see :func:`make_plan`). The summary lists every
     artifact with its files and description, the steps' wall times, the headline numbers
     and what was skipped.
     """
-    plan = make_plan(gpu, overrides=overrides, quick=quick, networks=networks)
+    plan = make_plan(gpu, overrides=overrides, quick=quick, networks=networks,
+                     sm_sharing=sm_sharing)
     out = Output(Path(out_dir))
     out.root.mkdir(parents=True, exist_ok=True)
     steps = plan_steps(plan)

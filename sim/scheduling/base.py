@@ -38,7 +38,7 @@ from typing import Protocol
 
 import networkx as nx
 
-from gpu_models.cost import isolated_time_s
+from gpu_models.cost import lone_kernel_time_s
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel, KernelCost, KernelSpec
 from gpu_models.spec import GPUSpec
@@ -104,9 +104,10 @@ class ScheduleContext:
 
     @classmethod
     def priced(cls, graph: nx.DiGraph, gpu: GPUSpec, cost_model: CostModel, *,
-               evaluate: Evaluator | None = None) -> ScheduleContext:
+               evaluate: Evaluator | None = None, sm_sharing: bool = True) -> ScheduleContext:
         """``graph`` (nodes with a ``kernel`` attribute) priced by ``cost_model`` on ``gpu``:
-        the one place kernels of a DAG are priced."""
+        the one place kernels of a DAG are priced. Isolated times are the engine's with or
+        without SM sharing and the memory-parallelism bound (``sm_sharing``)."""
         if not nx.is_directed_acyclic_graph(graph):
             cycle = nx.find_cycle(graph)
             raise GpusimError(f"kernel graph has a cycle: "
@@ -117,7 +118,8 @@ class ScheduleContext:
             if kernel is None:
                 raise GpusimError(f"kernel graph node {node!r} has no 'kernel' attribute")
             costs[node] = cost_model(kernel, gpu)
-            isolated[node] = isolated_time_s(kernel, gpu, cost_model)
+            isolated[node] = lone_kernel_time_s(kernel, gpu, costs[node],
+                                                sm_sharing=sm_sharing)
         return cls(graph=graph, gpu=gpu, costs=costs, isolated_s=isolated, evaluate=evaluate)
 
     def with_evaluator(self, evaluate: Evaluator) -> ScheduleContext:

@@ -144,12 +144,12 @@ def test_limits_for_workload_bad_input_names_the_item() -> None:
 
 
 def test_a_launch_bound_run_reports_host_launch() -> None:
-    # GoogLeNet at batch 8 on an H100: 213 small kernels at 5 us of host time each keep the
+    # GoogLeNet at batch 1 on an H100: 213 small kernels at 5 us of host time each keep the
     # GPU waiting on the host; without launch overhead something on the GPU binds instead.
     from sim.analysis.limits import limits_for_workload
 
-    eager = limits_for_workload("googlenet", batch=8, policies=("serial",))
+    eager = limits_for_workload("googlenet", batch=1, policies=("serial",))
     assert eager.binds == "host_launch"
-    free = limits_for_workload("googlenet", batch=8, policies=("serial",),
+    free = limits_for_workload("googlenet", batch=1, policies=("serial",),
                                launch_overhead_s=0.0, event_overhead_s=0.0)
     assert free.binds != "host_launch"

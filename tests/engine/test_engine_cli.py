@@ -15,9 +15,11 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "programs"
 #: Hand-computed makespans (us): see each file; two half waves overlap then a join wave;
 #: leftover policy; s8 waits behind s0 in hardware queue 0; SM partitions: a full wave on
 #: SMs 0-65 takes 20 us while two half waves run one after the other on SMs 66-131 (30 us
-#: without the partitions: each half wave would wait for the full wave's blocks).
+#: without the partitions: each half wave would wait for the full wave's blocks); SM sharing:
+#: two kernels using their SMs' whole FP32 rate side by side take 100 us, then a sleep kernel
+#: 50 us (docs/model.md §6.7).
 EXPECTED_US = {"two_streams.json": 20.0, "leftover.json": 30.0, "false_dependency.json": 70.0,
-               "sm_partition.json": 20.0}
+               "sm_partition.json": 20.0, "sm_sharing.json": 150.0}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_US))

@@ -1,9 +1,10 @@
 """DRAM bandwidth sharing (docs/model.md §6.7): max-min fair (water-filling) per block, with the
-kernel as the unit that shares one demand, one rate and one virtual clock.
+kernel as the unit that shares one demand and one rate.
 
-Hand-computed on the H100 preset (bandwidth ``BW``); kernels of 256 threads and 32
-registers hold 8 blocks per SM, so 1056 blocks fill the GPU and every block below starts at
-t=0.
+The rule alone, without the memory-parallelism bound (``sm_sharing=False``; the bound and
+the rule together: tests/engine/test_engine_memory_parallelism.py). Hand-computed on the
+H100 preset (bandwidth ``BW``); kernels of 256 threads and 32 registers hold 8 blocks per
+SM, so 1056 blocks fill the GPU and every block below starts at t=0.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 
 from gpu_models.presets import load_gpu
 from sim import Launch, Program, StreamDef, simulate
-from sim.engine.resources import Dram
+from sim.engine.resources import Dram, MemoryFlow
 
 US = 1e-6
 H100 = load_gpu("h100")
@@ -30,7 +31,7 @@ def kernel(name: str, stream: str, blocks: int, block_us: float, demand_bw: floa
 def run(kernels: list[Launch], mode: str = "grouped"):
     streams = tuple(StreamDef(n) for n in dict.fromkeys(k.stream for k in kernels))
     return simulate(Program(H100, streams, tuple(kernels), launch_overhead_s=0.0,
-                            event_overhead_s=0.0), mode=mode)
+                            event_overhead_s=0.0), mode=mode, sm_sharing=False)
 
 
 def us(seconds: float) -> float:
@@ -93,28 +94,20 @@ def test_dram_water_filling_rates() -> None:
     # Bandwidth 100. k0: 10 blocks x 1, k1: 10 x 4, k2: 5 x 20 -> demand 150.
     # Fair share 100 / 25 = 4: k0 (1) and then k1 (4 <= (100 - 10) / 15 = 6) get all they ask;
     # k2 gets (100 - 10 - 40) / 5 = 10 per block: rate 10 / 20 = 0.5.
-    dram = Dram(100.0)
-    dram.start(0.0, 0, 10, 1.0, 1.0, "k0")
-    dram.start(0.0, 1, 10, 4.0, 1.0, "k1")
-    dram.start(0.0, 2, 5, 20.0, 1.0, "k2")
-    assert [dram.rate(s) for s in range(3)] == [1.0, 1.0, 0.5]
-    assert dram.demand_Bps == 150.0
-    assert dram.used_Bps == [(0.0, 100.0)]
-    # k0 and k1 finish at t=1 (rate 1); k2 has made 0.5 of its 1.0.
-    assert dram.next_finish_delay_s() == 1.0
-    assert dram.pop_finished(1.0) == "k0"
-    dram.finish(1.0, 0, 10)
-    # k1 (4 x 10 = 40) + k2 (100): fair 100 / 15 > 4, so k1 keeps rate 1; k2 gets 60 / 5 = 12
-    # per block: rate 0.6.
-    assert dram.rate(1) == 1.0 and dram.rate(2) == pytest.approx(0.6)
-    assert dram.next_finish_delay_s() == 0.0
-    assert dram.pop_finished(1.0) == "k1"
-    dram.finish(1.0, 1, 10)
-    # k2 alone asks for 100: exactly the bandwidth, rate 1; its last 0.5 takes 0.5.
-    assert dram.rate(2) == 1.0
-    assert dram.next_finish_delay_s() == 0.5
-    assert dram.pop_finished(1.5) == "k2"
-    dram.finish(1.5, 2, 5)
-    assert dram.next_finish_delay_s() is None
-    assert dram.saturated_s == 1.0  # demand 150 from 0 to 1, then 140 for no time, then 100
-    assert dram.used_Bps == [(0.0, 100.0), (1.5, 0.0)]
+    dram = Dram(100.0, None)
+
+    def flow(blocks: int, demand: float) -> MemoryFlow:
+        return MemoryFlow(blocks, demand, blocks * demand, 0.0)
+
+    k0, k1, k2 = flow(10, 1.0), flow(10, 4.0), flow(5, 20.0)
+    share = dram.share([k0, k1, k2])
+    assert share.factors == (1.0, 1.0, 0.5)
+    assert (share.used_Bps, share.saturated, share.parallelism_bound) == (100.0, True, False)
+    # Without k0: k1 (4 x 10 = 40) + k2 (100): fair 100 / 15 > 4, so k1 keeps rate 1; k2 gets
+    # 60 / 5 = 12 per block: rate 0.6.
+    share = dram.share([k1, k2])
+    assert share.factors == (1.0, pytest.approx(0.6))
+    # k2 alone asks for 100: exactly the bandwidth, rate 1, not saturated.
+    share = dram.share([k2])
+    assert share.factors == (1.0,) and share.used_Bps == 100.0 and not share.saturated
+    assert dram.share([]).used_Bps == 0.0

@@ -1,7 +1,8 @@
-"""Property tests on random small programs (some streams confined to SM partitions): both
-modes agree, no SM is ever over a resource, every block runs once and on its stream's
-SMs, runs are deterministic, and the makespan respects the lone-kernel, work and DRAM lower
-bounds."""
+"""Property tests on random small programs (some streams confined to SM partitions, blocks
+sharing their SMs' throughput and DRAM bounded by memory-level parallelism): both modes
+agree, no SM is ever over a resource or its throughput, every block runs once, on its
+stream's SMs, and completes exactly its work, runs are deterministic, and the makespan
+respects the lone-kernel, work, throughput and DRAM lower bounds."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import math
 from collections import defaultdict
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpu_models.occupancy import block_footprint, launch_failure, occupancy
 from gpu_models.presets import load_gpu
-from sim import PLACEMENTS, Launch, Program, SimResult, StreamDef
+from sim import PLACEMENTS, Launch, Program, SimResult, StepSeries, StreamDef
 from sim.engine.engine import Engine
 
 H100 = load_gpu("h100")
@@ -51,26 +53,38 @@ def programs(draw: st.DrawFn) -> Program:
         demand = draw(st.sampled_from([0.0, 0.0, 0.001, 0.05, 0.25, 1.0])) * gpu.dram_bw_Bps
         after = tuple(sorted(set(draw(st.lists(st.sampled_from([k.name for k in kernels]),
                                                max_size=2))))) if kernels else ()
+        # Share of the SM per block: none (pure latency) to the whole SM, on either resource;
+        # co-resident blocks often ask more than an SM has.
+        shares = st.sampled_from([0.0, 0.1, 0.25, 1 / 3, 0.5, 0.7, 1.0])
+        sm_throughput = {r: v for r, v in (("simt", draw(shares)),
+                                           ("tensor", draw(st.sampled_from([0.0, 0.0, 0.6]))))
+                         if v}
         kernels.append(Launch(
             name=f"k{i}", stream=draw(st.sampled_from([s.name for s in streams])), grid=blocks,
             threads=threads, regs_per_thread=regs, smem_per_block_B=smem, block_time_s=block_time_s,
-            dram_bytes=demand * blocks * block_time_s, after=after,
+            dram_bytes=demand * blocks * block_time_s, after=after, sm_throughput=sm_throughput,
+            bytes_in_flight_B=draw(st.sampled_from([0.0, 0.0, 50_000.0])),
         ))
     overhead = draw(st.sampled_from([0.0, 0.0, 1 * US, 2.5 * US]))
     return Program(gpu, streams, tuple(kernels), launch_overhead_s=overhead,
                    event_overhead_s=draw(st.sampled_from([0.0, 1 * US])))
 
 
-def _run(program: Program, mode: str, policy: str = "most-free") -> tuple[SimResult, Engine]:
-    engine = Engine(program, mode=mode, placement=policy, record_blocks=True)
+def _run(program: Program, mode: str, policy: str = "most-free",
+         sm_sharing: bool = True) -> tuple[SimResult, Engine]:
+    engine = Engine(program, mode=mode, placement=policy, record_blocks=True,
+                    sm_sharing=sm_sharing)
     return engine.run(), engine
 
 
 @settings(max_examples=120, deadline=None)
-@given(programs(), st.sampled_from(sorted(PLACEMENTS)))
-def test_grouped_and_exact_modes_agree(program: Program, policy: str) -> None:
-    grouped, _ = _run(program, "grouped", policy)
-    exact, _ = _run(program, "exact", policy)
+@given(programs(), st.sampled_from(sorted(PLACEMENTS)), st.booleans())
+def test_grouped_and_exact_modes_agree(program: Program, policy: str, sharing: bool) -> None:
+    grouped, engine = _run(program, "grouped", policy, sharing)
+    exact, _ = _run(program, "exact", policy, sharing)
+    # Groups split by SM rate gave back exactly what they took (uneven register takes too).
+    assert np.array_equal(engine.sms.free, Engine(program).sms.free)
+    assert engine.sms._uneven_takes == 0
     for g, e in zip(grouped.kernels, exact.kernels, strict=True):
         # Same float arithmetic at the same instants: equal to the last bit.
         assert (g.start_s, g.end_s) == (e.start_s, e.end_s), (g, e)
@@ -83,6 +97,34 @@ def test_grouped_and_exact_modes_agree(program: Program, policy: str) -> None:
     assert np.array_equal(grouped.sm_occupancy.times_s, exact.sm_occupancy.times_s)
     assert np.array_equal(grouped.sm_occupancy.warps, exact.sm_occupancy.warps)
     assert grouped.counters.groups <= exact.counters.groups == exact.counters.blocks
+    assert grouped.dram_Bps == exact.dram_Bps
+    assert grouped.sm_throughput == exact.sm_throughput
+    g, e = grouped.counters, exact.counters
+    assert (g.sm_oversubscribed_s, g.memory_parallelism_s, g.dram_saturated_s) == (
+        e.sm_oversubscribed_s, e.memory_parallelism_s, e.dram_saturated_s)
+
+
+def _integral(series: StepSeries, end_s: float) -> float:
+    times = [*series.times_s, end_s]
+    return sum(v * (b - a) for v, a, b in zip(series.values, times, times[1:], strict=False))
+
+
+@settings(max_examples=80, deadline=None)
+@given(programs())
+def test_sm_capacity_and_work_are_conserved(program: Program) -> None:
+    result, engine = _run(program, "exact")
+    spec = program.gpu
+    # No SM ever delivered more than its capacity on any execution resource.
+    assert (engine.execution.peak_sm_load <= 1 + 1e-9).all(), engine.execution.peak_sm_load
+    # Every block completed exactly its work: the throughput delivered over the run is the
+    # blocks' share x block time, and the bytes moved are the kernels' bytes.
+    for resource, series in result.sm_throughput.items():
+        work = sum(k.blocks * k.block_time_s * k.sm_throughput.get(resource, 0.0)
+                   for k in program.kernels)
+        assert _integral(series, result.makespan_s) * spec.sm_count == pytest.approx(
+            work, rel=1e-9, abs=1e-18)
+    assert _integral(result.dram_Bps, result.makespan_s) == pytest.approx(
+        sum(k.dram_bytes for k in program.kernels), rel=1e-9, abs=1e-3)
 
 
 @settings(max_examples=80, deadline=None)
@@ -159,6 +201,9 @@ def test_makespan_respects_lower_bounds(program: Program) -> None:
         work["blocks"] += busy_s / spec.max_blocks_per_sm
         work["smem"] += busy_s * fp.smem_B / spec.smem_per_sm_B
         work["regs"] += busy_s * fp.warps * fp.regs_per_warp / spec.regs_per_sm
+        # An SM delivers at most its throughput: the "FLOPs over the peak" bound.
+        for resource, share in k.sm_throughput.items():
+            work[resource] += busy_s * share
     bounds.extend(v / spec.sm_count for v in work.values())
     assert result.makespan_s >= max(bounds) * (1 - REL)
 

@@ -145,15 +145,19 @@ def test_false_dependency_nine_streams_on_eight_connections() -> None:
     assert many.counters.false_dependency_s == 0
 
 
+# DRAM sharing by the max-min rule alone (sm_sharing=False: no memory-parallelism bound,
+# whose own tests are in test_engine_memory_parallelism.py).
 @pytest.mark.parametrize("mode", MODES)
 def test_two_dram_saturating_kernels_take_the_sum_not_the_max(mode: str) -> None:
     # Each kernel alone asks for twice the bandwidth: its 10 us blocks take 20 us. Together
     # they ask for 4x: both end at 40 us = total bytes / bandwidth.
     bytes_each = 2 * H100.dram_bw_Bps * 10 * US
-    alone = simulate(program([kernel("m0", "a", WAVE // 2, dram_bytes=bytes_each)]), mode=mode)
+    alone = simulate(program([kernel("m0", "a", WAVE // 2, dram_bytes=bytes_each)]), mode=mode,
+                     sm_sharing=False)
     assert us(alone.makespan_s) == pytest.approx(20)
     both = simulate(program([kernel("m0", "a", WAVE // 2, dram_bytes=bytes_each),
-                             kernel("m1", "b", WAVE // 2, dram_bytes=bytes_each)]), mode=mode)
+                             kernel("m1", "b", WAVE // 2, dram_bytes=bytes_each)]), mode=mode,
+                    sm_sharing=False)
     assert us(both.makespan_s) == pytest.approx(40)
     assert us(both.makespan_s) == pytest.approx(2 * bytes_each / H100.dram_bw_Bps / US)
     assert us(both.counters.dram_saturated_s) == pytest.approx(40)
@@ -163,7 +167,7 @@ def test_two_dram_saturating_kernels_take_the_sum_not_the_max(mode: str) -> None
 def test_compute_blocks_are_not_slowed_by_dram_contention() -> None:
     bytes_each = 2 * H100.dram_bw_Bps * 10 * US
     r = simulate(program([kernel("mem", "a", WAVE // 2, dram_bytes=bytes_each),
-                          kernel("alu", "b", WAVE // 2)]))
+                          kernel("alu", "b", WAVE // 2)]), sm_sharing=False)
     assert (us(r.kernel("alu").end_s), us(r.kernel("mem").end_s)) == (10, pytest.approx(20))
 
 
@@ -176,7 +180,8 @@ def test_dram_rate_changes_when_a_memory_kernel_ends() -> None:
     bw = H100.dram_bw_Bps
     r = simulate(program([
         kernel("m0", "a", WAVE // 2, dram_bytes=2 * bw * 10 * US),
-        kernel("m1", "b", WAVE // 2, dram_bytes=bw * 4 * US, block_time_s=4 * US)]))
+        kernel("m1", "b", WAVE // 2, dram_bytes=bw * 4 * US, block_time_s=4 * US)]),
+        sm_sharing=False)
     assert us(r.kernel("m1").end_s) == pytest.approx(8)
     assert us(r.kernel("m0").end_s) == pytest.approx(24)
 
@@ -292,7 +297,8 @@ def test_trace_dram_counter_in_gb_per_s() -> None:
     from sim.engine.trace import to_chrome_trace
 
     bytes_each = 2 * H100.dram_bw_Bps * 10 * US
-    r = simulate(program([kernel("m0", "a", WAVE // 2, dram_bytes=bytes_each)]))
+    r = simulate(program([kernel("m0", "a", WAVE // 2, dram_bytes=bytes_each)]),
+                 sm_sharing=False)
     dram = [(e["ts"], e["args"]["GB/s"]) for e in to_chrome_trace(r)["traceEvents"]
             if e["name"] == "DRAM bandwidth"]
     assert dram == [(0.0, pytest.approx(H100.dram_bw_Bps / 1e9)), (pytest.approx(20.0), 0.0)]

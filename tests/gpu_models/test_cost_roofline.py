@@ -81,15 +81,47 @@ def test_partial_wave_costs_a_whole_block_time(h100: GPUSpec) -> None:
 
 def test_memory_bound_kernel_gets_bytes_over_achieved_bandwidth(a100: GPUSpec) -> None:
     model = RooflineModel()
-    # PyTorch's vectorized ReLU: 128 threads x 4 floats per block, read + write.
-    nbytes = 50176 * 512 * 8
-    k = KernelSpec(name="relu", kind="elementwise", grid=(50176, 1, 1), threads=128,
-                   regs_per_thread=16, smem_per_block_B=0, flops=50176 * 512,
+    # PyTorch's vectorized ReLU: 128 threads x 4 floats per block, read + write; 16 blocks
+    # (64 warps) per SM, 29 full waves of 1728: full occupancy reaches the bandwidth.
+    blocks = 1728 * 29
+    nbytes = blocks * 512 * 8
+    k = KernelSpec(name="relu", kind="elementwise", grid=(blocks, 1, 1), threads=128,
+                   regs_per_thread=16, smem_per_block_B=0, flops=blocks * 512,
                    dram_bytes=nbytes)
     eff = DEFAULT_EFFICIENCY[KernelKind.ELEMENTWISE].memory
     cost = model(k, a100)
     assert cost.dram_bytes == pytest.approx(nbytes / eff)
     assert isolated_time_s(k, a100, model) == pytest.approx(nbytes / (eff * a100.dram_bw_Bps))
+    # Without the memory-parallelism bound (the engine with --sm-sharing off) the same.
+    assert isolated_time_s(k, a100, model, sm_sharing=False) == pytest.approx(
+        nbytes / (eff * a100.dram_bw_Bps))
+
+
+def test_isolated_time_of_a_partial_last_wave_is_the_engines(h100: GPUSpec) -> None:
+    # 1.5 waves of 256-thread blocks (8 per SM, 1056 per wave), 10 us blocks.
+    model = RooflineModel(block_latency_s=10e-6)
+    blocks = 1056 + 528
+
+    def copy(full_wave_demand: float) -> KernelSpec:
+        """Asking ``full_wave_demand`` x the bandwidth when a wave is full."""
+        return KernelSpec(name="copy", kind="micro", grid=(blocks, 1, 1), threads=256,
+                          regs_per_thread=32, smem_per_block_B=0, flops=0.0,
+                          dram_bytes=full_wave_demand * h100.dram_bw_Bps * 10e-6 * blocks / 1056)
+
+    # Without the parallelism bound, asking 1.5x: the full wave runs at rate 1 / 1.5
+    # (15 us), the half wave asks 0.75x and runs at rate 1 (10 us): 25 us, where
+    # max(waves x block time, bytes / bandwidth) said 22.5 us.
+    assert isolated_time_s(copy(1.5), h100, model, sm_sharing=False) == pytest.approx(25e-6)
+    # With it, asking 2x: the full wave (64 warps per SM) still gets the whole bandwidth
+    # (20 us); the half wave (32 warps per SM) asks 1x but draws only the fraction
+    # R(32) / R(64) of it that the curve gives.
+    from gpu_models.memory import stream_bandwidth_Bps
+
+    half = stream_bandwidth_Bps(h100, 32) / stream_bandwidth_Bps(h100, 64)
+    assert half < 1
+    assert isolated_time_s(copy(2.0), h100, model) == pytest.approx(20e-6 + 10e-6 / half,
+                                                                    rel=1e-9)
+    assert isolated_time_s(copy(2.0), h100, model, sm_sharing=False) == pytest.approx(30e-6)
 
 
 def test_small_kernel_gets_the_latency_floor(h100: GPUSpec) -> None:

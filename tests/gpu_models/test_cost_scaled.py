@@ -25,8 +25,12 @@ from gpu_models.spec import GPUSpec
 
 
 def memory_bound() -> KernelSpec:
-    """A large ReLU: 128 threads x 4 floats per block, read + write (~0.1 FLOP/byte)."""
-    blocks = 50176
+    """A large ReLU: 128 threads x 4 floats per block, read + write (~0.1 FLOP/byte).
+
+    Full waves on 54, 108 and 216 A100 SMs (16 blocks per SM): a partial last wave would
+    add its own memory-parallelism time (gpu_models/cost/waves.py), not what is tested here.
+    """
+    blocks = 3456 * 14
     return KernelSpec(name="relu", kind="elementwise", grid=(blocks, 1, 1), threads=128,
                       regs_per_thread=16, smem_per_block_B=0, flops=blocks * 512.0,
                       dram_bytes=blocks * 512 * 8.0)

@@ -205,9 +205,10 @@ def test_cli_table_lists_artifacts_and_skips(
 
     monkeypatch.setattr("sim.cli.reproduce.reproduce", fake)
     assert main(["reproduce", "--out", "somewhere", "--gpu", "a100", "--set", "sm_count=64",
-                 "--no-progress"]) == 0
+                 "--no-progress", "--sm-sharing", "off"]) == 0
     assert calls == [("somewhere", {"gpu": "a100", "overrides": ["sm_count=64"],
-                                    "quick": False, "progress": False, "networks": None})]
+                                    "quick": False, "progress": False, "networks": None,
+                                    "sm_sharing": False})]
     out = capsys.readouterr().out
     assert "figures/waves.png, figures/waves.pdf" in out
     assert "skipped measured_vs_simulated: no data committed" in out

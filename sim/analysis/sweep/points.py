@@ -1,11 +1,11 @@
 """Sweep points and sweep specifications: what one evaluation is, and how a grid expands.
 
-A :class:`Point` is one question: *this workload, at this batch size, phase and precision,
-on this GPU (a preset or spec file with some fields overridden), under this cost model and
-policy*. Override values are kept as the text the user wrote (``"264"``, ``"0:8192:65536"``)
-and only turned into a :class:`GPUSpec` when the point is evaluated, so that a point whose
-field does not exist or whose spec fails validation becomes a per-point error row instead
-of stopping the sweep.
+A :class:`Point` is one question: *this workload, at this batch size, phase and precision, on
+this GPU (a preset or spec file with some fields overridden), under this cost model and policy*
+(and engine physics: ``sm_sharing`` ``on``, the default, or ``off``). Override values are kept
+as the text the user wrote (``"264"``, ``"0:8192:65536"``) and only turned into a
+:class:`GPUSpec` when the point is evaluated, so that a point whose field does not exist or
+whose spec fails validation becomes a per-point error row instead of stopping the sweep.
 
 Every point has a stable :attr:`Point.key`: a hash of its inputs in canonical form (field
 values parsed, overrides sorted), so ``sm_count=264`` typed on the command line and
@@ -13,9 +13,10 @@ values parsed, overrides sorted), so ``sm_count=264`` typed on the command line 
 whose key is already in the results file.
 
 A :class:`SweepSpec` is a list of *axis tables*. Each table maps an option (``gpu``,
-``workload``, ``batch``, ``phase``, ``precision``, ``cost_model``, ``policy``) or a GPUSpec
-field to a list of values; the table expands to the Cartesian product of its lists, and the
-spec's points are the union of its tables' points (first occurrence kept). The TOML form::
+``workload``, ``batch``, ``phase``, ``precision``, ``cost_model``, ``sm_sharing``, ``policy``)
+or a GPUSpec field to a list of values; the table expands to the Cartesian product of its
+lists, and the spec's points are the union of its tables' points (first occurrence kept). The
+TOML form::
 
     [sweep]                          # defaults every table starts from
     gpu = "h100"
@@ -59,8 +60,11 @@ OPTION_DEFAULTS: Mapping[str, str | None] = {
     "phase": "inference",
     "precision": "fp32",
     "cost_model": "roofline",
+    "sm_sharing": "on",
     "policy": "all",
 }
+#: Values of the ``sm_sharing`` option.
+ON_OFF: Mapping[str, bool] = {"on": True, "off": False}
 #: The ``policy`` value meaning "every policy the evaluator knows".
 ALL_POLICIES = "all"
 
@@ -84,6 +88,8 @@ class Point:
     cost_model: str = "roofline"
     #: One policy name, or ``None`` for every policy the evaluator knows.
     policy: str | None = None
+    #: SM throughput sharing and the memory-parallelism bound in the engine.
+    sm_sharing: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "overrides", tuple((str(k), str(v)) for k, v in self.overrides))
@@ -93,6 +99,9 @@ class Point:
                                   f"(got {getattr(self, name)!r})")
         if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
             raise GpusimError(f"sweep point: batch must be a positive integer (got {self.batch!r})")
+        if not isinstance(self.sm_sharing, bool):
+            raise GpusimError(f"sweep point: sm_sharing must be True or False "
+                              f"(got {self.sm_sharing!r})")
         if self.policy is not None and (not self.policy or self.policy == ALL_POLICIES):
             raise GpusimError(f"sweep point: policy must be a name or None (got {self.policy!r})")
         names = [k for k, _ in self.overrides]
@@ -118,6 +127,8 @@ class Point:
             "cost_model": self.cost_model,
             "policy": self.policy,
         }
+        if not self.sm_sharing:  # keys of sweeps made before the option stay valid
+            canonical["sm_sharing"] = False
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -141,6 +152,7 @@ class Point:
         columns.update(
             workload=self.workload, batch=self.batch, phase=self.phase,
             precision=self.precision, cost_model=self.cost_model,
+            sm_sharing="on" if self.sm_sharing else "off",
             policy=ALL_POLICIES if self.policy is None else self.policy,
         )
         return columns
@@ -223,6 +235,9 @@ def _point_from(values: Mapping[str, str]) -> Point:
     except ValueError:
         raise GpusimError(f"sweep: batch must be an integer (got {batch_text!r})") from None
     policy = values["policy"]
+    sharing = values["sm_sharing"]
+    if sharing not in ON_OFF:
+        raise GpusimError(f"sweep: sm_sharing must be 'on' or 'off' (got {sharing!r})")
     return Point(
         workload=values["workload"],
         gpu=values["gpu"],
@@ -232,6 +247,7 @@ def _point_from(values: Mapping[str, str]) -> Point:
         precision=values["precision"],
         cost_model=values["cost_model"],
         policy=None if policy == ALL_POLICIES else policy,
+        sm_sharing=ON_OFF[sharing],
     )
 
 
@@ -315,6 +331,8 @@ def _axis_values(name: str, raw: Any) -> list[Any]:
 
 
 def _value_text(name: str, value: Any, where: str) -> str:
+    if name == "sm_sharing" and isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, (bool, dict, type(None))):
         raise GpusimError(f"{where}: {name} = {value!r} is not a number, string or list")
     if isinstance(value, list):

@@ -37,7 +37,8 @@ from sim.analysis.sweep.evaluate import Row
 
 #: Columns that are text whatever they look like (a key can be all digits).
 _TEXT_COLUMNS = frozenset({
-    "key", "gpu", "workload", "phase", "precision", "cost_model", "policy", "error",
+    "key", "gpu", "workload", "phase", "precision", "cost_model", "sm_sharing", "policy",
+    "error",
     "best_policy", "binds", "work_bound_binds", "compute_capability", "smem_carveouts_B",
     *(name for name, kind in GPUSpec.__annotations__.items() if kind == "str"),
 })
