@@ -77,6 +77,10 @@ from sim.engine.result import (
 #: at the same instant.
 LATE = EventPriority(NORMAL + 1)
 MODES: tuple[str, ...] = ("grouped", "exact")
+#: A progress callback: ``(blocks started so far, blocks in the program)``.
+Progress = Callable[[int, int], None]
+#: How often :meth:`Engine.run` reports progress, in simulation events (cheap next to them).
+PROGRESS_EVERY_EVENTS = 4096
 
 
 class DeadlockError(GpusimError):
@@ -384,12 +388,26 @@ class Engine:
         return kernels
 
     # ------------------------------------------------------------------ run
-    def run(self) -> SimResult:
-        """Simulate to the end; raises :class:`DeadlockError` if kernels are left waiting."""
+    def run(self, progress: Progress | None = None) -> SimResult:
+        """Simulate to the end; raises :class:`DeadlockError` if kernels are left waiting.
+
+        ``progress(blocks_started, blocks_total)`` is called every
+        :data:`PROGRESS_EVERY_EVENTS` simulation events (for a progress bar on long runs).
+        """
         wall = time.perf_counter()
         self.env.process(self._host())
         self._request_dispatch()  # a first pass at t=0 starts the "what binds" clocks
-        self.env.run()
+        if progress is None:
+            self.env.run()
+        else:
+            total = sum(k.launch.blocks for k in self.kernels)
+            try:
+                while True:
+                    for _ in range(PROGRESS_EVERY_EVENTS):
+                        self.env.step()
+                    progress(self.blocks_started, total)
+            except simpy.core.EmptySchedule:
+                progress(self.blocks_started, total)
         wall_s = time.perf_counter() - wall
         if self.completed < len(self.kernels):
             raise DeadlockError(self._deadlock_message())
@@ -621,11 +639,13 @@ def _series(steps: list[tuple[float, float]]) -> StepSeries:
 
 def simulate(program: Program, *, mode: str = "grouped",
              placement: str | PlacementFactory = "most-free",
-             record_blocks: bool = False) -> SimResult:
+             record_blocks: bool = False, progress: Progress | None = None) -> SimResult:
     """Run ``program`` and return its :class:`~sim.engine.result.SimResult`.
 
     ``mode``: ``"grouped"`` (fast) or ``"exact"`` (per-block reference). ``placement``: a
     name in :data:`sim.engine.placement.PLACEMENTS` or a factory such as ``RoundRobin``.
     ``record_blocks``: keep per-block records in grouped mode too (exact mode always does).
+    ``progress``: see :meth:`Engine.run`.
     """
-    return Engine(program, mode=mode, placement=placement, record_blocks=record_blocks).run()
+    return Engine(program, mode=mode, placement=placement,
+                  record_blocks=record_blocks).run(progress)
