@@ -10,7 +10,9 @@ CLI, the limits report, sweeps and notebooks::
     run.result.makespan_s, run.program
 
 * :func:`kernel_graph_for` — the workload's layer graph (:func:`workloads.build`) lowered to
-  kernels (:func:`workloads.lowering.lower`) for a GPU and a math precision;
+  kernels (:func:`workloads.lowering.lower`) for a GPU and a math precision; ``options``
+  go to the builder (``nodes=64`` for RandWire, ``optimizer=step`` for training) or, for
+  :data:`LOWERING_OPTIONS` (``fusion=inference``, ``layout=nhwc``), to the lowering;
 * :func:`resolve_cost_model` — a cost model by name (``roofline``, ``calibrated``,
   ``scaled``) or as given;
 * :func:`schedule_context` — the kernel DAG priced by the cost model
@@ -23,6 +25,8 @@ CLI, the limits report, sweeps and notebooks::
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +34,11 @@ from typing import Any
 import networkx as nx
 
 from gpu_models.cost import get_cost_model
-from gpu_models.errors import GpusimError
+from gpu_models.errors import GpusimError, GpusimWarning
 from gpu_models.kernel import CostModel
 from gpu_models.presets import resolve_gpu
 from gpu_models.spec import PRECISIONS, GPUSpec
-from sim.engine.engine import simulate
+from sim.engine.engine import Progress, simulate
 from sim.engine.program import Program
 from sim.engine.result import SimResult
 from sim.scheduling import Schedule, ScheduleContext, SchedulingPolicy, get_policy, to_program
@@ -42,8 +46,11 @@ from workloads import build
 from workloads.lowering import lower
 
 #: Storage type of the layer graph for each math precision (tf32 math reads fp32 tensors).
-_STORAGE_DTYPE: dict[str, str] = {"fp32": "fp32", "tf32": "fp32", "fp16": "fp16",
+STORAGE_DTYPE: dict[str, str] = {"fp32": "fp32", "tf32": "fp32", "fp16": "fp16",
                                   "bf16": "bf16"}
+#: Workload options that belong to the lowering (:func:`workloads.lowering.lower`), not to
+#: the graph builder.
+LOWERING_OPTIONS: tuple[str, ...] = ("fusion", "layout")
 
 
 def resolve_cost_model(cost_model: str | CostModel, gpu: GPUSpec, *,
@@ -55,6 +62,11 @@ def resolve_cost_model(cost_model: str | CostModel, gpu: GPUSpec, *,
     """
     if not isinstance(cost_model, str):
         return cost_model
+    if origin is not None and cost_model != "scaled":
+        warnings.warn(GpusimWarning(
+            f"the origin GPU {origin if isinstance(origin, str) else origin.name} is used "
+            f"only by the 'scaled' cost model; ignored with cost model {cost_model!r}"),
+            stacklevel=2)
     if cost_model == "calibrated":
         return get_cost_model("calibrated", gpu=gpu)
     if cost_model == "scaled":
@@ -65,14 +77,18 @@ def resolve_cost_model(cost_model: str | CostModel, gpu: GPUSpec, *,
 
 
 def kernel_graph_for(name: str, *, batch: int = 1, phase: str = "inference",
-                     precision: str = "fp32", gpu: GPUSpec) -> nx.DiGraph:
+                     precision: str = "fp32", gpu: GPUSpec,
+                     options: Mapping[str, Any] | None = None) -> nx.DiGraph:
     """The kernel DAG of workload ``name`` on ``gpu`` at ``precision``, its nodes in the
-    framework's launch order (lowering keeps the layer graph's order)."""
+    framework's launch order (lowering keeps the layer graph's order). ``options``: see
+    the module docstring."""
     if precision not in PRECISIONS:
         raise GpusimError(f"precision must be one of {', '.join(PRECISIONS)} "
                           f"(got {precision!r})")
-    layers = build(name, batch=batch, phase=phase, dtype=_STORAGE_DTYPE[precision])
-    return lower(layers, gpu, precision=precision)
+    given = dict(options or {})
+    lowering = {k: given.pop(k) for k in LOWERING_OPTIONS if k in given}
+    layers = build(name, batch=batch, phase=phase, dtype=STORAGE_DTYPE[precision], **given)
+    return lower(layers, gpu, precision=precision, **lowering)
 
 
 def schedule_context(
@@ -119,6 +135,7 @@ def run_policy(
     event_overhead_s: float | None = None,
     mode: str = "grouped",
     placement: str = "most-free",
+    progress: Progress | None = None,
 ) -> PolicyRun:
     """Schedule ``ctx`` with ``policy`` and simulate the program."""
     chosen = get_policy(policy) if isinstance(policy, str) else policy
@@ -126,7 +143,7 @@ def run_policy(
     program = to_program(ctx, schedule, launch_overhead_s=launch_overhead_s,
                          event_overhead_s=event_overhead_s)
     return PolicyRun(chosen.name, schedule, program,
-                     simulate(program, mode=mode, placement=placement))
+                     simulate(program, mode=mode, placement=placement, progress=progress))
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,6 +166,8 @@ class PreparedWorkload:
     ctx: ScheduleContext
     launch_overhead_s: float | None = None
     event_overhead_s: float | None = None
+    #: The workload options it was built and lowered with.
+    options: Mapping[str, Any] | None = None
 
     @property
     def labels(self) -> dict[str, Any]:
@@ -157,11 +176,11 @@ class PreparedWorkload:
                 "precision": self.precision, "cost_model": self.cost_model_name}
 
     def run(self, policy: str | SchedulingPolicy, *, mode: str = "grouped",
-            placement: str = "most-free") -> PolicyRun:
+            placement: str = "most-free", progress: Progress | None = None) -> PolicyRun:
         """Schedule with ``policy`` and simulate, under the workload's host overheads."""
         return run_policy(self.ctx, policy, launch_overhead_s=self.launch_overhead_s,
                           event_overhead_s=self.event_overhead_s, mode=mode,
-                          placement=placement)
+                          placement=placement, progress=progress)
 
 
 def prepare_workload(
@@ -175,16 +194,18 @@ def prepare_workload(
     origin: str | GPUSpec | None = None,
     launch_overhead_s: float | None = None,
     event_overhead_s: float | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> PreparedWorkload:
     """Build, lower and price workload ``name`` (see the module docstring)."""
     spec = resolve_gpu(gpu)
     model = resolve_cost_model(cost_model, spec, origin=origin)
-    graph = kernel_graph_for(name, batch=batch, phase=phase, precision=precision, gpu=spec)
+    graph = kernel_graph_for(name, batch=batch, phase=phase, precision=precision, gpu=spec,
+                             options=options)
     ctx = schedule_context(graph, spec, model, launch_overhead_s=launch_overhead_s,
                            event_overhead_s=event_overhead_s)
     model_name = cost_model if isinstance(cost_model, str) else type(cost_model).__name__
     return PreparedWorkload(name, batch, phase, precision, spec, model_name, graph, ctx,
-                            launch_overhead_s, event_overhead_s)
+                            launch_overhead_s, event_overhead_s, dict(options or {}))
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,12 +246,17 @@ def simulate_workload(
     event_overhead_s: float | None = None,
     mode: str = "grouped",
     placement: str = "most-free",
+    options: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> WorkloadRun:
-    """Prepare workload ``name`` (:func:`prepare_workload`) and simulate it under ``policy``."""
+    """Prepare workload ``name`` (:func:`prepare_workload`) and simulate it under ``policy``
+    (``progress``: the engine's, see :meth:`sim.engine.engine.Engine.run`)."""
     prepared = prepare_workload(
         name, batch=batch, phase=phase, precision=precision, gpu=gpu, cost_model=cost_model,
-        origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s)
-    return WorkloadRun(prepared, prepared.run(policy, mode=mode, placement=placement))
+        origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s,
+        options=options)
+    return WorkloadRun(prepared, prepared.run(policy, mode=mode, placement=placement,
+                                              progress=progress))
 
 
 def time_average(times_s: tuple[float, ...], values: tuple[float, ...], end_s: float) -> float:

@@ -10,8 +10,11 @@ layer's predicted time: the kernels run back to back on one stream through the e
 tensor-op convolutions; ``--layout nhwc`` is channels_last.
 ``--json`` prints ``{"time_us": ..., "timing": "engine" | "analytic", "kernels": [...]}``.
 
-Bad input never hangs: when the kernels have more than :data:`ENGINE_BLOCK_CAP` blocks in
-all (``--m 100000000`` makes ~6e8), the time is analytic instead: the sum of each kernel's
+Every kernel is checked as a launch first (:class:`sim.engine.program.Launch`): a grid beyond
+CUDA's limits (``--m 1000000000 --n 1000000000``) is an error, as it is for ``run`` and
+``simulate``, not a predicted time. Bad input never hangs: when the kernels have more than
+:data:`ENGINE_BLOCK_CAP` blocks in all (``--m 100000000`` makes ~6e8), the time is analytic
+instead: the sum of each kernel's
 :func:`~gpu_models.cost.isolated_time_s`. On one stream without launch overhead nothing
 overlaps, so that is what the engine gives too (exactly for one kernel, up to the tail
 overlap of a kernel with the next one's first blocks otherwise); the output says "analytic".
@@ -30,9 +33,12 @@ from gpu_models.units import GIGA, US_PER_S
 from sim import Launch, Program, StreamDef, simulate
 from sim.analysis.workflow import resolve_cost_model
 from sim.cli.common import add_gpu_args, add_json_arg, gpu_from_args, print_json, print_table
+from sim.cli.files import declare_files
 from workloads.layers import Layer
 from workloads.lowering import CONV_PASSES, LAYOUTS, conv_layer, gemm_layer, lower_layer
 
+#: The measured GPU the 'scaled' cost model starts from unless --origin says otherwise.
+DEFAULT_ORIGIN = "a100"
 #: Most blocks (all kernels together) `gpusim op` runs through the engine; above it the time
 #: is analytic. The engine takes about 0.5 us per block: 2e6 blocks are about a second.
 ENGINE_BLOCK_CAP = 2_000_000
@@ -40,7 +46,10 @@ ENGINE_BLOCK_CAP = 2_000_000
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``op`` command with its ``conv2d`` and ``gemm`` forms."""
-    p = subparsers.add_parser("op", help="kernels one layer lowers to, occupancy and time")
+    p = subparsers.add_parser(
+        "op", help="kernels one layer lowers to, occupancy and time",
+        description="The kernels one convolution or GEMM lowers to on a GPU (launch "
+        "configuration, occupancy, waves) and the layer's predicted time.")
     ops = p.add_subparsers(dest="op_kind", metavar="OP", required=True)
 
     conv = ops.add_parser("conv2d", help="a 2-D convolution (or its data/weight gradient)")
@@ -78,9 +87,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "around tensor-op convs) or nhwc (channels_last); default nchw")
     p.add_argument("--cost-model", choices=list_cost_models(), default="roofline",
                    help="per-block time model (default roofline)")
-    p.add_argument("--origin", default="a100",
-                   help="measured GPU the 'scaled' cost model scales from (default a100)")
+    p.add_argument("--origin", default=None,
+                   help="measured GPU the 'scaled' cost model scales from (default "
+                   f"{DEFAULT_ORIGIN})")
     add_json_arg(p)
+    declare_files(p, inputs=("gpu",))
 
 
 def _ints(text: str, count: int, minimum: int = 1) -> tuple[int, ...]:
@@ -136,9 +147,10 @@ def predicted_time_s(kernels: list[KernelSpec], gpu: GPUSpec, cost_model: CostMo
     Through the engine (``"engine"``) up to :data:`ENGINE_BLOCK_CAP` blocks in all, else
     analytic (``"analytic"``: the kernels' isolated times summed; see the module docstring).
     """
+    # Built first in every case: Launch checks each grid against CUDA's limits.
+    launches = tuple(Launch.from_kernel(k, cost_model(k, gpu), stream="s0") for k in kernels)
     if sum(k.blocks for k in kernels) > ENGINE_BLOCK_CAP:
         return sum(isolated_time_s(k, gpu, cost_model) for k in kernels), "analytic"
-    launches = tuple(Launch.from_kernel(k, cost_model(k, gpu), stream="s0") for k in kernels)
     program = Program(gpu, (StreamDef("s0"),), launches, launch_overhead_s=0.0,
                       event_overhead_s=0.0)
     return simulate(program).makespan_s, "engine"
@@ -162,7 +174,10 @@ def cmd_op(args: argparse.Namespace) -> int:
     gpu = gpu_from_args(args)
     layer = _layer(args)
     kernels = lower_layer(layer, gpu, precision=args.precision, layout=args.layout)
-    model = resolve_cost_model(args.cost_model, gpu, origin=args.origin)
+    origin = args.origin
+    if origin is None and args.cost_model == "scaled":
+        origin = DEFAULT_ORIGIN
+    model = resolve_cost_model(args.cost_model, gpu, origin=origin)
     rows = [kernel_row(k, gpu, model) for k in kernels]
     time_s, timing = predicted_time_s(kernels, gpu, model)
     time_us = time_s * US_PER_S

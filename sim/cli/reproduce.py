@@ -12,6 +12,7 @@ import argparse
 from typing import Any
 
 from sim.cli.common import add_gpu_args, add_json_arg, print_json, print_table
+from sim.cli.files import declare_files
 from sim.report.reproduce import DEFAULT_OUT_DIR, reproduce
 
 
@@ -23,13 +24,15 @@ def register(subparsers: Any) -> None:
         "and PDF, tables as CSV and Markdown, Chrome traces and a summary.json.",
     )
     p.add_argument("--out", default=DEFAULT_OUT_DIR, metavar="DIR",
-                   help=f"output directory (default: ./{DEFAULT_OUT_DIR})")
+                   help=f"output directory, new, empty or a previous reproduce's (default: "
+                   f"./{DEFAULT_OUT_DIR})")
     add_gpu_args(p)
     p.add_argument("--quick", action="store_true",
                    help="fewer networks and batch sizes: under a minute")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json_arg(p)
     p.set_defaults(func=cmd_reproduce)
+    declare_files(p, inputs=("gpu",), output_dirs=("out",))
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:

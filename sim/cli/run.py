@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 
-from gpu_models.errors import GpusimError
+from gpu_models.errors import GpusimError, GpusimWarning
 from gpu_models.units import US_PER_S
-from sim.cli.common import add_json_arg, print_json, print_table
+from sim.analysis.limits import BIND_LABELS, binds_detail
+from sim.cli.common import add_json_arg, engine_progress, print_json, print_table
+from sim.cli.files import declare_files
 from sim.engine.engine import simulate
 from sim.engine.placement import PLACEMENTS
 from sim.engine.program import load_program
@@ -17,8 +20,10 @@ from sim.engine.trace import write_chrome_trace
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``run`` command."""
     p = subparsers.add_parser(
-        "run", help="simulate a program of kernels on streams (JSON file) and show its timeline"
-    )
+        "run", help="simulate a program of kernels on streams (JSON file) and show its timeline",
+        description="Simulate a kernel-level program (a JSON file: a GPU, streams, and kernel "
+        "launches in host order) and print every kernel's launch, start and end, and where "
+        "the time went. See examples/programs/ and sim/engine/program.py for the format.")
     p.add_argument("program", help="program file (JSON: gpu, streams, kernels)")
     add_json_arg(p)
     p.add_argument("--trace", metavar="OUT.json",
@@ -33,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --json, include the simulation's wall time (counters.wall_s); "
                    "left out by default so that identical runs print identical JSON")
     p.set_defaults(func=cmd_run)
+    declare_files(p, inputs=("program",), outputs=("trace",))
 
 
 def write_trace(result: SimResult, path: str) -> None:
@@ -44,9 +50,13 @@ def write_trace(result: SimResult, path: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.timing and not args.json:
+        warnings.warn(GpusimWarning("--timing adds the wall time to the --json output; "
+                                    "ignored without --json"), stacklevel=1)
     program = load_program(args.program)
-    result = simulate(program, mode="exact" if args.exact else "grouped",
-                      placement=args.placement)
+    with engine_progress(f"simulating {args.program}") as report:
+        result = simulate(program, mode="exact" if args.exact else "grouped",
+                          placement=args.placement, progress=report)
     if args.trace:
         write_trace(result, args.trace)
     if args.json:
@@ -63,12 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for k in result.kernels
     ]
     print_table(rows, ("kernel", "stream", "launch_us", "start_us", "end_us", "blocks"))
-    c = result.counters
-    binds = {f"no SM free ({name})": t for name, t in c.blocked_s.items()}
-    binds.update({"launch-bound": c.launch_bound_s, "false dependency": c.false_dependency_s,
-                  "resident-grid limit": c.resident_limit_s,
-                  "DRAM saturated": c.dram_saturated_s})
-    shown = [f"{name} {t * US_PER_S:.3f} us" for name, t in binds.items() if t > 0]
+    shown = [f"{BIND_LABELS[name]} {t * US_PER_S:.3f} us"
+             for name, t in binds_detail(result).items() if t > 0]
     if shown:
         print("time spent: " + "; ".join(shown))
     if args.trace:

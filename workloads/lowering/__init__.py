@@ -82,6 +82,7 @@ from workloads.lowering.ops import (
     lower_layer,
     multi_tensor_launches,
     param_tensors,
+    warn_math_fallback,
 )
 from workloads.lowering.tiles import (
     Tile,
@@ -114,6 +115,7 @@ def lower(
         raise GpusimError(f"fusion must be one of {', '.join(FUSIONS)} (got {fusion!r})")
     # The one precision/layout check of the whole lowering: the rules below trust them.
     check_options(precision, layout)
+    warn_math_fallback(gpu, precision)
     ctx = Context(gpu, precision, layout)
     meta = graph.graph
     if fusion == "inference" and meta.get("phase") == "training":

@@ -98,6 +98,7 @@ def limits_evaluator(point: Point) -> dict[str, Any]:
         gpu=point.gpu_spec(),
         cost_model=point.cost_model,
         policies=None if point.policy is None else (point.policy,),
+        options=point.workload_options(),
     )
     return dict(report.to_dict())
 
