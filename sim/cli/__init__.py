@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from gpu_models.errors import GpusimError, GpusimWarning
+from sim.cli.files import check_files, output_paths
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
@@ -89,8 +90,6 @@ def _is_output(args: argparse.Namespace, filename: object) -> bool:
     written on the way to one (``r.csv.tmp``, ``out/figures/x.png``)."""
     if filename is None:
         return False
-    from sim.cli.files import output_paths
-
     path = str(filename)
     for out in output_paths(args):
         if path == out or path.startswith(out + ".") or Path(out) in Path(path).parents:
@@ -136,8 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _warnings_as_lines():
             parser = build_parser()
             args = parser.parse_args(argv)
-            from sim.cli.files import check_files
-
             check_files(args)
             return int(args.func(args) or 0)
     except GpusimError as exc:
