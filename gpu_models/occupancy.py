@@ -91,8 +91,13 @@ def carveout_for(spec: GPUSpec, preferred_B: int | None, block_smem_B: int) -> i
     """The shared-memory carveout an SM uses: the preference rounded up to a supported size.
 
     No preference means the largest carveout. A carveout too small for one block is raised to
-    the smallest one that holds it, as the driver does.
+    the smallest one that holds it, as the driver does. A negative preference is an error.
     """
+    if preferred_B is not None and (isinstance(preferred_B, bool)
+                                    or not isinstance(preferred_B, int) or preferred_B < 0):
+        raise GpusimError(f"preferred carveout must be a number of bytes >= 0 "
+                          f"(got {preferred_B!r}); {spec.name} supports "
+                          f"{', '.join(map(str, spec.smem_carveouts_B))} B")
     wanted = spec.smem_per_sm_B if preferred_B is None else max(preferred_B, block_smem_B)
     for size in spec.smem_carveouts_B:
         if size >= wanted:

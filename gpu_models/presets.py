@@ -24,7 +24,7 @@ from typing import Any
 
 from gpu_models.datafile import read_data_file
 from gpu_models.errors import GpusimError
-from gpu_models.spec import GPUSpec, field_names
+from gpu_models.spec import GPUSpec, SpecFieldError, field_names
 
 #: The GPU every command uses unless told otherwise.
 DEFAULT_GPU = "h100"
@@ -88,7 +88,7 @@ def load_spec_file(path: str | Path) -> GPUSpec:
                           fmt="json" if path.suffix.lower() == ".json" else "toml")
     if not isinstance(data, dict):
         raise GpusimError(f"GPU spec file {str(path)!r} must hold a table/object of fields")
-    return spec_from_mapping(data, origin=f"file {path}")
+    return spec_from_mapping(data, origin=f"GPU spec file {str(path)!r}")
 
 
 def spec_from_mapping(data: dict[str, Any], *, origin: str = "spec",
@@ -96,8 +96,25 @@ def spec_from_mapping(data: dict[str, Any], *, origin: str = "spec",
     """Build a spec from a mapping: ``base`` preset + fields, or arch defaults + fields.
 
     Keys: any GPUSpec field, ``base`` (a preset to start from), and ``source`` (a table of
-    field -> where the value came from).
+    field -> where the value came from). Every error starts with ``origin`` (the file), and
+    a rule broken by a field the mapping did not set says where that field's value came
+    from.
     """
+    try:
+        return _spec_from_mapping(data, origin, preset)
+    except GpusimError as exc:
+        message = str(exc)
+        if isinstance(exc, SpecFieldError) and exc.field not in data \
+                and exc.field in field_names():
+            message += (f" ({exc.field} is not set in {origin}: it comes from "
+                        f"{'the base preset' if 'base' in data else 'the architecture defaults'}"
+                        "; set it too)")
+        if message.startswith(f"{origin}:"):
+            raise
+        raise GpusimError(f"{origin}: {message}") from None
+
+
+def _spec_from_mapping(data: dict[str, Any], origin: str, preset: str) -> GPUSpec:
     data = dict(data)
     sources = data.pop("source", {}) or {}
     if not isinstance(sources, dict):
@@ -108,7 +125,9 @@ def spec_from_mapping(data: dict[str, Any], *, origin: str = "spec",
         raise GpusimError(f"{origin}: unknown GPUSpec field(s) {', '.join(unknown)}; "
                           f"valid fields: {', '.join(field_names())}")
     if base is not None:
-        spec = load_preset(str(base))
+        if not isinstance(base, str):
+            raise GpusimError(f"{origin}: base must be a preset name (got {base!r})")
+        spec = load_preset(base)
         if "name" not in data:
             data["name"] = f"{spec.name}*" if data else spec.name
         return spec.replace(**data)

@@ -12,7 +12,15 @@ GPUs are made by overriding fields::
     tiny = h100.with_overrides(["smem_per_sm_B=65536", "connections=32"])
 
 Every spec is validated on construction: a bad value raises :class:`GpusimError` naming the
-field and the limit it breaks. Units are SI inside: seconds, bytes, FLOP/s, Hz.
+field and the limit it breaks. When an override breaks a field that follows it (a tiny
+``smem_per_sm_B`` makes ``max_smem_per_block_B`` negative), the error names the override
+the user gave, not the derived field. Units are SI inside: seconds, bytes, FLOP/s, Hz.
+
+Fields that size the simulator's state have upper bounds (:data:`UPPER_BOUNDS`), far above
+any GPU built so far but low enough that a typo cannot exhaust memory or run for hours:
+the engine keeps per-SM arrays (time and memory grow with ``sm_count``: ``sm_count=1e7``
+would need gigabytes per kernel), per-SM x per-block-slot placement arrays, one hardware
+queue object per connection, and int64 resource counters.
 """
 
 from __future__ import annotations
@@ -27,6 +35,43 @@ from gpu_models.errors import GpusimError
 
 #: Precisions a cost model can ask a peak rate for.
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16")
+
+#: Largest value of each field that sizes the simulator's state (see the module docstring),
+#: with today's largest real value for scale: ``field: (bound, today)``.
+UPPER_BOUNDS: Mapping[str, tuple[int, int]] = {
+    "sm_count": (4096, 144),
+    "max_threads_per_sm": (65_536, 2048),
+    "max_warps_per_sm": (2048, 64),
+    "max_blocks_per_sm": (1024, 32),
+    "max_threads_per_block": (65_536, 1024),
+    "warp_size": (1024, 32),
+    "regs_per_sm": (1 << 24, 65_536),
+    "regs_per_block": (1 << 24, 65_536),
+    "max_regs_per_thread": (65_536, 255),
+    "reg_alloc_unit": (65_536, 256),
+    "sub_partitions": (64, 4),
+    "smem_per_sm_B": (1 << 30, 233_472),
+    "max_smem_per_block_B": (1 << 30, 232_448),
+    "smem_alloc_unit_B": (1 << 30, 256),
+    "smem_reserved_per_block_B": (1 << 30, 1024),
+    "l2_B": (1 << 50, 126 << 20),
+    "dram_B": (1 << 50, 192 << 30),
+    "connections": (1024, 32),
+    "max_connections": (1024, 32),
+    "max_resident_grids": (1 << 20, 128),
+    "stream_priority_levels": (1024, 6),
+}
+#: Most entries ``smem_carveouts_B`` may list (real GPUs have at most 9).
+MAX_CARVEOUTS = 64
+
+
+class SpecFieldError(GpusimError):
+    """A GPUSpec field breaks a rule: ``field`` is the field, ``rule`` what it must be."""
+
+    def __init__(self, message: str, *, field: str, rule: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.rule = rule
 
 
 class _ReadOnlyDict(dict[str, str]):
@@ -149,6 +194,20 @@ class GPUSpec:
         }[precision]
         return tensor if tensor > 0 else self.peak_fp32_flop_per_s
 
+    def math_fallback(self, precision: str) -> str:
+        """``""`` when ``precision`` math runs as asked on this GPU; otherwise what runs
+        instead, in words (tf32/fp16/bf16 without tensor cores for it run on CUDA cores at
+        the FP32 rate: see :meth:`peak_flop_per_s`)."""
+        if precision == "fp32" or self.peak_flop_per_s(precision) != self.peak_fp32_flop_per_s:
+            return ""
+        tensor = {"tf32": self.peak_tf32_tensor_flop_per_s,
+                  "fp16": self.peak_fp16_tensor_flop_per_s,
+                  "bf16": self.peak_bf16_tensor_flop_per_s}[precision]
+        if tensor > 0:
+            return ""  # tensor cores exactly as fast as CUDA cores: nothing falls back
+        return (f"{self.name} has no {precision} tensor cores: {precision} math runs on CUDA "
+                "cores at the FP32 rate")
+
     # ------------------------------------------------------------------ overrides
     def replace(self, **changes: Any) -> GPUSpec:
         """A new, re-validated spec with ``changes`` applied.
@@ -180,37 +239,58 @@ class GPUSpec:
                                          or not isinstance(value, (int, float))):
                 raise GpusimError(f"GPUSpec {self.name!r}: {key} must be a number "
                                   f"(got {value!r})")
-        given = set(changes)
+        given = dict(changes)
         changes = dict(changes)
+        # Derived field -> the given field it follows (for errors that blame the latter).
+        derived: dict[str, str] = {}
+
+        def derive(name: str, value: Any, source: str) -> None:
+            if name not in changes:
+                changes[name] = value
+                derived[name] = source
+
         scale = (changes.get("sm_count", self.sm_count) * changes.get("clock_hz", self.clock_hz)
                  / (self.sm_count * self.clock_hz))
         if scale != 1:
+            source = "sm_count" if "sm_count" in given else "clock_hz"
             for peak in _PEAK_FIELDS:
-                changes.setdefault(peak, getattr(self, peak) * scale)
+                derive(peak, getattr(self, peak) * scale, source)
         if "smem_per_sm_B" in changes:
             smem = int(changes["smem_per_sm_B"])
-            if "smem_carveouts_B" not in changes:
-                kept = [c for c in self.smem_carveouts_B if c < smem]
-                changes["smem_carveouts_B"] = (*kept, smem)
-            if "max_smem_per_block_B" not in changes:
-                reserved = changes.get("smem_reserved_per_block_B", self.smem_reserved_per_block_B)
-                changes["max_smem_per_block_B"] = min(self.max_smem_per_block_B, smem - reserved)
+            kept = [c for c in self.smem_carveouts_B if c < smem]
+            derive("smem_carveouts_B", (*kept, smem), "smem_per_sm_B")
+            reserved = changes.get("smem_reserved_per_block_B", self.smem_reserved_per_block_B)
+            derive("max_smem_per_block_B", min(self.max_smem_per_block_B, smem - reserved),
+                   "smem_per_sm_B")
         warp = changes.get("warp_size", self.warp_size)
         if "max_threads_per_sm" in changes and "max_warps_per_sm" not in changes:
-            changes["max_warps_per_sm"] = int(changes["max_threads_per_sm"]) // warp
+            derive("max_warps_per_sm", int(changes["max_threads_per_sm"]) // warp,
+                   "max_threads_per_sm")
         elif "max_warps_per_sm" in changes and "max_threads_per_sm" not in changes:
-            changes["max_threads_per_sm"] = int(changes["max_warps_per_sm"]) * warp
-            changes.setdefault("max_threads_per_block",
-                               min(self.max_threads_per_block, changes["max_threads_per_sm"]))
-        if "regs_per_sm" in changes and "regs_per_block" not in changes:
-            changes["regs_per_block"] = min(self.regs_per_block, int(changes["regs_per_sm"]))
+            derive("max_threads_per_sm", int(changes["max_warps_per_sm"]) * warp,
+                   "max_warps_per_sm")
+            derive("max_threads_per_block",
+                   min(self.max_threads_per_block, changes["max_threads_per_sm"]),
+                   "max_warps_per_sm")
+        if "regs_per_sm" in changes:
+            derive("regs_per_block", min(self.regs_per_block, int(changes["regs_per_sm"])),
+                   "regs_per_sm")
         if "name" not in changes:
             changes["name"] = self.name if not changes else f"{self.name}*"
         sources = dict(self.sources)
         for key in changes:
             if key != "name":
                 sources[key] = "override" if key in given else "derived from an override"
-        return dataclasses.replace(self, sources=sources, **changes)
+        try:
+            return dataclasses.replace(self, sources=sources, **changes)
+        except SpecFieldError as exc:
+            if exc.field not in derived:
+                raise
+            source = derived[exc.field]
+            raise SpecFieldError(
+                f"GPUSpec {changes['name']!r}: {source} = {given[source]!r} is invalid: "
+                f"{exc.field} follows it and becomes {changes[exc.field]!r}, but "
+                f"{exc.field} {exc.rule}", field=source, rule=exc.rule) from None
 
     def with_overrides(self, assignments: Iterable[str]) -> GPUSpec:
         """Apply ``FIELD=VALUE`` strings (the CLI's ``--set``), parsed by field type."""
@@ -282,7 +362,8 @@ def parse_field_value(key: str, text: str) -> Any:
 def _validate(spec: GPUSpec) -> None:
     def fail(field_name: str, message: str) -> None:
         value = getattr(spec, field_name)
-        raise GpusimError(f"GPUSpec {spec.name!r}: {field_name} {message} (got {value!r})")
+        raise SpecFieldError(f"GPUSpec {spec.name!r}: {field_name} {message} (got {value!r})",
+                             field=field_name, rule=message)
 
     if not spec.name:
         fail("name", "must not be empty")
@@ -307,6 +388,12 @@ def _validate(spec: GPUSpec) -> None:
     for name in positive:
         if not getattr(spec, name) > 0:
             fail(name, "must be > 0")
+    for name, (bound, today) in UPPER_BOUNDS.items():
+        if getattr(spec, name) > bound:
+            fail(name, f"must be <= {bound:,} (gpusim's bound, so that the simulator's state "
+                 f"stays small; real GPUs have up to {today:,})")
+    if len(spec.smem_carveouts_B) > MAX_CARVEOUTS:
+        fail("smem_carveouts_B", f"may list at most {MAX_CARVEOUTS} sizes")
     for name in (
         "smem_reserved_per_block_B", "peak_tf32_tensor_flop_per_s",
         "peak_fp16_tensor_flop_per_s", "peak_bf16_tensor_flop_per_s", "launch_overhead_s",

@@ -75,6 +75,13 @@ def conv_output_size(
     return out
 
 
+#: Largest batch size and input resolution a graph may have. Above them a network's grids
+#: take hours to simulate (ResNet-50 at batch 65,536 already launches millions of blocks per
+#: convolution), or exceed CUDA's grid limits.
+MAX_BATCH = 65_536
+MAX_RESOLUTION = 4096
+
+
 class GraphBuilder:
     """Adds validated layers to a networkx ``DiGraph`` (see the module docstring)."""
 
@@ -89,6 +96,12 @@ class GraphBuilder:
     ) -> None:
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise GpusimError(f"workload {name!r}: batch must be a positive int, got {batch!r}")
+        if batch > MAX_BATCH:
+            raise GpusimError(f"workload {name!r}: batch must be <= {MAX_BATCH:,} (gpusim's "
+                              f"bound), got {batch:,}")
+        if resolution is not None and not 1 <= resolution <= MAX_RESOLUTION:
+            raise GpusimError(f"workload {name!r}: resolution must be 1 to {MAX_RESOLUTION:,} "
+                              f"(gpusim's bound), got {resolution:,}")
         dtype_bytes(dtype)
         self.graph = nx.DiGraph(
             name=name, batch=batch, resolution=resolution, dtype=dtype,

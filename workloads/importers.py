@@ -33,6 +33,7 @@ from typing import Any
 
 import networkx as nx
 
+from gpu_models.datafile import check_readable, import_optional
 from gpu_models.errors import GpusimError
 from workloads.graph import GraphBuilder, Tensor
 from workloads.layers import OpType
@@ -85,19 +86,15 @@ def from_onnx(
     input. A ``Reshape`` to a constant shape that starts with the model's own batch size
     keeps the batch dim (``--batch`` changes it).
     """
-    try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError as exc:  # pragma: no cover - exercised only without onnx
-        raise GpusimError("the ONNX importer needs the onnx package installed") from exc
+    onnx = import_optional("onnx", needed_for="the ONNX importer", extra="onnx")
+    numpy_helper = import_optional("onnx.numpy_helper", needed_for="the ONNX importer",
+                                   extra="onnx")
     if isinstance(model, (str, Path)):
-        path = Path(model)
+        path = check_readable(model, "ONNX model")
         try:
             model = onnx.load(str(path))
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
-            raise GpusimError(f"cannot read ONNX model {str(path)!r}: {exc}") from exc
+        except Exception as exc:  # onnx raises protobuf's DecodeError and others
+            raise GpusimError(f"cannot read ONNX model {str(path)!r}: {exc}") from None
         name = name or path.stem
     graph = model.graph
     name = name or graph.name or "onnx_model"

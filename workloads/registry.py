@@ -12,13 +12,14 @@ including parameters of heads that the phase skips) and ``options``.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 
-from gpu_models.errors import GpusimError
+from gpu_models.errors import GpusimError, GpusimWarning
 from workloads import zoo
 from workloads.graph import GraphBuilder
 from workloads.sources import WorkloadSource, parse_source
@@ -125,6 +126,10 @@ def build(
     res = info.default_resolution if resolution is None else resolution
     if not isinstance(res, int) or isinstance(res, bool) or res < 1:
         raise GpusimError(f"workload {name!r}: resolution must be a positive int, got {res!r}")
+    if "optimizer" in options and phase != "training":
+        warnings.warn(GpusimWarning(
+            f"option optimizer={options['optimizer']} applies to training; ignored for "
+            f"{phase}"), stacklevel=2)
     optimizer = options.pop("optimizer", "per_layer")
     unknown = sorted(set(options) - set(info.options))
     if unknown:

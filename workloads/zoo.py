@@ -537,6 +537,16 @@ def mobilenet_v2(b: GraphBuilder, resolution: int) -> None:
 
 
 # ---------------------------------------------------------------------- PathNet
+#: Bounds of the synthetic networks' size options. The graph analysis (maximum antichain,
+#: a matching over the transitive closure) grows with the cube of the convolutions: at
+#: these bounds a network is a few thousand ops and seconds of analysis; beyond them a
+#: typo (``nodes=1000``) would run for many minutes.
+MAX_PATHNET_LAYERS = 32
+MAX_PATHNET_MODULES = 32
+MAX_RANDWIRE_NODES = 128
+MAX_CHANNELS = 4096
+
+
 def pathnet(
     b: GraphBuilder, resolution: int, *, layers: int = 4, modules: int = 10, active: int = 4,
     channels: int = 64, seed: int = 0,
@@ -549,10 +559,13 @@ def pathnet(
     Inactive modules are not part of the graph: they do not run. A conv stem reduces the
     image by 4x first; global pooling and a linear classifier close the network.
     """
-    for label, value, low in (("layers", layers, 1), ("modules", modules, 1),
-                              ("active", active, 1), ("channels", channels, 1)):
-        if not isinstance(value, int) or value < low:
-            raise GpusimError(f"pathnet: {label} must be an int >= {low}, got {value!r}")
+    for label, value, low, high in (("layers", layers, 1, MAX_PATHNET_LAYERS),
+                                    ("modules", modules, 1, MAX_PATHNET_MODULES),
+                                    ("active", active, 1, MAX_PATHNET_MODULES),
+                                    ("channels", channels, 1, MAX_CHANNELS)):
+        if not isinstance(value, int) or not low <= value <= high:
+            raise GpusimError(f"pathnet: {label} must be an int from {low} to {high:,} "
+                              f"(gpusim's bound), got {value!r}")
     if active > modules:
         raise GpusimError(f"pathnet: active={active} exceeds modules={modules}")
     rng = random.Random(seed)
@@ -581,6 +594,9 @@ def randwire_dag(nodes: int, k: int, p: float, seed: int) -> nx.DiGraph:
         raise GpusimError(
             f"randwire: need 2 <= k < nodes and 0 <= p <= 1, got nodes={nodes} k={k} p={p}"
         )
+    if nodes > MAX_RANDWIRE_NODES:
+        raise GpusimError(f"randwire: nodes must be <= {MAX_RANDWIRE_NODES} (gpusim's bound; "
+                          f"the paper's networks have 32), got {nodes:,}")
     ws = nx.watts_strogatz_graph(nodes, k, p, seed=random.Random(seed))
     dag = nx.DiGraph()
     dag.add_nodes_from(range(nodes))
@@ -625,6 +641,9 @@ def randwire(
     resolution, after two stride-2 conv stems; a 1x1 conv to 1280, pooling and a classifier
     follow. (The paper's learned sigmoid aggregation weights are scalars; not modelled.)
     """
+    if not isinstance(channels, int) or not 2 <= channels <= MAX_CHANNELS:
+        raise GpusimError(f"randwire: channels must be an int from 2 to {MAX_CHANNELS:,} "
+                          f"(gpusim's bound), got {channels!r}")
     c = channels
     x = b.input((b.batch, 3, resolution, resolution))
     with b.scope("conv1"):

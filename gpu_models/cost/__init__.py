@@ -26,6 +26,7 @@ its bytes at full bandwidth.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -65,7 +66,7 @@ from gpu_models.cost.waves import (
     wave_size,
     waves,
 )
-from gpu_models.errors import GpusimError
+from gpu_models.errors import GpusimError, GpusimWarning
 from gpu_models.kernel import CostModel
 from gpu_models.spec import GPUSpec
 
@@ -91,6 +92,11 @@ def resolve_cost_model(cost_model: str | CostModel, gpu: GPUSpec, *,
     """
     if not isinstance(cost_model, str):
         return cost_model
+    if origin is not None and cost_model != "scaled":
+        warnings.warn(GpusimWarning(
+            f"the origin GPU {origin if isinstance(origin, str) else origin.name} is used "
+            f"only by the 'scaled' cost model; ignored with cost model {cost_model!r}"),
+            stacklevel=2)
     if cost_model == "calibrated":
         return get_cost_model("calibrated", gpu=gpu)
     if cost_model == "scaled":

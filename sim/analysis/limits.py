@@ -42,7 +42,7 @@ Every time in a report must be finite and > 0: a degenerate GPU (``clock_hz=1e-3
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -66,29 +66,51 @@ from sim.scheduling import (
 )
 from sim.scheduling.base import bottom_levels
 
+#: Called before each policy is simulated, and once at the end with ``""``:
+#: ``(policy name, policies done, policies in all)`` (for a progress bar).
+PolicyProgress = Callable[[str, int, int], None]
+
 #: Speedups within this relative distance of 1 are float noise and reported as 1.
 SPEEDUP_SNAP = 1e-9
 
 #: The best policy is "dependency-bound" when within this factor of the critical path.
 DEPENDENCY_BOUND_FACTOR = 1.05
 
-#: Names :func:`what_binds` reports, with the engine counter each comes from.
+#: Names :func:`what_binds` reports, each with what it means in words. (The engine counter
+#: behind each name is in :func:`binds_detail`.)
 BINDS: Mapping[str, str] = MappingProxyType({
-    "warps": "blocked_s['warps']: the head kernel's next block found no SM with free warps",
-    "registers": "blocked_s['registers']: ... found no SM with free registers",
-    "shared_memory": "blocked_s['shared_memory']: ... found no SM with free shared memory",
-    "blocks": "blocked_s['blocks']: ... found no SM with a free block slot",
-    "host_launch": "the host was still issuing launches at the end (launch_bound_s: GPU "
-                   "idle while the host launched)",
-    "queue_head_of_line": "false_dependency_s: a queue's head waited while a ready kernel of "
-                          "another stream was queued behind it",
-    "resident_grids": "resident_limit_s: a ready kernel waited for the resident-grid limit",
-    "dram_bandwidth": "dram_saturated_s: running blocks asked for more than the bandwidth",
-    "sm_throughput": "sm_oversubscribed_s: co-resident blocks asked more of an SM's "
-                     "execution resource (FP32 pipes, tensor cores) than it has",
-    "memory_parallelism": "memory_parallelism_s: a kernel drew less DRAM bandwidth than it "
-                          "asked, held back by the bytes its resident warps keep in flight",
-    "dependencies": "the run is within 5% of the DAG's critical path (isolated times)",
+    "warps": "the next block of the oldest ready kernel found no SM with free warp slots",
+    "registers": "the next block of the oldest ready kernel found no SM with enough free "
+                 "registers",
+    "shared_memory": "the next block of the oldest ready kernel found no SM with enough free "
+                     "shared memory",
+    "blocks": "the next block of the oldest ready kernel found no SM with a free block slot",
+    "host_launch": "the host was still issuing kernel launches near the end: the GPU "
+                   "waited for the host",
+    "queue_head_of_line": "a hardware queue's head waited on a dependency while a ready "
+                          "kernel of another stream sat behind it (a false dependency)",
+    "resident_grids": "a ready kernel waited because the GPU already held as many grids as "
+                      "it can (max_resident_grids)",
+    "dram_bandwidth": "the running blocks asked for more DRAM bandwidth than the GPU has",
+    "sm_throughput": "co-resident blocks asked more of an SM's execution resources (FP32 "
+                     "pipes, tensor cores) than it has: they ran slower than alone",
+    "memory_parallelism": "a kernel drew less DRAM bandwidth than it asked, held back by the "
+                          "bytes its resident warps keep in flight",
+    "dependencies": "the run is within 5% of the DAG's critical path: the dependencies "
+                    "between kernels, not the GPU, set the time",
+})
+#: Each counted limit as a short phrase, for "where the time went" lines.
+BIND_LABELS: Mapping[str, str] = MappingProxyType({
+    "warps": "blocks waiting for free warp slots",
+    "registers": "blocks waiting for free registers",
+    "shared_memory": "blocks waiting for free shared memory",
+    "blocks": "blocks waiting for a free block slot",
+    "host_launch": "GPU idle while the host launched",
+    "queue_head_of_line": "false dependency in a hardware queue",
+    "resident_grids": "waiting for the resident-grid limit",
+    "dram_bandwidth": "DRAM bandwidth saturated",
+    "sm_throughput": "SM throughput over-subscribed",
+    "memory_parallelism": "DRAM held back by memory parallelism",
 })
 
 
@@ -344,9 +366,13 @@ def limits_of(
     placement: str = "most-free",
     labels: Mapping[str, Any] | None = None,
     sm_sharing: bool = True,
+    progress: PolicyProgress | None = None,
 ) -> LimitsReport:
     """The limits report of a priced kernel DAG (:func:`compute_limits` after pricing;
-    ``ctx``'s isolated times should be those of the same ``sm_sharing``)."""
+    ``ctx``'s isolated times should be those of the same ``sm_sharing``).
+
+    ``progress``, if given, is told which policy runs next (see :data:`PolicyProgress`).
+    """
     asked = list(DEFAULT_POLICIES if policies is None else policies)
     if not asked:
         raise GpusimError("policies must name at least one policy")
@@ -354,10 +380,15 @@ def limits_of(
     for policy in ["serial", *asked]:
         resolved = get_policy(policy) if isinstance(policy, str) else policy
         chosen.setdefault(resolved.name, resolved)  # each policy simulated once
-    runs = {name: run_policy(ctx, policy, launch_overhead_s=launch_overhead_s,
-                             event_overhead_s=event_overhead_s, mode=mode, placement=placement,
-                             sm_sharing=sm_sharing)
-            for name, policy in chosen.items()}
+    runs = {}
+    for done, (name, policy) in enumerate(chosen.items()):
+        if progress is not None:
+            progress(name, done, len(chosen))
+        runs[name] = run_policy(ctx, policy, launch_overhead_s=launch_overhead_s,
+                                event_overhead_s=event_overhead_s, mode=mode,
+                                placement=placement, sm_sharing=sm_sharing)
+    if progress is not None:
+        progress("", len(chosen), len(chosen))
     gpu = ctx.gpu
     launch_s = gpu.launch_overhead_s if launch_overhead_s is None else launch_overhead_s
     # "dependencies" bind only when the DAG itself, not the host, explains the time.
@@ -402,13 +433,16 @@ def limits_for_workload(
     event_overhead_s: float | None = None,
     resolution: int | None = None,
     sm_sharing: bool = True,
+    options: Mapping[str, Any] | None = None,
+    progress: PolicyProgress | None = None,
 ) -> LimitsReport:
     """The limits report of workload ``name``, prepared by
-    :func:`~sim.analysis.workflow.prepare_workload` (built, lowered and priced)."""
+    :func:`~sim.analysis.workflow.prepare_workload` (built, lowered and priced; ``options``
+    go to the builder or the lowering)."""
     prepared = prepare_workload(
         name, batch=batch, phase=phase, precision=precision, gpu=gpu, cost_model=cost_model,
         origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s,
-        resolution=resolution, sm_sharing=sm_sharing)
+        resolution=resolution, sm_sharing=sm_sharing, options=options)
     return limits_of(prepared.ctx, policies=policies, keep_results=keep_results,
                      launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s,
-                     labels=prepared.labels, sm_sharing=sm_sharing)
+                     labels=prepared.labels, sm_sharing=sm_sharing, progress=progress)

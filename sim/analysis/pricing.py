@@ -32,9 +32,10 @@ def predicted_time_s(kernels: Sequence[KernelSpec], gpu: GPUSpec, cost_model: Co
     Through the engine (``"engine"``) up to :data:`ENGINE_BLOCK_CAP` blocks in all, else
     analytic (``"analytic"``: the kernels' isolated times summed; see the module docstring).
     """
+    # Built first in every case: Launch checks each grid against CUDA's limits.
+    launches = tuple(Launch.from_kernel(k, cost_model(k, gpu), stream="s0") for k in kernels)
     if sum(k.blocks for k in kernels) > ENGINE_BLOCK_CAP:
         return sum(isolated_time_s(k, gpu, cost_model) for k in kernels), "analytic"
-    launches = tuple(Launch.from_kernel(k, cost_model(k, gpu), stream="s0") for k in kernels)
     program = Program(gpu, (StreamDef("s0"),), launches, launch_overhead_s=0.0,
                       event_overhead_s=0.0)
     return simulate(program).makespan_s, "engine"

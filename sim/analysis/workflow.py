@@ -11,7 +11,9 @@ CLI, the limits report, sweeps and notebooks::
 
 * :func:`kernel_graph_for` — the workload's layer graph (:func:`workloads.build`: a zoo name,
   an ONNX or layer-graph file, or ``torchvision:NAME``) lowered to
-  kernels (:func:`workloads.lowering.lower`) for a GPU and a math precision;
+  kernels (:func:`workloads.lowering.lower`) for a GPU and a math precision; ``options``
+  go to the builder (``nodes=64`` for RandWire, ``optimizer=step`` for training) or, for
+  :data:`LOWERING_OPTIONS` (``fusion=inference``, ``layout=nhwc``), to the lowering;
 * :func:`resolve_cost_model` (from :mod:`gpu_models.cost`) — a cost model by name
   (``roofline``, ``calibrated``, ``scaled``) or as given;
 * :func:`schedule_context` — the kernel DAG priced by the cost model
@@ -24,6 +26,7 @@ CLI, the limits report, sweeps and notebooks::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,26 +38,34 @@ from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel
 from gpu_models.presets import resolve_gpu
 from gpu_models.spec import PRECISIONS, GPUSpec
-from sim.engine.engine import simulate
+from sim.engine.engine import Progress, simulate
 from sim.engine.program import Program
 from sim.engine.result import SimResult
 from sim.scheduling import Schedule, ScheduleContext, SchedulingPolicy, get_policy, to_program
 from workloads import build
 from workloads.lowering import STORAGE_DTYPE, lower
 
+#: Workload options that belong to the lowering (:func:`workloads.lowering.lower`), not to
+#: the graph builder.
+LOWERING_OPTIONS: tuple[str, ...] = ("fusion", "layout")
+
 
 def kernel_graph_for(name: str, *, batch: int = 1, phase: str = "inference",
                      precision: str = "fp32", gpu: GPUSpec,
-                     resolution: int | None = None) -> nx.DiGraph:
+                     resolution: int | None = None,
+                     options: Mapping[str, Any] | None = None) -> nx.DiGraph:
     """The kernel DAG of workload ``name`` (any form :func:`workloads.build` takes: a zoo
     name, a file, ``torchvision:NAME``) on ``gpu`` at ``precision``, its nodes in the
-    framework's launch order (lowering keeps the layer graph's order)."""
+    framework's launch order (lowering keeps the layer graph's order). ``options``: see
+    the module docstring."""
     if precision not in PRECISIONS:
         raise GpusimError(f"precision must be one of {', '.join(PRECISIONS)} "
                           f"(got {precision!r})")
+    given = dict(options or {})
+    lowering = {k: given.pop(k) for k in LOWERING_OPTIONS if k in given}
     layers = build(name, batch=batch, resolution=resolution, phase=phase,
-                   dtype=STORAGE_DTYPE[precision])
-    return lower(layers, gpu, precision=precision)
+                   dtype=STORAGE_DTYPE[precision], **given)
+    return lower(layers, gpu, precision=precision, **lowering)
 
 
 def schedule_context(
@@ -103,6 +114,7 @@ def run_policy(
     mode: str = "grouped",
     placement: str = "most-free",
     sm_sharing: bool = True,
+    progress: Progress | None = None,
 ) -> PolicyRun:
     """Schedule ``ctx`` with ``policy`` and simulate the program (``sm_sharing``: see
     :func:`sim.engine.engine.simulate`)."""
@@ -111,7 +123,8 @@ def run_policy(
     program = to_program(ctx, schedule, launch_overhead_s=launch_overhead_s,
                          event_overhead_s=event_overhead_s)
     return PolicyRun(chosen.name, schedule, program,
-                     simulate(program, mode=mode, placement=placement, sm_sharing=sm_sharing))
+                     simulate(program, mode=mode, placement=placement, sm_sharing=sm_sharing,
+                              progress=progress))
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,6 +152,8 @@ class PreparedWorkload:
     resolution: int | None = None
     #: SM throughput sharing and the memory-parallelism bound in the engine.
     sm_sharing: bool = True
+    #: The workload options it was built and lowered with.
+    options: Mapping[str, Any] | None = None
 
     @property
     def labels(self) -> dict[str, Any]:
@@ -147,12 +162,12 @@ class PreparedWorkload:
                 "precision": self.precision, "cost_model": self.cost_model_name}
 
     def run(self, policy: str | SchedulingPolicy, *, mode: str = "grouped",
-            placement: str = "most-free") -> PolicyRun:
+            placement: str = "most-free", progress: Progress | None = None) -> PolicyRun:
         """Schedule with ``policy`` and simulate, under the workload's host overheads and
         engine physics."""
         return run_policy(self.ctx, policy, launch_overhead_s=self.launch_overhead_s,
                           event_overhead_s=self.event_overhead_s, mode=mode,
-                          placement=placement, sm_sharing=self.sm_sharing)
+                          placement=placement, sm_sharing=self.sm_sharing, progress=progress)
 
 
 def prepare_workload(
@@ -168,18 +183,20 @@ def prepare_workload(
     event_overhead_s: float | None = None,
     resolution: int | None = None,
     sm_sharing: bool = True,
+    options: Mapping[str, Any] | None = None,
 ) -> PreparedWorkload:
     """Build, lower and price workload ``name`` (see the module docstring); ``sm_sharing``
     selects the engine's physics for every run from it (:func:`sim.engine.engine.simulate`)."""
     spec = resolve_gpu(gpu)
     model = resolve_cost_model(cost_model, spec, origin=origin)
     graph = kernel_graph_for(name, batch=batch, phase=phase, precision=precision, gpu=spec,
-                             resolution=resolution)
+                             resolution=resolution, options=options)
     ctx = schedule_context(graph, spec, model, launch_overhead_s=launch_overhead_s,
                            event_overhead_s=event_overhead_s, sm_sharing=sm_sharing)
     model_name = cost_model if isinstance(cost_model, str) else type(cost_model).__name__
     return PreparedWorkload(name, batch, phase, precision, spec, model_name, graph, ctx,
-                            launch_overhead_s, event_overhead_s, resolution, sm_sharing)
+                            launch_overhead_s, event_overhead_s, resolution, sm_sharing,
+                            dict(options or {}))
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,13 +239,17 @@ def simulate_workload(
     placement: str = "most-free",
     resolution: int | None = None,
     sm_sharing: bool = True,
+    options: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> WorkloadRun:
-    """Prepare workload ``name`` (:func:`prepare_workload`) and simulate it under ``policy``."""
+    """Prepare workload ``name`` (:func:`prepare_workload`) and simulate it under ``policy``
+    (``progress``: the engine's, see :meth:`sim.engine.engine.Engine.run`)."""
     prepared = prepare_workload(
         name, batch=batch, phase=phase, precision=precision, gpu=gpu, cost_model=cost_model,
         origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s,
-        resolution=resolution, sm_sharing=sm_sharing)
-    return WorkloadRun(prepared, prepared.run(policy, mode=mode, placement=placement))
+        resolution=resolution, sm_sharing=sm_sharing, options=options)
+    return WorkloadRun(prepared, prepared.run(policy, mode=mode, placement=placement,
+                                              progress=progress))
 
 
 def time_average(times_s: tuple[float, ...], values: tuple[float, ...], end_s: float) -> float:

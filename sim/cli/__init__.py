@@ -1,11 +1,21 @@
 """The ``gpusim`` command line.
 
 Every command lives in a module of this package that exposes ``register(subparsers)``; it
-adds one or more sub-parsers whose ``func`` default is a handler ``(args) -> int``. The
-conventions are the same for every command: a human-readable table by default, ``--json``
-for machines, and exit code 2 with a one-line ``gpusim: error: ...`` message on bad input
-(any :class:`gpu_models.errors.GpusimError`, or a file that cannot be read or written:
-the message says "cannot write" when the file is one of the command's outputs).
+adds one or more sub-parsers whose ``func`` default is a handler ``(args) -> int``, and
+declares the files it reads and writes (:func:`sim.cli.files.declare_files`). The
+conventions are the same for every command:
+
+* a human-readable table by default (long tables summarised), ``--json`` for machines;
+* exit code 2 with a one-line ``gpusim: error: ...`` message on bad input (any
+  :class:`gpu_models.errors.GpusimError`, or a file that cannot be read or written: the
+  message says "cannot write" when the file is one of the command's outputs); an output
+  that would overwrite an input is refused before anything runs
+  (:func:`sim.cli.files.check_files`);
+* every fallback or ignored option is a one-line ``gpusim: warning: ...`` on stderr
+  (library code raises :class:`gpu_models.errors.GpusimWarning`);
+* Ctrl-C (SIGINT) ends any command with exit code 130 and ``gpusim: interrupted``;
+* a run that takes more than a few seconds shows a progress bar on stderr when stderr is
+  a terminal (:func:`sim.cli.common.progress_bar`).
 """
 
 from __future__ import annotations
@@ -13,10 +23,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
 
-from gpu_models.errors import GpusimError
+from gpu_models.errors import GpusimError, GpusimWarning
+from sim.cli.files import check_files, output_paths
+
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
 
 # Order here is the order of ``gpusim --help``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -51,33 +68,92 @@ def build_parser() -> argparse.ArgumentParser:
                                        parser_class=_Parser)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    _describe_commands(parser)
     return parser
 
 
-#: Argument names that hold files a command writes.
-OUTPUT_ARGS: tuple[str, ...] = ("trace", "out", "output", "out_dir")
+def _describe_commands(parser: argparse.ArgumentParser) -> None:
+    """Give every sub-command without a description its one-line help as one, so that
+    ``gpusim COMMAND --help`` always says what the command does."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                if not sub.description and helps.get(name):
+                    text = str(helps[name])
+                    sub.description = text[0].upper() + text[1:] + "."
+                _describe_commands(sub)
 
 
 def _is_output(args: argparse.Namespace, filename: object) -> bool:
-    """Whether ``filename`` (from an OSError) is one of the command's output paths."""
+    """Whether ``filename`` (from an OSError) is one of the command's outputs, or a file
+    written on the way to one (``r.csv.tmp``, ``out/figures/x.png``)."""
     if filename is None:
         return False
-    outputs = [getattr(args, name, None) for name in OUTPUT_ARGS]
-    return any(out is not None and str(out) == str(filename) for out in outputs)
+    path = str(filename)
+    for out in output_paths(args):
+        if path == out or path.startswith(out + ".") or Path(out) in Path(path).parents:
+            return True
+    return False
+
+
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Show :class:`GpusimWarning` as one ``gpusim: warning: ...`` line each (once per
+    message), leave other warnings alone, and restore the warning state afterwards."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        if issubclass(category, GpusimWarning):
+            print(f"gpusim: warning: {message}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        previous = warnings.showwarning
+        warnings.simplefilter("default", GpusimWarning)
+        warnings.showwarning = show
+        yield
+
+
+#: Longest error message printed; longer ones (a value repeated in full) are cut.
+MAX_MESSAGE_CHARS = 2000
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line and at most :data:`MAX_MESSAGE_CHARS` long."""
+    text = " ".join(message.split())
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[:MAX_MESSAGE_CHARS - 5] + " ..."
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpusim`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args: Any = None
     try:
-        return int(args.func(args) or 0)
+        with _warnings_as_lines():
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            check_files(args)
+            return int(args.func(args) or 0)
     except GpusimError as exc:
-        print(f"gpusim: error: {exc}", file=sys.stderr)
+        print(f"gpusim: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-        verb = "write" if _is_output(args, exc.filename) else "read"
-        print(f"gpusim: error: cannot {verb} {exc.filename}: {exc.strerror}", file=sys.stderr)
+    except RecursionError:  # json/tomllib are guarded; this is the net for everything else
+        print("gpusim: error: the input nests too deeply to process", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("gpusim: error: out of memory (is an input or a GPUSpec field too large?)",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gpusim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `gpusim ... | head` is fine
         return 0
+    except OSError as exc:  # a file the checks could not foresee (disk full, permissions)
+        verb = "write" if _is_output(args, exc.filename) else "read"
+        what = f" {exc.filename}" if exc.filename else ""
+        print(f"gpusim: error: cannot {verb}{what}: {exc.strerror or exc}", file=sys.stderr)
+        return 2

@@ -57,6 +57,7 @@ from gpu_models.presets import list_presets, load_gpu
 from gpu_models.spec import PRECISIONS
 from gpu_models.units import MS_PER_S, US_PER_S
 from sim.cli.common import add_json_arg, print_json, print_table
+from sim.cli.files import declare_files
 from sim.measure.attribution import Attribution
 from sim.measure.ingest import (
     DEFAULT_LAYER_PREFIX,
@@ -129,6 +130,7 @@ def register_calibrate(subparsers: Any) -> None:
                         help="the step whose kernels a digest keeps (default: the median)")
     add_json_arg(ingest)
     ingest.set_defaults(func=_cmd_ingest)
+    declare_files(ingest, inputs=("trace",), outputs=("out",))
 
     fit = subparsers.add_parser(
         "fit", help="fit the calibrated cost model and report its held-out error",
@@ -152,6 +154,7 @@ def register_calibrate(subparsers: Any) -> None:
                      "on such a GPU)")
     add_json_arg(fit)
     fit.set_defaults(func=_cmd_fit)
+    declare_files(fit, inputs=("gpu", "files"))
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
@@ -161,9 +164,19 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         if not sep or not name.strip():
             raise GpusimError(f"--library expects NAME=VERSION, got {text!r}")
         libraries[name.strip()] = version.strip()
+    if args.gpu_name and args.gpu_name not in list_presets():
+        raise GpusimError(f"--gpu-name {args.gpu_name!r} is not a gpusim preset; presets: "
+                          f"{', '.join(list_presets())}")
     result = parse_trace(args.trace, layer_prefix=args.layer_prefix,
                          step_prefix=args.step_prefix, precision=args.precision,
                          batch=args.batch, step_marker=args.step_marker)
+    if not result.kernels:
+        s = result.summary
+        raise GpusimError(
+            f"{args.trace}: no usable kernels, nothing written: {s.n_zero_duration} with zero "
+            f"duration, {s.n_negative_duration} with a negative duration, "
+            f"{s.n_communication} communication kernels, {s.n_cpu_ops} CPU ops (was the "
+            "trace recorded with ProfilerActivity.CUDA?)")
     preset = args.gpu_name or _guess_preset(result.summary)
     provenance = trace_provenance(
         result, script="gpusim calibrate ingest", args=_argv_of(args), date=args.date,
@@ -189,7 +202,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
           f"{f' (preset {preset})' if preset else ''}; {summary.n_kernels} kernels, "
           f"{summary.n_cpu_ops} CPU ops, {summary.n_launches} runtime calls, "
           f"{summary.n_communication} communication kernels skipped, "
-          f"{summary.n_zero_duration} zero-duration kernels dropped")
+          f"{summary.n_zero_duration} zero-duration kernels dropped"
+          + (f", {summary.n_negative_duration} kernels with a negative duration (damaged "
+             "events) dropped" if summary.n_negative_duration else ""))
     steps = summary.steps or {s.step: (s.kernels, s.kernel_time_s) for s in calibration.steps}
     if steps:
         print_table([(step, n, t * MS_PER_S) for step, (n, t) in steps.items()],
@@ -295,9 +310,27 @@ def _load_work_fn(text: str | None) -> WorkFn | None:
         raise GpusimError(f"--work expects MODULE:FUNC, got {text!r}")
     try:
         func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, ValueError) as exc:
         raise GpusimError(f"--work {text!r}: {exc}") from None
-    return func
+    if not callable(func):
+        raise GpusimError(f"--work {text!r} is not a function")
+
+    def checked(record: CalibrationRecord) -> tuple[float, float]:
+        # A user's function: whatever it raises or returns, the command exits 2 naming it.
+        try:
+            result = func(record)
+            flops, dram_bytes = result
+            values = (float(flops), float(dram_bytes))
+        except Exception as exc:
+            raise GpusimError(f"--work {text!r} failed on record {record.library_name!r}: "
+                              f"{type(exc).__name__}: {exc} (it must take a calibration "
+                              "record and return (flops, dram_bytes))") from None
+        if not all(math.isfinite(v) and v >= 0 for v in values):
+            raise GpusimError(f"--work {text!r} returned {result!r} for record "
+                              f"{record.library_name!r}; expected two finite numbers >= 0")
+        return values
+
+    return checked
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:

@@ -1,15 +1,21 @@
-"""Helpers shared by every CLI command: GPU selection, JSON output, plain tables."""
+"""Helpers shared by every CLI command: GPU selection, JSON output, plain tables (long
+ones summarised), progress bars for long runs."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from tqdm import tqdm
+
+from gpu_models.errors import GpusimError
 from gpu_models.presets import DEFAULT_GPU, resolve_gpu
 from gpu_models.spec import GPUSpec
+from sim.engine.engine import Progress
 
 
 def add_json_arg(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +62,49 @@ def gpu_from_args(args: argparse.Namespace) -> GPUSpec:
     return resolve_gpu(args.gpu, overrides)
 
 
+def parse_option(text: str) -> tuple[str, int | float | str]:
+    """``KEY=VALUE`` (an ``--option``) -> (key, value as int, else float, else the text)."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key or not raw:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    for convert in (int, float):
+        try:
+            return key, convert(raw)
+        except ValueError:
+            pass
+    return key, raw
+
+
+#: Keys ``--option`` may not take: each has its own flag.
+_OWN_FLAGS = ("batch", "resolution", "phase", "dtype", "precision")
+
+#: The help text of ``--option`` (one list of what the builders and the lowering take).
+OPTION_HELP = ("a workload option, repeatable: pathnet: layers, modules, active, channels, "
+               "seed; randwire: nodes, k, p, channels, seed; training: "
+               "optimizer=per_layer|step; lowering: fusion=eager|inference, layout=nchw|nhwc")
+
+
+def add_option_arg(parser: argparse.ArgumentParser) -> None:
+    """``--option KEY=VALUE`` (repeatable): options of the workload's builder or lowering."""
+    parser.add_argument("--option", dest="options", action="append", type=parse_option,
+                        default=[], metavar="KEY=VALUE", help=OPTION_HELP)
+
+
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--option`` pairs as a dict; a key given twice or one with its own flag is an
+    error."""
+    options: dict[str, Any] = {}
+    for key, value in getattr(args, "options", []) or []:
+        if key in _OWN_FLAGS:
+            flag = "--precision" if key == "dtype" else f"--{key}"
+            raise GpusimError(f"option {key!r} has its own flag: use {flag}")
+        if key in options:
+            raise GpusimError(f"option {key!r} is given twice")
+        options[key] = value
+    return options
+
+
 def print_json(obj: Any) -> None:
     """Print ``obj`` as indented JSON on stdout."""
     json.dump(obj, sys.stdout, indent=2, sort_keys=False, default=_json_default)
@@ -70,9 +119,24 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def format_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
-    """A plain left-aligned text table (numbers right-aligned)."""
-    text_rows = [[_cell(v) for v in row] for row in rows]
+#: Tables longer than this are summarised: their first :data:`TABLE_HEAD_ROWS` and last
+#: :data:`TABLE_TAIL_ROWS` rows, and a line saying how many were left out (``--json`` has
+#: them all). A 100,000-kernel program is not 100,000 lines of terminal.
+MAX_TABLE_ROWS = 60
+TABLE_HEAD_ROWS = 40
+TABLE_TAIL_ROWS = 10
+
+
+def format_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], *,
+                 max_rows: int | None = MAX_TABLE_ROWS) -> str:
+    """A plain left-aligned text table (numbers right-aligned). Over ``max_rows`` rows
+    (``None``: no limit), the middle rows are left out and a line says how many."""
+    all_rows = list(rows)
+    left_out = 0
+    if max_rows is not None and len(all_rows) > max_rows:
+        left_out = len(all_rows) - TABLE_HEAD_ROWS - TABLE_TAIL_ROWS
+        all_rows = all_rows[:TABLE_HEAD_ROWS] + all_rows[-TABLE_TAIL_ROWS:]
+    text_rows = [[_cell(v) for v in row] for row in all_rows]
     widths = [len(h) for h in headers]
     for row in text_rows:
         for i, cell in enumerate(row):
@@ -87,13 +151,28 @@ def format_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
         return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in columns).rstrip()
 
     lines = [fmt(list(headers)), fmt(["-" * w for w in widths])]
-    lines.extend(fmt(row) for row in text_rows)
+    body = [fmt(row) for row in text_rows]
+    if left_out:
+        body.insert(TABLE_HEAD_ROWS, f"... {left_out:,} more rows (use --json for all) ...")
+    lines.extend(body)
     return "\n".join(lines)
 
 
-def print_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
+def print_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], *,
+                max_rows: int | None = MAX_TABLE_ROWS) -> None:
     """Print :func:`format_table` to stdout."""
-    print(format_table(rows, headers))
+    print(format_table(rows, headers, max_rows=max_rows))
+
+
+#: A progress bar appears only once a run has taken this long (short runs stay quiet).
+PROGRESS_DELAY_S = 2.0
+
+
+def progress_bar(total: int | None, desc: str, unit: str) -> tqdm:
+    """A progress bar on stderr that shows only on a terminal, and only after
+    :data:`PROGRESS_DELAY_S`; use it as a context manager and ``update`` it."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False,
+                delay=PROGRESS_DELAY_S, disable=not sys.stderr.isatty(), dynamic_ncols=True)
 
 
 def _cell(value: Any) -> str:
@@ -108,3 +187,16 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@contextmanager
+def engine_progress(desc: str) -> Iterator[Progress]:
+    """A progress callback for :func:`sim.engine.engine.simulate` (blocks started of all
+    blocks), drawing a :func:`progress_bar`."""
+    with progress_bar(None, desc, "blocks") as bar:
+
+        def report(started: int, total: int) -> None:
+            bar.total = total
+            bar.update(started - bar.n)
+
+        yield report

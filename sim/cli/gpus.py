@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 
+from gpu_models.errors import GpusimWarning
 from gpu_models.occupancy import occupancy
 from gpu_models.presets import list_presets, load_preset
 from gpu_models.units import GIGA, MEGA, MIB, TERA
 from sim.cli.common import add_gpu_args, add_json_arg, gpu_from_args, print_json, print_table
+from sim.cli.files import declare_files
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``gpus`` and ``occupancy`` commands."""
-    p = subparsers.add_parser("gpus", help="list the GPU presets with their key figures")
+    p = subparsers.add_parser(
+        "gpus", help="list the GPU presets with their key figures",
+        description="List the built-in GPU presets (gpu_models/data/gpus/*.toml): SMs, clock, "
+        "peak FP32 and FP16 tensor-core rates, DRAM bandwidth, shared memory per SM, L2. "
+        "Any of them, or a spec file of your own, goes to --gpu.")
     add_json_arg(p)
     p.set_defaults(func=cmd_gpus)
 
     p = subparsers.add_parser(
-        "occupancy", help="blocks per SM of a kernel shape, and which resource limits it"
-    )
+        "occupancy", help="blocks per SM of a kernel shape, and which resource limits it",
+        description="The occupancy calculator: how many blocks of a kernel shape (threads, "
+        "registers per thread, shared memory per block) one SM holds at once, and which "
+        "resource (warps, registers, shared memory, block slots) limits it.")
     add_gpu_args(p)
     p.add_argument("--threads", type=int, required=True, help="threads per block")
     p.add_argument("--regs", type=int, required=True, help="registers per thread")
@@ -28,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="preferred shared-memory carveout in bytes (default: the largest)")
     add_json_arg(p)
     p.set_defaults(func=cmd_occupancy)
+    declare_files(p, inputs=("gpu",))
 
 
 def cmd_gpus(args: argparse.Namespace) -> int:
@@ -59,6 +69,13 @@ def cmd_occupancy(args: argparse.Namespace) -> int:
     spec = gpu_from_args(args)
     occ = occupancy(spec, args.threads, args.regs, args.smem,
                     preferred_carveout_B=args.carveout)
+    if args.carveout is not None and occ.carveout_B != args.carveout:
+        why = "the largest" if args.carveout > occ.carveout_B else \
+            "the next supported size up (one that also holds a block)"
+        warnings.warn(GpusimWarning(
+            f"--carveout {args.carveout} B is not a carveout {spec.name} supports "
+            f"({', '.join(map(str, spec.smem_carveouts_B))} B): using {occ.carveout_B} B, "
+            f"{why}"), stacklevel=1)
     if args.json:
         print_json({"gpu": spec.name, "threads": args.threads, "regs": args.regs,
                     "smem": args.smem, **occ.to_dict()})

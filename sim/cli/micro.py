@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Any
 
+from sim.cli.files import declare_files, sub_parser
 from sim.measure.micro.campaign import add_arguments, run_args
 
 
@@ -25,6 +26,7 @@ def register_calibrate(subparsers: Any) -> None:
         "(`plan` is a dry run that needs no GPU).")
     add_arguments(p)
     p.set_defaults(func=_cmd_micro)
+    declare_files(sub_parser(p, "run"), output_dirs=("out",))
 
 
 def _cmd_micro(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sim.cli.files import declare_files
 from sim.measure.netbench.campaign import NETWORKS, PRECISIONS, run
 from sim.measure.netbench.store import import_campaign
 
@@ -18,7 +19,10 @@ def register_calibrate(subparsers: Any) -> None:
     """Add ``layers`` and ``import-layers`` to the ``calibrate`` group."""
     p = subparsers.add_parser(
         "layers", help="measure the zoo's layer kernels and network runs on this GPU "
-        "(needs torch, CUDA)")
+        "(needs torch, CUDA)",
+        description="Device campaign 2: profile every layer kernel of the zoo's networks with "
+        "torch.profiler and time whole network steps (eager and CUDA graphs, one stream and "
+        "several) on this machine's GPU; writes a folder for 'calibrate import-layers'.")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quick", action="store_true", help="a small subset (under 2 minutes)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
@@ -27,6 +31,7 @@ def register_calibrate(subparsers: Any) -> None:
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--budget-s", type=float, default=420.0)
     p.set_defaults(func=cmd_layers)
+    declare_files(p, output_dirs=("out",))
 
     p = subparsers.add_parser(
         "import-layers", help="check a 'calibrate layers' output folder and add it to the "

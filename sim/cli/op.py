@@ -19,7 +19,9 @@ objects carrying the input columns plus those (a time the input gave is kept as
 ``measured_<column>``). A bad row is an error naming its line (exit 2); a time cell that
 holds a note instead of a number is reported on stderr and left without a measured value.
 
-Bad input never hangs: when the kernels have more than
+Every kernel is checked as a launch first (:class:`sim.engine.program.Launch`): a grid beyond
+CUDA's limits (``--m 1000000000 --n 1000000000``) is an error, as it is for ``run`` and
+``simulate``, not a predicted time. Bad input never hangs: when the kernels have more than
 :data:`~sim.analysis.pricing.ENGINE_BLOCK_CAP` blocks in all (``--m 100000000`` makes ~6e8),
 the time is analytic instead (:func:`sim.analysis.pricing.predicted_time_s`); the output says
 "analytic".
@@ -40,6 +42,7 @@ from gpu_models.units import GIGA, US_PER_S
 from sim.analysis.pricing import ENGINE_BLOCK_CAP, predicted_time_s
 from sim.analysis.workflow import resolve_cost_model
 from sim.cli.common import add_gpu_args, add_json_arg, gpu_from_args, print_json, print_table
+from sim.cli.files import declare_files
 from sim.measure.deepbench import (
     CONV_COLUMNS,
     CONV_TIMES,
@@ -51,15 +54,23 @@ from sim.measure.deepbench import (
 from workloads.layers import Layer
 from workloads.lowering import CONV_PASSES, LAYOUTS, conv_layer, gemm_layer, lower_layer
 
+#: The measured GPU the 'scaled' cost model starts from unless --origin says otherwise.
+DEFAULT_ORIGIN = "a100"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``op`` command with its ``conv2d`` and ``gemm`` forms and ``--from``."""
-    p = subparsers.add_parser("op", help="kernels one layer lowers to, occupancy and time")
+    p = subparsers.add_parser(
+        "op", help="kernels one layer lowers to, occupancy and time",
+        description="The kernels one convolution or GEMM lowers to on a GPU (launch "
+        "configuration, occupancy, waves) and the layer's predicted time; or, with --from, "
+        "every row of a DeepBench CSV file priced.")
     p.add_argument("--from", dest="from_csv", default=None, metavar="FILE.csv",
                    help="price every row of a CSV file in DeepBench's columns instead of "
                    "one layer (GEMM: M,N,K,a_transpose,b_transpose; conv: W,H,C,N,K,S,R,"
                    "pad_w,pad_h,stride_w,stride_h)")
     _common(p)
+    declare_files(p, inputs=("gpu", "from_csv"))
     p.set_defaults(func=cmd_op)
     ops = p.add_subparsers(dest="op_kind", metavar="OP", required=False)
 
@@ -102,9 +113,11 @@ def _common(p: argparse.ArgumentParser, *, inherit: bool = False) -> None:
                    "around tensor-op convs) or nhwc (channels_last); default nchw")
     p.add_argument("--cost-model", choices=list_cost_models(), default="roofline",
                    help="per-block time model (default roofline)")
-    p.add_argument("--origin", default="a100",
-                   help="measured GPU the 'scaled' cost model scales from (default a100)")
+    p.add_argument("--origin", default=None,
+                   help="measured GPU the 'scaled' cost model scales from (default "
+                   f"{DEFAULT_ORIGIN})")
     add_json_arg(p)
+    declare_files(p, inputs=("gpu",))
     if inherit:
         for action in p._actions[first:]:
             action.default = argparse.SUPPRESS
@@ -182,9 +195,9 @@ def cmd_op(args: argparse.Namespace) -> int:
     gpu = gpu_from_args(args)
     layer = _layer(args)
     kernels = lower_layer(layer, gpu, precision=args.precision, layout=args.layout)
-    model = resolve_cost_model(args.cost_model, gpu, origin=args.origin)
+    model = _cost_model(args, gpu)
+    time_s, timing = predicted_time_s(kernels, gpu, model)  # first: it checks the grids
     rows = [kernel_row(k, gpu, model) for k in kernels]
-    time_s, timing = predicted_time_s(kernels, gpu, model)
     time_us = time_s * US_PER_S
     if args.json:
         print_json({"gpu": gpu.name, "layer": layer.name, "op": layer.op.value,
@@ -207,10 +220,17 @@ def cmd_op(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cost_model(args: argparse.Namespace, gpu: GPUSpec) -> CostModel:
+    origin = args.origin
+    if origin is None and args.cost_model == "scaled":
+        origin = DEFAULT_ORIGIN
+    return resolve_cost_model(args.cost_model, gpu, origin=origin)
+
+
 def cmd_from_csv(args: argparse.Namespace) -> int:
     """``gpusim op --from FILE.csv``: one priced row per input row (see the module doc)."""
     gpu = gpu_from_args(args)
-    model = resolve_cost_model(args.cost_model, gpu, origin=args.origin)
+    model = _cost_model(args, gpu)
     # Only the shape columns are needed; a time column is carried along, and a note in it
     # (DeepBench's Pascal GEMM sheets, line 42) is reported rather than fatal.
     rows = read_deepbench_csv(args.from_csv, notes_in_times=True)

@@ -19,6 +19,7 @@ from sim.cli.common import (
     print_table,
     sm_sharing_from_args,
 )
+from sim.cli.files import declare_files
 from sim.report.reproduce import DEFAULT_OUT_DIR, reproduce
 
 
@@ -30,7 +31,8 @@ def register(subparsers: Any) -> None:
         "and PDF, tables as CSV and Markdown, Chrome traces and a summary.json.",
     )
     p.add_argument("--out", default=DEFAULT_OUT_DIR, metavar="DIR",
-                   help=f"output directory (default: ./{DEFAULT_OUT_DIR})")
+                   help=f"output directory, new, empty or a previous reproduce's (default: "
+                   f"./{DEFAULT_OUT_DIR})")
     add_gpu_args(p)
     p.add_argument("--quick", action="store_true",
                    help="fewer networks and batch sizes: under a minute")
@@ -42,6 +44,7 @@ def register(subparsers: Any) -> None:
     add_sm_sharing_arg(p)
     add_json_arg(p)
     p.set_defaults(func=cmd_reproduce)
+    declare_files(p, inputs=("gpu",), output_dirs=("out",))
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:

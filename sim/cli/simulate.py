@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gpu_models.cost import list_cost_models
-from gpu_models.spec import PRECISIONS
+from gpu_models.spec import PRECISIONS, GPUSpec
 from gpu_models.units import US_PER_S
 from sim.analysis.workflow import (
     busy_sm_fraction,
@@ -16,11 +16,15 @@ from sim.analysis.workflow import (
 from sim.cli.common import (
     add_gpu_args,
     add_json_arg,
+    add_option_arg,
     add_sm_sharing_arg,
+    engine_progress,
     gpu_from_args,
+    options_from_args,
     print_json,
     sm_sharing_from_args,
 )
+from sim.cli.files import declare_files
 from sim.scheduling import event_count
 from workloads import workload_names
 
@@ -51,13 +55,22 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--origin", metavar="GPU",
                         help="measured GPU whose calibration the 'scaled' cost model carries")
     add_sm_sharing_arg(parser)
+    add_option_arg(parser)
+
+
+def precision_label(gpu: GPUSpec, precision: str) -> str:
+    """``precision`` for a header, saying so when the GPU runs it on CUDA cores."""
+    return f"{precision}, on CUDA cores" if gpu.math_fallback(precision) else precision
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``simulate`` command."""
     p = subparsers.add_parser(
         "simulate", help="simulate a workload under a scheduling policy (makespan, SM and "
-        "DRAM use)")
+        "DRAM use)",
+        description="Build a network of the model zoo, lower its layers to kernels on a GPU, "
+        "schedule them onto streams with a policy and simulate the step: makespan, kernels, "
+        "streams, events, busy SMs and DRAM utilisation.")
     add_workload_args(p)
     p.add_argument("--policy", default="serial",
                    help="scheduling policy, e.g. serial, min-streams, critical-path:8, "
@@ -66,14 +79,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trace", metavar="OUT.json",
                    help="also write a Chrome/Perfetto trace (open in ui.perfetto.dev)")
     p.set_defaults(func=cmd_simulate)
+    declare_files(p, inputs=("gpu",), outputs=("trace",))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     gpu = gpu_from_args(args)
-    run = simulate_workload(
-        args.workload, batch=args.batch, phase=args.phase, precision=args.precision, gpu=gpu,
-        cost_model=args.cost_model, origin=args.origin, policy=args.policy,
-        resolution=args.resolution, sm_sharing=sm_sharing_from_args(args))
+    with engine_progress(f"simulating {args.workload}") as report:
+        run = simulate_workload(
+            args.workload, batch=args.batch, phase=args.phase, precision=args.precision,
+            gpu=gpu, cost_model=args.cost_model, origin=args.origin, policy=args.policy,
+            resolution=args.resolution, sm_sharing=sm_sharing_from_args(args),
+            options=options_from_args(args), progress=report)
     result = run.result
     if args.trace:
         from sim.cli.run import write_trace
@@ -99,7 +115,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(f"{args.workload} {args.phase} batch {args.batch} ({args.precision}) on "
+        print(f"{args.workload} {args.phase} batch {args.batch} "
+              f"({precision_label(gpu, args.precision)}) on "
               f"{gpu.display_name} ({gpu.name}), policy {summary['policy']}, "
               f"cost model {args.cost_model}")
         print(f"makespan: {summary['makespan_us']:,.1f} us   kernels: {summary['kernels']}   "

@@ -18,24 +18,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
-from gpu_models.errors import GpusimError
+from gpu_models.errors import GpusimError, GpusimWarning
 from gpu_models.presets import load_gpu
 from sim.analysis.sweep.evaluate import EVALUATORS, get_evaluator, limits_available
 from sim.analysis.sweep.executors import EXECUTOR_NAMES, make_executor
 from sim.analysis.sweep.points import (
     OPTION_DEFAULTS,
+    OPTION_PREFIX,
     Point,
     SweepSpec,
     load_sweep_file,
+    parse_option_axes,
     parse_set_axes,
     split_values,
 )
-from sim.analysis.sweep.results import read_results
+from sim.analysis.sweep.results import column_order, read_results
 from sim.analysis.sweep.runner import SweepOutcome, run_sweep
-from sim.cli.common import print_json, print_table
+from sim.cli import EXIT_INTERRUPTED
+from sim.cli.common import OPTION_HELP, print_json, print_table
+from sim.cli.files import declare_files
 
 #: Grid options: (flag, option name). Each takes a comma list.
 _GRID_OPTIONS: tuple[tuple[str, str], ...] = (
@@ -53,8 +58,6 @@ _SUMMARY_COLUMNS: tuple[str, ...] = (
     "serial_us", "lower_bound_us", "best_policy", "speedup_ideal", "speedup_achievable",
     "binds", "error",
 )
-#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
-EXIT_INTERRUPTED = 130
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -87,6 +90,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "engine: on, off or on,off as an axis (default: on)")
     grid.add_argument("--policy", help="policy name(s), or 'all' for every policy in one "
                       "row (default: all)")
+    grid.add_argument("--option", dest="option_axes", action="append", default=[],
+                      metavar="KEY=V1,V2,...",
+                      help=OPTION_HELP.replace("a workload option, repeatable",
+                                               "a workload option and its values, repeatable"))
     run = p.add_argument_group("running")
     run.add_argument("--out", type=Path, metavar="FILE",
                      help="results file, .csv or .parquet, written as points finish")
@@ -108,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_sweep)
+    declare_files(p, inputs=("spec", "gpu"), outputs=("out",))
 
     p = subparsers.add_parser(
         "plot-sweep",
@@ -128,6 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="image file (default: RESULTS with the metric and .png)")
     p.add_argument("--json", action="store_true", help="print the grid as JSON")
     p.set_defaults(func=cmd_plot_sweep)
+    declare_files(p, inputs=("results",), outputs=("out",))
 
 
 def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
@@ -135,14 +144,15 @@ def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
     given = {name: getattr(args, name) for _, name in _GRID_OPTIONS
              if getattr(args, name) is not None}
     if args.spec is not None:
-        if given or args.axes:
+        if given or args.axes or args.option_axes:
             flags = [flag for flag, name in _GRID_OPTIONS if name in given]
-            raise GpusimError(f"{args.spec} defines the grid; drop "
-                              f"{', '.join(flags + ['--set'] * bool(args.axes))} "
+            flags += ["--set"] * bool(args.axes) + ["--option"] * bool(args.option_axes)
+            raise GpusimError(f"{args.spec} defines the grid; drop {', '.join(flags)} "
                               "(or put them in the file)")
         return load_sweep_file(args.spec)
     defaults = {name: split_values(text) for name, text in given.items()}
-    return SweepSpec.from_tables([parse_set_axes(args.axes)], defaults)
+    return SweepSpec.from_tables(
+        [{**parse_set_axes(args.axes), **parse_option_axes(args.option_axes)}], defaults)
 
 
 #: Exit status when every evaluated point ended in an error.
@@ -191,6 +201,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     check_global_values(spec.points(), args.evaluator)
     if args.resume and args.out is None:
         raise GpusimError("--resume continues a results file: give it with --out")
+    if args.resume and not args.out.exists() and not args.out.with_name(
+            args.out.name + ".parts").exists():
+        warnings.warn(GpusimWarning(f"--resume: {args.out} does not exist yet; starting a "
+                                    "new sweep"), stacklevel=1)
     executor = make_executor(
         "dask" if args.scheduler and args.executor is None else (args.executor or "local"),
         workers=args.workers, scheduler=args.scheduler,
@@ -242,15 +256,24 @@ def _print_summary(outcome: SweepOutcome, out: Path, *, as_json: bool) -> None:
 
 def _print_rows(outcome: SweepOutcome) -> None:
     rows = outcome.rows
-    columns = [c for c in dict.fromkeys(c for row in rows for c in row) if c != "key"]
+    columns = [c for c in column_order(c for row in rows for c in row) if c != "key"]
     if "serial_us" in columns:
         # The limits report has ~60 columns: show the inputs that vary and the headline
         # figures; --json or --out has everything.
-        inputs = columns[: columns.index("policy") + 1]
+        inputs = columns[: columns.index("policy") + 1] + [
+            c for c in columns if c.startswith(OPTION_PREFIX)]
         varying = [c for c in inputs if len({str(row.get(c)) for row in rows}) > 1]
         columns = varying + [c for c in _SUMMARY_COLUMNS if c in columns]
-    print_table([[("" if row.get(c) is None else row.get(c)) for c in columns] for row in rows],
-                columns)
+    print_table([[_shown(c, row.get(c)) for c in columns] for row in rows], columns)
+
+
+def _shown(column: str, value: Any) -> Any:
+    """A cell of the rows table: empty for None, speedups with three decimals."""
+    if value is None:
+        return ""
+    if column.startswith("speedup") and isinstance(value, float):
+        return f"{value:.3f}"
+    return value
 
 
 def check_numeric_metric(rows: list[dict[str, Any]], metric: str) -> None:
@@ -270,6 +293,20 @@ def check_numeric_metric(rows: list[dict[str, Any]], metric: str) -> None:
                           f"{', '.join(numeric[:20])}{' ...' if len(numeric) > 20 else ''}")
 
 
+def check_image_name(path: Path) -> None:
+    """Raise :class:`GpusimError` unless ``path`` ends in an image format matplotlib
+    writes (``.png``, ``.pdf``, ``.svg``, ...); matplotlib would otherwise add ``.png`` to a
+    name without one, or fail with a traceback on an unknown one."""
+    from matplotlib.figure import Figure
+
+    formats = sorted(Figure().canvas.get_supported_filetypes())
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        what = f"format {path.suffix!r}" if suffix else "no format suffix"
+        raise GpusimError(f"--out {path}: {what}; give a name ending in one of "
+                          f"{', '.join('.' + f for f in formats)}")
+
+
 def cmd_plot_sweep(args: argparse.Namespace) -> int:
     # The plotting stack is imported only by the command that draws.
     from sim.report.plots_sweep import heatmap_figure, pivot_sweep
@@ -280,10 +317,11 @@ def cmd_plot_sweep(args: argparse.Namespace) -> int:
         if not sep or not name.strip():
             raise GpusimError(f"--where expects COLUMN=VALUE, got {text!r}")
         where[name.strip()] = value.strip()
+    out = args.out or args.results.with_name(f"{args.results.stem}-{args.metric}.png")
+    check_image_name(out)
     rows = read_results(args.results)
     check_numeric_metric(rows, args.metric)
     grid = pivot_sweep(rows, x=args.x, y=args.y, metric=args.metric, where=where)
-    out = args.out or args.results.with_name(f"{args.results.stem}-{args.metric}.png")
     heatmap_figure(grid, title=args.title).savefig(out, dpi=150)
     if args.json:
         print_json({"out": str(out), "x": grid.x, "y": grid.y, "metric": grid.metric,

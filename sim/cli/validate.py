@@ -18,10 +18,11 @@ convolution timings (MAPE per GPU, precision, kind and pass) and the traced trai
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 from gpu_models.cost import list_cost_models
-from gpu_models.errors import GpusimError
+from gpu_models.errors import GpusimError, GpusimWarning
 from gpu_models.presets import list_presets
 from gpu_models.units import MS_PER_S, US_PER_S
 from sim.cli.common import add_json_arg, print_json, print_table
@@ -35,7 +36,11 @@ from sim.measure.validate_networks import NetworkValidation, find_network_data, 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``validate`` command."""
     p = subparsers.add_parser(
-        "validate", help="replay measured microbenchmarks in the engine; show the errors")
+        "validate", help="replay measured microbenchmarks in the engine; show the errors",
+        description="Hold the simulator to measurements: replay every committed block-level "
+        "microbenchmark case of real GPUs in the engine (makespan, each kernel's start and "
+        "end, blocks per SM), and compare simulated network step times and multi-stream "
+        "speedups with committed network runs. Without data it says what to measure.")
     p.add_argument("--data", type=Path, default=None,
                    help="measured data folder (default: sim/measure/data/micro)")
     p.add_argument("--gpu", action="append", default=[], metavar="KEY",
@@ -68,7 +73,19 @@ def _no_data_message(root: Path) -> str:
             "micro.tar.gz there; see sim/measure/micro/README.md. Nothing was simulated.")
 
 
+def _check_folder(flag: str, folder: Path | None) -> None:
+    """A folder the user names must exist: "no data" would hide a typo."""
+    if folder is not None and not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise GpusimError(f"{flag} {folder} {what}")
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    _check_folder("--data", args.data)
+    _check_folder("--network-data", args.network_data)
+    if args.kernels and args.json:
+        warnings.warn(GpusimWarning("--kernels adds the per-kernel table; --json always has "
+                                    "every kernel, so it is ignored"), stacklevel=1)
     if args.published:
         return _cmd_published(args)
     root = default_data_dir() if args.data is None else args.data

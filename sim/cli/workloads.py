@@ -10,7 +10,8 @@ network in gpusim's layer-graph format (:mod:`workloads.graphfile`), never over 
 was read from. ``--option KEY=VALUE`` (repeatable) passes a builder option to
 :func:`workloads.build` (``pathnet``: layers, modules, active, channels, seed; ``randwire``:
 nodes, k, p, channels, seed; training: optimizer); values read as int, else float, else
-text. An unknown option is an error.
+text. An unknown option is an error. ``--precision`` picks the storage type as ``simulate``
+does (tf32 math keeps fp32 tensors); ``--dtype`` is its older name.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from gpu_models.errors import GpusimError
+from gpu_models.spec import PRECISIONS
 from gpu_models.units import GIGA, MEGA
-from sim.cli.common import add_json_arg, print_json, print_table
+from sim.cli.common import add_json_arg, options_from_args, parse_option, print_json, print_table
 from sim.cli.simulate import add_workload_source_args
 from workloads.analysis import analyze
+from workloads.lowering import STORAGE_DTYPE
 from workloads.registry import PHASES, build, forward_macs, list_workloads, workload_source
 
 #: What ``gpusim workloads`` says about the forms a workload can take besides the zoo.
@@ -58,8 +61,10 @@ def register(subparsers: Any) -> None:
     )
     add_workload_source_args(g)
     g.add_argument("--phase", choices=PHASES, default="inference")
-    g.add_argument("--dtype", default="fp32", help="fp32 (default), fp16 or bf16")
-    g.add_argument("--option", dest="options", action="append", type=_option, default=[],
+    g.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS,
+                   default="fp32", help="precision, as for simulate (default fp32; --dtype "
+                   "is an older name for this option)")
+    g.add_argument("--option", dest="options", action="append", type=parse_option, default=[],
                    metavar="KEY=VALUE",
                    help="a workload option, repeatable (pathnet: layers, modules, active, "
                    "channels, seed; randwire: nodes, k, p, channels, seed; training: "
@@ -69,20 +74,6 @@ def register(subparsers: Any) -> None:
                    "format")
     add_json_arg(g)
     g.set_defaults(func=cmd_graph)
-
-
-def _option(text: str) -> tuple[str, int | float | str]:
-    """``KEY=VALUE`` -> (key, value as int, else float, else the text)."""
-    key, sep, raw = text.partition("=")
-    key, raw = key.strip(), raw.strip()
-    if not sep or not key or not raw:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    for convert in (int, float):
-        try:
-            return key, convert(raw)
-        except ValueError:
-            pass
-    return key, raw
 
 
 def workloads_table() -> list[dict[str, Any]]:
@@ -119,17 +110,11 @@ def cmd_workloads(args: argparse.Namespace) -> int:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     """Handler of ``gpusim graph``."""
-    options: dict[str, Any] = {}
-    for key, value in args.options:
-        if key in ("batch", "resolution", "phase", "dtype"):
-            raise GpusimError(f"option {key!r} has its own flag: use --{key}")
-        if key in options:
-            raise GpusimError(f"option {key!r} is given twice")
-        options[key] = value
+    options = options_from_args(args)
     if args.export is not None:
         check_not_input(args.export, args.workload)
     graph = build(args.workload, batch=args.batch, resolution=args.resolution,
-                  phase=args.phase, dtype=args.dtype, **options)
+                  phase=args.phase, dtype=STORAGE_DTYPE[args.precision], **options)
     result = analyze(graph)
     if args.export is not None:
         from workloads.graphfile import write_graph_file

@@ -34,6 +34,7 @@ ablation.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import simpy
@@ -54,6 +55,10 @@ from sim.engine.result import SimResult
 #: at the same instant.
 LATE = EventPriority(NORMAL + 1)
 MODES: tuple[str, ...] = ("grouped", "exact")
+#: A progress callback: ``(blocks started so far, blocks in the program)``.
+Progress = Callable[[int, int], None]
+#: How often :meth:`Engine.run` reports progress, in simulation events (cheap next to them).
+PROGRESS_EVERY_EVENTS = 4096
 
 
 class DeadlockError(GpusimError):
@@ -133,12 +138,26 @@ class Engine:
         return kernels
 
     # ------------------------------------------------------------------ run
-    def run(self) -> SimResult:
-        """Simulate to the end; raises :class:`DeadlockError` if kernels are left waiting."""
+    def run(self, progress: Progress | None = None) -> SimResult:
+        """Simulate to the end; raises :class:`DeadlockError` if kernels are left waiting.
+
+        ``progress(blocks_started, blocks_total)`` is called every
+        :data:`PROGRESS_EVERY_EVENTS` simulation events (for a progress bar on long runs).
+        """
         wall = time.perf_counter()
         self.host.start()
         self._request_dispatch()  # a first pass at t=0 starts the "what binds" clocks
-        self.env.run()
+        if progress is None:
+            self.env.run()
+        else:
+            total = sum(k.launch.blocks for k in self.kernels)
+            try:
+                while True:
+                    for _ in range(PROGRESS_EVERY_EVENTS):
+                        self.env.step()
+                    progress(self.monitor.blocks_started, total)
+            except simpy.core.EmptySchedule:
+                progress(self.monitor.blocks_started, total)
         wall_s = time.perf_counter() - wall
         if self.completed < len(self.kernels):
             raise DeadlockError(self._deadlock_message())
@@ -266,7 +285,8 @@ class Engine:
 
 def simulate(program: Program, *, mode: str = "grouped",
              placement: str | PlacementFactory = "most-free",
-             record_blocks: bool = False, sm_sharing: bool = True) -> SimResult:
+             record_blocks: bool = False, sm_sharing: bool = True,
+             progress: Progress | None = None) -> SimResult:
     """Run ``program`` and return its :class:`~sim.engine.result.SimResult`.
 
     ``mode``: ``"grouped"`` (fast) or ``"exact"`` (per-block reference). ``placement``: a
@@ -274,7 +294,8 @@ def simulate(program: Program, *, mode: str = "grouped",
     ``record_blocks``: keep per-block records in grouped mode too (exact mode always does).
     ``sm_sharing``: co-resident blocks share their SM's throughput and DRAM follows the
     memory-level parallelism of the resident warps (default); ``False``: neither (the
-    engine before these mechanisms, for teaching and ablation).
+    engine before these mechanisms, for teaching and ablation). ``progress``: see
+    :meth:`Engine.run`.
     """
     return Engine(program, mode=mode, placement=placement, record_blocks=record_blocks,
-                  sm_sharing=sm_sharing).run()
+                  sm_sharing=sm_sharing).run(progress)

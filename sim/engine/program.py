@@ -17,7 +17,8 @@ kernel launched before it: ``cudaStreamWaitEvent`` on an event not yet recorded 
 so a program whose ``after`` names a later kernel is rejected rather than silently run
 without that dependency. Duplicate names in ``after`` are dropped (first occurrence kept).
 Errors on a program loaded from JSON name the JSON key and show the value as written
-(``block_time_us``, ``smem``, ``launch_overhead_us``).
+(``block_time_us``, ``smem``, ``launch_overhead_us``), and those of a program file start
+with the file's name. A program holds at most :data:`MAX_PROGRAM_KERNELS` kernels.
 
 A stream may be confined to a subset of the SMs (``sms``: an SM partition, as CUDA green
 contexts give; in JSON a list of ids or a range text such as ``"0-65"`` or ``"0-3,8"``).
@@ -73,6 +74,10 @@ MAX_GRID_DIMS: tuple[int, int, int] = (2**31 - 1, 65_535, 65_535)
 MAX_GRID_BLOCKS = 2**31
 #: SM ids must be below this (a sanity bound checked before a range text is expanded).
 MAX_SM_IDS = 1 << 16
+#: Most kernel launches one program may hold. The engine keeps a few kilobytes per kernel
+#: (its per-SM block counts among them) and simulates about 10,000 kernels a second: 500,000
+#: kernels are a couple of gigabytes and over a minute; more would exhaust a laptop.
+MAX_PROGRAM_KERNELS = 500_000
 
 
 @dataclass(frozen=True)
@@ -280,6 +285,9 @@ class Program:
             raise GpusimError(f"program gpu must be a GPUSpec (got {type(self.gpu).__name__})")
         object.__setattr__(self, "streams", tuple(self.streams))
         object.__setattr__(self, "kernels", tuple(self.kernels))
+        if len(self.kernels) > MAX_PROGRAM_KERNELS:
+            raise GpusimError(f"program has {len(self.kernels):,} kernels; at most "
+                              f"{MAX_PROGRAM_KERNELS:,} are supported")
         for field_name in ("launch_overhead_s", "event_overhead_s"):
             value = getattr(self, field_name)
             if value is not None and (not _is_number(value) or not 0 <= value < math.inf):
@@ -328,10 +336,15 @@ class Program:
 
 def load_program(path: str | Path, *, cost_model: str | CostModel = "roofline",
                  origin: str | GPUSpec | None = None) -> Program:
-    """Read a JSON program file; ``cost_model`` prices the kernels given as ``work``."""
+    """Read a JSON program file; ``cost_model`` prices the kernels given as ``work``
+    (errors start with the file's name)."""
     path = Path(path)
     data = read_data_file(path, "program file")
-    return Program.from_dict(data, base_dir=path.parent, cost_model=cost_model, origin=origin)
+    try:
+        return Program.from_dict(data, base_dir=path.parent, cost_model=cost_model,
+                                 origin=origin)
+    except GpusimError as exc:
+        raise GpusimError(f"program file {str(path)!r}: {exc}") from None
 
 
 # ---------------------------------------------------------------------- validation
@@ -431,6 +444,9 @@ def _from_dict(data: Mapping[str, Any], base_dir: Path | None, cost_model: str |
         raise GpusimError("program: 'streams' must be a list of {name, priority, sms} objects")
     if not isinstance(data["kernels"], list):
         raise GpusimError("program: 'kernels' must be a list of kernel objects")
+    if len(data["kernels"]) > MAX_PROGRAM_KERNELS:
+        raise GpusimError(f"program: 'kernels' lists {len(data['kernels']):,} kernels; at most "
+                          f"{MAX_PROGRAM_KERNELS:,} are supported")
     streams = tuple(_stream_from(i, s) for i, s in enumerate(data["streams"]))
     model: CostModel | None = None
     if any(isinstance(k, Mapping) and "work" in k for k in data["kernels"]):

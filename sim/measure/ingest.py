@@ -34,8 +34,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import datetime as dt
-import gzip
-import json
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -50,6 +48,7 @@ from gpu_models.calibration import (
     LayerSignature,
     Provenance,
 )
+from gpu_models.datafile import read_data_file
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import KernelKind
 from gpu_models.spec import PRECISIONS
@@ -245,6 +244,8 @@ class TraceSummary:
     n_zero_duration: int
     #: Communication (NCCL) kernels, skipped: they wait on other GPUs.
     n_communication: int
+    #: Kernel events with a negative duration (a damaged trace; skipped).
+    n_negative_duration: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view."""
@@ -255,6 +256,7 @@ class TraceSummary:
             "n_memset": self.n_memset, "n_unlinked": self.n_unlinked,
             "n_with_layer": self.n_with_layer, "n_zero_duration": self.n_zero_duration,
             "n_communication": self.n_communication,
+            "n_negative_duration": self.n_negative_duration,
             "steps": {str(k): {"kernels": n, "kernel_time_s": t}
                       for k, (n, t) in self.steps.items()},
             "stream_time_s": {str(k): v for k, v in self.stream_time_s.items()},
@@ -273,19 +275,9 @@ class IngestResult:
 
 
 def load_trace(path: str | Path) -> dict[str, Any]:
-    """Read a Chrome-trace JSON file (``.gz`` allowed) into its top-level object."""
+    """Read a Chrome-trace JSON file (gzip-compressed or not) into its top-level object."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise GpusimError(f"trace file {str(path)!r} does not exist") from None
-    try:
-        if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the suffix says
-            raw = gzip.decompress(raw)
-        data = json.loads(raw)
-    except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GpusimError(f"trace file {str(path)!r} is not a (gzipped) JSON trace: "
-                          f"{exc}") from None
+    data = read_data_file(path, "trace file", fmt="json")
     if isinstance(data, list):  # the Chrome format's bare-array form
         data = {"traceEvents": data}
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
@@ -518,7 +510,7 @@ def parse_trace(
     kernels = []
     for position, info in enumerate(parsed):
         if info["dur"] <= 0:
-            events.counts["zero_duration"] += 1
+            events.counts["zero_duration" if info["dur"] == 0 else "negative_duration"] += 1
             continue
         if _COMM_PATTERN.search(info["name"]):
             # Collectives wait on other GPUs: their duration is not this GPU's work.
@@ -678,7 +670,8 @@ def _summarise(data: Mapping[str, Any], kernels: Sequence[TraceKernel], counts: 
         steps=dict(sorted(steps.items())), stream_time_s=dict(sorted(streams.items())),
         kinds=dict(Counter(k.kind.value for k in kernels).most_common()),
         layers=tuple(layers), n_zero_duration=counts["zero_duration"],
-        n_communication=counts["communication"])
+        n_communication=counts["communication"],
+        n_negative_duration=counts["negative_duration"])
 
 
 def trace_provenance(

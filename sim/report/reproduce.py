@@ -70,6 +70,10 @@ from workloads.registry import build, workload_source
 DEFAULT_OUT_DIR = "reproduce_out"
 #: Figure resolution of the PNG files (the PDF files are vector).
 PNG_DPI = 110
+#: The progress bar: the step, the share of work done and the time so far. No ETA: the
+#: units of the steps cost very different times (a limits point takes seconds, a figure
+#: milliseconds), so an estimate from the rate so far swings by minutes (0:20 -> 3:12).
+PROGRESS_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
 
 
 @dataclass(frozen=True)
@@ -434,7 +438,7 @@ def limits_for_point(point: Point, *, policies: Sequence[str] | None) -> dict[st
     return limits_for_workload(
         point.workload, batch=point.batch, phase=point.phase, precision=point.precision,
         gpu=point.gpu_spec(), cost_model=point.cost_model, policies=policies,
-        sm_sharing=point.sm_sharing).to_dict()
+        sm_sharing=point.sm_sharing, options=point.workload_options()).to_dict()
 
 
 def limits_record(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -661,15 +665,16 @@ def reproduce(
     plan = make_plan(gpu, overrides=overrides, quick=quick, networks=networks,
                      sm_sharing=sm_sharing)
     out = Output(Path(out_dir))
+    check_out_dir(out.root)
     out.root.mkdir(parents=True, exist_ok=True)
     steps = plan_steps(plan)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     # disable=None: no bar when stderr is not a terminal (logs stay clean).
     with tqdm(total=sum(s.units for s in steps), disable=None if progress else True, unit="unit",
-              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]") as bar:
-        for step in steps:
-            bar.set_description(step.label)
+              bar_format=PROGRESS_FORMAT) as bar:
+        for number, step in enumerate(steps, start=1):
+            bar.set_description(f"step {number}/{len(steps)}: {step.label}")
             t0 = time.perf_counter()
             if step.ticks:
                 step.run(plan, out, bar.update)
@@ -691,6 +696,26 @@ def reproduce(
     (out.root / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable)
                                            + "\n", encoding="utf-8")
     return summary
+
+
+#: What :func:`reproduce` writes at the top of its output folder.
+OUTPUT_ENTRIES = frozenset({"figures", "tables", "traces", "summary.json"})
+
+
+def check_out_dir(root: Path) -> None:
+    """Raise :class:`GpusimError` unless ``root`` is new, empty, or holds only what a
+    reproduction writes (:data:`OUTPUT_ENTRIES`): a rerun replaces its own files, and
+    never a file of the user's that happens to share a name."""
+    if root.exists() and not root.is_dir():
+        raise GpusimError(f"output folder {root} exists and is not a folder")
+    if not root.is_dir():
+        return
+    foreign = sorted(p.name for p in root.iterdir() if p.name not in OUTPUT_ENTRIES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise GpusimError(f"output folder {root} already holds files reproduce does not "
+                          f"write ({shown}); give a new or empty folder (reproduce writes "
+                          f"{', '.join(sorted(OUTPUT_ENTRIES))} there)")
 
 
 def _jsonable(value: Any) -> Any:

@@ -189,7 +189,9 @@ def test_invalid_points_become_error_rows_not_failures() -> None:
         row = evaluate_point(point, occupancy_evaluator)
         assert message in row["error"]
         assert row["key"] == point.key and row["workload"] == "resnet50"
-    assert evaluate_point(unparsable, occupancy_evaluator)["sm_count"] is None
+    # The row keeps the value the user gave, even one that does not parse.
+    assert evaluate_point(unparsable, occupancy_evaluator)["sm_count"] == "many"
+    assert evaluate_point(unknown, occupancy_evaluator)["sm_counts"] == "264"
 
 
 def test_unexpected_exceptions_are_recorded_per_point_with_their_type() -> None:

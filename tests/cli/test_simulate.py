@@ -86,5 +86,9 @@ def test_limits_table(capsys: pytest.CaptureFixture[str]) -> None:
                        "min-streams", "--phase", "inference")
     assert code == 0
     for text in ("serial", "min-streams", "critical path", "work bound", "lower bound",
-                 "best policy:", "binds:"):
+                 "best policy:", "what binds the best run:"):
         assert text in out
+    # In words, not engine counter names; every speedup with the same three decimals.
+    assert "blocked_s" not in out and "_s[" not in out
+    speedups = [line.split()[2] for line in out.splitlines()[3:5]]
+    assert speedups[0] == "1.000" and all(len(s.split(".")[1]) == 3 for s in speedups)

@@ -37,7 +37,7 @@ def test_sm_sharing_switch(capsys: pytest.CaptureFixture[str]) -> None:
     off = json.loads(capsys.readouterr().out)
     assert (off["makespan_us"], off["sm_sharing"]) == (pytest.approx(100), False)
     assert main(["run", path]) == 0
-    assert "SM simt over-subscribed 100.000 us" in capsys.readouterr().out
+    assert "SM throughput over-subscribed (simt) 100.000 us" in capsys.readouterr().out
 
 
 def test_work_kernels_are_priced_by_the_cost_model(tmp_path: Path,

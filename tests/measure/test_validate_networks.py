@@ -65,6 +65,7 @@ def test_unknown_gpu_and_empty_folder(tmp_path: Path) -> None:
 def test_cli_prints_the_network_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                       ) -> None:
     _write_runs(tmp_path / "nb")
+    (tmp_path / "micro").mkdir()  # a folder without block-level data (a missing one: exit 2)
     code = main(["validate", "--data", str(tmp_path / "micro"), "--network-data",
                  str(tmp_path / "nb"), "--json"])
     assert code == 0

@@ -96,6 +96,7 @@ from workloads.lowering.ops import (
     multi_tensor_launches,
     name_kernels,
     param_tensors,
+    warn_math_fallback,
 )
 from workloads.lowering.tiles import (
     Tile,
@@ -134,6 +135,7 @@ def lower(
         raise GpusimError(f"fusion must be one of {', '.join(FUSIONS)} (got {fusion!r})")
     # The one precision/layout check of the whole lowering: the rules below trust them.
     check_options(precision, layout)
+    warn_math_fallback(gpu, precision)
     ctx = Context(gpu, precision, layout)
     meta = graph.graph
     if fusion == "inference" and meta.get("phase") == "training":

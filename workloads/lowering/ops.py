@@ -79,12 +79,13 @@ import dataclasses
 import functools
 import math
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from gpu_models.errors import GpusimError
+from gpu_models.errors import GpusimError, GpusimWarning
 from gpu_models.kernel import KernelKind, KernelSpec
 from gpu_models.occupancy import occupancy
 from gpu_models.spec import PRECISIONS, GPUSpec
@@ -194,6 +195,15 @@ def check_options(precision: str, layout: str) -> None:
     check_precision(precision)
     if layout not in LAYOUTS:
         raise GpusimError(f"layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
+
+
+def warn_math_fallback(gpu: GPUSpec, precision: str) -> None:
+    """A :class:`GpusimWarning` when ``gpu`` runs ``precision`` math on CUDA cores instead
+    of tensor cores (tf32 or bf16 on a V100): the result is not what the precision name
+    suggests, and must not pass silently."""
+    note = gpu.math_fallback(precision)
+    if note:
+        warnings.warn(GpusimWarning(note), stacklevel=3)
 
 
 def is_depthwise(layer: Layer) -> bool:
@@ -1046,6 +1056,7 @@ def lower_layer(layer: Layer, gpu: GPUSpec, *, precision: str = "fp32",
     (``"+bn+relu"``); its bias then needs no separate kernel. View ops give ``[]``.
     """
     check_options(precision, layout)
+    warn_math_fallback(gpu, precision)
     return layer_kernels(layer, Context(gpu, precision, layout), tensor_elems=tensor_elems,
                          epilogue=epilogue)
 

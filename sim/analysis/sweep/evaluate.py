@@ -99,6 +99,7 @@ def limits_evaluator(point: Point) -> dict[str, Any]:
         cost_model=point.cost_model,
         policies=None if point.policy is None else (point.policy,),
         sm_sharing=point.sm_sharing,
+        options=point.workload_options(),
     )
     return dict(report.to_dict())
 

@@ -16,14 +16,23 @@ inter-process messaging than in cheap evaluations, while a few chunks per worker
 load balanced and lose little work when a sweep is interrupted.
 
 Stopping early (an exception in the consumer, Ctrl-C, ``max_points``) closes the generator;
-each executor then cancels what has not started and shuts its workers down.
+each executor then cancels what has not started and shuts its workers down. The local
+pool's workers never outlive the sweep: after an interruption they are terminated rather
+than waited for (a chunk of limits points can take a minute), they ignore SIGINT (Ctrl-C
+in a terminal reaches the whole process group; the parent alone decides what stops, and no
+worker prints a traceback), and on Linux each one asks the kernel to kill it when its
+parent dies (``PR_SET_PDEATHSIG``), so even a ``kill -9`` of the sweep leaves no orphans.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -73,6 +82,33 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
+#: ``prctl`` option that delivers a signal to a process when its parent exits (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def worker_init(parent_pid: int) -> None:
+    """Set up a worker process: ignore SIGINT, and die with the parent ``parent_pid``
+    (Linux; the pool must start its workers directly, with ``spawn``: a ``forkserver``
+    would be their parent instead, and it outlives the sweep while workers hold it open)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    # The parent may have died before prctl took effect: then this worker is an orphan.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _terminate_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop every worker of ``pool`` now, whatever it is running."""
+    # ProcessPoolExecutor has no public way to do this before Python 3.14
+    # (terminate_workers); its process table is the one handle on the workers.
+    processes: dict[int, Any] = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        if process.is_alive():
+            process.terminate()
+
+
 def _check_workers(workers: int | None) -> None:
     if workers is not None and (isinstance(workers, bool) or workers < 1):
         raise GpusimError(f"workers must be a positive integer (got {workers!r})")
@@ -93,7 +129,7 @@ class Serial:
 class LocalPool:
     """A pool of worker processes on this machine (``workers`` defaults to the CPU count).
 
-    Workers are started with ``forkserver`` and import gpusim afresh, so a script that
+    Workers are started with ``spawn`` and import gpusim afresh, so a script that
     runs a sweep must guard its entry point with ``if __name__ == "__main__":`` (the usual
     multiprocessing rule; notebooks and the ``gpusim`` command need nothing).
     """
@@ -108,17 +144,21 @@ class LocalPool:
         if not points:
             return
         workers = self.workers or available_cpus()
-        # forkserver, not fork: forking a parent that has threads (tqdm's monitor, a Dask
-        # client, the test runner's) can deadlock a child. Workers import gpusim afresh.
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() \
-            else "spawn"
+        # spawn, not fork: forking a parent that has threads (tqdm's monitor, a Dask client,
+        # the test runner's) can deadlock a child. Not forkserver either: the workers must
+        # be children of this process to die with it (see worker_init).
         pool = cf.ProcessPoolExecutor(max_workers=workers,
-                                      mp_context=multiprocessing.get_context(method))
+                                      mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=worker_init, initargs=(os.getpid(),))
+        finished = False
         try:
             futures = [pool.submit(run_chunk, task, chunk) for chunk in chunked(points, workers)]
             for future in cf.as_completed(futures):
                 yield from future.result()
+            finished = True
         finally:
+            if not finished:  # stopped early: running chunks are not waited for
+                _terminate_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -33,6 +33,11 @@ TOML form::
 
 A list-valued GPUSpec field (``smem_carveouts_B``, ``compute_capability``) takes one value as
 a list of numbers and an axis as a list of such lists (or ``"0:8192:..."`` strings).
+
+Workload options (:func:`sim.analysis.workflow.kernel_graph_for`: ``nodes`` of RandWire,
+``optimizer``, ``fusion``) are axes named ``option.KEY`` (``--option nodes=16,32`` on the
+command line, an ``[grid.option]`` / ``option.nodes = [16, 32]`` table in TOML); their values
+read as int, else float, else text, and they are part of the key only when given.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ OPTION_DEFAULTS: Mapping[str, str | None] = {
 ON_OFF: Mapping[str, bool] = {"on": True, "off": False}
 #: The ``policy`` value meaning "every policy the evaluator knows".
 ALL_POLICIES = "all"
+#: Axis names ``option.KEY`` are workload options.
+OPTION_PREFIX = "option."
 
 #: GPUSpec fields whose value is a sequence; in tables a flat list of numbers is one value.
 _SEQUENCE_FIELDS = frozenset(
@@ -90,9 +97,12 @@ class Point:
     policy: str | None = None
     #: SM throughput sharing and the memory-parallelism bound in the engine.
     sm_sharing: bool = True
+    #: Workload options as ``(key, value text)`` pairs (see the module docstring).
+    options: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "overrides", tuple((str(k), str(v)) for k, v in self.overrides))
+        object.__setattr__(self, "options", tuple((str(k), str(v)) for k, v in self.options))
         for name in ("workload", "gpu", "phase", "precision", "cost_model"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise GpusimError(f"sweep point: {name} must be a non-empty string "
@@ -129,6 +139,8 @@ class Point:
         }
         if not self.sm_sharing:  # keys of sweeps made before the option stay valid
             canonical["sm_sharing"] = False
+        if self.options:  # absent otherwise: keys of sweeps without options stay as they were
+            canonical["options"] = dict(sorted(self.workload_options().items()))
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -139,23 +151,44 @@ class Point:
             return base
         return base.with_overrides([f"{k}={v}" for k, v in self.overrides])
 
+    def workload_options(self) -> dict[str, int | float | str]:
+        """The workload options with their values read as int, else float, else text."""
+        return {key: option_value(text) for key, text in self.options}
+
     def input_columns(self) -> dict[str, Any]:
-        """The inputs as result columns: ``gpu``, one column per field, then the options.
+        """The inputs as result columns: ``gpu``, one column per field, then the options
+        (``option.KEY`` columns last).
 
         Field values are parsed to their GPUSpec type; a value that does not parse (or a
-        field that does not exist) is ``None`` here and explained in the row's error.
+        field that does not exist) is kept as the text the user gave, and the row's error
+        explains it.
         """
         columns: dict[str, Any] = {"gpu": self.gpu}
         for name, text in self.overrides:
             value = _parsed_or_none(name, text)
-            columns[name] = _sequence_text(name, value) if isinstance(value, tuple) else value
+            if value is None:
+                columns[name] = text
+            else:
+                columns[name] = _sequence_text(name, value) if isinstance(value, tuple) \
+                    else value
         columns.update(
             workload=self.workload, batch=self.batch, phase=self.phase,
             precision=self.precision, cost_model=self.cost_model,
             sm_sharing="on" if self.sm_sharing else "off",
             policy=ALL_POLICIES if self.policy is None else self.policy,
         )
+        columns.update({f"{OPTION_PREFIX}{k}": v for k, v in self.workload_options().items()})
         return columns
+
+
+def option_value(text: str) -> int | float | str:
+    """A workload option's text as int, else float, else the text (as ``--option`` reads)."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _sequence_text(name: str, values: Sequence[Any]) -> str:
@@ -241,13 +274,16 @@ def _point_from(values: Mapping[str, str]) -> Point:
     return Point(
         workload=values["workload"],
         gpu=values["gpu"],
-        overrides=tuple((k, v) for k, v in values.items() if k not in OPTION_DEFAULTS),
+        overrides=tuple((k, v) for k, v in values.items()
+                        if k not in OPTION_DEFAULTS and not k.startswith(OPTION_PREFIX)),
         batch=batch,
         phase=values["phase"],
         precision=values["precision"],
         cost_model=values["cost_model"],
         policy=None if policy == ALL_POLICIES else policy,
         sm_sharing=ON_OFF[sharing],
+        options=tuple((k.removeprefix(OPTION_PREFIX), v) for k, v in values.items()
+                      if k.startswith(OPTION_PREFIX)),
     )
 
 
@@ -258,6 +294,21 @@ def split_values(text: str) -> tuple[str, ...]:
     if not all(items):
         raise GpusimError(f"empty value in the list {text!r}")
     return items
+
+
+def parse_option_axes(assignments: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """The CLI's repeated ``--option KEY=V1,V2,...`` as ``option.KEY`` axes."""
+    axes: dict[str, tuple[str, ...]] = {}
+    for text in assignments:
+        key, sep, values = text.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise GpusimError(f"--option expects KEY=V1,V2,..., got {text!r}")
+        if f"{OPTION_PREFIX}{key}" in axes:
+            raise GpusimError(f"--option {key} given twice; list its values once, "
+                              "comma-separated")
+        axes[f"{OPTION_PREFIX}{key}"] = split_values(values)
+    return axes
 
 
 def parse_set_axes(assignments: Iterable[str]) -> dict[str, tuple[str, ...]]:
@@ -313,6 +364,11 @@ def sweep_from_mapping(data: Mapping[str, Any], *, origin: str = "sweep") -> Swe
 def _axes(table: Any, where: str) -> dict[str, tuple[str, ...]]:
     if not isinstance(table, dict):
         raise GpusimError(f"{where}: must be a table of NAME = value or [values]")
+    table = dict(table)
+    options = table.pop("option", {})
+    if not isinstance(options, dict):
+        raise GpusimError(f"{where}: option must be a table of KEY = value or [values]")
+    table.update({f"{OPTION_PREFIX}{k}": v for k, v in options.items()})
     axes: dict[str, tuple[str, ...]] = {}
     for name, raw in table.items():
         values = _axis_values(name, raw)

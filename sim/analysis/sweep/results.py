@@ -20,20 +20,36 @@ normally, by an exception or by Ctrl-C — the previous ``<out>`` and the parts 
 ``<out>`` (again via a temporary file and a rename) and the folder is removed. A process
 that is killed outright leaves the parts; the next ``--resume`` (and :func:`read_results`)
 reads them together with ``<out>``. Needs the ``parquet`` extra (pyarrow).
+
+**Resuming** reads and then appends to (and may rewrite) ``<out>``, so it first checks that
+``<out>`` is a sweep's results file: its header has every column a sweep writes for any
+point (:data:`REQUIRED_COLUMNS`) and every ``key`` is a point key (16 hex digits). Any other
+file (a CSV of the user's, an empty file) is refused with exit 2 and left as it was.
+Reading goes through :mod:`gpu_models.datafile`: a damaged CSV or a file that is not
+Parquet is a :class:`GpusimError` naming it.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from gpu_models.datafile import (
+    check_readable,
+    import_optional,
+    read_csv,
+    read_parquet,
+    read_text,
+)
 from gpu_models.errors import GpusimError
 from gpu_models.spec import GPUSpec
 from sim.analysis.sweep.evaluate import Row
+from sim.analysis.sweep.points import OPTION_DEFAULTS
 
 #: Columns that are text whatever they look like (a key can be all digits).
 _TEXT_COLUMNS = frozenset({
@@ -43,6 +59,12 @@ _TEXT_COLUMNS = frozenset({
     *(name for name, kind in GPUSpec.__annotations__.items() if kind == "str"),
 })
 FORMATS: tuple[str, ...] = (".csv", ".parquet")
+#: Columns every row of a sweep has: the point's key, its options, and its error.
+REQUIRED_COLUMNS: tuple[str, ...] = ("key", *OPTION_DEFAULTS, "error")
+#: What :attr:`Point.key <sim.analysis.sweep.points.Point.key>` looks like.
+_KEY_PATTERN = re.compile(r"[0-9a-f]{16}")
+#: How results files are named in messages.
+_WHAT = "results file"
 
 
 class ResultsFile(Protocol):
@@ -80,15 +102,13 @@ def read_results(path: str | Path) -> list[Row]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        if not path.is_file():
-            raise GpusimError(f"results file {str(path)!r} does not exist")
-        header, rows = _read_csv(path)
+        header, rows = read_csv(path, _WHAT)
         return _typed_csv_rows(header, rows)
     if suffix == ".parquet":
         table = _read_parquet_all(path)
         if table is None:
-            raise GpusimError(f"results file {str(path)!r} does not exist")
-        return list(table.to_pylist())
+            check_readable(path, _WHAT)  # raises: neither the file nor its parts exist
+        return _typed_text_columns(list(table.to_pylist()))
     raise GpusimError(f"results file {str(path)!r}: use a .csv or .parquet name")
 
 
@@ -107,6 +127,25 @@ def _refuse_existing(path: Path, exists: bool, resume: bool, overwrite: bool) ->
                           "or --overwrite to start again")
 
 
+def check_own_results(path: Path, columns: Sequence[str], keys: Iterable[Any]) -> None:
+    """Raise :class:`GpusimError` unless ``columns`` (a file's header) and ``keys`` (its
+    ``key`` column) are those of a sweep's results file: ``--resume`` must never append
+    to, or rewrite, a file of the user's."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        shown = ", ".join(columns[:8]) + (" ..." if len(columns) > 8 else "")
+        raise GpusimError(
+            f"{path} is not a gpusim sweep results file (its header lacks "
+            f"{', '.join(missing)}; it has {shown or 'no header'}): --resume continues a "
+            "file that gpusim sweep wrote; left unchanged")
+    bad = next((k for k in keys if not isinstance(k, str) or not _KEY_PATTERN.fullmatch(k)),
+               None)
+    if bad is not None:
+        raise GpusimError(f"{path} is not a gpusim sweep results file (key {bad!r} is not a "
+                          "sweep point key): --resume continues a file that gpusim sweep "
+                          "wrote; left unchanged")
+
+
 # ---------------------------------------------------------------------- CSV
 class CsvResults:
     """A CSV results file, appended and flushed per batch (see the module notes)."""
@@ -119,9 +158,13 @@ class CsvResults:
         self.columns: list[str] = []
         keys: set[str] = set()
         if resume and path.exists():
+            # The header is checked before anything is cut off: a file of the user's stays
+            # untouched.
+            check_own_results(path, _csv_header(path), [])
             _cut_partial_last_line(path)
-            self.columns, rows = _read_csv(path)
-            keys = {row["key"] for row in rows if row.get("key")}
+            self.columns, rows = read_csv(path, _WHAT)
+            check_own_results(path, self.columns, [row["key"] for row in rows])
+            keys = {row["key"] for row in rows}
         self.existing_keys = frozenset(keys)
         # Opened at the first row: a sweep that fails before any row leaves no empty file.
         self._file: TextIO | None = None
@@ -145,7 +188,7 @@ class CsvResults:
 
     def _rewrite_with(self, columns: list[str]) -> None:
         self.close()
-        old_rows = _read_csv(self.path)[1] if self.columns else []
+        old_rows = read_csv(self.path, _WHAT)[1] if self.columns else []
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=columns, restval="")
@@ -155,6 +198,12 @@ class CsvResults:
         self.columns = columns
 
 
+def _csv_header(path: Path) -> list[str]:
+    """The first line of a CSV file, as column names ([] for an empty file)."""
+    first = read_text(path, _WHAT).partition("\n")[0]
+    return next(csv.reader([first]), [])
+
+
 def _cut_partial_last_line(path: Path) -> None:
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
@@ -162,15 +211,10 @@ def _cut_partial_last_line(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        rows = [row for row in reader if None not in row]  # drop over-long (damaged) rows
-        return list(reader.fieldnames or []), rows
-
-
 def _typed_csv_rows(header: Sequence[str], rows: Sequence[dict[str, str]]) -> list[Row]:
-    # Per column, not per cell: a column is int if every value is, else float, else text.
+    # Per column, not per cell: a column is int if every number in it is, else float, else
+    # text. Text in a numeric column (an invalid point keeps the value the user typed,
+    # "lots") stays text in that cell.
     converters = {name: _column_type(name, [row.get(name, "") for row in rows])
                   for name in header}
     return [
@@ -180,18 +224,42 @@ def _typed_csv_rows(header: Sequence[str], rows: Sequence[dict[str, str]]) -> li
     ]
 
 
+def _number_or_none(kind: type, text: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        return None
+
+
 def _column_type(name: str, values: Sequence[str | None]) -> Any:
     present = [v for v in values if v]
     if name in _TEXT_COLUMNS:
         return str
-    for kind in (int, float):
-        try:
-            for v in present:
-                kind(v)
-        except ValueError:
-            continue
-        return kind
-    return str
+    numbers = [v for v in present if _number_or_none(float, v) is not None]
+    if not numbers:
+        return str
+    kind = int if all(_number_or_none(int, v) is not None for v in numbers) else float
+
+    def convert(text: str) -> Any:
+        value = _number_or_none(kind, text)
+        return text if value is None else value
+
+    return convert
+
+
+def _typed_text_columns(rows: list[Row]) -> list[Row]:
+    """Rows of a Parquet file with their text columns of numbers typed as CSV ones are
+    (a column mixing numbers and an invalid point's text is stored as text)."""
+    if not rows:
+        return rows
+    columns = [c for c in rows[0] if c not in _TEXT_COLUMNS
+               and all(v is None or isinstance(v, str) for v in (r.get(c) for r in rows))]
+    converters = {c: _column_type(c, [r.get(c) or "" for r in rows]) for c in columns}
+    for row in rows:
+        for column, convert in converters.items():
+            if row.get(column) is not None:
+                row[column] = convert(row[column])
+    return rows
 
 
 # ---------------------------------------------------------------------- Parquet
@@ -209,7 +277,11 @@ class ParquetResults:
         keys: set[str] = set()
         if resume:
             for part in _parquet_sources(path):
-                keys.update(self._pq.read_table(part, columns=["key"]).column("key").to_pylist())
+                table = read_parquet(part, _WHAT)
+                part_keys = table.column("key").to_pylist() if "key" in table.column_names \
+                    else []
+                check_own_results(part, table.column_names, part_keys)
+                keys.update(part_keys)
         self.existing_keys = frozenset(keys)
         self._next_part = len(_part_files(self.parts_dir))
 
@@ -251,12 +323,16 @@ def _parquet_sources(path: Path) -> list[Path]:
 
 def _read_parquet_all(path: Path) -> Any:
     """The merged table of ``path`` and its parts, or ``None`` if there is neither."""
-    pa, pq = _import_pyarrow()
+    pa, _ = _import_pyarrow()
     sources = _parquet_sources(path)
     if not sources:
         return None
-    tables = [pq.read_table(p) for p in sources]
-    return pa.concat_tables(tables, promote_options="permissive")
+    tables = [read_parquet(p, _WHAT) for p in sources]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise GpusimError(f"{_WHAT} {str(path)!r}: its parts do not fit together: "
+                          f"{exc}") from None
 
 
 def _arrow_table(pa: Any, rows: Sequence[Row]) -> Any:
@@ -273,11 +349,6 @@ def _arrow_table(pa: Any, rows: Sequence[Row]) -> Any:
 
 
 def _import_pyarrow() -> tuple[Any, Any]:
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise GpusimError(
-            "Parquet results need pyarrow: pip install 'gpusim[parquet]' (or use a .csv name)"
-        ) from None
-    return pyarrow, pyarrow.parquet
+    needed_for = "a .parquet results file (use a .csv name otherwise)"
+    return (import_optional("pyarrow", needed_for=needed_for, extra="parquet"),
+            import_optional("pyarrow.parquet", needed_for=needed_for, extra="parquet"))

@@ -530,7 +530,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--summary", action="store_true", help="one line per step, no cases")
     plan.add_argument("--json", action="store_true", help="print JSON")
     plan.set_defaults(micro_func=_cmd_plan)
-    child = sub.add_parser("queues-child", help=argparse.SUPPRESS)
+    # No help=: a sub-command without one is left out of --help (argparse would print
+    # help=SUPPRESS literally as "==SUPPRESS=="); it is the campaign's own child process.
+    child = sub.add_parser("queues-child")
     child.add_argument("--connections", type=int, required=True)
     child.add_argument("--budget-s", type=float, required=True)
     child.add_argument("--out", type=Path, required=True)

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from gpu_models.datafile import import_optional
 from gpu_models.errors import GpusimError
 from gpu_models.units import MS_PER_S
 from sim.measure.netbench.torch_graph import assign_streams, build_net
@@ -331,6 +332,12 @@ def _tar_gz(members: dict[str, bytes]) -> bytes:
 def run(argv: Sequence[str] | None = None) -> int:
     """The campaign's command line (``python -m sim.measure.netbench``)."""
     args = _parser().parse_args(argv)
+    # Everything the campaign needs is checked before the output folder is made.
+    torch = import_optional("torch", needed_for="the network campaign (calibrate layers)",
+                            extra="torch")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise GpusimError("the network campaign with --device cuda needs a CUDA GPU, and torch "
+                          f"{torch.__version__} sees none (use --device cpu for a smoke run)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance(list(argv if argv is not None else sys.argv[1:]), args.device)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import tarfile
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from gpu_models.calibration import calibration_dir, calibration_from_dict, save_calibration_file
-from gpu_models.datafile import read_data_file
+from gpu_models.datafile import decode_text, parse_data, read_data_file
 from gpu_models.errors import GpusimError
 
 RUNS_FORMAT = "gpusim-netbench"
@@ -57,6 +58,20 @@ def load_runs(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _tar_members(path: Path) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of every regular file in a (gzipped) tar archive."""
+    try:
+        with tarfile.open(path) as tar:
+            members = []
+            for member in tar.getmembers():
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    members.append((Path(member.name).name, handle.read()))
+            return members
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise GpusimError(f"{path} is not a readable tar.gz archive: {exc}") from None
+
+
 def import_campaign(out_dir: str | Path, *, calibration_root: str | Path | None = None,
                     netbench_root: str | Path | None = None) -> list[Path]:
     """Validate a campaign's output folder and write it into the data directories."""
@@ -75,18 +90,18 @@ def import_campaign(out_dir: str | Path, *, calibration_root: str | Path | None 
     tar_path = out / "calibration.tar.gz"
     if not tar_path.is_file():
         raise GpusimError(f"{tar_path} is missing")
-    with tarfile.open(tar_path) as tar:
-        for member in tar.getmembers():
-            name = Path(member.name).name
-            handle = tar.extractfile(member)
-            if handle is None or not name.endswith(".json"):
-                continue
-            calib = calibration_from_dict(json.load(handle), origin=f"{tar_path}:{name}")
-            if not calib.records:
-                continue  # a CPU smoke run measures no kernels; nothing to commit
-            target = cal_root / name
-            save_calibration_file(calib, target)
-            written.append(target)
+    for name, raw in _tar_members(tar_path):
+        if not name.endswith(".json"):
+            continue
+        origin = f"{tar_path}:{name}"
+        text = decode_text(raw, "calibration file", repr(origin))
+        calib = calibration_from_dict(parse_data(text, "calibration file", repr(origin), "json"),
+                                      origin=origin)
+        if not calib.records:
+            continue  # a CPU smoke run measures no kernels; nothing to commit
+        target = cal_root / name
+        save_calibration_file(calib, target)
+        written.append(target)
     target = nb_root / f"{preset}.json"
     target.write_text(json.dumps(runs, indent=1) + "\n", encoding="utf-8")
     written.append(target)
