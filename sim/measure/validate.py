@@ -21,11 +21,16 @@ Replay inputs, taken from the data, never invented:
 * a streaming kernel's unloaded block time is the block time of the ``alone_1block`` case
   and the GPU's DRAM bandwidth the one ``alone_full`` reached; those two cases are marked
   ``calibration`` in the report;
-* a kernel that names a ``reference`` case (the contention pairs and the bandwidth sweep:
-  the same kernel alone) takes that case's median block time, and the DRAM bandwidth is the
-  one the experiment's full-wave copy reached (:mod:`sim.measure.validate_contention`);
-  cases of kernels alone are ``calibration``, and cases testing a mechanism the engine does
-  not model yet are reported as *pending* it and held to no tolerance;
+* an FMA, spin or sleep kernel that names its ``unimpeded`` case (the same kernel alone, one
+  block per SM) replays with that case's median block time and its share of the SM's FP32
+  pipe (FLOP rate alone over ``fma_peak``'s per-SM rate; 0 for spin and sleep): the
+  engine's SM sharing must then give both the kernel alone at its own grid and the pair
+  (:mod:`sim.measure.validate_contention`);
+* a copy that names a ``reference`` case (the contention pairs and the bandwidth sweep: the
+  same kernel alone) takes that case's median block time, and the DRAM bandwidth is the one
+  the experiment's full-wave copy reached; cases of kernels alone are ``calibration``, and
+  cases testing a mechanism the engine does not model yet are reported as *pending* it and
+  held to no tolerance;
 * host launch overhead is the case's median measured launch-call time; gated cases (every
   launch enqueued behind a gate kernel) replay with zero host overhead and the gate as a
   kernel;
@@ -258,13 +263,13 @@ def _summary(case: Mapping[str, Any], kernel: str) -> Mapping[str, Any]:
     return kernels[kernel]
 
 
-def _launch(record: Mapping[str, Any], block_time_s: float, after: tuple[str, ...] = ()
-            ) -> Launch:
+def _launch(record: Mapping[str, Any], block_time_s: float, after: tuple[str, ...] = (),
+            simt_share: float = 0.0) -> Launch:
     return Launch(name=record["name"], stream=record["stream"], grid=int(record["grid"]),
                   threads=int(record["threads"]), regs_per_thread=int(record["regs"]),
                   smem_per_block_B=int(record["smem_static_B"]) + int(record["smem_dynamic_B"]),
                   block_time_s=block_time_s, dram_bytes=float(record["dram_bytes"]),
-                  after=after, kind="micro")
+                  after=after, kind="micro", sm_throughput={"simt": simt_share})
 
 
 @dataclass(frozen=True)
@@ -292,11 +297,16 @@ def stream_calibration(bandwidth_doc: Mapping[str, Any]) -> StreamCalibration:
 def case_program(spec: GPUSpec, case: Mapping[str, Any],
                  stream_cal: StreamCalibration | None = None,
                  references: Mapping[str, Mapping[str, Any]] | None = None,
-                 dram_bw_Bps: float | None = None) -> Program:
+                 dram_bw_Bps: float | None = None,
+                 physics: Mapping[str, ReplayInput] | None = None) -> Program:
     """The engine program that replays one measured timeline case.
 
     ``references``: the cases of the same file by name, for kernels that name the case where
-    they ran alone; ``dram_bw_Bps``: the bandwidth their file's full-wave copy reached."""
+    they ran alone; ``dram_bw_Bps``: the bandwidth their file's full-wave copy reached;
+    ``physics``: the case's kernels by name that have a :class:`ReplayInput` with an SM
+    share (FMA, spin and sleep kernels with an unimpeded case): each replays with its
+    unimpeded block time and that share of the FP32 pipe, so the engine's SM sharing itself
+    must reproduce the kernel at its own grid and beside another (docs/model.md §6.7)."""
     streams = tuple(StreamDef(s["name"], priority=int(s["cuda_priority"]))
                     for s in case["streams"])
     if case.get("connections"):
@@ -315,6 +325,16 @@ def case_program(spec: GPUSpec, case: Mapping[str, Any],
         spec = spec.replace(dram_bw_Bps=stream_cal.dram_bw_Bps)
     waited: set[str] = {streams[0].name}
     for record in case["kernels"]:
+        after: tuple[str, ...] = ()
+        if gate and record["stream"] not in waited:  # each other stream waited once
+            after = ("gate",)
+            waited.add(record["stream"])
+        physical = (physics or {}).get(record["name"])
+        if physical is not None and physical.sm_throughput is not None:
+            # A measured share a hair over 1 is noise in the two block times it divides.
+            kernels.append(_launch(record, physical.unimpeded_block_time_s, after,
+                                   simt_share=min(physical.sm_throughput, 1.0)))
+            continue
         block_time = block_time_s(case, record, references or {})
         if block_time is None and record["kernel"] == "fma":
             raise GpusimError(f"case {case['name']!r} kernel {record['name']!r}: an FMA "
@@ -323,10 +343,6 @@ def case_program(spec: GPUSpec, case: Mapping[str, Any],
             block_time = stream_cal.block_time_s  # type: ignore[union-attr]
         elif block_time is None:  # spin and sleep blocks last what they were asked
             block_time = _summary(case, record["name"])["block_time_s"]["median"]
-        after: tuple[str, ...] = ()
-        if gate and record["stream"] not in waited:  # each other stream waited once
-            after = ("gate",)
-            waited.add(record["stream"])
         kernels.append(_launch(record, block_time, after))
     launch_overhead = 0.0 if gate else float(case["host_launch_s"]["median"])
     return Program(gpu=spec, streams=streams, kernels=tuple(kernels),
@@ -351,8 +367,11 @@ def sm_distance(measured: Sequence[int], simulated: Sequence[int], sm_count: int
 
 
 def compare_case(experiment: str, case: Mapping[str, Any], result: SimResult,
-                 sm_count: int) -> CaseComparison:
+                 sm_count: int, predicted_alone: bool = False) -> CaseComparison:
     """Measured against simulated for one case, both on first-block-aligned clocks.
+
+    ``predicted_alone``: a kernel-alone case whose block times the replay took from another
+    case (its unimpeded one): a prediction of SM sharing, not calibration.
 
     A gated case is compared from the gate's end on both sides (its kernels cannot start
     before it): the gate's own length, fixed by construction, would otherwise dilute every
@@ -390,7 +409,7 @@ def compare_case(experiment: str, case: Mapping[str, Any], result: SimResult,
         simulated_makespan_s=max(k.end_s for k in result.kernels) - sim_origin,
         measured_spread_s=max(spans) - min(spans), kernels=tuple(kernels),
         calibration=(case["name"] in CALIBRATION_CASES.get(experiment, ())
-                     or case.get("mechanism") == "alone"),
+                     or (case.get("mechanism") == "alone" and not predicted_alone)),
         note=case.get("note", ""), pending=pending(case),
     )
 
@@ -464,15 +483,22 @@ def validate_gpu(gpu: str, files: Mapping[str, Path], data_dir: Path,
         if experiment in TIMELINE_EXPERIMENTS:
             references = {c["name"]: c for c in doc["cases"]}
             bandwidth = dram_bandwidth_Bps(experiment, doc)
-            inputs.extend(replay_inputs(doc))
+            doc_inputs = replay_inputs(doc)
+            inputs.extend(doc_inputs)
             for case in doc["cases"]:
+                physics = {i.kernel: i for i in doc_inputs if i.case == case["name"]}
                 try:
-                    program = case_program(spec, case, stream_cal, references, bandwidth)
+                    program = case_program(spec, case, stream_cal, references, bandwidth,
+                                           physics)
                     result = simulate(program, mode=mode)
                 except GpusimError as exc:  # e.g. a shape the calculator says cannot fit
                     failures.append(ReplayFailure(experiment, case["name"], str(exc)))
                     continue
-                cases.append(compare_case(experiment, case, result, spec.sm_count))
+                shared = {k for k, i in physics.items() if i.sm_throughput is not None}
+                predicted_alone = any(r["name"] in shared and r["unimpeded"] != case["name"]
+                                      for r in case["kernels"])
+                cases.append(compare_case(experiment, case, result, spec.sm_count,
+                                          predicted_alone))
         elif experiment == "occupancy":
             scalars.extend(occupancy_scalars(spec, doc))
         elif experiment == "launch_overhead":

@@ -5,15 +5,15 @@ The device campaign's contention experiment (``sim/measure/micro/plans.py``,
 also alone: at the pair's grid (``reference``) and with one block per SM (``unimpeded``).
 Two replays follow from that, and this module holds what both read from the data:
 
-* **today's engine** (:func:`block_time_s`): each kernel's block time is the median block
-  time of its ``reference`` case, so a kernel alone keeps its measured time and what a pair
-  adds (blocks of *another* kernel beside them) is the engine's prediction. The engine has
-  no SM-throughput sharing yet, so cases whose mechanism is ``sm_throughput`` are reported
-  with that mechanism *pending* (:data:`PENDING_MECHANISMS`) and not held to a tolerance;
-* **the physics replay** (issue 14; finished once that branch merges): each kernel's
-  unimpeded block time and its demand on the SM (``sm_throughput``: its FLOP rate alone
-  over the SM's peak FP32 rate measured by ``fma_peak``) or on DRAM (bytes per second per
-  block alone), from :func:`replay_inputs`. ``gpusim validate --json`` lists them.
+* **the physics replay** (:func:`replay_inputs`): each FMA, spin or sleep kernel's
+  unimpeded block time (alone, one block per SM) and its demand on the SM
+  (``sm_throughput``: its FLOP rate alone over the SM's peak FP32 rate measured by
+  ``fma_peak``; 0 for the latency-bound spin and sleep), so the engine's SM sharing must
+  reproduce both the kernel alone at its own grid (several of its blocks per SM) and beside
+  another kernel. ``gpusim validate --json`` lists these inputs;
+* **copies** (:func:`block_time_s`): each kernel's block time is the median block time of
+  its ``reference`` case (the same kernel alone, same grid), so a kernel alone keeps its
+  measured time and what a pair adds is the engine's prediction of DRAM sharing.
 
 Pure data handling (no engine): the validation (:mod:`sim.measure.validate`) builds and runs
 the programs.
@@ -27,12 +27,11 @@ from typing import Any
 
 from gpu_models.errors import GpusimError
 
-#: Mechanisms the engine does not model yet, with what they are: a case testing one is
-#: replayed and reported, but not held to a tolerance. Issue 14 adds SM sharing; remove the
-#: entry when the replay passes ``sm_throughput`` (see sim/measure/micro/README.md).
-PENDING_MECHANISMS: dict[str, str] = {
-    "sm_throughput": "co-resident blocks share their SM's FP32 pipe (issue 14)",
-}
+#: Mechanisms the engine does not model, with what they are: a case testing one is replayed
+#: and reported, but not held to a tolerance. Empty since SM throughput sharing (issue 14)
+#: replays the ``sm_throughput`` cases; a campaign experiment that tests a mechanism the
+#: engine lacks (e.g. issue-slot contention) is listed here until the engine has it.
+PENDING_MECHANISMS: dict[str, str] = {}
 #: Calibration cases of each experiment: the replay takes inputs from them.
 PEAK_FMA_CASE = "fma_peak"
 PEAK_DRAM_CASES: dict[str, str] = {"contention": "mem_peak", "bandwidth": "alone_full"}

@@ -279,6 +279,11 @@ def _contention_doc_cases() -> list[dict[str, Any]]:
               streams=("s0", "s1"), gate=gate, mechanism="mixed"),
         _case("alone_spin_t256_g132", [_kernel("k0", "s0", SMS)], {"k0": _log(SMS, 1, 100_000)},
               mechanism="alone"),
+        # The same FMA kernel alone at two blocks per SM: 200 us, the pipe shared with itself.
+        _case("alone_fma4_t256_g264",
+              [_kernel("k0", "s0", 2 * SMS, **fma, reference="alone_fma4_t256_g264",
+                       unimpeded=alone)],
+              {"k0": _log(2 * SMS, 2, 200_000)}, mechanism="alone"),
     ]
 
 
@@ -289,15 +294,20 @@ def test_contention_pairs_replay_from_their_alone_cases(tmp_path: Path) -> None:
     cases = {c.case: c for c in report.cases}
     # Alone and peak cases feed the replay: calibration, agreement by construction.
     assert cases["fma_peak"].calibration and cases["alone_fma4_t256_g132"].calibration
-    # Today's engine: each FMA kernel's blocks last their alone 100 us, whatever shares the
-    # SM, so the pair ends at 100 us after the gate where the (synthetic) GPU took 200 us.
+    # Each FMA block alone takes 100 us and asks for the whole FP32 pipe (share 1.0): two of
+    # them on every SM each get half, so the pair ends 200 us after the gate, as measured.
     pair = cases["fma_full_full"]
     assert (pair.measured_makespan_s, pair.simulated_makespan_s) == (
-        pytest.approx(200e-6), pytest.approx(100e-6))
-    assert pair.makespan_error == pytest.approx(-0.5)
-    assert pair.pending == "sm_throughput" and not pair.calibration
+        pytest.approx(200e-6), pytest.approx(200e-6))
+    assert pair.pending == "" and not pair.calibration
+    # A timer-spin asks nothing of the pipe (share 0): the FMA blocks beside it keep 100 us.
     mixed = cases["mix_fma_spin"]
+    assert mixed.simulated_makespan_s == pytest.approx(100e-6)
     assert mixed.makespan_error == pytest.approx(0.0, abs=1e-9) and mixed.pending == ""
+    # A kernel alone at its own grid, replayed from its one-block-per-SM case, is a
+    # prediction of SM sharing (two of its blocks per SM, half the pipe each), not calibration.
+    own = cases["alone_fma4_t256_g264"]
+    assert own.simulated_makespan_s == pytest.approx(200e-6) and not own.calibration
 
 
 def test_contention_replay_inputs(tmp_path: Path) -> None:
