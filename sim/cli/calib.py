@@ -377,6 +377,10 @@ def _cmd_fit_analytic(args: argparse.Namespace) -> int:
           "class: its one error), in-sample and leave-one-GPU-out (fit without the GPU)")
     print_table(rows, ["gpu", "data", "kind", "pass/class", "n", "in-sample %", "mean %",
                        "held-out %", "mean %"])
+    for gpu, error in report.in_sample_steps.items():
+        held_step = report.leave_one_out_steps.get(gpu)
+        print(f"{gpu} traced step (kernel time): in-sample {100 * error:+.1f}%"
+              + ("" if held_step is None else f", held out {100 * held_step:+.1f}%"))
     print("entries: " + "; ".join(f"{name}: {p.source}"
                                   for name, p in report.table.entries.items()))
     if args.output:

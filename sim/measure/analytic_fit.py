@@ -13,7 +13,7 @@ kernels of the class against the measured class total, averaged over the steps).
 point's model time is the sum of its kernels' lone times, ``waves x block_time_s`` (what
 the engine gives each kernel alone, :func:`gpu_models.cost.isolated_time_s`).
 
-How (:func:`fit_table`): a weighted least-squares fit of ``log(predicted / measured)`` by
+How (:func:`fit_table`): a weighted least-squares fit of ``predicted / measured - 1`` by
 Levenberg-Marquardt (numpy, a numerical Jacobian), efficiencies through a logistic map (so
 they stay in (0, 1)) and the other parameters through ``exp`` (so they stay > 0). Each
 group of points (one GPU, precision, kind and pass; or one trace class) weighs the same in
@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -379,6 +379,9 @@ class FitReport:
     data: FitData
     in_sample: tuple[GroupError, ...]
     leave_one_out: tuple[GroupError, ...]
+    #: Traced GPU -> error of its step's kernel time (:func:`step_errors`).
+    in_sample_steps: Mapping[str, float] = field(default_factory=dict)
+    leave_one_out_steps: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view."""
@@ -386,7 +389,21 @@ class FitReport:
                             for k, v in self.table.entries.items()},
                 "provenance": dict(self.table.provenance),
                 "in_sample": [g.to_dict() for g in self.in_sample],
-                "leave_one_gpu_out": [g.to_dict() for g in self.leave_one_out]}
+                "leave_one_gpu_out": [g.to_dict() for g in self.leave_one_out],
+                "in_sample_steps": dict(self.in_sample_steps),
+                "leave_one_gpu_out_steps": dict(self.leave_one_out_steps)}
+
+
+def step_errors(data: FitData, predicted: np.ndarray) -> dict[str, float]:
+    """Per traced GPU: its kernel classes' predicted total against their measured total, - 1
+    (the step's summed kernel time, as far as lowering produces kernels of its classes)."""
+    sums: dict[str, list[float]] = {}
+    for p, pred in zip(data.points, predicted, strict=True):
+        if p.group[1] == "trace":
+            pair = sums.setdefault(p.gpu, [0.0, 0.0])
+            pair[0] += float(pred)
+            pair[1] += p.measured_s
+    return {gpu: pred / measured - 1 for gpu, (pred, measured) in sums.items()}
 
 
 def fit_published(directory: str | Path | None = None, *, gpus: Iterable[str] = (),
@@ -395,22 +412,26 @@ def fit_published(directory: str | Path | None = None, *, gpus: Iterable[str] = 
     provenance names the data, the command and the errors (its residuals)."""
     data = collect(directory, gpus=gpus)
     table = fit_table(data)
-    in_sample = group_errors(data, predict(data, table))
-    held_out = group_errors(data, leave_one_gpu_out(data)) if len(data.gpus) > 1 else ()
+    fitted = predict(data, table)
+    in_sample = group_errors(data, fitted)
+    held = leave_one_gpu_out(data) if len(data.gpus) > 1 else None
+    held_out = group_errors(data, held) if held is not None else ()
     provenance = {
         "command": command,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "data": list(data.sources),
         "memory_model": "gpu_models/data/memory.toml (microbenchmarks, "
                         "scripts/fit_memory_model.py)",
-        "method": "weighted least squares of log(predicted/measured), Levenberg-Marquardt; "
+        "method": "weighted least squares of predicted/measured - 1, Levenberg-Marquardt; "
                   "each group weighs the same (sim/measure/analytic_fit.py)",
         "residual_in_sample_mape": {_group_name(g.group): round(g.mape, 4) for g in in_sample},
         "residual_leave_one_gpu_out_mape": {_group_name(g.group): round(g.mape, 4)
                                             for g in held_out},
     }
     table = ParameterTable(entries=table.entries, provenance=provenance)
-    return FitReport(table=table, data=data, in_sample=in_sample, leave_one_out=held_out)
+    return FitReport(table=table, data=data, in_sample=in_sample, leave_one_out=held_out,
+                     in_sample_steps=step_errors(data, fitted),
+                     leave_one_out_steps=step_errors(data, held) if held is not None else {})
 
 
 def _group_name(group: Sequence[str]) -> str:

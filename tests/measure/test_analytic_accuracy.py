@@ -147,6 +147,7 @@ def test_calibrate_fit_analytic_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
                  "--output", str(out)]) == 0
     text = capsys.readouterr().out
     assert "in-sample %" in text and "held-out %" in text and f"wrote {out}" in text
+    assert "rtx-2080ti traced step (kernel time): in-sample" in text and "held out" in text
     first = out.read_text()
     assert 'command = "gpusim calibrate fit --model analytic' in first
     assert '[arch."7.5"]' in first and "residual_in_sample_mape" in first
