@@ -64,6 +64,12 @@ class KernelSpec:
     measured_time_s: float | None = None
     #: The library's kernel name (from a real trace or the lowering tables).
     library_name: str = ""
+    #: Output tile ``(bm, bn)`` of one block of a tiled GEMM main loop (lowering knows it
+    #: from its tile tables); ``None`` where the kernel has no such loop or it is unknown.
+    tile_mn: tuple[int, int] | None = None
+    #: Main-loop (K-loop) iterations one block runs, each loading one ``bk`` stage of its
+    #: operand tiles; 0 where the kernel has no tiled main loop or it is unknown.
+    mainloop_iterations: int = 0
 
     def __post_init__(self) -> None:
         given: int | tuple[int, ...] = self.grid
@@ -100,6 +106,14 @@ class KernelSpec:
             fail(f"dtype must be one of {PRECISIONS}", self.dtype)
         if self.measured_time_s is not None and not self.measured_time_s > 0:
             fail("measured_time_s must be > 0", self.measured_time_s)
+        if self.tile_mn is not None:
+            tile = tuple(int(t) for t in self.tile_mn)
+            if len(tile) != 2 or min(tile) < 1:
+                fail("tile_mn must be two positive integers", self.tile_mn)
+            object.__setattr__(self, "tile_mn", tile)
+        if isinstance(self.mainloop_iterations, bool) or not isinstance(
+                self.mainloop_iterations, int) or self.mainloop_iterations < 0:
+            fail("mainloop_iterations must be an integer >= 0", self.mainloop_iterations)
 
     @property
     def blocks(self) -> int:

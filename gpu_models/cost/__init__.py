@@ -1,17 +1,23 @@
 """Cost models: how long one block of a kernel runs on a GPU, and how many bytes it moves.
 
 A cost model is a pure function ``(KernelSpec, GPUSpec) -> KernelCost`` that the engine
-calls for every kernel (see :mod:`gpu_models.kernel`). Three are built in, selectable by
-name::
+calls for every kernel (see :mod:`gpu_models.kernel`). Four are built in, selectable by
+name; :data:`DEFAULT_COST_MODEL` (``analytic``) is the one used unless told otherwise::
 
     from gpu_models.cost import get_cost_model, isolated_time_s
+    analytic = get_cost_model("analytic")             # any GPU, fitted per architecture
     roofline = get_cost_model("roofline")                       # any GPU, from its spec
     calibrated = get_cost_model("calibrated", gpu="a100")       # fitted to measured kernels
     scaled = get_cost_model("scaled", origin="a100")            # a100's data, any spec
     isolated_time_s(kernel, load_gpu("h100"), scaled)           # the kernel alone, seconds
 
-* ``roofline`` (:mod:`gpu_models.cost.roofline`): peak rates and bandwidth with per-kind
-  efficiencies, wave-aware; options ``efficiency`` and ``block_latency_s``.
+* ``analytic`` (:mod:`gpu_models.cost.analytic`, the default): per block the slowest of
+  compute at its achievable rate, K-loop iterations x iteration latency and bytes over the
+  memory parallelism its warps give, and a per-kernel floor; parameters per architecture
+  fitted to published measurements (``gpu_models/data/analytic.toml``); option ``params``
+  (a parameter file).
+* ``roofline`` (:mod:`gpu_models.cost.roofline`, the teaching baseline): peak rates and
+  bandwidth with per-kind efficiencies, wave-aware; options ``efficiency`` and ``block_latency_s``.
 * ``calibrated`` (:mod:`gpu_models.cost.calibrated`): exact measured durations where the
   calibration data hold the same launch, else a per-kind non-negative linear fit; options
   ``gpu`` (required), ``records``, ``work_fn``, ``directory``, ``fallback``,
@@ -31,6 +37,12 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from gpu_models.cost.analytic import (
+    AnalyticModel,
+    AnalyticParams,
+    ParameterTable,
+    analytic_model,
+)
 from gpu_models.cost.calibrated import (
     FEATURE_NAMES,
     CalibratedModel,
@@ -72,6 +84,7 @@ from gpu_models.spec import GPUSpec
 
 #: Cost model factories by name; each takes keyword options and returns a cost model.
 COST_MODELS: Mapping[str, Callable[..., CostModel]] = MappingProxyType({
+    "analytic": analytic_model,
     "roofline": roofline_model,
     "calibrated": calibrated_model,
     "scaled": scaled_model,
@@ -118,19 +131,27 @@ def get_cost_model(name: str, **options: Any) -> CostModel:
         raise GpusimError(f"cost model {name!r}: {exc}") from None
 
 
+#: The cost model every command and function uses unless told otherwise.
+DEFAULT_COST_MODEL = "analytic"
+
 __all__ = [
     "COST_MODELS",
     "DEFAULT_BLOCK_LATENCY_S",
+    "DEFAULT_COST_MODEL",
     "DEFAULT_EFFICIENCY",
     "FEATURE_NAMES",
     "TILED_KINDS",
+    "AnalyticModel",
+    "AnalyticParams",
     "CalibratedModel",
     "FitError",
     "KindEfficiency",
     "KindFit",
+    "ParameterTable",
     "RooflineModel",
     "ScaledModel",
     "WorkFn",
+    "analytic_model",
     "block_share_flop_per_s",
     "block_sm_demand",
     "blocks_per_sm",

@@ -50,6 +50,7 @@ from typing import Any
 
 import networkx as nx
 
+from gpu_models.cost import DEFAULT_COST_MODEL
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import SM_RESOURCES, CostModel
 from gpu_models.occupancy import block_footprint
@@ -425,7 +426,7 @@ def limits_for_workload(
     phase: str = "inference",
     precision: str = "fp32",
     gpu: str | Path | GPUSpec = "h100",
-    cost_model: str | CostModel = "roofline",
+    cost_model: str | CostModel = DEFAULT_COST_MODEL,
     policies: Sequence[str | SchedulingPolicy] | None = None,
     keep_results: bool = False,
     origin: str | GPUSpec | None = None,

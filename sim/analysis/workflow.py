@@ -33,7 +33,7 @@ from typing import Any
 
 import networkx as nx
 
-from gpu_models.cost import resolve_cost_model
+from gpu_models.cost import DEFAULT_COST_MODEL, resolve_cost_model
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel
 from gpu_models.presets import resolve_gpu
@@ -177,7 +177,7 @@ def prepare_workload(
     phase: str = "inference",
     precision: str = "fp32",
     gpu: str | Path | GPUSpec = "h100",
-    cost_model: str | CostModel = "roofline",
+    cost_model: str | CostModel = DEFAULT_COST_MODEL,
     origin: str | GPUSpec | None = None,
     launch_overhead_s: float | None = None,
     event_overhead_s: float | None = None,
@@ -230,7 +230,7 @@ def simulate_workload(
     phase: str = "inference",
     precision: str = "fp32",
     gpu: str | Path | GPUSpec = "h100",
-    cost_model: str | CostModel = "roofline",
+    cost_model: str | CostModel = DEFAULT_COST_MODEL,
     origin: str | GPUSpec | None = None,
     policy: str | SchedulingPolicy = "serial",
     launch_overhead_s: float | None = None,

@@ -5,6 +5,7 @@ Subcommands::
     gpusim calibrate ingest TRACE --out FILE.json [--gpu-name PRESET] [--driver V] ...
         [--workload NETWORK --batch B --precision P --framework F] [--step-marker RANGE]
     gpusim calibrate fit --gpu NAME [--file FILE.json ...] [--work MODULE:FUNC] [--force] [--json]
+    gpusim calibrate fit --model analytic [--output FILE.toml [--overwrite]] [--dir D] [--json]
 
 ``ingest`` reads a ``torch.profiler`` Chrome trace (``.json`` or ``.json.gz``), prints a
 summary (kernels per step, time per stream, kinds) and writes a calibration file whose
@@ -15,7 +16,12 @@ for it, so that ``fit`` needs no ``--work`` function. ``fit`` fits the calibrate
 model to one GPU's calibration data and prints each kind's k-fold held-out error. The data
 must have been measured on that GPU: a ``--file`` whose provenance ``gpu_preset`` is
 another preset (or none), or a ``--gpu`` spec that differs from its preset in more than
-host-side settings, is an error unless ``--force`` is given.
+host-side settings, is an error unless ``--force`` is given. ``fit --model analytic`` (the
+default without ``--gpu``) fits the analytic cost model's per-architecture parameters to
+every committed DeepBench timing and trace digest (:mod:`sim.measure.analytic_fit`), prints
+each group's in-sample and leave-one-GPU-out error, and with ``--output`` writes the
+parameter file (an existing file only with ``--overwrite``); the committed
+``gpu_models/data/analytic.toml`` is its output.
 
 ``calibrate`` is a group other modules extend: a module that adds subcommands defines
 ``register_calibrate(subparsers)`` (it receives the group's ``add_subparsers`` object,
@@ -133,10 +139,20 @@ def register_calibrate(subparsers: Any) -> None:
     declare_files(ingest, inputs=("trace",), outputs=("out",))
 
     fit = subparsers.add_parser(
-        "fit", help="fit the calibrated cost model and report its held-out error",
-        description="Fit the per-kind calibrated cost model to a GPU's calibration data "
-        "and print each kind's k-fold held-out relative error.")
-    fit.add_argument("--gpu", required=True, help="preset name or spec file of the GPU")
+        "fit", help="fit a cost model (analytic, or calibrated for --gpu) and report its "
+        "errors",
+        description="Fit the analytic cost model's per-architecture parameters to the "
+        "published measurements (printing in-sample and leave-one-GPU-out errors, writing "
+        "the parameter file with --output), or with --gpu the per-kind calibrated cost "
+        "model to a GPU's calibration data (printing each kind's k-fold held-out error).")
+    fit.add_argument("--model", choices=("analytic", "calibrated"), default=None,
+                     help="the model to fit (default: calibrated with --gpu, else analytic)")
+    fit.add_argument("--output", default=None, metavar="FILE.toml",
+                     help="analytic: write the fitted parameter file here")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="analytic: replace an existing --output file")
+    fit.add_argument("--gpu", default=None,
+                     help="calibrated: preset name or spec file of the GPU")
     fit.add_argument("--file", action="append", default=[], dest="files",
                      help="calibration file(s) to fit (default: the GPU's files in the "
                      "calibration directory)")
@@ -154,7 +170,7 @@ def register_calibrate(subparsers: Any) -> None:
                      "on such a GPU)")
     add_json_arg(fit)
     fit.set_defaults(func=_cmd_fit)
-    declare_files(fit, inputs=("gpu", "files"))
+    declare_files(fit, inputs=("gpu", "files"), outputs=("output",))
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
@@ -333,7 +349,52 @@ def _load_work_fn(text: str | None) -> WorkFn | None:
     return checked
 
 
+def _cmd_fit_analytic(args: argparse.Namespace) -> int:
+    from sim.measure.analytic_fit import fit_published, table_toml
+
+    for flag in ("gpu", "work", "files"):
+        if getattr(args, flag):
+            raise GpusimError(f"--{flag} is for --model calibrated; the analytic model is "
+                              "fitted to every committed measurement (--dir to choose them)")
+    if args.output and Path(args.output).exists() and not args.overwrite:
+        raise GpusimError(f"--output {args.output} exists: pass --overwrite to replace it")
+    report = fit_published(args.dir)
+    if args.output:
+        Path(args.output).write_text(table_toml(report.table), encoding="utf-8")
+    if args.json:
+        print_json({**report.to_dict(), "output": args.output})
+        return 0
+    held = {g.group: g for g in report.leave_one_out}
+    rows = []
+    for g in report.in_sample:
+        out = held.get(g.group)
+        rows.append((*g.group, g.n, f"{100 * g.mape:.1f}",
+                     f"{100 * g.mean_error:+.1f}",
+                     "-" if out is None else f"{100 * out.mape:.1f}",
+                     "-" if out is None else f"{100 * out.mean_error:+.1f}"))
+    print(f"analytic cost model fitted to {len(report.data.points)} measurements of "
+          f"{', '.join(report.data.gpus)}: |predicted / measured - 1| in % (MAPE; a trace "
+          "class: its one error), in-sample and leave-one-GPU-out (fit without the GPU)")
+    print_table(rows, ["gpu", "data", "kind", "pass/class", "n", "in-sample %", "mean %",
+                       "held-out %", "mean %"])
+    for gpu, error in report.in_sample_steps.items():
+        held_step = report.leave_one_out_steps.get(gpu)
+        print(f"{gpu} traced step (kernel time): in-sample {100 * error:+.1f}%"
+              + ("" if held_step is None else f", held out {100 * held_step:+.1f}%"))
+    print("entries: " + "; ".join(f"{name}: {p.source}"
+                                  for name, p in report.table.entries.items()))
+    if args.output:
+        print(f"wrote {args.output}")
+    return 0
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
+    if (args.model or ("calibrated" if args.gpu else "analytic")) == "analytic":
+        return _cmd_fit_analytic(args)
+    if args.output or args.overwrite:
+        raise GpusimError("--output/--overwrite are for --model analytic")
+    if not args.gpu:
+        raise GpusimError("--model calibrated needs --gpu (the GPU whose data to fit)")
     spec = load_gpu(args.gpu)
     measured = spec.preset or spec.name
     if not args.force and measured in list_presets():

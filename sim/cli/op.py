@@ -33,7 +33,7 @@ import argparse
 import sys
 from typing import Any
 
-from gpu_models.cost import isolated_time_s, list_cost_models, waves
+from gpu_models.cost import DEFAULT_COST_MODEL, isolated_time_s, list_cost_models, waves
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel, KernelSpec
 from gpu_models.occupancy import occupancy
@@ -111,7 +111,7 @@ def _common(p: argparse.ArgumentParser, *, inherit: bool = False) -> None:
     p.add_argument("--layout", choices=LAYOUTS, default="nchw",
                    help="activation layout: nchw (PyTorch default: cuDNN adds layout copies "
                    "around tensor-op convs) or nhwc (channels_last); default nchw")
-    p.add_argument("--cost-model", choices=list_cost_models(), default="roofline",
+    p.add_argument("--cost-model", choices=list_cost_models(), default=DEFAULT_COST_MODEL,
                    help="per-block time model (default roofline)")
     p.add_argument("--origin", default=None,
                    help="measured GPU the 'scaled' cost model scales from (default "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from gpu_models.cost import list_cost_models
+from gpu_models.cost import DEFAULT_COST_MODEL, list_cost_models
 from gpu_models.errors import GpusimError, GpusimWarning
 from gpu_models.units import US_PER_S
 from sim.analysis.limits import BIND_LABELS, binds_detail
@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="block placement: which SM gets each block (default: most-free; "
                    "--sm-policy is an older name for this option)")
     add_sm_sharing_arg(p)
-    p.add_argument("--cost-model", choices=list_cost_models(), default="roofline",
+    p.add_argument("--cost-model", choices=list_cost_models(), default=DEFAULT_COST_MODEL,
                    help="cost model that prices kernels given as work (default roofline)")
     p.add_argument("--origin", metavar="GPU",
                    help="measured GPU whose calibration the 'scaled' cost model carries")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gpu_models.cost import list_cost_models
+from gpu_models.cost import DEFAULT_COST_MODEL, list_cost_models
 from gpu_models.spec import PRECISIONS, GPUSpec
 from gpu_models.units import US_PER_S
 from sim.analysis.workflow import (
@@ -50,7 +50,7 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="math precision (default fp32)")
     add_gpu_args(parser)
-    parser.add_argument("--cost-model", choices=list_cost_models(), default="roofline",
+    parser.add_argument("--cost-model", choices=list_cost_models(), default=DEFAULT_COST_MODEL,
                         help="per-kernel cost model (default roofline)")
     parser.add_argument("--origin", metavar="GPU",
                         help="measured GPU whose calibration the 'scaled' cost model carries")

@@ -21,7 +21,7 @@ import argparse
 import warnings
 from pathlib import Path
 
-from gpu_models.cost import list_cost_models
+from gpu_models.cost import DEFAULT_COST_MODEL, list_cost_models
 from gpu_models.errors import GpusimError, GpusimWarning
 from gpu_models.presets import list_presets
 from gpu_models.units import MS_PER_S, US_PER_S
@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--published", action="store_true",
                    help="price the committed public measurements instead (DeepBench "
                    "timings, traced training steps) and print their errors")
-    p.add_argument("--cost-model", choices=list_cost_models(), default="roofline",
+    p.add_argument("--cost-model", choices=list_cost_models(), default=DEFAULT_COST_MODEL,
                    help="cost model --published prices with (default roofline)")
     p.add_argument("--origin", default=None,
                    help="measured GPU the 'scaled' cost model scales from (--published)")

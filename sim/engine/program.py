@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpu_models.cost import resolve_cost_model
+from gpu_models.cost import DEFAULT_COST_MODEL, resolve_cost_model
 from gpu_models.datafile import read_data_file
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import (
@@ -325,7 +325,7 @@ class Program:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, base_dir: Path | None = None,
-                  cost_model: str | CostModel = "roofline",
+                  cost_model: str | CostModel = DEFAULT_COST_MODEL,
                   origin: str | GPUSpec | None = None) -> Program:
         """Build a program from its JSON form (times in us). ``base_dir`` resolves a
         relative GPU spec path (``load_program`` passes the program file's folder);
@@ -334,7 +334,7 @@ class Program:
         return _from_dict(data, base_dir, cost_model, origin)
 
 
-def load_program(path: str | Path, *, cost_model: str | CostModel = "roofline",
+def load_program(path: str | Path, *, cost_model: str | CostModel = DEFAULT_COST_MODEL,
                  origin: str | GPUSpec | None = None) -> Program:
     """Read a JSON program file; ``cost_model`` prices the kernels given as ``work``
     (errors start with the file's name)."""

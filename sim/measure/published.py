@@ -38,6 +38,7 @@ from gpu_models.calibration import (
     list_calibration_files,
     load_calibration_file,
 )
+from gpu_models.cost import DEFAULT_COST_MODEL
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel
 from gpu_models.presets import load_gpu
@@ -189,7 +190,7 @@ def _shape_key(timing: OpTiming) -> tuple[Any, ...]:
     return (timing.op, timing.dtype, timing.layout, *(timing.shape[c] for c in columns))
 
 
-def validate_deepbench(cost_model: str | CostModel = "roofline", *,
+def validate_deepbench(cost_model: str | CostModel = DEFAULT_COST_MODEL, *,
                        gpus: Iterable[str] = (), directory: str | Path | None = None,
                        origin: str | GPUSpec | None = None) -> DeepBenchReport:
     """Price every committed DeepBench timing (see the module docstring).
@@ -294,7 +295,7 @@ class TraceReport:
                 "classes": [c.to_dict() for c in self.classes]}
 
 
-def validate_trace(calibration: CalibrationSet, cost_model: str | CostModel = "roofline", *,
+def validate_trace(calibration: CalibrationSet, cost_model: str | CostModel = DEFAULT_COST_MODEL, *,
                    origin: str | GPUSpec | None = None) -> TraceReport:
     """One trace digest's steps and classes against its lowered, priced workload."""
     preset = calibration.provenance.gpu_preset
@@ -326,7 +327,7 @@ def validate_trace(calibration: CalibrationSet, cost_model: str | CostModel = "r
         measured_kernels=statistics.fmean(s.kernels for s in steps), classes=tuple(classes))
 
 
-def validate_traces(cost_model: str | CostModel = "roofline", *, gpus: Iterable[str] = (),
+def validate_traces(cost_model: str | CostModel = DEFAULT_COST_MODEL, *, gpus: Iterable[str] = (),
                     directory: str | Path | None = None, origin: str | GPUSpec | None = None,
                     ) -> tuple[tuple[TraceReport, ...], tuple[Skipped, ...]]:
     """Every committed trace digest (see :func:`validate_trace`), and those that could not
@@ -356,7 +357,8 @@ class PublishedValidation:
                 "trace_skipped": [s.to_dict() for s in self.trace_skipped]}
 
 
-def validate_published(cost_model: str | CostModel = "roofline", *, gpus: Iterable[str] = (),
+def validate_published(cost_model: str | CostModel = DEFAULT_COST_MODEL, *,
+                       gpus: Iterable[str] = (),
                        directory: str | Path | None = None,
                        origin: str | GPUSpec | None = None) -> PublishedValidation:
     """:func:`validate_deepbench` and :func:`validate_traces` with one cost model."""

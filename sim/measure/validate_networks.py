@@ -11,7 +11,8 @@ in a CUDA graph, and commits the timings as ``sim/measure/data/netbench/<preset>
 * the multi-stream speedup (serial / multi-stream) — absolute difference.
 
 Cost model: ``calibrated`` on the measured GPU when calibration data for it are committed
-(the same campaign commits them), otherwise ``roofline`` — the report says which one ran.
+(the same campaign commits them), otherwise the default (``analytic``) — the report says
+which one ran.
 Host launch overhead: eager runs use the GPU spec's ``launch_overhead_s``; CUDA-graph runs
 use :data:`GRAPH_LAUNCH_OVERHEAD_S` (docs/model.md §6.1: ~1-2 us per kernel inside a graph).
 Those two host figures are model inputs, not measurements; the device campaign's launch
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_models.calibration import load_gpu_calibration
+from gpu_models.cost import DEFAULT_COST_MODEL
 from gpu_models.errors import GpusimError
 from gpu_models.presets import load_gpu
 from gpu_models.units import US_PER_S
@@ -117,11 +119,12 @@ def find_network_data(directory: str | Path | None = None) -> dict[str, Path]:
 
 
 def choose_cost_model(preset: str, calibration_dir: str | Path | None = None) -> str:
-    """``calibrated`` where calibration data for ``preset`` exist, else ``roofline``."""
+    """``calibrated`` where calibration data for ``preset`` exist, else the default cost
+    model."""
     try:
         load_gpu_calibration(preset, calibration_dir)
     except GpusimError:
-        return "roofline"
+        return DEFAULT_COST_MODEL
     return "calibrated"
 
 

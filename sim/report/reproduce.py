@@ -40,6 +40,7 @@ import networkx as nx
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from gpu_models.cost import DEFAULT_COST_MODEL
 from gpu_models.errors import GpusimError
 from gpu_models.occupancy import occupancy
 from gpu_models.presets import DEFAULT_GPU, load_gpu
@@ -392,7 +393,8 @@ def module_graph(workload: str, module: str, *, batch: int, phase: str = "infere
 
 
 def simulate_policies(
-    graph: nx.DiGraph, gpu: GPUSpec, policies: Sequence[str], *, cost_model: str = "roofline",
+    graph: nx.DiGraph, gpu: GPUSpec, policies: Sequence[str], *,
+    cost_model: str = DEFAULT_COST_MODEL,
     sm_sharing: bool = True,
 ) -> dict[str, SimResult]:
     """Lower a layer graph (a whole network or part of one) and simulate each policy."""

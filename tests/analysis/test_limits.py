@@ -129,7 +129,7 @@ def test_limits_for_workload_labels_and_results(v100: GPUSpec) -> None:
                                  policies=("branches",), keep_results=True)
     d = report.to_dict()
     assert (d["workload"], d["batch"], d["phase"], d["gpu"], d["cost_model"]) == (
-        "squeezenet1_1", 2, "inference", "v100", "roofline")
+        "squeezenet1_1", 2, "inference", "v100", "analytic")  # the default cost model
     assert set(report.results) == {"serial", "branches"}
     assert d["lower_bound_us"] <= min(d["policies"].values()) * (1 + 1e-9)
 

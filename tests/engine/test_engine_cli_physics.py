@@ -45,7 +45,7 @@ def test_work_kernels_are_priced_by_the_cost_model(tmp_path: Path,
     # 132 blocks of 1 GFLOP each in fp32 at the roofline's micro efficiency (1.0): one block
     # per SM, so each block has its SM's FP32 rate: 1e9 / (66.9e12 / 132) s + 1 us latency.
     doc = program({"name": "k", "work": {"flop": 132e9, "math": "fp32"}})
-    assert run(doc, tmp_path, "--json") == 0
+    assert run(doc, tmp_path, "--json", "--cost-model", "roofline") == 0
     out = json.loads(capsys.readouterr().out)
     assert out["makespan_us"] == pytest.approx(1e9 / (66.9e12 / 132) * 1e6 + 1.0, rel=1e-9)
     # Another cost model by name prices it too (calibrated needs data: it says so).

@@ -216,7 +216,7 @@ def test_models_are_hashable_values() -> None:
 
 
 def test_registry() -> None:
-    assert list_cost_models() == ("roofline", "calibrated", "scaled")
+    assert list_cost_models() == ("analytic", "roofline", "calibrated", "scaled")
     assert isinstance(get_cost_model("roofline"), RooflineModel)
     assert get_cost_model("roofline", block_latency_s=2e-6).block_latency_s == 2e-6
     with pytest.raises(GpusimError, match="unknown cost model 'magic'"):

@@ -25,7 +25,7 @@ from gpu_models.calibration import (
     load_calibration_file,
     save_calibration_file,
 )
-from gpu_models.cost import get_cost_model
+from gpu_models.cost import DEFAULT_COST_MODEL, get_cost_model
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import KernelKind
 from gpu_models.presets import load_preset
@@ -109,10 +109,10 @@ def test_op_from_csv_prices_every_row(tmp_path: Path, capsys: pytest.CaptureFixt
     rows = json.loads(capsys.readouterr().out)
     assert [r["line"] for r in rows] == [2, 3]
     assert rows[0]["M"] == 1760 and rows[0]["measured_time_ms"] == 0.061
-    # One pricing path: the same number as pricing the row directly.
+    # One pricing path: the same number as pricing the row directly (default cost model).
     t4 = load_preset("t4")
     row = read_deepbench_csv(path)[0]
-    assert rows[0]["time_ms"] == price_row(row, t4, get_cost_model("roofline"),
+    assert rows[0]["time_ms"] == price_row(row, t4, get_cost_model(DEFAULT_COST_MODEL),
                                            precision="fp32", layout="nchw")["time_ms"]
     conv = _write(tmp_path, "c.csv", PASCAL_CONV_CSV)
     assert main(["op", "--from", str(conv), "--gpu", "titan-xp"]) == 0

@@ -96,7 +96,7 @@ def test_origin_without_the_scaled_cost_model_is_a_warning(
     code, _, err = run(capsys, "simulate", "--workload", "alexnet", "--origin", "a100")
     assert code == 0
     assert err == ("gpusim: warning: the origin GPU a100 is used only by the 'scaled' cost "
-                   "model; ignored with cost model 'roofline'\n")
+                   "model; ignored with cost model 'analytic'\n")
     code, _, err = run(capsys, "op", "gemm", "--m", "64", "--n", "64", "--k", "64",
                        "--origin", "v100")
     assert code == 0 and "ignored" in err

@@ -135,7 +135,11 @@ def test_batchnorm_backward_keeps_x_and_dy_only_when_both_fit(rtx: GPUSpec) -> N
     ("sm75", "simt", "nhwc", "fprop", (3, 3), (1, 1), 64, "implicit_gemm"),
     ("sm75", "f16", "nchw", "fprop", (3, 3), (1, 1), 64, "implicit_gemm"),
     ("sm80", "simt", "nchw", "fprop", (3, 3), (1, 1), 64, "implicit_gemm"),
-    ("sm61", "simt", "nchw", "fprop", (3, 3), (1, 1), 64, "implicit_gemm"),
+    # Pascal: inferred from DeepBench's timings (faster than the direct FLOPs at peak).
+    ("sm61", "simt", "nchw", "fprop", (3, 3), (1, 1), 64, "winograd_nonfused"),
+    ("sm60", "simt", "nchw", "dgrad", (3, 3), (1, 1), 256, "winograd_nonfused"),
+    ("sm61", "simt", "nchw", "fprop", (3, 3), (2, 2), 64, "implicit_gemm"),
+    ("sm61", "simt", "nhwc", "fprop", (3, 3), (1, 1), 64, "implicit_gemm"),
 ])
 def test_cudnn_algorithm_choice(arch: str, math_: str, layout: str, pass_: str,
                                 kernel: tuple[int, int], stride: tuple[int, int],

@@ -291,15 +291,19 @@ _PASS_OF: dict[OpType, tuple[str, KernelKind]] = {
 
 def make_kernel(layer: Layer, ctx: Context, kind: KernelKind, grid: tuple[int, int, int],
                 threads: int, regs: int, smem_B: int, flops: float, dram_B: float,
-                library_name: str, *, tensor_cores: bool = False) -> KernelSpec:
-    """One kernel of ``layer`` (named after it; :func:`layer_kernels` numbers several)."""
+                library_name: str, *, tensor_cores: bool = False,
+                tile_mn: tuple[int, int] | None = None,
+                mainloop_iterations: int = 0) -> KernelSpec:
+    """One kernel of ``layer`` (named after it; :func:`layer_kernels` numbers several);
+    a tiled GEMM kernel also carries its tile and main-loop iterations per block."""
     # Math runs in the requested precision only on tensor cores; CUDA-core kernels compute
     # in the storage type (a tf32 request is fp32 there).
     return KernelSpec(
         name=layer.name, kind=kind, grid=grid, threads=threads, regs_per_thread=regs,
         smem_per_block_B=smem_B, flops=float(flops), dram_bytes=float(dram_B),
         dtype=ctx.precision if tensor_cores else ctx.storage, tensor_cores=tensor_cores,
-        layer=layer.name, library_name=library_name,
+        layer=layer.name, library_name=library_name, tile_mn=tile_mn,
+        mainloop_iterations=mainloop_iterations,
     )
 
 
@@ -383,13 +387,17 @@ def _gemm_launch(layer: Layer, ctx: Context, kind: KernelKind, shape: GemmShape,
     minimum = shape.a_B + shape.b_B + shape.c_B
     grid = (choice.tiles_m, choice.tiles_n, split * shape.groups)  # groups/images in z
     label = label + (f" splitK{split}" if split > 1 else "")
+    # Each block runs the K loop over its slice of K, one bk-deep stage per iteration.
+    tile_mn = (tile.bm, tile.bn)
+    iterations = math.ceil(math.ceil(shape.k / split) / tile.bk(ctx.elem_B))
     if split == 1:
         return [make_kernel(layer, ctx, kind, grid, tile.threads, tile.regs, tile.smem_B, flops,
-                            max(reads + shape.c_B, minimum), label, tensor_cores=tensor)]
+                            max(reads + shape.c_B, minimum), label, tensor_cores=tensor,
+                            tile_mn=tile_mn, mainloop_iterations=iterations)]
     partial_B = float(split * shape.m * shape.n * shape.groups * _PARTIAL_B)
     main = make_kernel(layer, ctx, kind, grid, tile.threads, tile.regs, tile.smem_B, flops,
                        max(reads + partial_B, shape.a_B + shape.b_B), label,
-                       tensor_cores=tensor)
+                       tensor_cores=tensor, tile_mn=tile_mn, mainloop_iterations=iterations)
     outputs = shape.m * shape.n * shape.groups
     e = kernel_shapes()["splitk_reduce"]
     reduce = make_kernel(layer, ctx, KernelKind.REDUCTION,

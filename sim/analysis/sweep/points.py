@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpu_models.cost import DEFAULT_COST_MODEL
 from gpu_models.datafile import read_data_file
 from gpu_models.errors import GpusimError
 from gpu_models.presets import DEFAULT_GPU, load_gpu
@@ -64,7 +65,7 @@ OPTION_DEFAULTS: Mapping[str, str | None] = {
     "batch": "1",
     "phase": "inference",
     "precision": "fp32",
-    "cost_model": "roofline",
+    "cost_model": DEFAULT_COST_MODEL,
     "sm_sharing": "on",
     "policy": "all",
 }
@@ -92,7 +93,7 @@ class Point:
     batch: int = 1
     phase: str = "inference"
     precision: str = "fp32"
-    cost_model: str = "roofline"
+    cost_model: str = DEFAULT_COST_MODEL
     #: One policy name, or ``None`` for every policy the evaluator knows.
     policy: str | None = None
     #: SM throughput sharing and the memory-parallelism bound in the engine.
