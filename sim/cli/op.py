@@ -112,7 +112,7 @@ def _common(p: argparse.ArgumentParser, *, inherit: bool = False) -> None:
                    help="activation layout: nchw (PyTorch default: cuDNN adds layout copies "
                    "around tensor-op convs) or nhwc (channels_last); default nchw")
     p.add_argument("--cost-model", choices=list_cost_models(), default=DEFAULT_COST_MODEL,
-                   help="per-block time model (default roofline)")
+                   help=f"per-block time model (default {DEFAULT_COST_MODEL})")
     p.add_argument("--origin", default=None,
                    help="measured GPU the 'scaled' cost model scales from (default "
                    f"{DEFAULT_ORIGIN})")

@@ -70,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "--sm-policy is an older name for this option)")
     add_sm_sharing_arg(p)
     p.add_argument("--cost-model", choices=list_cost_models(), default=DEFAULT_COST_MODEL,
-                   help="cost model that prices kernels given as work (default roofline)")
+                   help=f"cost model that prices kernels given as work "
+                   f"(default {DEFAULT_COST_MODEL})")
     p.add_argument("--origin", metavar="GPU",
                    help="measured GPU whose calibration the 'scaled' cost model carries")
     p.add_argument("--timing", action="store_true",

@@ -51,7 +51,7 @@ def add_workload_args(parser: argparse.ArgumentParser) -> None:
                         help="math precision (default fp32)")
     add_gpu_args(parser)
     parser.add_argument("--cost-model", choices=list_cost_models(), default=DEFAULT_COST_MODEL,
-                        help="per-kernel cost model (default roofline)")
+                        help=f"per-kernel cost model (default {DEFAULT_COST_MODEL})")
     parser.add_argument("--origin", metavar="GPU",
                         help="measured GPU whose calibration the 'scaled' cost model carries")
     add_sm_sharing_arg(parser)

@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from gpu_models.cost import DEFAULT_COST_MODEL
 from gpu_models.errors import GpusimError, GpusimWarning
 from gpu_models.presets import load_gpu
 from sim.analysis.sweep.evaluate import EVALUATORS, get_evaluator, limits_available
@@ -84,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     grid.add_argument("--batch", help="batch size(s) (default: 1)")
     grid.add_argument("--phase", help="inference and/or training (default: inference)")
     grid.add_argument("--precision", help="fp32, tf32, fp16, bf16 (default: fp32)")
-    grid.add_argument("--cost-model", help="cost model(s) (default: roofline)")
+    grid.add_argument("--cost-model", help=f"cost model(s) (default: {DEFAULT_COST_MODEL})")
     grid.add_argument("--sm-sharing", metavar="on|off",
                       help="SM throughput sharing and the memory-parallelism bound in the "
                       "engine: on, off or on,off as an axis (default: on)")

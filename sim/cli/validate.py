@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="price the committed public measurements instead (DeepBench "
                    "timings, traced training steps) and print their errors")
     p.add_argument("--cost-model", choices=list_cost_models(), default=DEFAULT_COST_MODEL,
-                   help="cost model --published prices with (default roofline)")
+                   help=f"cost model --published prices with (default {DEFAULT_COST_MODEL})")
     p.add_argument("--origin", default=None,
                    help="measured GPU the 'scaled' cost model scales from (--published)")
     add_json_arg(p)
