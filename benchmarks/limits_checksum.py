@@ -3,12 +3,15 @@
 For every zoo network x batch 1 and 32 (inference), plus training at batch 32 for a few
 networks, the limits report on the H100 under ``cost_model="roofline"`` (named explicitly,
 so a change of the default cost model does not move it) with SM sharing on and the default
-policies, reduced to a canonical digest: per policy the makespan, every what-binds counter
-and a SHA-256 of the kernel timelines (launch, ready, start and end of every kernel and its
-blocks per SM), all floats as ``float.hex`` (exact); and the report's bounds, what binds,
-streams and cross-stream events. Bookkeeping counts that measure the engine's own work
-(events, groups, dispatch passes, wall time) are left out: making the engine do less work is
-the point of an optimisation, its results must not move.
+policies, reduced to a canonical digest: per policy the makespan, every what-binds counter,
+a SHA-256 of the kernel timelines (launch, ready, start and end of every kernel and its
+blocks per SM) and one of the series (busy SMs, DRAM, SM throughput, resident warps per SM),
+all floats as ``float.hex`` (exact); and the report's bounds, what binds, streams and
+cross-stream events. A few synthetic programs of ``benchmarks/engine_bench.py`` (4 streams,
+over-subscribed SMs, mixed block shapes, exact mode) are digested the same way. Bookkeeping
+counts that measure the engine's own work (events, groups, dispatch passes, wall time) are
+left out: making the engine do less work is the point of an optimisation, its results must
+not move.
 
 The digests are written to ``tests/data/limits_checksum.json`` (``--write``) before an
 optimisation and compared after (the default; exit 1 naming every case that differs).
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.analysis.limits import limits_for_workload
+from sim.engine.engine import simulate
 from sim.engine.result import SimResult
 from workloads.registry import workload_names
 
@@ -42,10 +46,29 @@ COST_MODEL = "roofline"
 TRAINING_B32 = ("resnet18", "googlenet", "squeezenet1_1", "pathnet")
 
 
+#: Synthetic programs of benchmarks/engine_bench.py, as ``program/shape/kernels/blocks/shares/
+#: mode``: many groups, split groups (``stress`` over-subscribes SMs), mixed block shapes.
+PROGRAMS = ("program/4-stream/100/2000/model/grouped", "program/4-stream/100/1000/stress/grouped",
+            "program/4-stream/60/1000/mixed/grouped", "program/serial/100/2000/model/grouped",
+            "program/4-stream/10/1000/stress/exact")
+
+
 def all_cases() -> list[str]:
-    """Every case as ``workload/phase/batch``."""
+    """Every case as ``workload/phase/batch`` (or a :data:`PROGRAMS` entry)."""
     cases = [f"{w}/inference/{b}" for w in workload_names() for b in (1, 32)]
-    return cases + [f"{w}/training/32" for w in TRAINING_B32]
+    return cases + [f"{w}/training/32" for w in TRAINING_B32] + list(PROGRAMS)
+
+
+def program_digest(case: str) -> dict[str, Any]:
+    """The digest of one synthetic program's run (a :data:`PROGRAMS` entry)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from engine_bench import make_program
+
+    _, shape, kernels, blocks, shares, mode = case.split("/")
+    program = make_program(shape, int(kernels), int(blocks),
+                           shares="model" if shares == "mixed" else shares,
+                           mixed=shares == "mixed")
+    return {"policies": {"program": policy_digest(simulate(program, mode=mode))}}
 
 
 def _hex(value: float) -> str:
@@ -62,8 +85,22 @@ def timeline_sha256(result: SimResult) -> str:
     return h.hexdigest()
 
 
+def series_sha256(result: SimResult) -> str:
+    """SHA-256 of the run's series (busy SMs, DRAM, SM throughput, resident warps per SM)."""
+    h = hashlib.sha256()
+    named = {"busy_sms": result.busy_sms, "dram_Bps": result.dram_Bps,
+             **{f"sm_throughput.{r}": v for r, v in sorted(result.sm_throughput.items())}}
+    for name, series in named.items():
+        h.update(f"{name}:{','.join(map(_hex, series.times_s))}:"
+                 f"{','.join(map(_hex, series.values))}\n".encode())
+    occupancy = result.sm_occupancy
+    h.update(",".join(map(_hex, occupancy.times_s.tolist())).encode())
+    h.update(occupancy.warps.tobytes())
+    return h.hexdigest()
+
+
 def policy_digest(result: SimResult) -> dict[str, Any]:
-    """A run's makespan, what-binds counters and timeline hash (exact floats)."""
+    """A run's makespan, what-binds counters, timeline and series hashes (exact floats)."""
     c = result.counters
     return {
         "makespan_s": _hex(result.makespan_s),
@@ -76,11 +113,14 @@ def policy_digest(result: SimResult) -> dict[str, Any]:
         "memory_parallelism_s": _hex(c.memory_parallelism_s),
         "sm_oversubscribed_s": {k: _hex(v) for k, v in sorted(c.sm_oversubscribed_s.items())},
         "timeline_sha256": timeline_sha256(result),
+        "series_sha256": series_sha256(result),
     }
 
 
 def case_digest(case: str) -> dict[str, Any]:
-    """The digest of one ``workload/phase/batch`` limits report."""
+    """The digest of one ``workload/phase/batch`` limits report (or synthetic program)."""
+    if case.startswith("program/"):
+        return program_digest(case)
     workload, phase, batch = case.split("/")
     report = limits_for_workload(workload, batch=int(batch), phase=phase, gpu=GPU,
                                  cost_model=COST_MODEL, sm_sharing=True, keep_results=True)

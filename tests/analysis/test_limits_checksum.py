@@ -17,7 +17,8 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "limits_checksum.py"
 QUICK_CASES = ("resnet18/inference/1", "squeezenet1_1/inference/32", "pathnet/inference/1",
-               "pathnet/inference/32")
+               "pathnet/inference/32", "program/4-stream/100/1000/stress/grouped",
+               "program/4-stream/60/1000/mixed/grouped", "program/4-stream/10/1000/stress/exact")
 
 
 def _load_script() -> ModuleType:
