@@ -60,14 +60,12 @@ from sim.engine.result import SimResult
 from sim.engine.trace import write_chrome_trace
 from sim.measure.micro.schema import default_data_dir
 from sim.measure.validate import ValidationReport, validate
-from sim.report import plots
+from sim.report import DEFAULT_OUT_DIR, plots
 from sim.report.plots_sweep import sweep_heatmap
 from workloads.analysis import analyze, parallelism_profile
 from workloads.lowering import lower
 from workloads.registry import build, workload_source
 
-#: Where ``gpusim reproduce`` writes unless told otherwise.
-DEFAULT_OUT_DIR = "reproduce_out"
 #: Figure resolution of the PNG files (the PDF files are vector).
 PNG_DPI = 110
 #: The progress bar: the step, the share of work done and the time so far. No ETA: the
