@@ -171,6 +171,10 @@ class Dispatcher:
     def add(self, kernel: KernelRun, now_s: float) -> None:
         bisect.insort(self._ready, (kernel.priority, now_s, kernel.seq, kernel))
 
+    def head(self) -> KernelRun | None:
+        """The first ready kernel: the one that gets blocks next."""
+        return self._ready[0][3] if self._ready else None
+
     def run_pass(self) -> str | None:
         """Place every block that may go now; returns the resource that blocks the head
         kernel if it still has blocks left, else ``None``."""

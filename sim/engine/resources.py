@@ -69,6 +69,11 @@ class SMArray:
         self._uneven_takes = 0
 
     @property
+    def uneven_takes(self) -> int:
+        """Resident take rows with unequal registers across pools (0: all pools equal)."""
+        return self._uneven_takes
+
+    @property
     def free_warps(self) -> IntArray:
         return self.free[:, 0]
 
