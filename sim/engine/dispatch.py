@@ -41,7 +41,7 @@ from sim.engine.program import Launch
 from sim.engine.resources import IntArray, SMArray
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class KernelRun:
     """Run-time state of one launch."""
 
@@ -51,7 +51,10 @@ class KernelRun:
     fp: BlockFootprint
     demand_Bps: float
     queue: HardwareQueue
-    sm_blocks: IntArray
+    #: Blocks started on each SM: an array while the kernel runs (from its first blocks),
+    #: then, once it completes, a tuple shared by kernels that ran alike (a program of
+    #: 100,000 kernels keeps one small tuple per distinct spread, not 100,000 arrays).
+    sm_blocks: IntArray | tuple[int, ...] | None = None
     #: Boolean mask of the SMs the kernel's stream may use; ``None``: every SM.
     allowed: IntArray | None = None
     stream_pred: KernelRun | None = None
@@ -83,7 +86,7 @@ class KernelRun:
         return [k for k in deps if not k.done]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class BlockGroup:
     """Blocks of one kernel that started together on ``sm_ids`` and end together: their
     SMs have given them the same rate since they started (docs/model.md §6.9)."""

@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import simpy
 from simpy.events import NORMAL, EventPriority
 
 from gpu_models.errors import GpusimError
-from gpu_models.occupancy import block_footprint
+from gpu_models.occupancy import BlockFootprint, block_footprint
 from sim.engine.dispatch import BlockGroup, Dispatcher, HardwareQueue, KernelRun
 from sim.engine.execution import Execution, Wakeup
 from sim.engine.host import Host
@@ -123,6 +124,8 @@ class Engine:
         self._touched = True
         # A group whose release waits for the pass, where the same blocks may replace it.
         self._replay: BlockGroup | None = None
+        # Blocks per SM of the completed kernels, each distinct spread kept once.
+        self._spreads: dict[tuple[int, ...], tuple[int, ...]] = {}
 
     def _build_kernels(self) -> list[KernelRun]:
         spec = self.program.gpu
@@ -138,14 +141,16 @@ class Engine:
         by_name: dict[str, KernelRun] = {}
         last: dict[str, KernelRun] = {}
         kernels = []
+        footprints: dict[tuple[int, int, int], BlockFootprint] = {}
         for seq, launch in enumerate(self.program.kernels):
+            shape = (launch.threads, launch.regs_per_thread, launch.smem_per_block_B)
+            fp = footprints.get(shape)
+            if fp is None:
+                fp = footprints[shape] = block_footprint(spec, *shape)
             kernel = KernelRun(
-                launch=launch, seq=seq, priority=priority[launch.stream],
-                fp=block_footprint(spec, launch.threads, launch.regs_per_thread,
-                                   launch.smem_per_block_B),
+                launch=launch, seq=seq, priority=priority[launch.stream], fp=fp,
                 demand_Bps=launch.dram_demand_Bps,
                 queue=self.queues[stream_index[launch.stream] % spec.connections],
-                sm_blocks=np.zeros(spec.sm_count, dtype=np.int64),
                 allowed=allowed[launch.stream], stream_pred=last.get(launch.stream),
                 to_dispatch=launch.blocks,
             )
@@ -226,10 +231,11 @@ class Engine:
         blocks = int(counts.sum())
         if kernel.to_dispatch == kernel.launch.blocks:
             kernel.start_s = now
+            kernel.sm_blocks = np.zeros(self.program.gpu.sm_count, dtype=np.int64)
             self.execution.prepare(kernel)
         kernel.to_dispatch -= blocks
         kernel.running += blocks
-        kernel.sm_blocks[sm_ids] += counts
+        cast(IntArray, kernel.sm_blocks)[sm_ids] += counts
         self.running_blocks += blocks
         self.monitor.started(blocks)
         self._sms_changed = True
@@ -249,15 +255,11 @@ class Engine:
 
     def _replayable(self, group: BlockGroup) -> bool:
         """Whether ``group``, ending as the first change since the last pass, would be
-        replaced by the same blocks on the same SMs (module docstring): its kernel is the
-        dispatcher's head with more blocks left than the group, and the new blocks would
-        take exactly what the group gives back (even register takes)."""
+        replaced by as many blocks on the same SMs (module docstring): its kernel is the
+        dispatcher's head with more blocks left than the group."""
         kernel = group.kernel
-        fp = kernel.fp
         return (self._replays and not self._touched and kernel.to_dispatch > group.blocks
-                and self.dispatcher.head() is kernel
-                and (not fp.regs_per_warp or (fp.warps % self.sms.pools == 0
-                                              and not self.sms.uneven_takes)))
+                and self.dispatcher.head() is kernel)
 
     def _finish(self, group: BlockGroup, alone: bool = False) -> None:
         if self._replay is None and self._replayable(group):
@@ -276,16 +278,35 @@ class Engine:
 
     def _replay_now(self, group: BlockGroup) -> bool:
         """New blocks of ``group``'s kernel take its place (module docstring); False if its
-        SMs' rates came apart (then it is released and the pass runs in full)."""
-        if not self.execution.replay(group):
+        SMs' rates came apart or the new blocks would take other registers (then nothing
+        is done: it is released and the pass runs in full)."""
+        sm_rate = self.execution.replay_sm_rate(group)
+        if sm_rate is None or not self._same_take(group):
             return False
+        self.execution.replace(group, sm_rate)
         kernel = group.kernel
         kernel.to_dispatch -= group.blocks
-        kernel.sm_blocks[group.sm_ids] += group.counts
+        cast(IntArray, kernel.sm_blocks)[group.sm_ids] += group.counts
         self.monitor.finished(group, self.env.now)
         self.monitor.started(group.blocks)
         self.monitor.passes += 1
         return True
+
+    def _same_take(self, group: BlockGroup) -> bool:
+        """Whether new blocks on ``group``'s SMs would take exactly what it gives back:
+        always for even register takes; else the pass's allocation is tried (and undone if
+        it differs)."""
+        fp = group.kernel.fp
+        sms = self.sms
+        if not fp.regs_per_warp or (fp.warps % sms.pools == 0 and not sms.uneven_takes):
+            return True
+        sms.release(group.sm_ids, group.taken)
+        taken = sms.allocate(fp, group.sm_ids, group.counts)
+        if np.array_equal(taken, group.taken):
+            return True
+        sms.release(group.sm_ids, taken)
+        sms.retake(group.sm_ids, group.taken)
+        return False
 
     def _release(self, group: BlockGroup) -> None:
         """``group`` has ended: its resources go back, and its kernel may complete."""
@@ -302,6 +323,9 @@ class Engine:
             self.execution.kernel_done(kernel)
             self._queues_changed = True
             kernel.end_s = now
+            placed = tuple(cast(IntArray, kernel.sm_blocks).tolist())
+            kernel.sm_blocks = self._spreads.setdefault(placed, placed)
+            kernel.groups, kernel.blocks_at_rate = {}, {}  # emptied: drop their tables
             self.resident -= 1
             self.completed += 1
             self._advance_queues()

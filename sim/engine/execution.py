@@ -148,22 +148,24 @@ class Execution:
             if not kernel.groups:
                 del self._memory_kernels[kernel.seq]
 
-    def replay(self, group: BlockGroup) -> bool:
-        """``group`` ended and as many new blocks of its kernel take its place on its SMs,
-        nothing else having changed (a replay, :mod:`sim.engine.engine`): every load,
-        share and rate stays as it was, so the new group starts at the old one's rate
-        (its SMs' rate, the kernel's DRAM factor) with the whole block time ahead, as the
-        full pass would start it. False (nothing done) if the SMs' rates are not all the
-        group's: then the pass runs in full."""
+    def replay_sm_rate(self, group: BlockGroup) -> float | None:
+        """The SM rate new blocks on ``group``'s SMs would start at, if it is the group's
+        (a replay, :mod:`sim.engine.engine`); ``None`` if their SMs' rates came apart."""
         kernel = group.kernel
         sm_rate = 1.0
         if kernel.slot >= 0 and self.sm.oversubscribed.any():
             sigma = self.sm.sigma[kernel.slot, group.sm_ids]
             sm_rate = float(sigma[0])
             if not (sigma == sm_rate).all():
-                return False
-        if sm_rate != group.sm_rate:
-            return False
+                return None
+        return sm_rate if sm_rate == group.sm_rate else None
+
+    def replace(self, group: BlockGroup, sm_rate: float) -> None:
+        """``group`` ended and as many new blocks of its kernel take its place on its SMs,
+        nothing else having changed (a replay): every load, share and rate stays as it
+        was, so the new group starts at the old one's rate (``sm_rate``, the kernel's DRAM
+        factor) with the whole block time ahead, as the full pass would start it."""
+        kernel = group.kernel
         now = self.env.now
         new = BlockGroup(kernel, group.sm_ids, group.counts, group.taken, group.blocks, now,
                          remaining_s=kernel.launch.block_time_s, updated_s=now,
@@ -172,7 +174,6 @@ class Execution:
         kernel.groups[id(new)] = new
         self._set_rate(new, 1.0 if kernel.slot < 0 and kernel.demand_Bps == 0
                        else sm_rate * kernel.dram_factor)
-        return True
 
     def settle(self) -> None:
         """Recompute every rate the changes of this instant affect (module docstring)."""

@@ -197,6 +197,11 @@ class SMArray:
         if self._uneven_takes:
             self._uneven_takes -= _unequal_rows(taken[:, 3:])
 
+    def retake(self, sm_ids: IntArray, taken: IntArray) -> None:
+        """Take back what :meth:`release` gave back (its exact inverse)."""
+        self.free[sm_ids] -= taken
+        self._uneven_takes += _unequal_rows(taken[:, 3:])
+
     def check(self) -> None:
         """Raise AssertionError if any SM is over any resource (used by tests)."""
         if (self.free < 0).any():
