@@ -32,6 +32,18 @@ def test_every_module_imports_without_the_optional_extras() -> None:
 
 
 
+def test_commands_that_do_not_plot_do_not_import_matplotlib() -> None:
+    """Start-up: matplotlib (a third of a second) is imported only by commands that draw."""
+    code = ("import contextlib, io, sys\n"
+            "from sim.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['gpus'])\n"
+            "sys.exit(1 if 'matplotlib' in sys.modules else 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 #: Every module the device campaign runs on the device (scripts/device_campaign.sh).
 DEVICE_MODULES = (
     "sim.measure.micro.campaign", "sim.measure.micro.harness", "sim.measure.micro.steps",

@@ -20,7 +20,7 @@ from sim.cli.common import (
     sm_sharing_from_args,
 )
 from sim.cli.files import declare_files
-from sim.report.reproduce import DEFAULT_OUT_DIR, reproduce
+from sim.report import DEFAULT_OUT_DIR
 
 
 def register(subparsers: Any) -> None:
@@ -49,6 +49,9 @@ def register(subparsers: Any) -> None:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Handler of ``gpusim reproduce``."""
+    # Imported here: it brings matplotlib, which no other command needs at start-up.
+    from sim.report.reproduce import reproduce
+
     summary = reproduce(args.out, gpu=args.gpu, overrides=args.overrides, quick=args.quick,
                         progress=not args.no_progress, networks=args.networks,
                         sm_sharing=sm_sharing_from_args(args))

@@ -41,7 +41,7 @@ from sim.engine.program import Launch
 from sim.engine.resources import IntArray, SMArray
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class KernelRun:
     """Run-time state of one launch."""
 
@@ -51,7 +51,10 @@ class KernelRun:
     fp: BlockFootprint
     demand_Bps: float
     queue: HardwareQueue
-    sm_blocks: IntArray
+    #: Blocks started on each SM: an array while the kernel runs (from its first blocks),
+    #: then, once it completes, a tuple shared by kernels that ran alike (a program of
+    #: 100,000 kernels keeps one small tuple per distinct spread, not 100,000 arrays).
+    sm_blocks: IntArray | tuple[int, ...] | None = None
     #: Boolean mask of the SMs the kernel's stream may use; ``None``: every SM.
     allowed: IntArray | None = None
     stream_pred: KernelRun | None = None
@@ -83,7 +86,7 @@ class KernelRun:
         return [k for k in deps if not k.done]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class BlockGroup:
     """Blocks of one kernel that started together on ``sm_ids`` and end together: their
     SMs have given them the same rate since they started (docs/model.md §6.9)."""
@@ -170,6 +173,10 @@ class Dispatcher:
 
     def add(self, kernel: KernelRun, now_s: float) -> None:
         bisect.insort(self._ready, (kernel.priority, now_s, kernel.seq, kernel))
+
+    def head(self) -> KernelRun | None:
+        """The first ready kernel: the one that gets blocks next."""
+        return self._ready[0][3] if self._ready else None
 
     def run_pass(self) -> str | None:
         """Place every block that may go now; returns the resource that blocks the head

@@ -25,6 +25,17 @@ pass. That is what makes the two modes agree (docs/model.md §6.9):
 * ``exact``: the reference. Blocks are placed one at a time by the placement's per-block rule
   (registers warp by warp) and each block has its own completion timer.
 
+**Replays** (grouped mode). Most instants of a many-wave kernel are one group of the head
+kernel ending alone while the kernel still has more blocks than the group: its blocks would
+leave, the dispatch pass would put as many new blocks on exactly those SMs (the head was
+blocked everywhere, so the freed resources are the only room, and the kernel fills it), and
+every rate, series and "what binds" clock would come back to where it was. The engine
+defers such a group's release to the pass; if nothing else happened at the instant, the new
+group simply takes the old one's place (:meth:`Execution.replay`), else the release is done
+first, exactly as without the deferral. When no other event is due at the instant at all,
+the replay is made at once, without the pass event. Results are bit-identical either way
+(docs/model.md §6.9).
+
 ``sm_sharing=False`` runs the engine without SM throughput sharing and without the
 memory-parallelism bound (blocks of other kernels never slow a block; DRAM is shared
 max-min fairly up to the bandwidth only): the engine before issue 14, for teaching and
@@ -35,18 +46,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import simpy
 from simpy.events import NORMAL, EventPriority
 
 from gpu_models.errors import GpusimError
-from gpu_models.occupancy import block_footprint
+from gpu_models.occupancy import BlockFootprint, block_footprint
 from sim.engine.dispatch import BlockGroup, Dispatcher, HardwareQueue, KernelRun
 from sim.engine.execution import Execution, Wakeup
 from sim.engine.host import Host
 from sim.engine.monitor import Monitor
-from sim.engine.placement import PlacementFactory, make_placement
+from sim.engine.placement import BlockPlacement, PlacementFactory, make_placement
 from sim.engine.program import Program
 from sim.engine.resources import IntArray, SMArray
 from sim.engine.result import SimResult
@@ -90,7 +102,7 @@ class Engine:
         self.kernels = self._build_kernels()
         self.host = Host(self.env, self.kernels, launch_overhead_s=program.launch_overhead,
                          event_overhead_s=program.event_overhead,
-                         on_visible=self._on_visible, on_done=self._request_dispatch)
+                         on_visible=self._on_visible, on_done=self._on_host_done)
         self.monitor = Monitor(self.sms, record_blocks=record_blocks or mode == "exact")
         self.execution = Execution(self.env, spec, sm_sharing=sm_sharing,
                                    exact=mode == "exact", monitor=self.monitor,
@@ -104,6 +116,16 @@ class Engine:
         self._queues_changed = True
         # Set when blocks start or end: only then can busy SMs, occupancy and rates change.
         self._sms_changed = False
+        # Replays (module docstring): possible in grouped mode with a bulk placement that
+        # keeps no state, without SM partitions.
+        self._replays = (mode == "grouped" and not self.dispatcher.partitioned
+                         and type(self.placement).place_counts is BlockPlacement.place_counts)
+        # Set by anything that happens between two dispatch passes.
+        self._touched = True
+        # A group whose release waits for the pass, where the same blocks may replace it.
+        self._replay: BlockGroup | None = None
+        # Blocks per SM of the completed kernels, each distinct spread kept once.
+        self._spreads: dict[tuple[int, ...], tuple[int, ...]] = {}
 
     def _build_kernels(self) -> list[KernelRun]:
         spec = self.program.gpu
@@ -119,14 +141,16 @@ class Engine:
         by_name: dict[str, KernelRun] = {}
         last: dict[str, KernelRun] = {}
         kernels = []
+        footprints: dict[tuple[int, int, int], BlockFootprint] = {}
         for seq, launch in enumerate(self.program.kernels):
+            shape = (launch.threads, launch.regs_per_thread, launch.smem_per_block_B)
+            fp = footprints.get(shape)
+            if fp is None:
+                fp = footprints[shape] = block_footprint(spec, *shape)
             kernel = KernelRun(
-                launch=launch, seq=seq, priority=priority[launch.stream],
-                fp=block_footprint(spec, launch.threads, launch.regs_per_thread,
-                                   launch.smem_per_block_B),
+                launch=launch, seq=seq, priority=priority[launch.stream], fp=fp,
                 demand_Bps=launch.dram_demand_Bps,
                 queue=self.queues[stream_index[launch.stream] % spec.connections],
-                sm_blocks=np.zeros(spec.sm_count, dtype=np.int64),
                 allowed=allowed[launch.stream], stream_pred=last.get(launch.stream),
                 to_dispatch=launch.blocks,
             )
@@ -167,6 +191,7 @@ class Engine:
 
     def _on_visible(self, kernel: KernelRun) -> None:
         """The host's launch call of ``kernel`` ended: it joins its hardware queue."""
+        self._touch()
         queue = kernel.queue
         queue.push(kernel)
         self._queues_changed = True
@@ -206,17 +231,85 @@ class Engine:
         blocks = int(counts.sum())
         if kernel.to_dispatch == kernel.launch.blocks:
             kernel.start_s = now
+            kernel.sm_blocks = np.zeros(self.program.gpu.sm_count, dtype=np.int64)
             self.execution.prepare(kernel)
         kernel.to_dispatch -= blocks
         kernel.running += blocks
-        kernel.sm_blocks[sm_ids] += counts
+        cast(IntArray, kernel.sm_blocks)[sm_ids] += counts
         self.running_blocks += blocks
         self.monitor.started(blocks)
         self._sms_changed = True
         self.execution.start(BlockGroup(kernel, sm_ids, counts, taken, blocks, now,
                                         remaining_s=kernel.launch.block_time_s, updated_s=now))
 
-    def _finish(self, group: BlockGroup) -> None:
+    def _on_host_done(self) -> None:
+        self._touch()
+        self._request_dispatch()
+
+    def _touch(self) -> None:
+        """Something happens before the next pass: a deferred release is done first."""
+        self._touched = True
+        if self._replay is not None:
+            group, self._replay = self._replay, None
+            self._release(group)
+
+    def _replayable(self, group: BlockGroup) -> bool:
+        """Whether ``group``, ending as the first change since the last pass, would be
+        replaced by as many blocks on the same SMs (module docstring): its kernel is the
+        dispatcher's head with more blocks left than the group."""
+        kernel = group.kernel
+        return (self._replays and not self._touched and kernel.to_dispatch > group.blocks
+                and self.dispatcher.head() is kernel)
+
+    def _finish(self, group: BlockGroup, alone: bool = False) -> None:
+        if self._replay is None and self._replayable(group):
+            now = self.env.now
+            if alone and self.env.peek() > now and group.kernel.launch.block_time_s > 0:
+                # Nothing else happens at this instant (no other event is due now): the
+                # pass would find the replay; make it at once, without the pass event.
+                if self._replay_now(group):
+                    return
+            else:
+                self._replay = group
+                self._request_dispatch()
+                return
+        self._touch()
+        self._release(group)
+
+    def _replay_now(self, group: BlockGroup) -> bool:
+        """New blocks of ``group``'s kernel take its place (module docstring); False if its
+        SMs' rates came apart or the new blocks would take other registers (then nothing
+        is done: it is released and the pass runs in full)."""
+        sm_rate = self.execution.replay_sm_rate(group)
+        if sm_rate is None or not self._same_take(group):
+            return False
+        self.execution.replace(group, sm_rate)
+        kernel = group.kernel
+        kernel.to_dispatch -= group.blocks
+        cast(IntArray, kernel.sm_blocks)[group.sm_ids] += group.counts
+        self.monitor.finished(group, self.env.now)
+        self.monitor.started(group.blocks)
+        self.monitor.passes += 1
+        return True
+
+    def _same_take(self, group: BlockGroup) -> bool:
+        """Whether new blocks on ``group``'s SMs would take exactly what it gives back:
+        always for even register takes; else the pass's allocation is tried (and undone if
+        it differs)."""
+        fp = group.kernel.fp
+        sms = self.sms
+        if not fp.regs_per_warp or (fp.warps % sms.pools == 0 and not sms.uneven_takes):
+            return True
+        sms.release(group.sm_ids, group.taken)
+        taken = sms.allocate(fp, group.sm_ids, group.counts)
+        if np.array_equal(taken, group.taken):
+            return True
+        sms.release(group.sm_ids, taken)
+        sms.retake(group.sm_ids, group.taken)
+        return False
+
+    def _release(self, group: BlockGroup) -> None:
+        """``group`` has ended: its resources go back, and its kernel may complete."""
         kernel = group.kernel
         now = self.env.now
         self.sms.release(group.sm_ids, group.taken)
@@ -230,6 +323,9 @@ class Engine:
             self.execution.kernel_done(kernel)
             self._queues_changed = True
             kernel.end_s = now
+            placed = tuple(cast(IntArray, kernel.sm_blocks).tolist())
+            kernel.sm_blocks = self._spreads.setdefault(placed, placed)
+            kernel.groups, kernel.blocks_at_rate = {}, {}  # emptied: drop their tables
             self.resident -= 1
             self.completed += 1
             self._advance_queues()
@@ -245,6 +341,13 @@ class Engine:
         self.monitor.events += 1
         self._dispatch_pending = False
         now = self.env.now
+        replay, self._replay = self._replay, None
+        if replay is not None:
+            self._touched = False
+            if self._replay_now(replay):
+                return
+            self._release(replay)  # its SMs' rates came apart: the full pass
+        self._touched = False
         blocked = self.dispatcher.run_pass()
         if self._sms_changed:
             self.execution.settle()

@@ -67,12 +67,13 @@ class Wakeup(simpy.Event):
 class Execution:
     """Rates and completions of the running blocks of one run.
 
-    ``on_done(group)`` is called when a group's work is complete.
+    ``on_done(group, alone)`` is called when a group's work is complete; ``alone``: it is
+    the only group its completion timer ends.
     """
 
     def __init__(self, env: simpy.Environment, spec: GPUSpec, *, sm_sharing: bool,
                  exact: bool, monitor: Monitor,
-                 on_done: Callable[[BlockGroup], None]) -> None:
+                 on_done: Callable[[BlockGroup, bool], None]) -> None:
         self.env = env
         self.spec = spec
         self.sm_sharing = sm_sharing
@@ -146,6 +147,33 @@ class Execution:
             self._memory_dirty = True
             if not kernel.groups:
                 del self._memory_kernels[kernel.seq]
+
+    def replay_sm_rate(self, group: BlockGroup) -> float | None:
+        """The SM rate new blocks on ``group``'s SMs would start at, if it is the group's
+        (a replay, :mod:`sim.engine.engine`); ``None`` if their SMs' rates came apart."""
+        kernel = group.kernel
+        sm_rate = 1.0
+        if kernel.slot >= 0 and self.sm.oversubscribed.any():
+            sigma = self.sm.sigma[kernel.slot, group.sm_ids]
+            sm_rate = float(sigma[0])
+            if not (sigma == sm_rate).all():
+                return None
+        return sm_rate if sm_rate == group.sm_rate else None
+
+    def replace(self, group: BlockGroup, sm_rate: float) -> None:
+        """``group`` ended and as many new blocks of its kernel take its place on its SMs,
+        nothing else having changed (a replay): every load, share and rate stays as it
+        was, so the new group starts at the old one's rate (``sm_rate``, the kernel's DRAM
+        factor) with the whole block time ahead, as the full pass would start it."""
+        kernel = group.kernel
+        now = self.env.now
+        new = BlockGroup(kernel, group.sm_ids, group.counts, group.taken, group.blocks, now,
+                         remaining_s=kernel.launch.block_time_s, updated_s=now,
+                         sm_rate=sm_rate)
+        del kernel.groups[id(group)]
+        kernel.groups[id(new)] = new
+        self._set_rate(new, 1.0 if kernel.slot < 0 and kernel.demand_Bps == 0
+                       else sm_rate * kernel.dram_factor)
 
     def settle(self) -> None:
         """Recompute every rate the changes of this instant affect (module docstring)."""
@@ -262,9 +290,11 @@ class Execution:
 
     def _on_timer(self, event: simpy.Event) -> None:
         self.monitor.events += 1
-        for group in cast(list[BlockGroup], event.value):
+        groups = cast(list[BlockGroup], event.value)
+        alone = len(groups) == 1
+        for group in groups:
             if group.timer is event:  # else its rate changed since this timer was set
-                self._on_done(group)
+                self._on_done(group, alone)
 
     # ------------------------------------------------------------------ monitoring
     def _sample(self) -> None:

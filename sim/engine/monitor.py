@@ -17,14 +17,16 @@ The engine reports to a :class:`Monitor` after each dispatch pass (docs/model.md
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 
 from gpu_models.kernel import SM_RESOURCES
 from sim.engine.dispatch import BlockGroup, KernelRun
 from sim.engine.program import Program
-from sim.engine.resources import IntArray, MemoryAllocation, SMArray
+from sim.engine.resources import MemoryAllocation, SMArray
 from sim.engine.result import (
     BlockRecord,
     Counters,
@@ -73,11 +75,17 @@ class Monitor:
         self.dram_Bps: list[tuple[float, float]] = [(0.0, 0.0)]
         self.sm_throughput: dict[str, list[tuple[float, float]]] = {
             r: [(0.0, 0.0)] for r in SM_RESOURCES}
-        # Resident warps per SM as a change log: (row, SM ids, warps), rows at these times.
+        # Resident warps per SM as a change log, rows at these times: the changes of row
+        # ``i`` are the next ``occupancy_counts[i]`` (SM id, warps) pairs. Compact arrays of
+        # 16-bit numbers where they fit: a long run logs millions of changes.
         self.occupancy_times: list[float] = [0.0]
         self._last_warps = sms.resident_warps()
-        self.occupancy_changes: list[tuple[int, IntArray, IntArray]] = [
-            (0, np.arange(sms.count), self._last_warps)]
+        small = max(sms.count, sms.spec.max_warps_per_sm) < 2**16
+        self._code = "H" if small else "q"
+        self._dtype: np.dtype[Any] = np.dtype(np.uint16 if small else np.int64)
+        self.occupancy_counts = array("q", [sms.count])
+        self.occupancy_sms = array(self._code, np.arange(sms.count, dtype=self._dtype).tobytes())
+        self.occupancy_warps = array(self._code, self._last_warps.astype(self._dtype).tobytes())
 
     # ------------------------------------------------------------------ during the run
     def started(self, blocks: int) -> None:
@@ -112,8 +120,10 @@ class Monitor:
         if len(changed):
             if self.occupancy_times[-1] != now_s:
                 self.occupancy_times.append(now_s)
-            row = len(self.occupancy_times) - 1
-            self.occupancy_changes.append((row, changed, warps[changed]))
+                self.occupancy_counts.append(0)
+            self.occupancy_counts[-1] += len(changed)
+            self.occupancy_sms.frombytes(changed.astype(self._dtype).tobytes())
+            self.occupancy_warps.frombytes(warps[changed].astype(self._dtype).tobytes())
             self._last_warps = warps
 
     def sample_dram(self, now_s: float, allocation: MemoryAllocation) -> None:
@@ -144,7 +154,7 @@ class Monitor:
                 name=k.launch.name, stream=k.launch.stream, seq=k.seq,
                 launch_begin_s=k.launch_begin_s, launch_s=k.launch_s, ready_s=k.ready_s,
                 start_s=k.start_s, end_s=k.end_s, blocks=k.launch.blocks,
-                sm_blocks=tuple(k.sm_blocks.tolist()), kind=k.launch.kind,
+                sm_blocks=cast(tuple[int, ...], k.sm_blocks), kind=k.launch.kind,
                 layer=k.launch.layer,
             )
             for k in kernels
@@ -171,10 +181,9 @@ class Monitor:
             dram_Bps=_series(self.dram_Bps),
             sm_occupancy=SMOccupancy(
                 times_s=np.array(self.occupancy_times), sm_count=program.gpu.sm_count,
-                change_rows=np.concatenate([np.full(len(ids), row) for row, ids, _ in
-                                            self.occupancy_changes]),
-                change_sms=np.concatenate([ids for _, ids, _ in self.occupancy_changes]),
-                change_warps=np.concatenate([w for _, _, w in self.occupancy_changes]),
+                changes_per_row=np.frombuffer(self.occupancy_counts, dtype=np.int64),
+                change_sms=np.frombuffer(self.occupancy_sms, dtype=self._dtype),
+                change_warps=np.frombuffer(self.occupancy_warps, dtype=self._dtype),
             ),
             counters=counters, blocks=blocks,
             sm_throughput={r: _series(steps) for r, steps in self.sm_throughput.items()},

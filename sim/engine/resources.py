@@ -69,6 +69,11 @@ class SMArray:
         self._uneven_takes = 0
 
     @property
+    def uneven_takes(self) -> int:
+        """Resident take rows with unequal registers across pools (0: all pools equal)."""
+        return self._uneven_takes
+
+    @property
     def free_warps(self) -> IntArray:
         return self.free[:, 0]
 
@@ -191,6 +196,11 @@ class SMArray:
         self.free[sm_ids] += taken
         if self._uneven_takes:
             self._uneven_takes -= _unequal_rows(taken[:, 3:])
+
+    def retake(self, sm_ids: IntArray, taken: IntArray) -> None:
+        """Take back what :meth:`release` gave back (its exact inverse)."""
+        self.free[sm_ids] -= taken
+        self._uneven_takes += _unequal_rows(taken[:, 3:])
 
     def check(self) -> None:
         """Raise AssertionError if any SM is over any resource (used by tests)."""

@@ -80,24 +80,31 @@ class SMOccupancy:
 
     times_s: np.ndarray
     sm_count: int
+    #: How many of the changes below belong to each row, in order.
+    changes_per_row: np.ndarray
     #: Change ``j``: from ``times_s[change_rows[j]]`` SM ``change_sms[j]`` holds
     #: ``change_warps[j]`` warps (a later change of the same row and SM wins).
-    change_rows: np.ndarray
     change_sms: np.ndarray
     change_warps: np.ndarray
+
+    @property
+    def change_rows(self) -> np.ndarray:
+        """The row of each change."""
+        return np.repeat(np.arange(len(self.changes_per_row)), self.changes_per_row)
 
     @functools.cached_property
     def warps(self) -> np.ndarray:
         """Dense ``[len(times_s), sm_count]`` matrix of resident warps."""
         rows, sms = len(self.times_s), self.sm_count
-        key = self.change_rows * sms + self.change_sms
+        change_rows = self.change_rows
+        key = change_rows * sms + self.change_sms
         # Keep the last change per (row, SM): unique over the reversed log.
         _, first_in_reversed = np.unique(key[::-1], return_index=True)
         keep = len(key) - 1 - first_in_reversed
         values = np.zeros((rows, sms), dtype=np.int64)
         source = np.zeros((rows, sms), dtype=np.int64)
-        values[self.change_rows[keep], self.change_sms[keep]] = self.change_warps[keep]
-        source[self.change_rows[keep], self.change_sms[keep]] = self.change_rows[keep]
+        values[change_rows[keep], self.change_sms[keep]] = self.change_warps[keep]
+        source[change_rows[keep], self.change_sms[keep]] = change_rows[keep]
         # Carry each SM's last change forward to the rows without one.
         source = np.maximum.accumulate(source, axis=0)
         return values[source, np.arange(sms)]

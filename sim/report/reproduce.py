@@ -61,14 +61,12 @@ from sim.engine.result import SimResult
 from sim.engine.trace import write_chrome_trace
 from sim.measure.micro.schema import default_data_dir
 from sim.measure.validate import ValidationReport, validate
-from sim.report import plots
+from sim.report import DEFAULT_OUT_DIR, plots
 from sim.report.plots_sweep import sweep_heatmap
 from workloads.analysis import analyze, parallelism_profile
 from workloads.lowering import lower
 from workloads.registry import build, workload_source
 
-#: Where ``gpusim reproduce`` writes unless told otherwise.
-DEFAULT_OUT_DIR = "reproduce_out"
 #: Figure resolution of the PNG files (the PDF files are vector).
 PNG_DPI = 110
 #: The progress bar: the step, the share of work done and the time so far. No ETA: the
@@ -190,7 +188,14 @@ class Output:
         for suffix, metadata in (("png", {}), ("pdf", {"CreationDate": None})):
             path = folder / f"{name}.{suffix}"
             # No creation date in the PDF: the same inputs give the same bytes.
-            fig.savefig(path, dpi=PNG_DPI, metadata=metadata)
+            try:
+                fig.savefig(path, dpi=PNG_DPI, metadata=metadata)
+            except Exception as exc:
+                # Ctrl-C inside matplotlib's PDF writer surfaces as the error its clean-up
+                # then hits (an AttributeError): it is still the Ctrl-C.
+                if isinstance(exc.__context__, KeyboardInterrupt):
+                    raise exc.__context__ from None
+                raise
             files.append(str(path.relative_to(self.root)))
         self.artifacts.append(Artifact("figure", name, files, description))
 

@@ -168,14 +168,8 @@ def min_stream_assignment(graph: nx.DiGraph) -> dict[Node, int]:
     reduction's edges and the matching's search both go in framework (insertion) order,
     never in the order of a set of node names (which changes with ``PYTHONHASHSEED``).
     """
-    index = framework_index(graph)
     nodes = list(graph.nodes)
-    # networkx builds each node's reduced successors as a set; only their order is unstable.
-    successors: list[list[int]] = [[] for _ in nodes]
-    for u, v in nx.transitive_reduction(graph).edges:
-        successors[index[u]].append(index[v])
-    for row in successors:
-        row.sort()
+    successors = reduced_successors(graph)
     match = max_bipartite_matching(successors, len(nodes))
     has_pred = {v for v in match if v >= 0}
     stream_of: dict[Node, int] = {}
@@ -189,6 +183,32 @@ def min_stream_assignment(graph: nx.DiGraph) -> dict[Node, int]:
             chain = match[chain]
         streams += 1
     return stream_of
+
+
+def reduced_successors(graph: nx.DiGraph) -> list[list[int]]:
+    """The transitive reduction of a DAG as sorted successor lists over framework indices.
+
+    Edge ``u -> v`` is implied by a longer path exactly when ``v`` descends from another
+    successor ``w`` of ``u``: so with each node's descendants as a bitset over framework
+    indices (built in reverse topological order), the reduced successors of ``u`` are its
+    successors outside the union of their descendants. (The same edges as
+    ``networkx.transitive_reduction``, without building a graph: the scheduling policies
+    need it once per policy, and it was a tenth of a whole limits report.)
+    """
+    index = framework_index(graph)
+    descendants = [0] * len(index)
+    successors: list[list[int]] = [[] for _ in index]
+    for node in reversed(list(nx.topological_sort(graph))):
+        succ = [index[v] for v in graph.successors(node)]
+        reach = 0
+        for j in succ:
+            reach |= descendants[j]
+        i = index[node]
+        successors[i] = sorted(j for j in succ if not reach >> j & 1)
+        for j in succ:
+            reach |= 1 << j
+        descendants[i] = reach
+    return successors
 
 
 def max_bipartite_matching(adjacency: list[list[int]], right_count: int) -> list[int]:

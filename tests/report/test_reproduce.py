@@ -203,7 +203,7 @@ def test_cli_table_lists_artifacts_and_skips(
         calls.append((out, kwargs))
         return canned
 
-    monkeypatch.setattr("sim.cli.reproduce.reproduce", fake)
+    monkeypatch.setattr("sim.report.reproduce.reproduce", fake)
     assert main(["reproduce", "--out", "somewhere", "--gpu", "a100", "--set", "sm_count=64",
                  "--no-progress", "--sm-sharing", "off"]) == 0
     assert calls == [("somewhere", {"gpu": "a100", "overrides": ["sm_count=64"],
