@@ -1,6 +1,8 @@
-"""Shared fixtures: GPU presets used across the suite."""
+"""Shared fixtures: GPU presets used across the suite, and the command line run in-process."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 
@@ -21,3 +23,18 @@ def a100() -> GPUSpec:
 @pytest.fixture
 def v100() -> GPUSpec:
     return load_preset("v100")
+
+
+#: ``cli(*argv)``: run the ``gpusim`` command line in-process, giving (exit code, stdout, stderr).
+CliRun = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> CliRun:
+    from sim.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run

@@ -4,83 +4,80 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from matplotlib.figure import Figure
 
 from gpu_models.errors import GpusimError
 from sim.analysis.sweep import read_results
-from sim.cli import main
 from sim.report.plots_sweep import display_unit, pivot_sweep, sweep_heatmap
+
+if TYPE_CHECKING:
+    from conftest import CliRun  # tests/conftest.py: the cli fixture
 
 GRID = ["--gpu", "h100", "--set", "sm_count=66,132,264", "--set", "smem_per_sm_B=65536,233472",
         "--workload", "resnet50", "--batch", "1,32", "--evaluator", "occupancy"]
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_sweep_writes_results_and_resumes(capsys: pytest.CaptureFixture[str],
+def test_sweep_writes_results_and_resumes(cli: CliRun,
                                           tmp_path: Path) -> None:
     out = tmp_path / "r.csv"
-    code, stdout, _ = run(capsys, "sweep", *GRID, "--executor", "serial", "--out", str(out),
+    code, stdout, _ = cli("sweep", *GRID, "--executor", "serial", "--out", str(out),
                           "--max-points", "5", "--json")
     assert code == 0
     summary = json.loads(stdout)
     assert (summary["points"], summary["evaluated"], summary["remaining"]) == (12, 5, 7)
-    code, stdout, _ = run(capsys, "sweep", *GRID, "--executor", "serial", "--out", str(out),
+    code, stdout, _ = cli("sweep", *GRID, "--executor", "serial", "--out", str(out),
                           "--resume", "--quiet")
     assert code == 0 and "7 evaluated" in stdout and "5 already in" in stdout
     rows = read_results(out)
     assert len(rows) == 12 and {r["batch"] for r in rows} == {1, 32}
-    code, _, err = run(capsys, "sweep", *GRID, "--executor", "serial", "--out", str(out))
+    code, _, err = cli("sweep", *GRID, "--executor", "serial", "--out", str(out))
     assert code == 2 and "--resume" in err
 
 
-def test_invalid_points_do_not_fail_the_sweep(capsys: pytest.CaptureFixture[str],
+def test_invalid_points_do_not_fail_the_sweep(cli: CliRun,
                                               tmp_path: Path) -> None:
-    code, stdout, _ = run(capsys, "sweep", "--set", "connections=8,64", "--set", "bogus=1",
+    code, stdout, _ = cli("sweep", "--set", "connections=8,64", "--set", "bogus=1",
                           "--workload", "resnet50", "--evaluator", "occupancy",
                           "--executor", "serial", "--json")
     assert code == 1  # every point ended in an error
     rows = json.loads(stdout)
     assert len(rows) == 2 and all("unknown GPUSpec field 'bogus'" in r["error"] for r in rows)
-    code, stdout, _ = run(capsys, "sweep", "--set", "connections=8,64", "--workload",
+    code, stdout, _ = cli("sweep", "--set", "connections=8,64", "--workload",
                           "resnet50", "--evaluator", "occupancy", "--executor", "serial",
                           "--out", str(tmp_path / "r.csv"))
     assert code == 0 and "2 evaluated (1 invalid)" in stdout
     assert "first invalid point: GPUSpec 'h100*': connections exceeds" in stdout
 
 
-def test_sweep_prints_a_table_without_out(capsys: pytest.CaptureFixture[str]) -> None:
-    code, stdout, _ = run(capsys, "sweep", "--set", "sm_count=66,132", "--workload",
+def test_sweep_prints_a_table_without_out(cli: CliRun) -> None:
+    code, stdout, _ = cli("sweep", "--set", "sm_count=66,132", "--workload",
                           "resnet50", "--evaluator", "occupancy", "--executor", "serial")
     assert code == 0 and "conv_128x64.blocks_per_sm" in stdout
     assert len(stdout.strip().splitlines()) == 2 + 2
 
 
-def test_sweep_file_excludes_grid_options(capsys: pytest.CaptureFixture[str],
+def test_sweep_file_excludes_grid_options(cli: CliRun,
                                           tmp_path: Path) -> None:
     spec = tmp_path / "s.toml"
     spec.write_text('[sweep]\nworkload = "resnet50"\n[grid]\nsm_count = [66, 132]\n',
                     encoding="utf-8")
-    code, _, err = run(capsys, "sweep", str(spec), "--workload", "googlenet")
+    code, _, err = cli("sweep", str(spec), "--workload", "googlenet")
     assert code == 2 and "--workload" in err
-    code, stdout, _ = run(capsys, "sweep", str(spec), "--evaluator", "occupancy",
+    code, stdout, _ = cli("sweep", str(spec), "--evaluator", "occupancy",
                           "--executor", "serial", "--json")
     assert code == 0 and [r["sm_count"] for r in json.loads(stdout)] == [66, 132]
 
 
-def test_sweep_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_sweep_usage_errors_exit_2(cli: CliRun) -> None:
     for argv in (["sweep", "--set", "sm_count=66"],  # no workload
                  ["sweep", "--workload", "resnet50", "--resume"],  # resume without --out
                  ["sweep", "--workload", "resnet50", "--batch", "two"],
                  ["sweep", "--workload", "resnet50", "--scheduler", "tcp://x:1",
                   "--executor", "local"]):
-        code, _, err = run(capsys, *argv, "--evaluator", "occupancy")
+        code, _, err = cli(*argv, "--evaluator", "occupancy")
         assert code == 2 and err.startswith("gpusim: error:"), argv
 
 
@@ -93,38 +90,38 @@ def test_sweep_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     (["--precision", "fp8"], "unknown precision 'fp8'"),
 ])
 def test_sweep_bad_global_values_exit_2_before_running(
-        capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+        cli: CliRun, argv: list[str], message: str) -> None:
     base = {"--workload": "resnet50"}
     base.update(dict(zip(argv[::2], argv[1::2], strict=True)))
     flat = [x for pair in base.items() for x in pair]
-    code, stdout, err = run(capsys, "sweep", *flat, "--executor", "serial", "--quiet")
+    code, stdout, err = cli("sweep", *flat, "--executor", "serial", "--quiet")
     assert code == 2 and err.startswith("gpusim: error: sweep: ") and message in err, err
     assert stdout == ""
 
 
 def test_sweep_checks_only_the_gpu_for_the_occupancy_evaluator(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "sweep", "--gpu", "zzz", "--workload", "anything",
+        cli: CliRun) -> None:
+    code, _, err = cli("sweep", "--gpu", "zzz", "--workload", "anything",
                        "--evaluator", "occupancy", "--executor", "serial")
     assert code == 2 and "--gpu 'zzz'" in err
-    code, _, _ = run(capsys, "sweep", "--workload", "anything", "--evaluator", "occupancy",
+    code, _, _ = cli("sweep", "--workload", "anything", "--evaluator", "occupancy",
                      "--executor", "serial", "--json")
     assert code == 0
 
 
-def test_limits_evaluator_missing_is_a_clear_error(capsys: pytest.CaptureFixture[str],
+def test_limits_evaluator_missing_is_a_clear_error(cli: CliRun,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sim.cli.sweep.limits_available", lambda: False)
-    code, _, err = run(capsys, "sweep", "--workload", "resnet50")
+    code, _, err = cli("sweep", "--workload", "resnet50")
     assert code == 2 and "--evaluator occupancy" in err
 
 
-def test_plot_sweep_draws_the_heatmap(capsys: pytest.CaptureFixture[str],
+def test_plot_sweep_draws_the_heatmap(cli: CliRun,
                                       tmp_path: Path) -> None:
     results = tmp_path / "r.parquet"
-    assert run(capsys, "sweep", *GRID, "--executor", "serial", "--out", str(results))[0] == 0
+    assert cli("sweep", *GRID, "--executor", "serial", "--out", str(results))[0] == 0
     fig_path = tmp_path / "fig.png"
-    code, stdout, _ = run(capsys, "plot-sweep", str(results), "--x", "sm_count", "--y",
+    code, stdout, _ = cli("plot-sweep", str(results), "--x", "sm_count", "--y",
                           "smem_per_sm_B", "--metric", "conv_256x128.waves", "--where",
                           "batch=32", "--out", str(fig_path), "--json")
     assert code == 0 and fig_path.stat().st_size > 10_000
@@ -133,16 +130,16 @@ def test_plot_sweep_draws_the_heatmap(capsys: pytest.CaptureFixture[str],
     # 64 KiB per SM cannot hold a 64 KiB block plus its reservation: no waves (n/a).
     assert grid["values"][0] == [None, None, None]
     assert grid["values"][1] == [7, 4, 2]
-    code, _, err = run(capsys, "plot-sweep", str(results), "--x", "sm_count", "--y",
+    code, _, err = cli("plot-sweep", str(results), "--x", "sm_count", "--y",
                        "smem_per_sm_B")
     assert code == 2 and "speedup_achievable" in err
 
 
-def test_plot_sweep_needs_one_row_per_cell(capsys: pytest.CaptureFixture[str],
+def test_plot_sweep_needs_one_row_per_cell(cli: CliRun,
                                            tmp_path: Path) -> None:
     results = tmp_path / "r.csv"
-    assert run(capsys, "sweep", *GRID, "--executor", "serial", "--out", str(results))[0] == 0
-    code, _, err = run(capsys, "plot-sweep", str(results), "--x", "sm_count", "--y",
+    assert cli("sweep", *GRID, "--executor", "serial", "--out", str(results))[0] == 0
+    code, _, err = cli("plot-sweep", str(results), "--x", "sm_count", "--y",
                        "smem_per_sm_B", "--metric", "conv_128x64.occupancy")
     assert code == 2 and "differ in batch" in err and "--where" in err
 
@@ -181,9 +178,9 @@ def test_pivot_and_units_name_their_problems() -> None:
 
 
 def test_limits_sweep_table_shows_varying_inputs_and_headline_figures(
-    capsys: pytest.CaptureFixture[str],
+    cli: CliRun,
 ) -> None:
-    code, stdout, _ = run(capsys, "sweep", "--set", "sm_count=33,132", "--workload",
+    code, stdout, _ = cli("sweep", "--set", "sm_count=33,132", "--workload",
                           "squeezenet1_1", "--policy", "critical-path", "--executor", "serial")
     assert code == 0
     header = stdout.splitlines()[0].split()
@@ -191,11 +188,11 @@ def test_limits_sweep_table_shows_varying_inputs_and_headline_figures(
                       "speedup_ideal", "speedup_achievable", "binds", "error"]
 
 
-def test_plot_sweep_rejects_a_non_numeric_metric(capsys: pytest.CaptureFixture[str],
+def test_plot_sweep_rejects_a_non_numeric_metric(cli: CliRun,
                                                  tmp_path: Path) -> None:
     results = tmp_path / "r.csv"
-    assert run(capsys, "sweep", *GRID, "--executor", "serial", "--out", str(results))[0] == 0
+    assert cli("sweep", *GRID, "--executor", "serial", "--out", str(results))[0] == 0
     for metric in ("error", "conv_128x64.limiter"):
-        code, _, err = run(capsys, "plot-sweep", str(results), "--x", "sm_count", "--y",
+        code, _, err = cli("plot-sweep", str(results), "--x", "sm_count", "--y",
                            "smem_per_sm_B", "--metric", metric, "--where", "batch=1")
         assert code == 2 and f"--metric {metric!r}" in err and "numeric columns" in err, err

@@ -6,20 +6,18 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from sim.cli import main
 
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+if TYPE_CHECKING:
+    from conftest import CliRun  # tests/conftest.py: the cli fixture
 
 
-def test_gpus_json_lists_presets_keyed_by_field_names(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "gpus", "--json")
+def test_gpus_json_lists_presets_keyed_by_field_names(cli: CliRun) -> None:
+    code, out, _ = cli("gpus", "--json")
     assert code == 0
     data = json.loads(out)
     names = {d["name"] for d in data}
@@ -28,27 +26,27 @@ def test_gpus_json_lists_presets_keyed_by_field_names(capsys: pytest.CaptureFixt
     assert h100["sm_count"] == 132 and h100["dram_bw_Bps"] == 3.35e12
 
 
-def test_gpus_table(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "gpus")
+def test_gpus_table(cli: CliRun) -> None:
+    code, out, _ = cli("gpus")
     assert code == 0 and "h100-pcie" in out and "SMs" in out
 
 
-def test_occupancy_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "occupancy", "--gpu", "h100", "--threads", "64", "--regs", "200",
+def test_occupancy_json(cli: CliRun) -> None:
+    code, out, _ = cli("occupancy", "--gpu", "h100", "--threads", "64", "--regs", "200",
                        "--smem", "0", "--json")
     assert code == 0
     data = json.loads(out)
     assert data["blocks_per_sm"] == 4 and data["limiter"] == "registers"
 
 
-def test_occupancy_with_override(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "occupancy", "--gpu", "h100", "--set", "max_blocks_per_sm=4",
+def test_occupancy_with_override(cli: CliRun) -> None:
+    code, out, _ = cli("occupancy", "--gpu", "h100", "--set", "max_blocks_per_sm=4",
                        "--threads", "32", "--regs", "16", "--json")
     assert code == 0 and json.loads(out)["blocks_per_sm"] == 4
 
 
-def test_occupancy_impossible_launch_table(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "occupancy", "--threads", "2048", "--regs", "32")
+def test_occupancy_impossible_launch_table(cli: CliRun) -> None:
+    code, out, _ = cli("occupancy", "--threads", "2048", "--regs", "32")
     assert code == 0 and "cannot launch" in out
 
 
@@ -64,9 +62,9 @@ def test_occupancy_impossible_launch_table(capsys: pytest.CaptureFixture[str]) -
     ],
 )
 def test_bad_input_exits_2_with_one_line(
-    capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+    cli: CliRun, argv: list[str], needle: str
 ) -> None:
-    code, _, err = run(capsys, *argv)
+    code, _, err = cli(*argv)
     assert code == 2
     assert needle in err
     assert err.count("\n") == 1 and err.startswith("gpusim: error:")

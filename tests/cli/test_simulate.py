@@ -5,22 +5,19 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from sim.cli import main
+if TYPE_CHECKING:
+    from conftest import CliRun  # tests/conftest.py: the cli fixture
 
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_simulate_resnet50_training_batch64_json_in_seconds(
-        capsys: pytest.CaptureFixture[str]) -> None:
+        cli: CliRun) -> None:
     start = time.perf_counter()
-    code, out, _ = run(capsys, "simulate", "--workload", "resnet50", "--phase", "training",
+    code, out, _ = cli("simulate", "--workload", "resnet50", "--phase", "training",
                        "--batch", "64", "--gpu", "h100", "--json")
     elapsed = time.perf_counter() - start
     assert code == 0
@@ -31,10 +28,10 @@ def test_simulate_resnet50_training_batch64_json_in_seconds(
     assert elapsed < 30  # "completes in seconds" (a few on a laptop; slack for slow CI)
 
 
-def test_simulate_table_policy_overrides_and_trace(capsys: pytest.CaptureFixture[str],
+def test_simulate_table_policy_overrides_and_trace(cli: CliRun,
                                                    tmp_path: Path) -> None:
     trace = tmp_path / "t.json"
-    code, out, _ = run(capsys, "simulate", "--workload", "googlenet", "--policy",
+    code, out, _ = cli("simulate", "--workload", "googlenet", "--policy",
                        "min-streams+priority", "--gpu", "v100", "--set", "sm_count=40",
                        "--precision", "fp16", "--trace", str(trace))
     assert code == 0
@@ -43,12 +40,12 @@ def test_simulate_table_policy_overrides_and_trace(capsys: pytest.CaptureFixture
     assert any(e.get("ph") == "X" for e in events)
 
 
-def test_simulate_applies_overrides(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "simulate", "--workload", "resnet18", "--gpu", "v100",
+def test_simulate_applies_overrides(cli: CliRun) -> None:
+    code, out, _ = cli("simulate", "--workload", "resnet18", "--gpu", "v100",
                        "--set", "launch_overhead_s=0", "--json")
     assert code == 0
     fast = json.loads(out)
-    code, out, _ = run(capsys, "simulate", "--workload", "resnet18", "--gpu", "v100", "--json")
+    code, out, _ = cli("simulate", "--workload", "resnet18", "--gpu", "v100", "--json")
     slow = json.loads(out)
     assert fast["gpu"] == "v100*" and slow["gpu"] == "v100"
     # Batch 1 is launch-bound: removing the host's launch cost shortens the run.
@@ -62,15 +59,15 @@ def test_simulate_applies_overrides(capsys: pytest.CaptureFixture[str]) -> None:
     (("simulate", "--workload", "alexnet", "--cost-model", "scaled"), "origin"),
     (("limits", "--workload", "alexnet", "--policies", "serial,bogus"), "'bogus'"),
 ])
-def test_bad_input_exits_2_naming_the_item(capsys: pytest.CaptureFixture[str],
+def test_bad_input_exits_2_naming_the_item(cli: CliRun,
                                            argv: tuple[str, ...], fragment: str) -> None:
-    code, _, err = run(capsys, *argv)
+    code, _, err = cli(*argv)
     assert code == 2
     assert err.startswith("gpusim: error:") and fragment in err
 
 
-def test_limits_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "limits", "--workload", "squeezenet1_1", "--batch", "4",
+def test_limits_json(cli: CliRun) -> None:
+    code, out, _ = cli("limits", "--workload", "squeezenet1_1", "--batch", "4",
                        "--gpu", "h100", "--policies", "branches,critical-path:2", "--json")
     assert code == 0
     data = json.loads(out)
@@ -81,8 +78,8 @@ def test_limits_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["lower_bound_us"] <= min(data["policies"].values()) * (1 + 1e-9)
 
 
-def test_limits_table(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "limits", "--workload", "googlenet", "--policies",
+def test_limits_table(cli: CliRun) -> None:
+    code, out, _ = cli("limits", "--workload", "googlenet", "--policies",
                        "min-streams", "--phase", "inference")
     assert code == 0
     for text in ("serial", "min-streams", "critical path", "work bound", "lower bound",

@@ -11,7 +11,7 @@ import io
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,18 +25,15 @@ from sim.engine.engine import simulate
 from sim.engine.program import MAX_PROGRAM_KERNELS, Launch, Program, StreamDef
 from sim.report.reproduce import PROGRESS_FORMAT
 
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+if TYPE_CHECKING:
+    from conftest import CliRun  # tests/conftest.py: the cli fixture
 
 
 @pytest.mark.parametrize("value", ["1e7", "1000000"])
-def test_huge_sm_count_is_refused_at_once(capsys: pytest.CaptureFixture[str],
+def test_huge_sm_count_is_refused_at_once(cli: CliRun,
                                           value: str) -> None:
     started = time.perf_counter()
-    code, _, err = run(capsys, "simulate", "--workload", "resnet50", "--set",
+    code, _, err = cli("simulate", "--workload", "resnet50", "--set",
                        f"sm_count={value}")
     assert code == 2 and "sm_count must be <= 4,096" in err
     assert time.perf_counter() - started < 10
@@ -71,10 +68,10 @@ def test_program_kernel_count_is_bounded() -> None:
     ["limits", "--workload", "resnet50", "--batch", "10000000"],
     ["graph", "--workload", "resnet50", "--resolution", "100000"],
 ])
-def test_workload_sizes_are_bounded(capsys: pytest.CaptureFixture[str],
+def test_workload_sizes_are_bounded(cli: CliRun,
                                     argv: list[str]) -> None:
     started = time.perf_counter()
-    code, _, err = run(capsys, *argv)
+    code, _, err = cli(*argv)
     assert code == 2 and "gpusim's bound" in err and err.count("\n") == 1
     assert time.perf_counter() - started < 10
 
@@ -137,19 +134,19 @@ def test_without_a_terminal_there_is_no_bar(tmp_path: Path,
 
 
 def test_a_huge_run_table_is_summarised(tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+                                        cli: CliRun) -> None:
     kernels: list[dict[str, Any]] = [
         {"name": f"k{i}", "stream": "s", "grid": 1, "threads": 32, "regs": 16,
          "block_time_us": 1.0} for i in range(1000)]
     program = tmp_path / "p.json"
     program.write_text(json.dumps({"gpu": "h100", "streams": [{"name": "s"}],
                                    "kernels": kernels}))
-    code, out, _ = run(capsys, "run", str(program))
+    code, out, _ = cli("run", str(program))
     assert code == 0
     assert len(out.splitlines()) <= MAX_TABLE_ROWS + 5
     assert "... 950 more rows (use --json for all) ..." in out
     assert "k0 " in out and "k999 " in out
-    code, out, _ = run(capsys, "run", str(program), "--json")
+    code, out, _ = cli("run", str(program), "--json")
     assert len(json.loads(out)["kernels"]) == 1000
 
 
