@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn, TextIO
 
 from gpu_models.errors import GpusimError, GpusimWarning
@@ -128,8 +131,51 @@ def one_line(message: str) -> str:
     return text
 
 
+class _Interrupts:
+    """A SIGINT handler that raises :class:`KeyboardInterrupt` as Python's own does, and
+    remembers that it did: some libraries turn the interrupt into another error on its way
+    out (matplotlib's renderers raise ``ValueError: Invalid bounding box`` from a drawing
+    cut short), and a Ctrl-C is still a Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def _noticing_interrupts() -> Iterator[_Interrupts]:
+    """Install :class:`_Interrupts` for the duration of a command, where SIGINT has Python's
+    default handler and we are on the main thread (signal handlers can only be set there);
+    elsewhere leave the handling as it is."""
+    interrupts = _Interrupts()
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield interrupts
+        return
+    previous = signal.signal(signal.SIGINT, interrupts)
+    try:
+        yield interrupts
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpusim`` console script; returns the exit code."""
+    with _noticing_interrupts() as interrupts:
+        try:
+            return _run(argv)
+        except Exception:
+            if not interrupts.seen:
+                raise
+            print("gpusim: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """One command, its errors turned into exit codes and one-line messages."""
     args: Any = None
     try:
         with _warnings_as_lines():

@@ -188,14 +188,7 @@ class Output:
         for suffix, metadata in (("png", {}), ("pdf", {"CreationDate": None})):
             path = folder / f"{name}.{suffix}"
             # No creation date in the PDF: the same inputs give the same bytes.
-            try:
-                fig.savefig(path, dpi=PNG_DPI, metadata=metadata)
-            except Exception as exc:
-                # Ctrl-C inside matplotlib's PDF writer surfaces as the error its clean-up
-                # then hits (an AttributeError): it is still the Ctrl-C.
-                if isinstance(exc.__context__, KeyboardInterrupt):
-                    raise exc.__context__ from None
-                raise
+            fig.savefig(path, dpi=PNG_DPI, metadata=metadata)
             files.append(str(path.relative_to(self.root)))
         self.artifacts.append(Artifact("figure", name, files, description))
 

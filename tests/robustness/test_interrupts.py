@@ -140,3 +140,32 @@ def test_a_pool_stopped_early_terminates_running_workers() -> None:
     started = time.monotonic()
     stream.close()
     assert time.monotonic() - started < STOP_WITHIN_S
+
+
+def _drawing_cut_short(args: object) -> int:
+    """A command whose library turns a Ctrl-C into another error, as matplotlib's renderers
+    do (``ValueError: Invalid bounding box`` from a drawing interrupted half-way)."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler raises long before this ends
+    except KeyboardInterrupt:
+        raise ValueError("Invalid bounding box") from None
+    return 0
+
+
+def test_a_ctrl_c_a_library_turns_into_another_error_is_still_an_interrupt(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from sim.cli import gpus, main
+
+    monkeypatch.setattr(gpus, "cmd_gpus", _drawing_cut_short)
+    assert main(["gpus"]) == 130
+    assert capsys.readouterr().err == "gpusim: interrupted\n"
+    # The handler is Python's own again afterwards, and the same error without a Ctrl-C is
+    # not taken for one.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    def broken(args: object) -> int:
+        raise ValueError("Invalid bounding box")
+    monkeypatch.setattr(gpus, "cmd_gpus", broken)
+    with pytest.raises(ValueError, match="bounding box"):
+        main(["gpus"])
