@@ -87,10 +87,18 @@ def schedule_context(
     if not evaluate:
         return ctx
 
+    # Candidates equal but for their kernels' names (the same stage of repeated modules,
+    # a schedule met again) are simulated once: Program.timing_key.
+    makespans: dict[tuple[Any, ...], float] = {}
+
     def evaluate_s(schedule: Schedule) -> float:
         program = to_program(ctx, schedule, launch_overhead_s=launch_overhead_s,
                              event_overhead_s=event_overhead_s)
-        return simulate(program, sm_sharing=sm_sharing).makespan_s
+        key = program.timing_key()
+        makespan = makespans.get(key)
+        if makespan is None:
+            makespan = makespans[key] = simulate(program, sm_sharing=sm_sharing).makespan_s
+        return makespan
 
     return ctx.with_evaluator(evaluate_s)
 

@@ -79,6 +79,14 @@ class KernelRun:
     #: Bytes one resident block keeps in flight to DRAM.
     in_flight_per_block_B: float = 0.0
 
+    def waits(self) -> bool:
+        """Whether some kernel this one waits for has not completed (:meth:`unmet` without
+        building the list: asked of queue heads on every pass where a queue changed)."""
+        pred = self.stream_pred
+        if pred is not None and not pred.done:
+            return True
+        return any(not k.done for k in self.after) if self.after else False
+
     def unmet(self) -> list[KernelRun]:
         """Kernels this one still waits for (stream predecessor first)."""
         deps = [self.stream_pred] if self.stream_pred is not None else []
@@ -147,10 +155,10 @@ class HardwareQueue:
         if len(self._per_stream) < 2:
             return False
         head = self.pending[0]
-        if not head.unmet():
+        if not head.waits():
             return False
         head_stream = head.launch.stream
-        return any(stream != head_stream and not kernels[0].unmet()
+        return any(stream != head_stream and not kernels[0].waits()
                    for stream, kernels in self._per_stream.items())
 
 

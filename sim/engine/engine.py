@@ -198,7 +198,7 @@ class Engine:
         # A pass is needed only if blocks may go out or a "what binds" clock may change:
         # the kernel was handed over, waits only on the resident-grid limit, or now
         # sits behind a head of another stream that waits.
-        if (self._advance_queues() or (queue.head() is kernel and not kernel.unmet())
+        if (self._advance_queues() or (queue.head() is kernel and not kernel.waits())
                 or queue.falsely_blocked()):
             self._request_dispatch()
 
@@ -211,7 +211,7 @@ class Engine:
             best: KernelRun | None = None
             for queue in self.queues:
                 head = queue.head()
-                if head is not None and not head.unmet() and (best is None
+                if head is not None and not head.waits() and (best is None
                                                               or head.seq < best.seq):
                     best = head
             if best is None:
@@ -294,11 +294,13 @@ class Engine:
 
     def _same_take(self, group: BlockGroup) -> bool:
         """Whether new blocks on ``group``'s SMs would take exactly what it gives back:
-        always for even register takes; else the pass's allocation is tried (and undone if
-        it differs)."""
+        always for even register takes; else as the remembered takes tell, or the pass's
+        allocation is tried (and undone if it differs)."""
         fp = group.kernel.fp
         sms = self.sms
         if not fp.regs_per_warp or (fp.warps % sms.pools == 0 and not sms.uneven_takes):
+            return True
+        if sms.known_retake(fp, group.sm_ids, group.counts, group.taken):
             return True
         sms.release(group.sm_ids, group.taken)
         taken = sms.allocate(fp, group.sm_ids, group.counts)
@@ -357,7 +359,7 @@ class Engine:
         if self._queues_changed:
             self._queues_changed = False
             at_limit = self.resident >= self.program.gpu.max_resident_grids and any(
-                (h := q.head()) is not None and not h.unmet() for q in self.queues)
+                (h := q.head()) is not None and not h.waits() for q in self.queues)
             self.monitor.sample_queues(now, any(q.falsely_blocked() for q in self.queues),
                                        at_limit)
         if self._sms_changed:

@@ -309,6 +309,22 @@ class Program:
             return self.gpu.event_overhead_s
         return self.event_overhead_s
 
+    def timing_key(self) -> tuple[Any, ...]:
+        """Everything the simulated timing depends on, names replaced by positions: two
+        programs with equal keys have bit-identical timelines kernel for kernel (the
+        engine reads a name only to find a stream or a kernel; kind and layer are labels).
+        Searching policies use it to simulate a candidate seen before only once."""
+        stream_at = {s.name: i for i, s in enumerate(self.streams)}
+        kernel_at = {k.name: i for i, k in enumerate(self.kernels)}
+        return (
+            self.gpu, self.launch_overhead, self.event_overhead,
+            tuple((s.priority, s.sms) for s in self.streams),
+            tuple((stream_at[k.stream], k.grid, k.threads, k.regs_per_thread,
+                   k.smem_per_block_B, k.block_time_s, k.dram_bytes,
+                   tuple(kernel_at[a] for a in k.after), tuple(sorted(k.sm_throughput.items())),
+                   k.bytes_in_flight_B) for k in self.kernels),
+        )
+
     def stream(self, name: str) -> StreamDef:
         """The stream called ``name``."""
         for stream in self.streams:

@@ -50,6 +50,9 @@ class SMArray:
     :meth:`limits` divide one pool instead of all and :meth:`allocate` skip the pool check.
     """
 
+    #: Uneven register takes remembered (:meth:`_uneven_take`), at most.
+    TAKE_CACHE_SIZE = 4096
+
     def __init__(self, spec: GPUSpec) -> None:
         self.spec = spec
         self.count = spec.sm_count
@@ -67,6 +70,8 @@ class SMArray:
         #: equal. Counted by row, so that a take given back in parts (a group split by SM,
         #: docs/model.md §6.9) is counted off exactly.
         self._uneven_takes = 0
+        #: Uneven takes remembered by (footprint, pool rows, counts): :meth:`_uneven_take`.
+        self._take_cache: dict[tuple[BlockFootprint, bytes, bytes], tuple[IntArray, int]] = {}
 
     @property
     def uneven_takes(self) -> int:
@@ -162,15 +167,41 @@ class SMArray:
             # warps out evenly.
             taken = counts[:, None] * self._even_take(fp)
         else:
-            taken = np.empty((len(sm_ids), 3 + self.pools), dtype=np.int64)
+            taken, uneven = self._uneven_take(fp, self.free[sm_ids, 3:], counts)
+            self._uneven_takes += uneven
+        self.free[sm_ids] -= taken
+        return taken
+
+    def known_retake(self, fp: BlockFootprint, sm_ids: IntArray, counts: IntArray,
+                     taken: IntArray) -> bool:
+        """Whether giving back ``taken`` (an uneven take of ``counts`` blocks of ``fp`` on
+        ``sm_ids``) and placing the same blocks again would take exactly ``taken``, as far
+        as the remembered takes tell without computing one (``False``: not known)."""
+        pools = self.free[sm_ids, 3:] + taken[:, 3:]
+        hit = self._take_cache.get((fp, pools.tobytes(), counts.tobytes()))
+        return hit is not None and hit[0] is taken
+
+    def _uneven_take(self, fp: BlockFootprint, pools: IntArray,
+                     counts: IntArray) -> tuple[IntArray, int]:
+        """What ``counts[i]`` blocks of ``fp`` take from SMs whose register pools are the
+        rows of ``pools`` (the greedy, :func:`take_register_warps`), and how many of those
+        rows take unequally from the pools. A pure function of its arguments, remembered:
+        the waves of a kernel meet the same pool states again and again, and the closed
+        form costs some twenty numpy calls."""
+        key = (fp, pools.tobytes(), counts.tobytes())
+        hit = self._take_cache.get(key)
+        if hit is None:
+            taken = np.empty((len(counts), 3 + self.pools), dtype=np.int64)
             taken[:, 0] = counts * fp.warps
             taken[:, 1] = counts
             taken[:, 2] = counts * fp.smem_B
-            taken[:, 3:] = take_register_warps(self.free[sm_ids, 3:], fp.regs_per_warp,
+            taken[:, 3:] = take_register_warps(pools, fp.regs_per_warp,
                                                taken[:, 0]) * fp.regs_per_warp
-            self._uneven_takes += _unequal_rows(taken[:, 3:])
-        self.free[sm_ids] -= taken
-        return taken
+            taken.flags.writeable = False  # shared by every take it answers
+            if len(self._take_cache) >= self.TAKE_CACHE_SIZE:
+                self._take_cache.clear()
+            hit = self._take_cache[key] = (taken, _unequal_rows(taken[:, 3:]))
+        return hit
 
     def _even_take(self, fp: BlockFootprint) -> IntArray:
         take = self._even_takes.get(fp)

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from gpu_models.cost import get_cost_model
 from gpu_models.errors import GpusimError
 from gpu_models.spec import GPUSpec
+from sim.analysis import workflow
 from sim.analysis.workflow import (
     busy_sm_fraction,
     dram_utilisation,
     kernel_graph_for,
+    schedule_context,
     simulate_workload,
     time_average,
 )
+from sim.engine.engine import simulate
+from sim.engine.program import Launch, Program, StreamDef
+from sim.engine.result import SimResult
+from sim.scheduling import Schedule
 from workloads import build
 from workloads.graph import framework_order
 
@@ -46,3 +55,45 @@ def test_simulate_workload_summary(v100: GPUSpec) -> None:
 def test_bad_precision_names_it(h100: GPUSpec) -> None:
     with pytest.raises(GpusimError, match="fp64"):
         kernel_graph_for("alexnet", precision="fp64", gpu=h100)
+
+
+def _two_kernel_program(gpu: GPUSpec, names: tuple[str, str], block_time_s: float = 1e-5,
+                        priority: int = 0) -> Program:
+    a, b = names
+    return Program(gpu, (StreamDef("s0", priority), StreamDef("s1")), (
+        Launch(a, "s0", 264, 256, 32, 0, block_time_s, dram_bytes=1e6),
+        Launch(b, "s1", 132, 128, 64, 0, 2e-5, after=(a,), kind="conv_fwd", layer="x"),
+    ))
+
+
+def test_timing_key_ignores_names_and_labels_only(h100: GPUSpec) -> None:
+    base = _two_kernel_program(h100, ("a", "b"))
+    renamed = _two_kernel_program(h100, ("conv7", "relu9"))
+    assert base.timing_key() == renamed.timing_key()
+    assert simulate(base).makespan_s == simulate(renamed).makespan_s
+    # Anything the engine times by makes another key.
+    assert _two_kernel_program(h100, ("a", "b"), block_time_s=2e-5).timing_key() \
+        != base.timing_key()
+    assert _two_kernel_program(h100, ("a", "b"), priority=-1).timing_key() != base.timing_key()
+
+
+def test_searching_policies_simulate_a_candidate_seen_before_once(
+        h100: GPUSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Program] = []
+
+    def counting(program: Program, **kwargs: Any) -> SimResult:
+        calls.append(program)
+        return simulate(program, **kwargs)
+
+    monkeypatch.setattr(workflow, "simulate", counting)
+    graph = kernel_graph_for("resnet18", batch=1, gpu=h100)
+    ctx = schedule_context(graph, h100, get_cost_model("roofline"))
+    assert ctx.evaluate is not None
+    order = tuple(framework_order(graph))
+    serial = Schedule(order=order, stream_of=dict.fromkeys(order, 0))
+    first = ctx.evaluate(serial)
+    # The same schedule again, and one on stream 1 instead of 0 (the same program but for
+    # the stream's name): answered without simulating.
+    assert ctx.evaluate(serial) == first
+    assert ctx.evaluate(Schedule(order=order, stream_of=dict.fromkeys(order, 1))) == first
+    assert len(calls) == 1

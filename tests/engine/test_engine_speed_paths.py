@@ -94,3 +94,38 @@ def test_blocking_resource_counts_each_sm_at_its_first_zero(sms: list) -> None:
     first_zero = (limits == 0).argmax(axis=0)
     expected = LIMITERS[int(np.bincount(first_zero, minlength=len(LIMITERS)).argmax())]
     assert SMArray.blocking_resource(limits) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps, shapes, st.integers(1, 8))
+def test_a_known_retake_is_what_placing_the_blocks_again_takes(history: list,
+                                                               shape: tuple[int, int, int],
+                                                               blocks: int) -> None:
+    # The replay shortcut: SMArray answers "the same blocks placed again would take exactly
+    # this" from remembered takes; then releasing and allocating must agree.
+    sms = _replay(history)
+    fp = block_footprint(SPEC, *shape)
+    cap = sms.capacity(fp)
+    ids = np.flatnonzero(cap)
+    if not len(ids):
+        return
+    counts = np.minimum(cap[ids], blocks)
+    taken = sms.allocate(fp, ids, counts)
+    known = sms.known_retake(fp, ids, counts, taken)
+    sms.release(ids, taken)
+    again = sms.allocate(fp, ids, counts)
+    if known:
+        assert again is taken  # the remembered take itself
+    sms.check()
+
+
+def test_an_uneven_take_is_remembered_for_the_replay() -> None:
+    # 3 warps a block over 4 register pools: every take is uneven. Placed, the same blocks
+    # are known to take the same again; after another kernel took registers there, not.
+    sms = SMArray(SPEC)
+    fp = block_footprint(SPEC, 96, 40, 0)
+    ids, counts = np.arange(SPEC.sm_count), np.full(SPEC.sm_count, 2)
+    taken = sms.allocate(fp, ids, counts)
+    assert sms.uneven_takes and sms.known_retake(fp, ids, counts, taken)
+    sms.allocate(block_footprint(SPEC, 32, 64, 0), ids[:1], np.array([1]))
+    assert not sms.known_retake(fp, ids, counts, taken)
