@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sim.analysis.processes import available_cpus
 from sim.analysis.sweep import (
     EVALUATORS,
     Dask,
@@ -30,7 +31,6 @@ from sim.analysis.sweep import (
     load_sweep_file,
     run_sweep,
 )
-from sim.analysis.sweep.executors import available_cpus
 from sim.cli.common import print_table
 
 SWEEP_FILE = Path(__file__).resolve().parents[1] / "examples" / "sweeps" / "sms_vs_smem.toml"

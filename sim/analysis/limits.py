@@ -41,7 +41,9 @@ Every time in a report must be finite and > 0: a degenerate GPU (``clock_hz=1e-3
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import math
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +58,8 @@ from gpu_models.kernel import SM_RESOURCES, CostModel
 from gpu_models.occupancy import block_footprint
 from gpu_models.spec import GPUSpec
 from gpu_models.units import US_PER_S
-from sim.analysis.workflow import prepare_workload, run_policy, schedule_context
+from sim.analysis.processes import check_workers, process_pool
+from sim.analysis.workflow import PolicyRun, prepare_workload, run_policy, schedule_context
 from sim.engine.result import SimResult
 from sim.scheduling import (
     DEFAULT_POLICIES,
@@ -68,7 +71,8 @@ from sim.scheduling import (
 from sim.scheduling.base import bottom_levels
 
 #: Called before each policy is simulated, and once at the end with ``""``:
-#: ``(policy name, policies done, policies in all)`` (for a progress bar).
+#: ``(policy name, policies done, policies in all)`` (for a progress bar); with workers, the
+#: names of the policies still running, comma-separated, as each one finishes.
 PolicyProgress = Callable[[str, int, int], None]
 
 #: Speedups within this relative distance of 1 are float noise and reported as 1.
@@ -338,6 +342,7 @@ def compute_limits(
     placement: str = "most-free",
     labels: Mapping[str, Any] | None = None,
     sm_sharing: bool = True,
+    workers: int = 1,
 ) -> LimitsReport:
     """The limits report of ``kernel_graph`` on ``gpu`` (see the module docstring).
 
@@ -345,7 +350,8 @@ def compute_limits(
     simulated (it is the baseline) and comes first. Overheads of ``None`` take the GPU's.
     ``labels`` fill the report's descriptive fields (workload, batch, phase, precision,
     cost_model); they default to the kernel graph's metadata. ``sm_sharing``: the engine's
-    physics (:func:`sim.engine.engine.simulate`), for every run and bound.
+    physics (:func:`sim.engine.engine.simulate`), for every run and bound. ``workers``: see
+    :func:`limits_of`.
     """
     ctx = schedule_context(kernel_graph, gpu, cost_model, launch_overhead_s=launch_overhead_s,
                            event_overhead_s=event_overhead_s, sm_sharing=sm_sharing)
@@ -353,7 +359,7 @@ def compute_limits(
     meta.setdefault("cost_model", type(cost_model).__name__)
     return limits_of(ctx, policies=policies, launch_overhead_s=launch_overhead_s,
                      event_overhead_s=event_overhead_s, keep_results=keep_results, mode=mode,
-                     placement=placement, labels=meta, sm_sharing=sm_sharing)
+                     placement=placement, labels=meta, sm_sharing=sm_sharing, workers=workers)
 
 
 def limits_of(
@@ -368,11 +374,14 @@ def limits_of(
     labels: Mapping[str, Any] | None = None,
     sm_sharing: bool = True,
     progress: PolicyProgress | None = None,
+    workers: int = 1,
 ) -> LimitsReport:
     """The limits report of a priced kernel DAG (:func:`compute_limits` after pricing;
     ``ctx``'s isolated times should be those of the same ``sm_sharing``).
 
     ``progress``, if given, is told which policy runs next (see :data:`PolicyProgress`).
+    ``workers``: policies simulated in that many worker processes at once
+    (:mod:`sim.analysis.processes`; the same report, sooner on a machine with the cores).
     """
     asked = list(DEFAULT_POLICIES if policies is None else policies)
     if not asked:
@@ -381,15 +390,9 @@ def limits_of(
     for policy in ["serial", *asked]:
         resolved = get_policy(policy) if isinstance(policy, str) else policy
         chosen.setdefault(resolved.name, resolved)  # each policy simulated once
-    runs = {}
-    for done, (name, policy) in enumerate(chosen.items()):
-        if progress is not None:
-            progress(name, done, len(chosen))
-        runs[name] = run_policy(ctx, policy, launch_overhead_s=launch_overhead_s,
-                                event_overhead_s=event_overhead_s, mode=mode,
-                                placement=placement, sm_sharing=sm_sharing)
-    if progress is not None:
-        progress("", len(chosen), len(chosen))
+    runs = _run_policies(ctx, chosen, workers, progress, launch_overhead_s=launch_overhead_s,
+                         event_overhead_s=event_overhead_s, mode=mode, placement=placement,
+                         sm_sharing=sm_sharing)
     gpu = ctx.gpu
     launch_s = gpu.launch_overhead_s if launch_overhead_s is None else launch_overhead_s
     # "dependencies" bind only when the DAG itself, not the host, explains the time.
@@ -419,6 +422,44 @@ def limits_of(
     )
 
 
+def _run_policies(ctx: ScheduleContext, chosen: Mapping[str, SchedulingPolicy],
+                  workers: int, progress: PolicyProgress | None,
+                  **options: Any) -> dict[str, PolicyRun]:
+    """Every chosen policy run on ``ctx`` (``options``: :func:`run_policy`'s), in order;
+    with ``workers > 1`` in that many worker processes (each run is a pure function of
+    the context and the policy: the same runs, in any process)."""
+    check_workers(workers)
+    total = len(chosen)
+    if workers == 1 or total == 1:
+        runs = {}
+        for done, (name, policy) in enumerate(chosen.items()):
+            if progress is not None:
+                progress(name, done, total)
+            runs[name] = run_policy(ctx, policy, **options)
+    else:
+        try:
+            pickle.dumps((ctx, list(chosen.values())))
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise GpusimError(f"workers={workers} sends the schedule context and the "
+                              f"policies to worker processes, and they cannot be pickled "
+                              f"({exc}); use workers=1") from None
+        with process_pool(min(workers, total)) as pool:
+            futures = {pool.submit(run_policy, ctx, policy, **options): name
+                       for name, policy in chosen.items()}
+            if progress is not None:
+                progress(", ".join(chosen), 0, total)
+            finished: dict[str, PolicyRun] = {}
+            for done, future in enumerate(cf.as_completed(futures), start=1):
+                finished[futures[future]] = future.result()
+                left = [name for name in chosen if name not in finished]
+                if progress is not None and left:
+                    progress(", ".join(left), done, total)
+        runs = {name: finished[name] for name in chosen}
+    if progress is not None:
+        progress("", total, total)
+    return runs
+
+
 def limits_for_workload(
     name: str,
     *,
@@ -436,14 +477,16 @@ def limits_for_workload(
     sm_sharing: bool = True,
     options: Mapping[str, Any] | None = None,
     progress: PolicyProgress | None = None,
+    workers: int = 1,
 ) -> LimitsReport:
     """The limits report of workload ``name``, prepared by
     :func:`~sim.analysis.workflow.prepare_workload` (built, lowered and priced; ``options``
-    go to the builder or the lowering)."""
+    go to the builder or the lowering; ``workers``: see :func:`limits_of`)."""
     prepared = prepare_workload(
         name, batch=batch, phase=phase, precision=precision, gpu=gpu, cost_model=cost_model,
         origin=origin, launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s,
         resolution=resolution, sm_sharing=sm_sharing, options=options)
     return limits_of(prepared.ctx, policies=policies, keep_results=keep_results,
                      launch_overhead_s=launch_overhead_s, event_overhead_s=event_overhead_s,
-                     labels=prepared.labels, sm_sharing=sm_sharing, progress=progress)
+                     labels=prepared.labels, sm_sharing=sm_sharing, progress=progress,
+                     workers=workers)

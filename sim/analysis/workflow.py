@@ -86,21 +86,37 @@ def schedule_context(
     ctx = ScheduleContext.priced(kernel_graph, gpu, cost_model, sm_sharing=sm_sharing)
     if not evaluate:
         return ctx
+    return ctx.with_evaluator(CandidateEvaluator(ctx, launch_overhead_s=launch_overhead_s,
+                                                 event_overhead_s=event_overhead_s,
+                                                 sm_sharing=sm_sharing))
 
-    # Candidates equal but for their kernels' names (the same stage of repeated modules,
-    # a schedule met again) are simulated once: Program.timing_key.
-    makespans: dict[tuple[Any, ...], float] = {}
 
-    def evaluate_s(schedule: Schedule) -> float:
-        program = to_program(ctx, schedule, launch_overhead_s=launch_overhead_s,
-                             event_overhead_s=event_overhead_s)
+class CandidateEvaluator:
+    """Times a searching policy's candidate schedule of ``ctx`` by simulating its program
+    under the given host overheads and engine physics; makespan in seconds.
+
+    Candidates equal but for their kernels' names (the same stage of repeated modules, a
+    schedule met again) are simulated once (:meth:`Program.timing_key`). A plain object,
+    so that a context carrying it goes to worker processes (``limits_of(workers=...)``).
+    """
+
+    def __init__(self, ctx: ScheduleContext, *, launch_overhead_s: float | None,
+                 event_overhead_s: float | None, sm_sharing: bool) -> None:
+        self.ctx = ctx
+        self.launch_overhead_s = launch_overhead_s
+        self.event_overhead_s = event_overhead_s
+        self.sm_sharing = sm_sharing
+        self._makespans: dict[tuple[Any, ...], float] = {}
+
+    def __call__(self, schedule: Schedule) -> float:
+        program = to_program(self.ctx, schedule, launch_overhead_s=self.launch_overhead_s,
+                             event_overhead_s=self.event_overhead_s)
         key = program.timing_key()
-        makespan = makespans.get(key)
+        makespan = self._makespans.get(key)
         if makespan is None:
-            makespan = makespans[key] = simulate(program, sm_sharing=sm_sharing).makespan_s
+            makespan = simulate(program, sm_sharing=self.sm_sharing).makespan_s
+            self._makespans[key] = makespan
         return makespan
-
-    return ctx.with_evaluator(evaluate_s)
 
 
 @dataclass(frozen=True, eq=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from gpu_models.errors import GpusimError
 from gpu_models.units import US_PER_S
 from sim.analysis.limits import BINDS, limits_for_workload
 from sim.cli.common import (
@@ -39,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--policies", metavar="A,B,...",
                    help=f"policies to compare (default: {','.join(DEFAULT_POLICIES)}); "
                    "serial is always included")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="simulate the policies in N worker processes at once (default 1; "
+                   "the same report, sooner on a machine with the cores)")
     add_json_arg(p)
     p.set_defaults(func=cmd_limits)
     declare_files(p, inputs=("gpu",))
@@ -50,6 +54,8 @@ def _us(seconds: float) -> str:
 
 def cmd_limits(args: argparse.Namespace) -> int:
     gpu = gpu_from_args(args)
+    if args.workers < 1:
+        raise GpusimError(f"--workers must be a positive integer (got {args.workers})")
     policies = None
     if args.policies is not None:
         policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
@@ -64,7 +70,7 @@ def cmd_limits(args: argparse.Namespace) -> int:
             args.workload, batch=args.batch, phase=args.phase, precision=args.precision,
             gpu=gpu, cost_model=args.cost_model, origin=args.origin, policies=policies,
             resolution=args.resolution, sm_sharing=sm_sharing_from_args(args),
-            options=options_from_args(args), progress=report)
+            options=options_from_args(args), progress=report, workers=args.workers)
     if args.json:
         print_json(report_.to_dict())
         return 0

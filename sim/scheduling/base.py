@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 import networkx as nx
 
@@ -74,6 +74,12 @@ class Schedule:
         object.__setattr__(self, "barriers", tuple(self.barriers))
         object.__setattr__(self, "grid_cap", MappingProxyType(dict(self.grid_cap)))
         object.__setattr__(self, "sms", MappingProxyType(dict(self.sms)))
+
+    def __reduce__(self) -> tuple[type[Schedule], tuple[Any, ...]]:
+        # Pickled as its fields (a MappingProxyType does not pickle): worker processes
+        # send schedules back (limits_of(workers=...)).
+        return (Schedule, (self.order, dict(self.stream_of), dict(self.priorities),
+                           self.barriers, dict(self.grid_cap), dict(self.sms), self.note))
 
     @property
     def stream_count(self) -> int:

@@ -17,7 +17,7 @@ from sim.analysis.limits import (
     limits_for_workload,
     work_bound,
 )
-from sim.scheduling import ScheduleContext
+from sim.scheduling import Schedule, ScheduleContext
 
 ROOFLINE = get_cost_model("roofline")
 
@@ -153,3 +153,34 @@ def test_a_launch_bound_run_reports_host_launch() -> None:
     free = limits_for_workload("googlenet", batch=1, policies=("serial",),
                                launch_overhead_s=0.0, event_overhead_s=0.0)
     assert free.binds != "host_launch"
+
+
+def test_policies_in_worker_processes_give_the_same_report() -> None:
+    one = limits_for_workload("googlenet", batch=2, gpu="h100", cost_model="roofline",
+                              keep_results=True)
+    seen: list[tuple[str, int, int]] = []
+    two = limits_for_workload("googlenet", batch=2, gpu="h100", cost_model="roofline",
+                              keep_results=True, workers=2,
+                              progress=lambda *step: seen.append(step))
+    assert two.to_dict() == one.to_dict()
+    assert one.results is not None and two.results is not None
+    for name, result in one.results.items():
+        assert [k.end_s for k in two.results[name].kernels] == [k.end_s for k in result.kernels]
+    # Progress: what is still running, then done.
+    assert seen[0][1] == 0 and seen[-1] == ("", len(one.policies_s), len(one.policies_s))
+
+
+def test_workers_must_be_a_positive_integer_and_policies_picklable(h100: GPUSpec) -> None:
+    with pytest.raises(GpusimError, match="workers must be a positive integer"):
+        compute_limits(dag([("a", "b")]), h100, cost_model=ROOFLINE, workers=0)
+
+    class Local:  # a policy defined in a function cannot be pickled by reference
+        name = "local"
+
+        def schedule(self, ctx: ScheduleContext) -> Schedule:
+            order = tuple(ctx.graph.nodes)
+            return Schedule(order=order, stream_of=dict.fromkeys(order, 0))
+
+    with pytest.raises(GpusimError, match=r"cannot be pickled.*workers=1"):
+        compute_limits(dag([("a", "b")]), h100, cost_model=ROOFLINE, policies=(Local(),),
+                       workers=2)

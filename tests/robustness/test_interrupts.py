@@ -80,6 +80,8 @@ def _big_grid(folder: Path) -> str:
 
 COMMANDS = {
     "limits": ["limits", "--workload", "densenet121", "--phase", "training", "--batch", "256"],
+    "limits-workers": ["limits", "--workload", "densenet121", "--phase", "training", "--batch",
+                       "256", "--workers", "2"],
     "run": ["run", "BIG_GRID"],
     "reproduce": ["reproduce", "--out", "OUT"],
     "simulate": ["simulate", "--workload", "densenet121", "--phase", "training", "--batch",

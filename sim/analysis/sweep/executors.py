@@ -17,28 +17,19 @@ load balanced and lose little work when a sweep is interrupted.
 
 Stopping early (an exception in the consumer, Ctrl-C, ``max_points``) closes the generator;
 each executor then cancels what has not started and shuts its workers down. The local
-pool's workers never outlive the sweep: after an interruption they are terminated rather
-than waited for (a chunk of limits points can take a minute), they ignore SIGINT (Ctrl-C
-in a terminal reaches the whole process group; the parent alone decides what stops, and no
-worker prints a traceback), and on Linux each one asks the kernel to kill it when its
-parent dies (``PR_SET_PDEATHSIG``), so even a ``kill -9`` of the sweep leaves no orphans.
+pool's workers never outlive the sweep (:func:`sim.analysis.processes.process_pool`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import ctypes
-import ctypes.util
-import multiprocessing
-import os
-import signal
-import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, Protocol
 
 from gpu_models.errors import GpusimError
+from sim.analysis.processes import available_cpus, check_workers, process_pool
 from sim.analysis.sweep.evaluate import Row
 from sim.analysis.sweep.points import Point
 
@@ -75,45 +66,6 @@ def chunked(points: Sequence[Point], workers: int) -> list[list[Point]]:
     return [list(points[i:i + size]) for i in range(0, len(points), size)]
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (the affinity mask, not the machine's total)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
-#: ``prctl`` option that delivers a signal to a process when its parent exits (Linux).
-_PR_SET_PDEATHSIG = 1
-
-
-def worker_init(parent_pid: int) -> None:
-    """Set up a worker process: ignore SIGINT, and die with the parent ``parent_pid``
-    (Linux; the pool must start its workers directly, with ``spawn``: a ``forkserver``
-    would be their parent instead, and it outlives the sweep while workers hold it open)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    # The parent may have died before prctl took effect: then this worker is an orphan.
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def _terminate_workers(pool: cf.ProcessPoolExecutor) -> None:
-    """Stop every worker of ``pool`` now, whatever it is running."""
-    # ProcessPoolExecutor has no public way to do this before Python 3.14
-    # (terminate_workers); its process table is the one handle on the workers.
-    processes: dict[int, Any] = getattr(pool, "_processes", None) or {}
-    for process in list(processes.values()):
-        if process.is_alive():
-            process.terminate()
-
-
-def _check_workers(workers: int | None) -> None:
-    if workers is not None and (isinstance(workers, bool) or workers < 1):
-        raise GpusimError(f"workers must be a positive integer (got {workers!r})")
-
-
 @dataclass(frozen=True)
 class Serial:
     """Evaluate points one after another in this process: the reference executor."""
@@ -138,28 +90,16 @@ class LocalPool:
     name: ClassVar[str] = "local"
 
     def __post_init__(self) -> None:
-        _check_workers(self.workers)
+        check_workers(self.workers)
 
     def run(self, task: Task, points: Sequence[Point]) -> Generator[Row, None, None]:
         if not points:
             return
         workers = self.workers or available_cpus()
-        # spawn, not fork: forking a parent that has threads (tqdm's monitor, a Dask client,
-        # the test runner's) can deadlock a child. Not forkserver either: the workers must
-        # be children of this process to die with it (see worker_init).
-        pool = cf.ProcessPoolExecutor(max_workers=workers,
-                                      mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=worker_init, initargs=(os.getpid(),))
-        finished = False
-        try:
+        with process_pool(workers) as pool:
             futures = [pool.submit(run_chunk, task, chunk) for chunk in chunked(points, workers)]
             for future in cf.as_completed(futures):
                 yield from future.result()
-            finished = True
-        finally:
-            if not finished:  # stopped early: running chunks are not waited for
-                _terminate_workers(pool)
-            pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -178,7 +118,7 @@ class Dask:
     name: ClassVar[str] = "dask"
 
     def __post_init__(self) -> None:
-        _check_workers(self.workers)
+        check_workers(self.workers)
         if self.scheduler is not None and not self.scheduler.strip():
             raise GpusimError("dask scheduler address must not be empty")
         if self.scheduler is not None and self.workers is not None:
