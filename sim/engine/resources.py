@@ -334,6 +334,11 @@ class SMThroughput:
         self._max_per_sm: dict[int, int] = {}
         self._dirty = np.zeros(sm_count, dtype=bool)
         self._any_dirty = False
+        #: While no mix of the running kernels can over-subscribe an SM (and none is), the
+        #: loads are not needed and not kept up to date (``_stale``); they are rebuilt from
+        #: the block counts, exactly (integers), when that stops.
+        self._fits = True
+        self._stale = False
         self._reorder()
 
     def acquire(self, seq: int, demand: Sequence[float], max_per_sm: int) -> int:
@@ -383,9 +388,25 @@ class SMThroughput:
                                 for slot in self._slots}
         self._slot_units = {slot: [(r, int(u)) for r, u in enumerate(self._units[slot]) if u]
                             for slot in self._slots}
+        self._check_fits()
+
+    def _check_fits(self) -> None:
+        """Whether no mix of the running kernels can over-subscribe an SM and none is; when
+        that stops, the loads are rebuilt from the block counts (every SM marked changed:
+        only those over-subscribed now are settled, and none was)."""
+        self._fits = (not self.oversubscribed.any()
+                      and all(b <= SHARE_UNITS for b in self._bound))
+        if not self._fits and self._stale:
+            self.loads = self._units.T @ self.counts
+            self._stale = False
+            self._dirty[:] = True
+            self._any_dirty = True
 
     def add(self, slot: int, sm_ids: IntArray, counts: IntArray) -> None:
         self.counts[slot, sm_ids] += counts
+        if self._fits:
+            self._stale = True
+            return
         for r, units in self._slot_units[slot]:
             self.loads[r, sm_ids] += counts * units
         self._dirty[sm_ids] = True
@@ -393,6 +414,9 @@ class SMThroughput:
 
     def remove(self, slot: int, sm_ids: IntArray, counts: IntArray) -> None:
         self.counts[slot, sm_ids] -= counts
+        if self._fits:
+            self._stale = True
+            return
         for r, units in self._slot_units[slot]:
             self.loads[r, sm_ids] -= counts * units
         self._dirty[sm_ids] = True
@@ -404,7 +428,7 @@ class SMThroughput:
         if not self._any_dirty:
             return []
         self._any_dirty = False
-        if not self.oversubscribed.any() and all(b <= SHARE_UNITS for b in self._bound):
+        if self._fits:
             self._dirty[:] = False
             return []  # no mix of the running kernels can over-subscribe an SM
         over_now = self.loads > SHARE_UNITS
@@ -417,6 +441,7 @@ class SMThroughput:
         self._dirty[:] = False
         self.over = over_now
         self.oversubscribed = oversubscribed
+        self._check_fits()
         ids = np.flatnonzero(touched)
         if not len(ids):
             return []
