@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gpu_models.occupancy import LIMITERS, block_footprint, launch_failure
 from gpu_models.presets import load_preset
-from sim.engine.resources import SMArray, take_register_warps
+from sim.engine.resources import SHARE_UNITS, SMArray, SMThroughput, take_register_warps
 
 SPEC = load_preset("h100").replace(sm_count=6)
 shapes = st.tuples(st.sampled_from([32, 64, 96, 128, 160, 256, 384, 512, 1024]),
@@ -129,3 +129,19 @@ def test_an_uneven_take_is_remembered_for_the_replay() -> None:
     assert sms.uneven_takes and sms.known_retake(fp, ids, counts, taken)
     sms.allocate(block_footprint(SPEC, 32, 64, 0), ids[:1], np.array([1]))
     assert not sms.known_retake(fp, ids, counts, taken)
+
+
+def test_sm_loads_rebuilt_exactly_when_over_subscription_becomes_possible() -> None:
+    # While every mix fits (8 x 0.1 of FP32 per SM), loads are not kept; a kernel that could
+    # over-subscribe (2 x 0.6 more) makes them count every resident block again.
+    sm = SMThroughput(4)
+    a = sm.acquire(0, [0.1, 0.0], max_per_sm=8)
+    sm.add(a, np.array([0, 1, 2]), np.array([8, 3, 1]))
+    sm.remove(a, np.array([1]), np.array([1]))
+    assert sm.settle() == []
+    b = sm.acquire(1, [0.6, 0.0], max_per_sm=2)
+    unit = round(0.1 * SHARE_UNITS)
+    assert sm.loads[0].tolist() == [8 * unit, 2 * unit, unit, 0]
+    sm.add(b, np.array([0, 3]), np.array([2, 1]))
+    assert sm.settle() == [a, b]  # SM 0: 0.8 + 1.2 of its FP32 pipes
+    assert sm.sigma[a, 0] < 1 and sm.sigma[b, 0] < 1 and sm.sigma[b, 3] == 1
