@@ -229,6 +229,7 @@ def test_device_script_runs_end_to_end_with_fake_cupy(tmp_path: Path) -> None:
     """scripts/device_campaign.sh as the device runs it: every step, queue children and the
     networks child included (real subprocesses), CuPy stood in for and the networks on the
     CPU; the output within the device tool's return limits."""
+    pytest.importorskip("torch", reason="the networks step runs PyTorch (the torch extra)")
     repo = Path(__file__).resolve().parents[2]
     out = tmp_path / "out"
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYTHON": sys.executable,

@@ -22,7 +22,7 @@ def _torchvision() -> Any:
     try:
         import torchvision
     except Exception as exc:
-        pytest.skip(f"torchvision does not import here: {exc}")
+        pytest.skip(f"torchvision does not import here: {exc}", allow_module_level=True)
     return torchvision
 
 
