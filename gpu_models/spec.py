@@ -263,7 +263,8 @@ class GPUSpec:
             derive("max_smem_per_block_B", min(self.max_smem_per_block_B, smem - reserved),
                    "smem_per_sm_B")
         warp = changes.get("warp_size", self.warp_size)
-        if "max_threads_per_sm" in changes and "max_warps_per_sm" not in changes:
+        # (A warp size below 1 derives nothing: validation below names it.)
+        if "max_threads_per_sm" in changes and "max_warps_per_sm" not in changes and warp > 0:
             derive("max_warps_per_sm", int(changes["max_threads_per_sm"]) // warp,
                    "max_threads_per_sm")
         elif "max_warps_per_sm" in changes and "max_threads_per_sm" not in changes:

@@ -32,13 +32,18 @@ def test_every_module_imports_without_the_optional_extras() -> None:
 
 
 
-def test_commands_that_do_not_plot_do_not_import_matplotlib() -> None:
-    """Start-up: matplotlib (a third of a second) is imported only by commands that draw."""
+def test_commands_that_do_not_plot_or_simulate_import_neither() -> None:
+    """Start-up: matplotlib (a third of a second) is imported only by commands that draw, the
+    engine (SimPy, networkx) only by commands that simulate: a command line imports only its
+    own command's module."""
     code = ("import contextlib, io, sys\n"
             "from sim.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    main(['gpus'])\n"
-            "sys.exit(1 if 'matplotlib' in sys.modules else 0)\n")
+            "bad = [m for m in ('matplotlib', 'simpy', 'networkx', 'sim.engine') "
+            "if m in sys.modules]\n"
+            "print(bad)\n"
+            "sys.exit(1 if bad else 0)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

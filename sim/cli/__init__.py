@@ -38,19 +38,26 @@ from sim.cli.files import check_files, output_paths
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
 
-# Order here is the order of ``gpusim --help``.
-COMMAND_MODULES: tuple[str, ...] = (
-    "sim.cli.gpus",
-    "sim.cli.workloads",
-    "sim.cli.op",
-    "sim.cli.run",
-    "sim.cli.simulate",
-    "sim.cli.limits",
-    "sim.cli.reproduce",
-    "sim.cli.calib",
-    "sim.cli.sweep",
-    "sim.cli.validate",
-)
+#: Every command and the module that registers it; the order here is the order of
+#: ``gpusim --help``. A command line that names a command imports only that command's
+#: module (start-up: ``gpusim gpus`` need not import the engine, networkx or matplotlib).
+COMMANDS: dict[str, str] = {
+    "gpus": "sim.cli.gpus",
+    "occupancy": "sim.cli.gpus",
+    "workloads": "sim.cli.workloads",
+    "graph": "sim.cli.workloads",
+    "op": "sim.cli.op",
+    "run": "sim.cli.run",
+    "simulate": "sim.cli.simulate",
+    "limits": "sim.cli.limits",
+    "reproduce": "sim.cli.reproduce",
+    "calibrate": "sim.cli.calib",
+    "sweep": "sim.cli.sweep",
+    "plot-sweep": "sim.cli.sweep",
+    "validate": "sim.cli.validate",
+}
+#: The command modules, in ``gpusim --help`` order.
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,8 +67,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"gpusim: error: {self.prog}: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, with every command module registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: with every command module registered, or only the one that
+    registers ``command`` (a name in :data:`COMMANDS`)."""
     parser = _Parser(
         prog="gpusim",
         description="Discrete-event GPU execution simulator: how fast would a network run "
@@ -69,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                        parser_class=_Parser)
-    for module_name in COMMAND_MODULES:
+    modules = COMMAND_MODULES if command is None else (COMMANDS[command],)
+    for module_name in modules:
         importlib.import_module(module_name).register(subparsers)
     _describe_commands(parser)
     return parser
@@ -179,8 +188,11 @@ def _run(argv: Sequence[str] | None) -> int:
     args: Any = None
     try:
         with _warnings_as_lines():
-            parser = build_parser()
-            args = parser.parse_args(argv)
+            given = list(sys.argv[1:] if argv is None else argv)
+            # Only the named command's module (the full parser for --help, a mistyped
+            # command or none: argparse then lists every command).
+            parser = build_parser(given[0] if given and given[0] in COMMANDS else None)
+            args = parser.parse_args(given)
             check_files(args)
             return int(args.func(args) or 0)
     except GpusimError as exc:

@@ -27,7 +27,7 @@ parameter file (an existing file only with ``--overwrite``); the committed
 ``register_calibrate(subparsers)`` (it receives the group's ``add_subparsers`` object,
 exactly like a top-level command module's ``register``) and lists itself in
 :data:`CALIBRATE_MODULES` below. This module stays the only top-level registration of
-``calibrate`` (its line in ``sim.cli.COMMAND_MODULES``).
+``calibrate`` (its line in ``sim.cli.COMMANDS``).
 """
 
 from __future__ import annotations

@@ -8,14 +8,16 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from gpu_models.errors import GpusimError
 from gpu_models.presets import DEFAULT_GPU, resolve_gpu
 from gpu_models.spec import GPUSpec
-from sim.engine.engine import Progress
+
+if TYPE_CHECKING:  # the engine is not imported by commands that never simulate (gpus)
+    from sim.engine.engine import Progress
 
 
 def add_json_arg(parser: argparse.ArgumentParser) -> None:

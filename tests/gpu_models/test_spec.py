@@ -214,6 +214,9 @@ def test_sources_of_a_cached_preset_are_read_only(h100: GPUSpec) -> None:
 def test_warps_and_threads_per_sm_follow_each_other(h100: GPUSpec) -> None:
     assert h100.replace(max_warps_per_sm=32).max_threads_per_sm == 1024
     assert h100.replace(max_threads_per_sm=1024).max_warps_per_sm == 32
+    # A warp size of 0 derives nothing (no ZeroDivisionError): the field itself is refused.
+    with pytest.raises(GpusimError, match="warp_size must be > 0"):
+        h100.replace(max_threads_per_sm=1024, warp_size=0)
 
 
 @pytest.mark.parametrize(

@@ -205,3 +205,18 @@ def test_run_explains_where_the_time_went_in_words(cli: CliRun) -> None:
     code, out, _ = cli("run", str(program))
     assert code == 0 and "time spent: false dependency in a hardware queue" in out
     assert "_s" not in out.splitlines()[-1]
+
+
+def test_each_command_line_builds_the_parser_of_its_own_command_only() -> None:
+    # sim.cli.COMMANDS (which module registers each command) is what the modules register;
+    # a command line builds the parser of its module alone, the same for that command.
+    from sim.cli import COMMANDS as REGISTRY
+
+    full = {names[0]: parser for names, parser in COMMANDS if len(names) == 1}
+    assert list(full) == list(REGISTRY)
+    for command, module in REGISTRY.items():
+        alone = build_parser(command)
+        found = {names[0]: p for names, p in every_command(alone) if len(names) == 1}
+        assert command in found, (command, module)
+        assert set(found) == {c for c, m in REGISTRY.items() if m == module}
+        assert found[command].format_help() == full[command].format_help()
