@@ -283,11 +283,11 @@ class Engine:
         sm_rate = self.execution.replay_sm_rate(group)
         if sm_rate is None or not self._same_take(group):
             return False
+        self.monitor.finished(group, self.env.now)  # before the group starts afresh
         self.execution.replace(group, sm_rate)
         kernel = group.kernel
         kernel.to_dispatch -= group.blocks
         cast(IntArray, kernel.sm_blocks)[group.sm_ids] += group.counts
-        self.monitor.finished(group, self.env.now)
         self.monitor.started(group.blocks)
         self.monitor.passes += 1
         return True

@@ -163,16 +163,20 @@ class Execution:
     def replace(self, group: BlockGroup, sm_rate: float) -> None:
         """``group`` ended and as many new blocks of its kernel take its place on its SMs,
         nothing else having changed (a replay): every load, share and rate stays as it
-        was, so the new group starts at the old one's rate (``sm_rate``, the kernel's DRAM
-        factor) with the whole block time ahead, as the full pass would start it."""
+        was, so the new blocks start at the old ones' rate (``sm_rate``, the kernel's DRAM
+        factor) with the whole block time ahead, as the full pass would start them. The
+        group object itself carries them (it moves to the end of its kernel's groups, where
+        a new group would be)."""
         kernel = group.kernel
         now = self.env.now
-        new = BlockGroup(kernel, group.sm_ids, group.counts, group.taken, group.blocks, now,
-                         remaining_s=kernel.launch.block_time_s, updated_s=now,
-                         sm_rate=sm_rate)
-        del kernel.groups[id(group)]
-        kernel.groups[id(new)] = new
-        self._set_rate(new, 1.0 if kernel.slot < 0 and kernel.demand_Bps == 0
+        group.start_s = group.updated_s = now
+        group.remaining_s = kernel.launch.block_time_s
+        group.rate = 1.0
+        group.sm_rate = sm_rate
+        group.timer = None
+        key = id(group)
+        kernel.groups[key] = kernel.groups.pop(key)
+        self._set_rate(group, 1.0 if kernel.slot < 0 and kernel.demand_Bps == 0
                        else sm_rate * kernel.dram_factor)
 
     def settle(self) -> None:

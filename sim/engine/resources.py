@@ -339,6 +339,8 @@ class SMThroughput:
         #: the block counts, exactly (integers), when that stops.
         self._fits = True
         self._stale = False
+        self._units_of: dict[int, tuple[int, ...]] = {}
+        self._demand_of: dict[int, tuple[float, ...]] = {}
         self._reorder()
 
     def acquire(self, seq: int, demand: Sequence[float], max_per_sm: int) -> int:
@@ -354,9 +356,13 @@ class SMThroughput:
             self._free = list(range(2 * grow - 1, grow - 1, -1))
             self._capacity *= 2
         slot = self._free.pop()
-        self._units[slot] = [round(d * SHARE_UNITS) for d in demand]
+        units = tuple(round(d * SHARE_UNITS) for d in demand)
+        self._units[slot] = units
         self.demand[slot] = self._units[slot] / SHARE_UNITS
         self._max_per_sm[slot] = max_per_sm
+        # The same values as plain Python numbers, for the per-kernel bookkeeping below.
+        self._units_of[slot] = units
+        self._demand_of[slot] = tuple(u / SHARE_UNITS for u in units)
         index = len(self.active)
         while index and self.active[index - 1][0] > seq:
             index -= 1
@@ -369,25 +375,26 @@ class SMThroughput:
         self.active = [(s, k) for s, k in self.active if k != slot]
         self.demand[slot] = 0.0
         self._units[slot] = 0
+        del self._units_of[slot], self._demand_of[slot]
         self.sigma[slot] = 1.0
         self._free.append(slot)
         self._reorder()
 
     def _reorder(self) -> None:
         """Cache the active slots in launch order, and per resource those that use it."""
-        self._slots = [slot for _, slot in self.active]
-        self._rows = np.array(self._slots, dtype=np.int64)
-        self._users = [[(row, float(self.demand[slot, r])) for row, slot in enumerate(self._slots)
-                        if self.demand[slot, r] > 0] for r in range(self.resources)]
+        slots = self._slots = [slot for _, slot in self.active]
+        self._rows = np.array(slots, dtype=np.int64)
+        units_of, demand_of = self._units_of, self._demand_of
+        self._users = [[(row, demand_of[slot][r]) for row, slot in enumerate(slots)
+                        if units_of[slot][r]] for r in range(self.resources)]
         # The most any SM could be asked, per resource: every kernel at its occupancy. While
         # it fits, no SM can be over-subscribed and settling costs nothing.
-        self._bound = [sum(self._max_per_sm[slot] * int(self._units[slot, r])
-                           for slot in (self._slots[row] for row, _ in users))
+        self._bound = [sum(self._max_per_sm[slots[row]] * units_of[slots[row]][r]
+                           for row, _ in users)
                        for r, users in enumerate(self._users)]
-        self.per_slot_demand = {slot: tuple(float(v) for v in self.demand[slot])
-                                for slot in self._slots}
-        self._slot_units = {slot: [(r, int(u)) for r, u in enumerate(self._units[slot]) if u]
-                            for slot in self._slots}
+        self.per_slot_demand = {slot: demand_of[slot] for slot in slots}
+        self._slot_units = {slot: [(r, u) for r, u in enumerate(units_of[slot]) if u]
+                            for slot in slots}
         self._check_fits()
 
     def _check_fits(self) -> None:
