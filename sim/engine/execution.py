@@ -153,7 +153,7 @@ class Execution:
         (a replay, :mod:`sim.engine.engine`); ``None`` if their SMs' rates came apart."""
         kernel = group.kernel
         sm_rate = 1.0
-        if kernel.slot >= 0 and self.sm.oversubscribed.any():
+        if kernel.slot >= 0 and self.sm.any_oversubscribed:
             sigma = self.sm.sigma[kernel.slot, group.sm_ids]
             sm_rate = float(sigma[0])
             if not (sigma == sm_rate).all():
@@ -209,7 +209,7 @@ class Execution:
     # ------------------------------------------------------------------ splitting
     def _split_new(self, group: BlockGroup) -> None:
         """A new group takes the SM rate of its SMs; SMs at other rates, new groups."""
-        if not self.sm.oversubscribed.any():
+        if not self.sm.any_oversubscribed:
             return  # every SM rate is 1, the group's already
         sigma = self.sm.sigma[group.kernel.slot, group.sm_ids]
         for part in self._split(group, sigma):

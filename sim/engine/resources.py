@@ -331,6 +331,8 @@ class SMThroughput:
         #: SMs over-subscribed on each resource, and whether any is.
         self.over = np.zeros((self.resources, sm_count), dtype=bool)
         self.oversubscribed = np.zeros(self.resources, dtype=bool)
+        #: ``oversubscribed.any()``, kept as a plain bool (asked on every replay).
+        self.any_oversubscribed = False
         self._max_per_sm: dict[int, int] = {}
         self._dirty = np.zeros(sm_count, dtype=bool)
         self._any_dirty = False
@@ -401,7 +403,7 @@ class SMThroughput:
         """Whether no mix of the running kernels can over-subscribe an SM and none is; when
         that stops, the loads are rebuilt from the block counts (every SM marked changed:
         only those over-subscribed now are settled, and none was)."""
-        self._fits = (not self.oversubscribed.any()
+        self._fits = (not self.any_oversubscribed
                       and all(b <= SHARE_UNITS for b in self._bound))
         if not self._fits and self._stale:
             self.loads = self._units.T @ self.counts
@@ -440,7 +442,8 @@ class SMThroughput:
             return []  # no mix of the running kernels can over-subscribe an SM
         over_now = self.loads > SHARE_UNITS
         oversubscribed = np.asarray(over_now.any(axis=1))
-        if not oversubscribed.any() and not self.oversubscribed.any():
+        any_now = bool(oversubscribed.any())
+        if not any_now and not self.any_oversubscribed:
             self._dirty[:] = False
             return []  # no SM is or was over-subscribed: every rate is and stays 1
         # Only changed SMs over-subscribed now or before can have (had) rates below 1.
@@ -448,6 +451,7 @@ class SMThroughput:
         self._dirty[:] = False
         self.over = over_now
         self.oversubscribed = oversubscribed
+        self.any_oversubscribed = any_now
         self._check_fits()
         ids = np.flatnonzero(touched)
         if not len(ids):
