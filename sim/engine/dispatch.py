@@ -62,6 +62,11 @@ class KernelRun:
     to_dispatch: int = 0
     running: int = 0
     done: bool = False
+    #: Kernels this one waits for that have not completed (:meth:`wire`, :meth:`completed`):
+    #: asked of queue heads on every pass where a queue changed, so a count, not a scan.
+    waiting_on: int = 0
+    #: Kernels that wait for this one.
+    dependents: list[KernelRun] = field(default_factory=list)
     launch_begin_s: float = float("nan")
     launch_s: float = float("nan")
     ready_s: float = float("nan")
@@ -79,13 +84,19 @@ class KernelRun:
     #: Bytes one resident block keeps in flight to DRAM.
     in_flight_per_block_B: float = 0.0
 
-    def waits(self) -> bool:
-        """Whether some kernel this one waits for has not completed (:meth:`unmet` without
-        building the list: asked of queue heads on every pass where a queue changed)."""
-        pred = self.stream_pred
-        if pred is not None and not pred.done:
-            return True
-        return any(not k.done for k in self.after) if self.after else False
+    def wire(self) -> None:
+        """Count the kernels this one waits for and tell each of them (once, when the
+        program's kernels are built): :attr:`waiting_on` is then kept as they complete."""
+        deps = {id(k): k for k in ([self.stream_pred] if self.stream_pred else []) + self.after}
+        self.waiting_on = sum(not k.done for k in deps.values())
+        for k in deps.values():
+            k.dependents.append(self)
+
+    def completed(self) -> None:
+        """This kernel completed: the kernels waiting for it wait for one fewer."""
+        self.done = True
+        for k in self.dependents:
+            k.waiting_on -= 1
 
     def unmet(self) -> list[KernelRun]:
         """Kernels this one still waits for (stream predecessor first)."""
@@ -155,10 +166,10 @@ class HardwareQueue:
         if len(self._per_stream) < 2:
             return False
         head = self.pending[0]
-        if not head.waits():
+        if not head.waiting_on:
             return False
         head_stream = head.launch.stream
-        return any(stream != head_stream and not kernels[0].waits()
+        return any(stream != head_stream and not kernels[0].waiting_on
                    for stream, kernels in self._per_stream.items())
 
 

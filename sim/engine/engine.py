@@ -159,6 +159,7 @@ class Engine:
             kernels.append(kernel)
         for kernel in kernels:
             kernel.after = [by_name[name] for name in kernel.launch.after]
+            kernel.wire()
         return kernels
 
     # ------------------------------------------------------------------ run
@@ -198,7 +199,7 @@ class Engine:
         # A pass is needed only if blocks may go out or a "what binds" clock may change:
         # the kernel was handed over, waits only on the resident-grid limit, or now
         # sits behind a head of another stream that waits.
-        if (self._advance_queues() or (queue.head() is kernel and not kernel.waits())
+        if (self._advance_queues() or (queue.head() is kernel and not kernel.waiting_on)
                 or queue.falsely_blocked()):
             self._request_dispatch()
 
@@ -211,7 +212,7 @@ class Engine:
             best: KernelRun | None = None
             for queue in self.queues:
                 head = queue.head()
-                if head is not None and not head.waits() and (best is None
+                if head is not None and not head.waiting_on and (best is None
                                                               or head.seq < best.seq):
                     best = head
             if best is None:
@@ -321,7 +322,7 @@ class Engine:
         self.running_blocks -= group.blocks
         self.monitor.finished(group, now)
         if not kernel.to_dispatch and not kernel.running:
-            kernel.done = True
+            kernel.completed()
             self.execution.kernel_done(kernel)
             self._queues_changed = True
             kernel.end_s = now
@@ -359,7 +360,7 @@ class Engine:
         if self._queues_changed:
             self._queues_changed = False
             at_limit = self.resident >= self.program.gpu.max_resident_grids and any(
-                (h := q.head()) is not None and not h.waits() for q in self.queues)
+                (h := q.head()) is not None and not h.waiting_on for q in self.queues)
             self.monitor.sample_queues(now, any(q.falsely_blocked() for q in self.queues),
                                        at_limit)
         if self._sms_changed:

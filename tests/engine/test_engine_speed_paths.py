@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from gpu_models.occupancy import LIMITERS, block_footprint, launch_failure
 from gpu_models.presets import load_preset
+from sim.engine.engine import Engine
+from sim.engine.program import Launch, Program, StreamDef
 from sim.engine.resources import SHARE_UNITS, SMArray, SMThroughput, take_register_warps
 
 SPEC = load_preset("h100").replace(sm_count=6)
@@ -145,3 +147,19 @@ def test_sm_loads_rebuilt_exactly_when_over_subscription_becomes_possible() -> N
     sm.add(b, np.array([0, 3]), np.array([2, 1]))
     assert sm.settle() == [a, b]  # SM 0: 0.8 + 1.2 of its FP32 pipes
     assert sm.sigma[a, 0] < 1 and sm.sigma[b, 0] < 1 and sm.sigma[b, 3] == 1
+
+
+def test_dependency_counts_follow_completions() -> None:
+    # b waits for a on its stream and by an event (one dependency, counted once); c waits for
+    # a and b. The counts replace scans of the dependencies on every pass.
+    program = Program(SPEC, (StreamDef("s0"), StreamDef("s1")), (
+        Launch("a", "s0", 6, 128, 32, 0, 1e-6),
+        Launch("b", "s0", 6, 128, 32, 0, 1e-6, after=("a",)),
+        Launch("c", "s1", 6, 128, 32, 0, 1e-6, after=("a", "b")),
+    ))
+    engine = Engine(program)
+    a, b, c = engine.kernels
+    assert (a.waiting_on, b.waiting_on, c.waiting_on) == (0, 1, 2)
+    assert a.dependents == [b, c] and b.dependents == [c]
+    engine.run()
+    assert all(k.done and k.waiting_on == 0 and not k.unmet() for k in engine.kernels)
