@@ -198,6 +198,10 @@ def build_cases(work: Path) -> list[Case]:
         Case("sweep --resume / --out", [*sweep, "--out", str(work / "r.txt")], "error"),
         Case("sweep --resume / --out", [*sweep, "--set", "sm_count=lots,66"], "ok"),
         Case("sweep --resume / --out", [*sweep, "--workers", "0"], "error"),
+        Case("limits --workers", ["limits", "--workload", "alexnet", "--workers", "0"], "error"),
+        Case("limits --workers", ["limits", "--workload", "alexnet", "--workers", "two"],
+             "error"),
+        Case("limits --workers", ["limits", "--workload", "alexnet", "--workers", "2"], "ok"),
         Case("sweep --resume / --out", ["sweep", "--workload", "nosuch"], "error"),
     ]
     results = work / "r.csv"
