@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from gpu_models.errors import GpusimError
 from gpu_models.units import US_PER_S
 from sim.analysis.limits import BINDS, limits_for_workload
+from sim.analysis.processes import check_workers
 from sim.cli.common import (
     add_json_arg,
     gpu_from_args,
@@ -54,8 +54,7 @@ def _us(seconds: float) -> str:
 
 def cmd_limits(args: argparse.Namespace) -> int:
     gpu = gpu_from_args(args)
-    if args.workers < 1:
-        raise GpusimError(f"--workers must be a positive integer (got {args.workers})")
+    check_workers(args.workers)  # before the workload is prepared
     policies = None
     if args.policies is not None:
         policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())

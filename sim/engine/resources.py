@@ -358,13 +358,12 @@ class SMThroughput:
             self._free = list(range(2 * grow - 1, grow - 1, -1))
             self._capacity *= 2
         slot = self._free.pop()
-        units = tuple(round(d * SHARE_UNITS) for d in demand)
+        # Kept as plain Python numbers too, for the per-kernel bookkeeping below.
+        units = self._units_of[slot] = tuple(round(d * SHARE_UNITS) for d in demand)
+        shares = self._demand_of[slot] = tuple(u / SHARE_UNITS for u in units)
         self._units[slot] = units
-        self.demand[slot] = self._units[slot] / SHARE_UNITS
+        self.demand[slot] = shares
         self._max_per_sm[slot] = max_per_sm
-        # The same values as plain Python numbers, for the per-kernel bookkeeping below.
-        self._units_of[slot] = units
-        self._demand_of[slot] = tuple(u / SHARE_UNITS for u in units)
         index = len(self.active)
         while index and self.active[index - 1][0] > seq:
             index -= 1
