@@ -20,13 +20,15 @@ conventions are the same for every command:
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import importlib
 import signal
 import sys
 import threading
+import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -37,6 +39,10 @@ from sim.cli.files import check_files, output_paths
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+
+#: Delay before an interrupt that a finaliser swallowed is delivered again (seconds): long
+#: enough for the finaliser to have returned, short against the 2 s a Ctrl-C may take.
+REDELIVER_AFTER_S = 0.05
 
 #: Every command and the module that registers it; the order here is the order of
 #: ``gpusim --help``. A command line that names a command imports only that command's
@@ -144,14 +150,48 @@ class _Interrupts:
     """A SIGINT handler that raises :class:`KeyboardInterrupt` as Python's own does, and
     remembers that it did: some libraries turn the interrupt into another error on its way
     out (matplotlib's renderers raise ``ValueError: Invalid bounding box`` from a drawing
-    cut short), and a Ctrl-C is still a Ctrl-C."""
+    cut short), and a Ctrl-C is still a Ctrl-C.
 
-    def __init__(self) -> None:
+    An interrupt can also land where Python swallows exceptions: in a weakref callback or a
+    ``__del__`` that the garbage collector runs, where it is printed as "Exception ignored"
+    and the command carries on as if no Ctrl-C had come. :meth:`unraisable` (installed as
+    :func:`sys.unraisablehook`) catches exactly that case and delivers the interrupt again,
+    as a fresh SIGINT that reaches the handler once the callback has returned."""
+
+    def __init__(self, previous_hook: Callable[[Any], object]) -> None:
         self.seen = False
+        self.previous_hook = previous_hook
+        self._finished = False
+        self._redeliveries: list[threading.Thread] = []
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self._finished:  # a re-delivery that arrives as the command ends
+            return
         self.seen = True
         raise KeyboardInterrupt
+
+    def unraisable(self, info: Any) -> None:
+        """``sys.unraisablehook``: re-deliver a swallowed interrupt, pass anything else on."""
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            self.previous_hook(info)
+        elif not self._finished:
+            # Raised from here it would be swallowed again (the hook runs inside the
+            # finaliser's context): signal from a thread, once the finaliser has returned.
+            thread = threading.Thread(target=self._redeliver, daemon=True,
+                                      name="gpusim-interrupt")
+            self._redeliveries.append(thread)
+            thread.start()
+
+    def _redeliver(self) -> None:
+        time.sleep(REDELIVER_AFTER_S)
+        if not self._finished:
+            _thread.interrupt_main(signal.SIGINT)
+
+    def finish(self) -> None:
+        """Stop re-delivering: the command is over."""
+        self._finished = True
+        for thread in self._redeliveries:
+            thread.join()
 
 
 @contextmanager
@@ -159,28 +199,35 @@ def _noticing_interrupts() -> Iterator[_Interrupts]:
     """Install :class:`_Interrupts` for the duration of a command, where SIGINT has Python's
     default handler and we are on the main thread (signal handlers can only be set there);
     elsewhere leave the handling as it is."""
-    interrupts = _Interrupts()
+    interrupts = _Interrupts(sys.unraisablehook)
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield interrupts
         return
     previous = signal.signal(signal.SIGINT, interrupts)
+    sys.unraisablehook = interrupts.unraisable
     try:
         yield interrupts
     finally:
+        interrupts.finish()
+        sys.unraisablehook = interrupts.previous_hook
         signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpusim`` console script; returns the exit code."""
-    with _noticing_interrupts() as interrupts:
-        try:
-            return _run(argv)
-        except Exception:
-            if not interrupts.seen:
-                raise
-            print("gpusim: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+    try:
+        with _noticing_interrupts() as interrupts:
+            try:
+                return _run(argv)
+            except Exception:
+                if not interrupts.seen:
+                    raise
+                print("gpusim: interrupted", file=sys.stderr)
+                return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # a re-delivered interrupt that reached the way out
+        print("gpusim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _run(argv: Sequence[str] | None) -> int:
