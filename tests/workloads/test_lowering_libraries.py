@@ -27,7 +27,7 @@ from workloads.lowering import (
     lower_layer,
     select_tile,
 )
-from workloads.lowering.algorithms import choose_algorithm
+from workloads.lowering.algorithms import AlgorithmRule, choose_algorithm
 from workloads.lowering.ops import operand_dram_B, read_fraction
 from workloads.lowering.tiles import load_table, split_for_waves
 
@@ -210,6 +210,37 @@ def test_strided_dgrad_on_turing_zeroes_the_gradient_first(rtx: GPUSpec) -> None
     assert not any("scalePacked" in k.library_name for k in lower_layer(
         conv_layer(32, (64, 56, 56), 128, (3, 3), stride=(2, 2), padding=(1, 1),
                    pass_="dgrad"), a100, precision="tf32"))
+
+
+
+def test_strided_dgrad_on_pascal_multiplies_the_zero_taps() -> None:
+    # The same downsample as above on the P100 (cuDNN 6): the dgrad GEMM over all 8 x 56 x
+    # 56 input pixels executes every tap, 4x the layer's MACs; its forward pass does not,
+    # nor does a stride-1 dgrad, nor the T4's (cuDNN 7.6) strided dgrad.
+    p100, t4 = load_preset("p100"), load_preset("t4")
+    macs = 8 * 28 * 28 * 512 * 256
+
+    def main_flops(gpu: GPUSpec, pass_: str, stride: int) -> float:
+        size = 28 * stride
+        layer = conv_layer(8, (256, size, size), 512, (1, 1), stride=(stride, stride),
+                           pass_=pass_)
+        return max(k.flops for k in lower_layer(layer, gpu))
+
+    assert main_flops(p100, "dgrad", 2) == 4 * 2 * macs
+    assert main_flops(p100, "fwd", 2) == 2 * macs
+    assert main_flops(p100, "dgrad", 1) == 2 * macs
+    assert main_flops(t4, "dgrad", 2) == 2 * macs
+    rule = choose_algorithm(arch="sm61", math="simt", layout="nchw", pass_="dgrad",
+                            kernel=(3, 3), stride=(2, 2), channels=64)
+    assert rule.multiplies_zero_taps and "DeepBench" in rule.source
+
+
+def test_zero_tap_and_zero_fill_flags_belong_to_implicit_gemm_dgrad_rules() -> None:
+    for flag in ("multiplies_zero_taps", "zero_fill_output"):
+        for algorithm, passes in (("implicit_gemm", ["fprop"]), ("winograd_nonfused", ["dgrad"])):
+            with pytest.raises(GpusimError, match=flag):
+                AlgorithmRule(algorithm=algorithm, arch=["sm60"], math=["simt"],
+                              layout=["nchw"], passes=passes, source="test", **{flag: True})
 
 
 # ---------------------------------------------------------------------- split-K

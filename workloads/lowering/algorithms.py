@@ -50,6 +50,9 @@ class AlgorithmRule:
     max_channels: int | None = None
     #: cuDNN zeroes the data gradient first (scalePackedTensor_kernel).
     zero_fill_output: bool = False
+    #: The strided data gradient's implicit GEMM multiplies the zeros between the output
+    #: gradient's pixels too: it executes ``stride^2`` times the layer's MACs.
+    multiplies_zero_taps: bool = False
 
     def __post_init__(self) -> None:
         for name in ("arch", "math", "layout", "passes"):
@@ -72,8 +75,10 @@ class AlgorithmRule:
             fail("arch and layout must be non-empty")
         if not self.source:
             fail("every rule needs a source")
-        if self.zero_fill_output and self.passes != ("dgrad",):
-            fail("zero_fill_output applies to dgrad rules only")
+        for flag in ("zero_fill_output", "multiplies_zero_taps"):
+            if getattr(self, flag) and (self.passes != ("dgrad",)
+                                        or self.algorithm != "implicit_gemm"):
+                fail(f"{flag} applies to implicit_gemm dgrad rules only")
 
     def matches(self, *, arch: str, math: str, layout: str, pass_: str,
                 kernel: tuple[int, int], stride: tuple[int, int], channels: int) -> bool:

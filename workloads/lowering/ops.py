@@ -8,8 +8,9 @@ What each op becomes (eager PyTorch on cuDNN/cuBLAS; launch shapes from
   an fp32 NCHW 3x3 stride-1 pass is Winograd (:func:`winograd_nonfused_kernels`: two
   transforms, 36 batched GEMMs, an inverse transform; :func:`winograd_fused_kernels` for a
   data gradient of at most 64 channels), and a strided data gradient there first zeroes its
-  output (``scalePackedTensor_kernel``); everything else is one implicit-GEMM kernel per
-  pass, shapes (per group, ``g`` groups in grid z):
+  output (``scalePackedTensor_kernel``); on sm60/sm61 (cuDNN 6) a strided data gradient's
+  kernel multiplies the zero taps too (``stride^2`` x the MACs); everything else is one
+  implicit-GEMM kernel per pass, shapes (per group, ``g`` groups in grid z):
 
   ========  ===============  =============  ===============
   pass      M                N              K
@@ -62,7 +63,8 @@ What each op becomes (eager PyTorch on cuDNN/cuBLAS; launch shapes from
 
 FLOPs are the FLOPs a kernel executes: the useful ``2 x MACs`` of the layer for an implicit
 GEMM (a strided data gradient's included: its GEMM over all input pixels has 1/stride^2 of
-its taps non-zero), the transformed GEMM's for Winograd (a quarter of the direct
+its taps non-zero; all of them where the algorithm rule says the kernel multiplies the zeros
+too), the transformed GEMM's for Winograd (a quarter of the direct
 convolution's for 4x4 tiles), the layer's elementwise estimate otherwise; the padding waste
 of partial tiles is not counted (a cost model can derive it from grid x tile). DRAM bytes
 of a GEMM kernel count each operand as the real tensor read at the resolution the filter
@@ -428,8 +430,13 @@ def _is_pointwise_conv(layer: Layer) -> bool:
             and layer.groups == 1 and image[2] * image[3] >= POINTWISE_GEMM_MIN_PIXELS)
 
 
-def gemm_kernels(layer: Layer, ctx: Context, *, epilogue: str = "") -> list[KernelSpec]:
-    """The GEMM kernel of a conv/linear layer (+ split-K reduction), tile chosen per arch."""
+def gemm_kernels(layer: Layer, ctx: Context, *, epilogue: str = "",
+                 multiplies_zero_taps: bool = False) -> list[KernelSpec]:
+    """The GEMM kernel of a conv/linear layer (+ split-K reduction), tile chosen per arch.
+
+    ``multiplies_zero_taps``: a strided data gradient's kernel executes every tap of its
+    GEMM over all input pixels, the zeros between the output gradient's pixels included
+    (the algorithm rule says where)."""
     pass_, kind = _PASS_OF[layer.op]
     work = gemm_shape(layer, ctx.elem_B)
     shape = work
@@ -453,8 +460,11 @@ def gemm_kernels(layer: Layer, ctx: Context, *, epilogue: str = "") -> list[Kern
     if images and layer.op is OpType.CONV2D_WGRAD:
         choice = dataclasses.replace(choice, split_k=images)
     # The useful FLOPs: 2 x the layer's MACs (a strided data gradient's implicit GEMM over
-    # all N*H*W input pixels has only 1/stride^2 of its taps non-zero).
+    # all N*H*W input pixels has only 1/stride^2 of its taps non-zero), unless the kernel
+    # multiplies the zero taps as well.
     flops = 2.0 * layer.macs if layer.macs else 2.0 * work.m * work.n * work.k * work.groups
+    if multiplies_zero_taps and layer.op is OpType.CONV2D_DGRAD:
+        flops = 2.0 * work.m * work.n * work.k * work.groups
     return _gemm_launch(layer, ctx, kind, shape, choice, flops=flops,
                         label=f"{choice.tile.name}{epilogue}",
                         shared_b=bool(images) and layer.op is not OpType.CONV2D_WGRAD)
@@ -533,7 +543,8 @@ def _conv(layer: Layer, ctx: Context, epilogue: str = "") -> list[KernelSpec]:
     elif rule.algorithm == "winograd_fused":
         kernels = winograd_fused_kernels(layer, ctx, epilogue=epilogue)
     else:
-        kernels = gemm_kernels(layer, ctx, epilogue=epilogue)
+        kernels = gemm_kernels(layer, ctx, epilogue=epilogue,
+                               multiplies_zero_taps=rule.multiplies_zero_taps)
         if rule.zero_fill_output:
             kernels = [_zero_fill(layer, ctx), *kernels]
     if ctx.layout == "nchw" and kernels[-1].tensor_cores and not _is_pointwise_conv(layer):
