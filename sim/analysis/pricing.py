@@ -8,6 +8,14 @@ model. Bad input never hangs: beyond :data:`ENGINE_BLOCK_CAP` blocks in all the 
 analytic, the sum of the kernels' :func:`~gpu_models.cost.isolated_time_s`. On one stream
 without launch overhead nothing overlaps, so that is what the engine gives too (exactly for
 one kernel, up to the tail overlap of a kernel with the next one's first blocks otherwise).
+
+Which algorithm a convolution pass runs (:func:`lower_priced`): ``"rules"`` is what cuDNN's
+heuristics pick, as the public traces show it (the rules of
+``workloads/lowering/data/algorithms.toml``; eager PyTorch's default); ``"fastest"`` is the
+faster of the algorithms lowering can run the pass with
+(:func:`workloads.lowering.conv_algorithm_candidates`) under the cost model, as a library
+that times its algorithms picks (``cudnnFind*Algorithm``: Baidu DeepBench,
+``torch.backends.cudnn.benchmark = True``).
 """
 
 from __future__ import annotations
@@ -15,10 +23,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gpu_models.cost import isolated_time_s
+from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel, KernelSpec
 from gpu_models.spec import GPUSpec
 from sim.engine.engine import simulate
 from sim.engine.program import Launch, Program, StreamDef
+from workloads.layers import Layer
+from workloads.lowering import conv_algorithm_candidates, lower_layer
+
+#: How a convolution pass's algorithm is chosen (module docstring).
+ALGORITHM_CHOICES: tuple[str, ...] = ("rules", "fastest")
 
 #: Most blocks (all kernels together) priced through the engine; above it the time is
 #: analytic. The engine takes about 0.5 us per block: 2e6 blocks are about a second.
@@ -39,3 +53,25 @@ def predicted_time_s(kernels: Sequence[KernelSpec], gpu: GPUSpec, cost_model: Co
     program = Program(gpu, (StreamDef("s0"),), launches, launch_overhead_s=0.0,
                       event_overhead_s=0.0)
     return simulate(program).makespan_s, "engine"
+
+
+def lower_priced(layer: Layer, gpu: GPUSpec, cost_model: CostModel, *, precision: str,
+                 layout: str, algorithm_choice: str = "rules",
+                 ) -> tuple[list[KernelSpec], float, str]:
+    """One layer lowered and priced (:func:`predicted_time_s`): (kernels, seconds, how timed),
+    its convolution algorithm chosen by ``algorithm_choice`` (module docstring; the first
+    candidate wins a tie)."""
+    if algorithm_choice not in ALGORITHM_CHOICES:
+        raise GpusimError(f"unknown algorithm choice {algorithm_choice!r}; expected one of "
+                          f"{', '.join(ALGORITHM_CHOICES)}")
+    candidates = (conv_algorithm_candidates(layer, gpu, precision=precision, layout=layout)
+                  if algorithm_choice == "fastest" else ())
+    best: tuple[list[KernelSpec], float, str] | None = None
+    for algorithm in candidates or ("",):
+        kernels = lower_layer(layer, gpu, precision=precision, layout=layout,
+                              conv_algorithm=algorithm)
+        time_s, timing = predicted_time_s(kernels, gpu, cost_model)
+        if best is None or time_s < best[1]:
+            best = (kernels, time_s, timing)
+    assert best is not None
+    return best

@@ -8,6 +8,10 @@ layer's predicted time: the kernels run back to back on one stream through the e
 ``gpusim op gemm --m M --n N --k K`` does the same for a matrix product (a cuBLAS GEMM).
 ``--layout nchw`` (default, PyTorch's) includes the layout copies cuDNN adds around
 tensor-op convolutions; ``--layout nhwc`` is channels_last.
+``--conv-algorithm fastest`` runs a convolution pass with the faster of the algorithms
+lowering has for it (:func:`sim.analysis.pricing.lower_priced`), as cudnnFind picks (Baidu
+DeepBench, ``torch.backends.cudnn.benchmark``); the default, ``rules``, is what cuDNN's
+heuristics run in eager PyTorch.
 ``--json`` prints ``{"time_us": ..., "timing": "engine" | "analytic", "kernels": [...]}``.
 
 ``gpusim op --from FILE.csv --gpu t4 --precision fp16 --layout nhwc`` prices every row of a
@@ -39,7 +43,7 @@ from gpu_models.kernel import CostModel, KernelSpec
 from gpu_models.occupancy import occupancy
 from gpu_models.spec import PRECISIONS, GPUSpec
 from gpu_models.units import GIGA, US_PER_S
-from sim.analysis.pricing import ENGINE_BLOCK_CAP, predicted_time_s
+from sim.analysis.pricing import ALGORITHM_CHOICES, ENGINE_BLOCK_CAP, lower_priced
 from sim.analysis.workflow import resolve_cost_model
 from sim.cli.common import add_gpu_args, add_json_arg, gpu_from_args, print_json, print_table
 from sim.cli.files import declare_files
@@ -52,7 +56,7 @@ from sim.measure.deepbench import (
     read_deepbench_csv,
 )
 from workloads.layers import Layer
-from workloads.lowering import CONV_PASSES, LAYOUTS, conv_layer, gemm_layer, lower_layer
+from workloads.lowering import CONV_PASSES, LAYOUTS, conv_layer, gemm_layer
 
 #: The measured GPU the 'scaled' cost model starts from unless --origin says otherwise.
 DEFAULT_ORIGIN = "a100"
@@ -113,6 +117,11 @@ def _common(p: argparse.ArgumentParser, *, inherit: bool = False) -> None:
                    "around tensor-op convs) or nhwc (channels_last); default nchw")
     p.add_argument("--cost-model", choices=list_cost_models(), default=DEFAULT_COST_MODEL,
                    help=f"per-block time model (default {DEFAULT_COST_MODEL})")
+    p.add_argument("--conv-algorithm", choices=ALGORITHM_CHOICES, default="rules",
+                   help="how a convolution pass's algorithm is chosen: rules (what cuDNN's "
+                   "heuristics run, as the public traces show; eager PyTorch) or fastest (the "
+                   "faster of the algorithms lowering has for it, as cudnnFind picks: "
+                   "DeepBench, cudnn.benchmark); default rules")
     p.add_argument("--origin", default=None,
                    help="measured GPU the 'scaled' cost model scales from (default "
                    f"{DEFAULT_ORIGIN})")
@@ -194,9 +203,11 @@ def cmd_op(args: argparse.Namespace) -> int:
                           "(see 'gpusim op --help')")
     gpu = gpu_from_args(args)
     layer = _layer(args)
-    kernels = lower_layer(layer, gpu, precision=args.precision, layout=args.layout)
     model = _cost_model(args, gpu)
-    time_s, timing = predicted_time_s(kernels, gpu, model)  # first: it checks the grids
+    # Priced first: building the launches checks every grid against CUDA's limits.
+    kernels, time_s, timing = lower_priced(layer, gpu, model, precision=args.precision,
+                                           layout=args.layout,
+                                           algorithm_choice=args.conv_algorithm)
     rows = [kernel_row(k, gpu, model) for k in kernels]
     time_us = time_s * US_PER_S
     if args.json:
@@ -247,7 +258,7 @@ def cmd_from_csv(args: argparse.Namespace) -> int:
     for row in rows:
         try:
             predicted = price_row(row, gpu, model, precision=args.precision,
-                                  layout=args.layout)
+                                  layout=args.layout, algorithm_choice=args.conv_algorithm)
         except GpusimError as exc:
             message = str(exc)
             prefix = "" if message.startswith("line ") else f"line {row.line}: "

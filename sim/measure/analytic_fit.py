@@ -11,7 +11,10 @@ timed call: the sum of the times of the kernels its pass lowers to) and every ke
 of every committed trace digest (one point per class: the summed time of the lowered
 kernels of the class against the measured class total, averaged over the steps). Each
 point's model time is the sum of its kernels' lone times, ``waves x block_time_s`` (what
-the engine gives each kernel alone, :func:`gpu_models.cost.isolated_time_s`).
+the engine gives each kernel alone, :func:`gpu_models.cost.isolated_time_s`); a DeepBench
+convolution pass is lowered once per algorithm lowering can run it with
+(:func:`workloads.lowering.conv_algorithm_candidates`) and takes the fastest, as DeepBench's
+harness does (:data:`~sim.measure.deepbench.DEEPBENCH_ALGORITHM_CHOICE`).
 
 How (:func:`fit_table`): a weighted least-squares fit of ``predicted / measured - 1`` by
 Levenberg-Marquardt (numpy, a numerical Jacobian), efficiencies through a logistic map (so
@@ -50,11 +53,11 @@ from gpu_models.kernel import KernelKind, KernelSpec
 from gpu_models.memory import MemorySystem
 from gpu_models.presets import load_gpu
 from gpu_models.spec import GPUSpec
-from sim.measure.deepbench import row_layers
+from sim.measure.deepbench import DEEPBENCH_ALGORITHM_CHOICE, row_layers
 from sim.measure.kernel_classes import CLASSES, lowered_class
 from sim.measure.published import _row_of, published_sets
 from sim.measure.trace_digest import TracedWorkload
-from workloads.lowering import STORAGE_DTYPE, lower_layer
+from workloads.lowering import STORAGE_DTYPE, conv_algorithm_candidates, lower_layer
 
 #: The command that writes the committed parameter file.
 COMMAND = "gpusim calibrate fit --model analytic --output gpu_models/data/analytic.toml"
@@ -91,9 +94,12 @@ class FitData:
     """Points and the parameter-free terms of their kernels, as arrays."""
 
     points: tuple[FitPoint, ...]
-    #: Per kernel: the point it belongs to, and its :class:`~gpu_models.cost.analytic
-    #: .KernelTerms` fields.
-    point: np.ndarray
+    #: Per kernel: the alternative it belongs to, and its :class:`~gpu_models.cost.analytic
+    #: .KernelTerms` fields. An alternative is one way of running a point's call (one
+    #: convolution algorithm); a point's model time is that of its fastest alternative.
+    alternative: np.ndarray
+    #: Per alternative: the point it belongs to.
+    alternative_point: np.ndarray
     compute_s: np.ndarray
     tile_factor: np.ndarray
     iterations: np.ndarray
@@ -113,11 +119,15 @@ class FitData:
     def subset(self, keep: Callable[[FitPoint], bool]) -> FitData:
         """The points ``keep`` accepts, with their kernels."""
         chosen = np.array([keep(p) for p in self.points], dtype=bool)
-        renumber = np.cumsum(chosen) - 1
-        mask = chosen[self.point]
+        alternatives = chosen[self.alternative_point]
+        point_number = np.cumsum(chosen) - 1
+        alternative_number = np.cumsum(alternatives) - 1
+        mask = alternatives[self.alternative]
         return FitData(
             points=tuple(p for p, c in zip(self.points, chosen, strict=True) if c),
-            point=renumber[self.point[mask]], compute_s=self.compute_s[mask],
+            alternative=alternative_number[self.alternative[mask]],
+            alternative_point=point_number[self.alternative_point[alternatives]],
+            compute_s=self.compute_s[mask],
             tile_factor=self.tile_factor[mask], iterations=self.iterations[mask],
             memory_s=self.memory_s[mask], waves=self.waves[mask],
             compute_index=self.compute_index[mask], kind_index=self.kind_index[mask],
@@ -127,14 +137,23 @@ class FitData:
 class _Builder:
     def __init__(self) -> None:
         self.points: list[FitPoint] = []
+        self.alternative_point: list[int] = []
         self.rows: list[tuple[int, float, float, int, float, int, int, int]] = []
         self.sources: list[str] = []
         self._memory: dict[str, MemorySystem] = {}
 
-    def add(self, point: FitPoint, kernels: Iterable[KernelSpec], gpu: GPUSpec) -> None:
+    def add(self, point: FitPoint, alternatives: Iterable[Iterable[KernelSpec]],
+            gpu: GPUSpec) -> None:
+        """A point and the kernels of each of its alternatives."""
         memory = self._memory.setdefault(gpu.name, MemorySystem.for_gpu(gpu))
-        index = len(self.points)
         self.points.append(point)
+        for kernels in alternatives:
+            index = len(self.alternative_point)
+            self.alternative_point.append(len(self.points) - 1)
+            self._add_kernels(index, kernels, gpu, memory)
+
+    def _add_kernels(self, index: int, kernels: Iterable[KernelSpec], gpu: GPUSpec,
+                     memory: MemorySystem) -> None:
         for kernel in kernels:
             t = kernel_terms(kernel, gpu, memory)
             self.rows.append((index, t.compute_s, t.tile_factor, t.iterations, t.memory_s,
@@ -149,9 +168,11 @@ class _Builder:
         ints = {0, 3, 5, 6, 7}
         arrays = [np.asarray(c, dtype=np.int64 if i in ints else np.float64)
                   for i, c in enumerate(columns)]
-        point, compute, tile, iterations, memory, waves, compute_index, kind_index = arrays
-        return FitData(tuple(self.points), point, compute, tile, iterations, memory, waves,
-                       compute_index, kind_index, sources=tuple(self.sources))
+        alternative, compute, tile, iterations, memory, waves, compute_index, kind_index = arrays
+        return FitData(tuple(self.points), alternative,
+                       np.asarray(self.alternative_point, dtype=np.int64), compute, tile,
+                       iterations, memory, waves, compute_index, kind_index,
+                       sources=tuple(self.sources))
 
 
 def _where(field: str, value: str, *, equal: bool = True) -> Callable[[FitPoint], bool]:
@@ -172,15 +193,20 @@ def collect(directory: str | Path | None = None, *, gpus: Iterable[str] = ()) ->
     for calibration in published_sets(directory, kind="timings", gpus=gpus):
         gpu = load_gpu(calibration.provenance.gpu_preset)
         builder.sources.append(Path(calibration.path).name)
-        lowered: dict[tuple[Any, ...], list[KernelSpec]] = {}
+        lowered: dict[tuple[Any, ...], list[list[KernelSpec]]] = {}
         for timing in calibration.timings:
             row = _row_of(timing)
             key = (timing.op, timing.pass_, timing.dtype, timing.layout,
                    tuple(sorted(timing.shape.items())))
             if key not in lowered:
                 layer = row_layers(row, dtype=STORAGE_DTYPE[timing.dtype])[timing.pass_]
-                lowered[key] = lower_layer(layer, gpu, precision=timing.dtype,
-                                           layout=timing.layout)
+                # DeepBench kept the fastest algorithm of each convolution pass.
+                algorithms = (conv_algorithm_candidates(layer, gpu, precision=timing.dtype,
+                                                        layout=timing.layout)
+                              if DEEPBENCH_ALGORITHM_CHOICE == "fastest" else ())
+                lowered[key] = [lower_layer(layer, gpu, precision=timing.dtype,
+                                            layout=timing.layout, conv_algorithm=algorithm)
+                                for algorithm in algorithms or ("",)]
             kind = "gemm" if timing.op == "gemm" else "conv"
             builder.add(FitPoint(gpu.name, _arch(gpu),
                                  (gpu.name, timing.dtype, kind, timing.pass_),
@@ -198,7 +224,7 @@ def collect(directory: str | Path | None = None, *, gpus: Iterable[str] = ()) ->
                                         for s in calibration.steps)
             if measured > 0 and by_class.get(cls):
                 builder.add(FitPoint(gpu.name, _arch(gpu), (gpu.name, "trace", "class", cls),
-                                     measured), by_class[cls], gpu)
+                                     measured), [by_class[cls]], gpu)
     return builder.build()
 
 
@@ -253,7 +279,11 @@ def _predict(data: FitData, theta: np.ndarray) -> np.ndarray:
     block = np.maximum.reduce([compute, data.iterations * latency,
                                data.memory_s / e_memory[data.kind_index],
                                floor / data.waves])
-    return np.bincount(data.point, weights=data.waves * block, minlength=len(data.points))
+    per_alternative = np.bincount(data.alternative, weights=data.waves * block,
+                                  minlength=len(data.alternative_point))
+    out = np.full(len(data.points), np.inf)
+    np.minimum.at(out, data.alternative_point, per_alternative)
+    return out
 
 
 def predict(data: FitData, table: ParameterTable) -> np.ndarray:

@@ -41,9 +41,9 @@ from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel
 from gpu_models.spec import GPUSpec
 from gpu_models.units import MS_PER_S
-from sim.analysis.pricing import predicted_time_s
+from sim.analysis.pricing import lower_priced
 from workloads.layers import Layer
-from workloads.lowering import STORAGE_DTYPE, conv_layer, gemm_layer, lower_layer
+from workloads.lowering import STORAGE_DTYPE, conv_layer, gemm_layer
 
 #: Shape columns of each kind, in DeepBench's order.
 GEMM_COLUMNS: tuple[str, ...] = ("M", "N", "K", "a_transpose", "b_transpose")
@@ -233,18 +233,26 @@ def row_layers(row: DeepBenchRow, *, dtype: str) -> dict[str, Layer]:
     return conv_layers(row, dtype=dtype)
 
 
+#: How DeepBench's own runs chose each convolution pass's algorithm: its ``conv_bench.cu``
+#: asks ``cudnnFind*Algorithm`` (``USE_GET`` is 0), which times every algorithm and returns
+#: the fastest; the validation against its results prices it so
+#: (:func:`sim.analysis.pricing.lower_priced`).
+DEEPBENCH_ALGORITHM_CHOICE = "fastest"
+
+
 def price_row(row: DeepBenchRow, gpu: GPUSpec, cost_model: CostModel, *, precision: str,
-              layout: str) -> dict[str, float]:
+              layout: str, algorithm_choice: str = "rules") -> dict[str, float]:
     """Predicted milliseconds of each pass of a row (``time_ms``, or ``fwd_ms``,
-    ``bwd_data_ms``, ``bwd_filter_ms``): each pass lowered (:func:`lower_layer`) and its
-    kernels priced back to back (:func:`sim.analysis.pricing.predicted_time_s`)."""
+    ``bwd_data_ms``, ``bwd_filter_ms``): each pass lowered and its kernels priced back to
+    back, the convolution algorithm chosen by ``algorithm_choice``
+    (:func:`sim.analysis.pricing.lower_priced`)."""
     dtype = STORAGE_DTYPE[precision]
     out = {}
     for pass_, layer in row_layers(row, dtype=dtype).items():
         try:
-            kernels = lower_layer(layer, gpu, precision=precision, layout=layout)
+            _, time_s, _ = lower_priced(layer, gpu, cost_model, precision=precision,
+                                        layout=layout, algorithm_choice=algorithm_choice)
         except GpusimError as exc:
             raise GpusimError(f"line {row.line}: {exc}") from None
-        time_s, _ = predicted_time_s(kernels, gpu, cost_model)
         out[PASS_COLUMNS[pass_]] = time_s * MS_PER_S
     return out

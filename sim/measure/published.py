@@ -10,9 +10,13 @@ measurements:
   (:class:`~gpu_models.calibration.StepTotals`) and what ran (``workload``).
 
 :func:`validate_deepbench` prices every timed call the one way gpusim prices a library call
-(lowering, then :func:`sim.analysis.pricing.predicted_time_s` through the engine, exactly as
-``gpusim op --from`` does) and reports the error of each against its measurement, summarised
-per GPU, precision, kind and pass as the mean absolute percentage error (MAPE).
+(lowering, then :func:`sim.analysis.pricing.predicted_time_s` through the engine, as
+``gpusim op --from`` does), each convolution pass with the faster of the algorithms lowering
+can run it with, as DeepBench's harness picks its algorithm (``cudnnFind``:
+:data:`~sim.measure.deepbench.DEEPBENCH_ALGORITHM_CHOICE`; ``gpusim op --from
+--conv-algorithm fastest`` gives the same prices), and reports the error of each against
+its measurement, summarised per GPU, precision, kind and pass as the mean absolute
+percentage error (MAPE).
 :func:`validate_traces` lowers each traced workload on its GPU (framework profile included),
 prices every kernel (:meth:`sim.scheduling.base.ScheduleContext.priced`: its isolated time)
 and compares the step's summed kernel time and each class's total with the measured ones
@@ -47,6 +51,7 @@ from gpu_models.units import MS_PER_S
 from sim.analysis.workflow import resolve_cost_model
 from sim.measure.deepbench import (
     CONV_COLUMNS,
+    DEEPBENCH_ALGORITHM_CHOICE,
     GEMM_COLUMNS,
     PASS_COLUMNS,
     DeepBenchRow,
@@ -217,7 +222,8 @@ def validate_deepbench(cost_model: str | CostModel = DEFAULT_COST_MODEL, *,
             key = _shape_key(timing)
             if key not in priced:
                 priced[key] = price_row(_row_of(timing), gpu, model, precision=timing.dtype,
-                                        layout=timing.layout)
+                                        layout=timing.layout,
+                                        algorithm_choice=DEEPBENCH_ALGORITHM_CHOICE)
             predicted_s = priced[key][PASS_COLUMNS[timing.pass_]] / MS_PER_S
             comparisons.append(TimingComparison(
                 gpu=preset, precision=timing.dtype,

@@ -35,32 +35,32 @@ TARGET_CLASSES = ("conv_fwd", "conv_dgrad", "conv_wgrad", "bn_fwd", "bn_bwd", "e
 #: In-sample MAPE ceilings (%) per (gpu, precision, kind, pass) where the 15% target is
 #: missed: what is achieved, plus one point.
 IN_SAMPLE_CEILING = {
-    ("gtx-1080ti", "fp32", "gemm", "gemm"): 20, ("gtx-1080ti", "fp32", "conv", "fwd"): 31,
-    ("gtx-1080ti", "fp32", "conv", "dgrad"): 30, ("gtx-1080ti", "fp32", "conv", "wgrad"): 25,
-    ("p100", "fp16", "gemm", "gemm"): 25, ("p100", "fp16", "conv", "fwd"): 44,
-    ("p100", "fp16", "conv", "dgrad"): 53, ("p100", "fp16", "conv", "wgrad"): 44,
-    ("p100", "fp32", "gemm", "gemm"): 19, ("p100", "fp32", "conv", "fwd"): 35,
-    ("p100", "fp32", "conv", "dgrad"): 34, ("p100", "fp32", "conv", "wgrad"): 26,
-    ("t4", "fp16", "conv", "fwd"): 29, ("t4", "fp16", "conv", "wgrad"): 45,
-    ("t4", "fp16", "conv", "dgrad"): 33, ("t4", "fp32", "gemm", "gemm"): 21,
-    ("t4", "fp32", "conv", "fwd"): 35, ("t4", "fp32", "conv", "wgrad"): 35,
-    ("t4", "fp32", "conv", "dgrad"): 31, ("titan-xp", "fp32", "gemm", "gemm"): 22,
-    ("titan-xp", "fp32", "conv", "fwd"): 28, ("titan-xp", "fp32", "conv", "dgrad"): 29,
-    ("titan-xp", "fp32", "conv", "wgrad"): 25,
+    ("gtx-1080ti", "fp32", "gemm", "gemm"): 20, ("gtx-1080ti", "fp32", "conv", "fwd"): 21,
+    ("gtx-1080ti", "fp32", "conv", "dgrad"): 31, ("gtx-1080ti", "fp32", "conv", "wgrad"): 26,
+    ("p100", "fp16", "gemm", "gemm"): 25, ("p100", "fp16", "conv", "fwd"): 40,
+    ("p100", "fp16", "conv", "dgrad"): 54, ("p100", "fp16", "conv", "wgrad"): 44,
+    ("p100", "fp32", "gemm", "gemm"): 20, ("p100", "fp32", "conv", "fwd"): 28,
+    ("p100", "fp32", "conv", "dgrad"): 35, ("p100", "fp32", "conv", "wgrad"): 25,
+    ("t4", "fp16", "conv", "fwd"): 29, ("t4", "fp16", "conv", "wgrad"): 44,
+    ("t4", "fp16", "conv", "dgrad"): 33, ("t4", "fp32", "gemm", "gemm"): 20,
+    ("t4", "fp32", "conv", "fwd"): 26, ("t4", "fp32", "conv", "wgrad"): 37,
+    ("t4", "fp32", "conv", "dgrad"): 33, ("titan-xp", "fp32", "gemm", "gemm"): 22,
+    ("titan-xp", "fp32", "conv", "fwd"): 23, ("titan-xp", "fp32", "conv", "dgrad"): 30,
+    ("titan-xp", "fp32", "conv", "wgrad"): 26,
 }
 #: Leave-one-GPU-out MAPE ceilings (%) of the two GPUs held out here: one whose
 #: architecture keeps another GPU in the fit (titan-xp: the GTX 1080 Ti's sm_61 entry), one
 #: priced by the default entry (a100-40gb: no other sm_80 GPU measured). The 20% target is
 #: missed by all but the classes listed as met.
 HELD_OUT_CEILING = {
-    ("titan-xp", "fp32", "gemm", "gemm"): 24, ("titan-xp", "fp32", "conv", "fwd"): 29,
-    ("titan-xp", "fp32", "conv", "dgrad"): 30, ("titan-xp", "fp32", "conv", "wgrad"): 27,
-    ("a100-40gb", "trace", "class", "conv_fwd"): 9,
-    ("a100-40gb", "trace", "class", "conv_dgrad"): 7,
-    ("a100-40gb", "trace", "class", "conv_wgrad"): 49,
+    ("titan-xp", "fp32", "gemm", "gemm"): 24, ("titan-xp", "fp32", "conv", "fwd"): 24,
+    ("titan-xp", "fp32", "conv", "dgrad"): 31, ("titan-xp", "fp32", "conv", "wgrad"): 28,
+    ("a100-40gb", "trace", "class", "conv_fwd"): 13,
+    ("a100-40gb", "trace", "class", "conv_dgrad"): 19,
+    ("a100-40gb", "trace", "class", "conv_wgrad"): 56,
     ("a100-40gb", "trace", "class", "bn_fwd"): 16,
     ("a100-40gb", "trace", "class", "bn_bwd"): 9,
-    ("a100-40gb", "trace", "class", "elementwise"): 13,
+    ("a100-40gb", "trace", "class", "elementwise"): 12,
     ("a100-40gb", "trace", "class", "pooling"): 29,
     ("a100-40gb", "trace", "class", "optimizer"): 12,
     ("a100-40gb", "trace", "class", "layout_copy"): 28,

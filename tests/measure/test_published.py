@@ -12,6 +12,7 @@ import json
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gpu_models.calibration import (
@@ -26,10 +27,13 @@ from gpu_models.calibration import (
     save_calibration_file,
 )
 from gpu_models.cost import DEFAULT_COST_MODEL, get_cost_model
+from gpu_models.cost.analytic import default_table
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import KernelKind
 from gpu_models.presets import load_preset
+from sim.analysis.pricing import lower_priced, predicted_time_s
 from sim.cli import main
+from sim.measure.analytic_fit import collect, predict
 from sim.measure.attribution import attribute_step
 from sim.measure.compare import compare_classes, compare_to_trace, trace_kernels_of
 from sim.measure.deepbench import price_row, read_deepbench_csv, row_layers, timings
@@ -43,6 +47,7 @@ from sim.measure.published import (
 )
 from sim.measure.trace_digest import TracedWorkload, representative_step, step_totals
 from sim.measure.work import signature_work
+from workloads.lowering import conv_algorithm_candidates, lower_layer
 
 GEMM_CSV = "app,M,N,K,a_transpose,b_transpose,time_ms\nDeepSpeech,1760,16,1760,N,N,0.061\n" \
     "Speaker ID,1024,700,512,T,N,0.21\n"
@@ -416,3 +421,67 @@ def test_signature_work() -> None:
     assert signature_work(CalibrationRecord(library_name="k", kind="conv_fwd", grid=(1,),
                                             block=(32,), regs_per_thread=32,
                                             smem_per_block_B=0, duration_s=1e-5)) is None
+
+
+# ---------------------------------------------------------------------- algorithm choice
+#: A 3x3 stride-1 convolution of an RGB image: the rules run Winograd on Pascal, whose
+#: transforms cost more than the direct GEMM saves on 3 input channels.
+RGB_CONV_CSV = ("W,H,C,N,K,S,R,pad_w,pad_h,stride_w,stride_h,fwd_ms\n"
+                "224,224,3,8,64,3,3,1,1,1,1,0.337\n")
+
+
+def test_fastest_algorithm_is_the_faster_candidate(tmp_path: Path) -> None:
+    titan = load_preset("titan-xp")
+    model = get_cost_model(DEFAULT_COST_MODEL)
+    row, = read_deepbench_csv(_write(tmp_path, "c.csv", RGB_CONV_CSV))
+    layer = row_layers(row, dtype="fp32")["fwd"]
+    assert conv_algorithm_candidates(layer, titan) == ("winograd_nonfused", "implicit_gemm")
+    each = {a: predicted_time_s(lower_layer(layer, titan, conv_algorithm=a), titan, model)[0]
+            for a in ("winograd_nonfused", "implicit_gemm")}
+    kernels, time_s, _ = lower_priced(layer, titan, model, precision="fp32", layout="nchw",
+                                      algorithm_choice="fastest")
+    assert time_s == min(each.values()) and each["implicit_gemm"] < each["winograd_nonfused"]
+    assert not any("winograd" in k.library_name for k in kernels)
+    rules = lower_priced(layer, titan, model, precision="fp32", layout="nchw")
+    assert rules[1] == each["winograd_nonfused"]
+    priced = price_row(row, titan, model, precision="fp32", layout="nchw",
+                       algorithm_choice="fastest")
+    assert priced["fwd_ms"] == pytest.approx(time_s * 1e3, rel=1e-12)
+    with pytest.raises(GpusimError, match="algorithm choice"):
+        lower_priced(layer, titan, model, precision="fp32", layout="nchw",
+                     algorithm_choice="best")
+
+
+def test_validation_prices_deepbench_with_its_fastest_algorithm(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # DeepBench's harness keeps cudnnFind's fastest algorithm: validate and op --from
+    # --conv-algorithm fastest price a committed row alike; the rules' price is higher.
+    report = validate_deepbench(gpus=["titan-xp"])
+    measured = {(c.line, c.pass_): c for c in report.comparisons if c.kind == "conv"}
+    rgb = measured[(19, "fwd")]  # the sheet's 224 x 224 x 3 -> 64 3x3 convolution, batch 8
+    assert dict(rgb.shape)["C"] == 3 and dict(rgb.shape)["W"] == 224
+    path = _write(tmp_path, "c.csv", RGB_CONV_CSV)
+    out = {}
+    for choice in ("rules", "fastest"):
+        assert main(["op", "--from", str(path), "--gpu", "titan-xp", "--conv-algorithm",
+                     choice, "--json"]) == 0
+        out[choice] = json.loads(capsys.readouterr().out)[0]["fwd_ms"]
+    assert out["fastest"] == pytest.approx(rgb.predicted_s * 1e3, rel=1e-12)
+    assert out["rules"] > out["fastest"]
+
+
+def test_the_fit_takes_each_deepbench_pass_at_its_fastest_alternative() -> None:
+    data = collect(gpus=["titan-xp"])
+    alternatives = np.bincount(data.alternative_point, minlength=len(data.points))
+    assert set(alternatives) == {1, 2}  # two where the rules' algorithm is not implicit GEMM
+    predicted = predict(data, default_table())
+    report = validate_deepbench(gpus=["titan-xp"])
+    by_key = {(c.line, c.pass_): c.predicted_s for c in report.comparisons}
+    timings_ = [t for cal in published_sets(kind="timings", gpus=["titan-xp"])
+                for t in cal.timings]
+    assert len(timings_) == len(data.points)
+    # The fit sums lone kernel times where validate runs the kernels back to back in the
+    # engine: the two agree closely, and so does which alternative wins.
+    for timing, point, value in zip(timings_, data.points, predicted, strict=True):
+        assert point.measured_s == timing.duration_s
+        assert value == pytest.approx(by_key[(timing.line, timing.pass_)], rel=0.02)

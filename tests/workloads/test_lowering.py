@@ -543,7 +543,7 @@ def test_cli_op_huge_gemm_is_timed_analytically_and_quickly(
         capsys: pytest.CaptureFixture[str]) -> None:
     import time
 
-    from sim.cli.op import ENGINE_BLOCK_CAP, predicted_time_s
+    from sim.analysis.pricing import ENGINE_BLOCK_CAP, predicted_time_s
 
     start = time.perf_counter()
     assert main(["op", "gemm", "--m", "100000000", "--n", "100000", "--k", "100000",

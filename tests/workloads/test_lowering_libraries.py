@@ -20,6 +20,7 @@ from gpu_models.spec import GPUSpec
 from workloads import build
 from workloads.layers import Layer
 from workloads.lowering import (
+    conv_algorithm_candidates,
     conv_layer,
     gemm_layer,
     gemm_shape,
@@ -241,6 +242,32 @@ def test_zero_tap_and_zero_fill_flags_belong_to_implicit_gemm_dgrad_rules() -> N
             with pytest.raises(GpusimError, match=flag):
                 AlgorithmRule(algorithm=algorithm, arch=["sm60"], math=["simt"],
                               layout=["nchw"], passes=passes, source="test", **{flag: True})
+
+
+
+def test_conv_algorithm_candidates_and_a_chosen_algorithm(rtx: GPUSpec) -> None:
+    # The rules' algorithm first, then implicit GEMM (cuDNN has it for every pass).
+    three = conv_layer(32, (64, 56, 56), 64, (3, 3), padding=(1, 1))
+    assert conv_algorithm_candidates(three, rtx) == ("winograd_nonfused", "implicit_gemm")
+    small = conv_layer(32, (64, 56, 56), 64, (3, 3), padding=(1, 1), pass_="dgrad")
+    assert conv_algorithm_candidates(small, rtx) == ("winograd_fused", "implicit_gemm")
+    one = conv_layer(32, (64, 56, 56), 256, (1, 1))
+    assert conv_algorithm_candidates(one, rtx) == ("implicit_gemm",)
+    assert conv_algorithm_candidates(gemm_layer(64, 64, 64), rtx) == ()
+    assert conv_algorithm_candidates(three, load_preset("a100-40gb"),
+                                     precision="tf32") == ("implicit_gemm",)
+    direct = lower_layer(three, rtx, conv_algorithm="implicit_gemm")
+    assert not any("winograd" in k.library_name for k in direct)
+    assert max(k.flops for k in direct) == 2 * three.macs  # the direct FLOPs
+    assert lower_layer(three, rtx, conv_algorithm="winograd_nonfused") == lower_layer(three, rtx)
+    # A strided dgrad keeps its rule's extras (Turing's zero fill) when chosen by name.
+    strided = conv_layer(128, (256, 14, 14), 512, (1, 1), stride=(2, 2), pass_="dgrad")
+    assert lower_layer(strided, rtx, conv_algorithm="implicit_gemm") == lower_layer(strided,
+                                                                                   rtx)
+    with pytest.raises(GpusimError, match="does not apply"):
+        lower_layer(one, rtx, conv_algorithm="winograd_nonfused")
+    with pytest.raises(GpusimError, match="unknown conv_algorithm"):
+        lower_layer(three, rtx, conv_algorithm="fft")
 
 
 # ---------------------------------------------------------------------- split-K

@@ -93,7 +93,7 @@ from gpu_models.occupancy import occupancy
 from gpu_models.spec import PRECISIONS, GPUSpec
 from workloads.graph import GraphBuilder
 from workloads.layers import DTYPE_BYTES, Layer, OpType, numel
-from workloads.lowering.algorithms import IMPLICIT_GEMM, AlgorithmRule, choose_algorithm
+from workloads.lowering.algorithms import ALGORITHMS, IMPLICIT_GEMM, AlgorithmRule, choose_algorithm
 from workloads.lowering.tiles import (
     Tile,
     TileChoice,
@@ -172,6 +172,9 @@ class Context:
     gpu: GPUSpec
     precision: str
     layout: str = "nchw"
+    #: The convolution algorithm to run instead of the rules' choice ("" = the rules'), one
+    #: of :func:`conv_algorithm_candidates` (the fastest-algorithm search prices each).
+    conv_algorithm: str = ""
 
     @property
     def elem_B(self) -> int:
@@ -533,11 +536,41 @@ def conv_algorithm(layer: Layer, ctx: Context) -> AlgorithmRule:
                             kernel=layer.kernel, stride=layer.stride, channels=channels)
 
 
+def _candidates(layer: Layer, ctx: Context) -> tuple[AlgorithmRule, ...]:
+    """The rules' choice for a convolution pass, then implicit GEMM if that differs."""
+    rule = conv_algorithm(layer, ctx) if layer.groups == 1 and layer.dilation == (1, 1) \
+        else IMPLICIT_GEMM
+    return (rule,) if rule.algorithm == "implicit_gemm" else (rule, IMPLICIT_GEMM)
+
+
+def conv_algorithm_candidates(layer: Layer, gpu: GPUSpec, *, precision: str = "fp32",
+                              layout: str = "nchw") -> tuple[str, ...]:
+    """The algorithms lowering can run a convolution pass with, the rules' choice first:
+    that choice (:func:`conv_algorithm`) and implicit GEMM, which cuDNN has for every pass
+    (one algorithm when they are the same). A library that times its algorithms and keeps
+    the fastest (``cudnnFind*Algorithm``, as Baidu DeepBench and ``torch.backends.cudnn
+    .benchmark`` do) runs the faster of these; :func:`lower_layer` runs any one of them
+    (``conv_algorithm=``). Empty for a layer that is not a (non-depthwise) convolution."""
+    if layer.op not in (OpType.CONV2D, OpType.CONV2D_DGRAD, OpType.CONV2D_WGRAD) \
+            or is_depthwise(layer):
+        return ()
+    check_options(precision, layout)
+    return tuple(r.algorithm for r in _candidates(layer, Context(gpu, precision, layout)))
+
+
 def _conv(layer: Layer, ctx: Context, epilogue: str = "") -> list[KernelSpec]:
     if is_depthwise(layer):
         return [_depthwise(layer, ctx)]
-    rule = conv_algorithm(layer, ctx) if layer.groups == 1 and layer.dilation == (1, 1) \
-        else IMPLICIT_GEMM
+    candidates = _candidates(layer, ctx)
+    rule = candidates[0]
+    if ctx.conv_algorithm:
+        chosen = [r for r in candidates if r.algorithm == ctx.conv_algorithm]
+        if not chosen:
+            raise GpusimError(
+                f"layer {layer.name!r}: conv_algorithm {ctx.conv_algorithm!r} does not apply "
+                f"to this pass on {ctx.gpu.name} (it runs "
+                f"{' or '.join(r.algorithm for r in candidates)})")
+        rule = chosen[0]
     if rule.algorithm == "winograd_nonfused":
         kernels = winograd_nonfused_kernels(layer, ctx, epilogue=epilogue)
     elif rule.algorithm == "winograd_fused":
@@ -1066,18 +1099,23 @@ RULES: dict[OpType, Rule] = {
 
 def lower_layer(layer: Layer, gpu: GPUSpec, *, precision: str = "fp32",
                 layout: str = "nchw", tensor_elems: Sequence[int] | None = None,
-                epilogue: str = "") -> list[KernelSpec]:
+                epilogue: str = "", conv_algorithm: str = "") -> list[KernelSpec]:
     """The kernels one layer launches, named ``<layer>`` (one) or ``<layer>#<i>`` (several).
 
     ``layout``: ``"nchw"`` (PyTorch's default) or ``"nhwc"`` (channels_last).
     ``tensor_elems``: parameter tensor sizes an ``sgd_update`` covers (default: one tensor
     per input shape). ``epilogue``: for a forward conv, the ops fused into its epilogue
-    (``"+bn+relu"``); its bias then needs no separate kernel. View ops give ``[]``.
+    (``"+bn+relu"``); its bias then needs no separate kernel. ``conv_algorithm``: for a
+    convolution pass, one of :func:`conv_algorithm_candidates` instead of the rules' choice
+    (an error if it is not one of them); ignored for other layers. View ops give ``[]``.
     """
     check_options(precision, layout)
+    if conv_algorithm and conv_algorithm not in ALGORITHMS:
+        raise GpusimError(f"unknown conv_algorithm {conv_algorithm!r}; expected one of "
+                          f"{', '.join(ALGORITHMS)}")
     warn_math_fallback(gpu, precision)
-    return layer_kernels(layer, Context(gpu, precision, layout), tensor_elems=tensor_elems,
-                         epilogue=epilogue)
+    return layer_kernels(layer, Context(gpu, precision, layout, conv_algorithm),
+                         tensor_elems=tensor_elems, epilogue=epilogue)
 
 
 def layer_kernels(layer: Layer, ctx: Context, *, tensor_elems: Sequence[int] | None = None,
