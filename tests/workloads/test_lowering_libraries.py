@@ -294,6 +294,24 @@ def test_weight_gradients_are_not_left_below_a_wave(rtx: GPUSpec) -> None:
     assert choice.split_k > 1 and main.blocks == choice.blocks >= rtx.sm_count
 
 
+
+def test_weight_gradients_are_split_to_fill_a_whole_wave(rtx: GPUSpec) -> None:
+    # ResNet-18 layer3's 3x3 stride-2 wgrad (M = 256, N = 128 * 9, K = 128 * 14 * 14):
+    # 4 x 18 = 72 tiles of sgemm_64x64 give each of the 68 SMs a block, but that kernel fits
+    # 8 blocks per SM (a wave of 544): split 7 fills 504 / 544 = 0.93 of it, split 6 only
+    # 0.79. cuDNN splits this weight gradient too (7 and 14 slices in the trace). The
+    # forward pass and a GEMM of the same shape are not split.
+    choice = select_tile(rtx, "wgrad", "simt", 256, 1152, 128 * 14 * 14, 4)
+    assert (choice.tile.name, choice.tiles_m, choice.tiles_n) == ("sgemm_64x64", 4, 18)
+    assert choice.split_k == 7
+    assert select_tile(rtx, "fprop", "simt", 256, 1152, 128 * 14 * 14, 4).split_k == 1
+    assert select_tile(rtx, "gemm", "simt", 256, 1152, 128 * 14 * 14, 4).split_k == 1
+    layer = conv_layer(128, (128, 28, 28), 256, (3, 3), stride=(2, 2), padding=(1, 1),
+                       pass_="wgrad")
+    main = next(k for k in lower_layer(layer, rtx) if k.kind is KernelKind.CONV_WGRAD)
+    assert main.grid == (4, 18, 7)
+
+
 # ---------------------------------------------------------------------- framework
 def _step(gpu: GPUSpec, framework: str, network: str = "resnet18") -> nx.DiGraph:
     graph = build(network, batch=4, phase="training", optimizer="step")

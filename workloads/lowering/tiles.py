@@ -29,7 +29,10 @@ Which tile a library picks is decided by proprietary heuristics (cuDNN's) or aut
    long K (weight gradients, batch-1 layers) still fills the GPU; the partial tiles are
    summed by a separate reduction kernel, as cuDNN and cuBLAS do. (cuDNN's own choices in
    the RTX 2080 Ti trace: 36 tiles -> 14 slices, 10 -> 28, 2 -> 112, i.e. 2.5, 1.4 and 1.1
-   waves of 204 blocks; the rule gives 11, 19 and 92.)
+   waves of 204 blocks; the rule gives 11, 19 and 92.) A weight gradient
+   (:data:`SPLIT_TO_FILL_WAVES`) is split so too when step 3's tile gives every SM a block
+   but fills less than one full wave: the trace's 3x3 stride-2 weight gradients run 144
+   tiles in 7 slices.
 
 Checked against a public A100 ResNet-50 TF32 training trace (batch 32): with the per-op rules
 of :mod:`workloads.lowering.ops` it gives cuDNN's tile to 48 of the step's 54 forward GEMM
@@ -60,6 +63,11 @@ UTILISATION_SLACK = 0.75
 WAVE_FILL = 0.9
 #: Each split-K slice runs at least this many K iterations (bk deep each).
 MIN_K_ITERATIONS = 8
+#: Passes whose tile is split along K whenever its grid fills less than one full wave (every
+#: SM at its occupancy), not only when it leaves SMs without a block: cuDNN's weight
+#: gradients (``..._stridedB_splitK`` in the RTX 2080 Ti trace split 36 and 144 tiles, more
+#: than one per SM, into 14 and 7 slices).
+SPLIT_TO_FILL_WAVES: frozenset[str] = frozenset({"wgrad"})
 
 #: Architecture tag -> tile table, for the architectures the tables were made for.
 _ARCH_TABLES: dict[str, str] = {
@@ -238,7 +246,11 @@ def select_tile(
     fill = WAVE_FILL * gpu.sm_count
     for t in kept:
         if blocks(t) >= fill:
-            return TileChoice(t, math.ceil(m / t.bm), math.ceil(n / t.bn), 1)
+            split = 1
+            if allow_split_k and pass_ in SPLIT_TO_FILL_WAVES and blocks(t) < fill * max(
+                    1, occupancy(gpu, t.threads, t.regs, t.smem_B).blocks_per_sm):
+                split = split_for_waves(gpu, t, blocks(t), k, elem_B)
+            return TileChoice(t, math.ceil(m / t.bm), math.ceil(n / t.bn), split)
     small = max(kept, key=lambda t: (blocks(t), t.bm * t.bn))
     split = split_for_waves(gpu, small, blocks(small), k, elem_B) if allow_split_k else 1
     return TileChoice(small, math.ceil(m / small.bm), math.ceil(n / small.bn), split)
