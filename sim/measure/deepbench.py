@@ -236,7 +236,10 @@ def row_layers(row: DeepBenchRow, *, dtype: str) -> dict[str, Layer]:
 #: How DeepBench's own runs chose each convolution pass's algorithm: its ``conv_bench.cu``
 #: asks ``cudnnFind*Algorithm`` (``USE_GET`` is 0), which times every algorithm and returns
 #: the fastest; the validation against its results prices it so
-#: (:func:`sim.analysis.pricing.lower_priced`).
+#: (:func:`sim.analysis.pricing.lower_priced`). Its tensor-core sheets (the T4's FP16) force
+#: the implicit-GEMM algorithms instead, which is also all that lowering offers for
+#: tensor-op math (:func:`workloads.lowering.conv_algorithm_candidates`), so one choice
+#: covers both (shared/reference/deepbench/README.md, "How the benchmark ran").
 DEEPBENCH_ALGORITHM_CHOICE = "fastest"
 
 

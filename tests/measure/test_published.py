@@ -40,6 +40,7 @@ from sim.measure.deepbench import price_row, read_deepbench_csv, row_layers, tim
 from sim.measure.ingest import TraceKernel
 from sim.measure.kernel_classes import CLASSES, lowered_class, traced_class
 from sim.measure.published import (
+    _row_of,
     published_sets,
     relative_error,
     validate_deepbench,
@@ -485,3 +486,19 @@ def test_the_fit_takes_each_deepbench_pass_at_its_fastest_alternative() -> None:
     for timing, point, value in zip(timings_, data.points, predicted, strict=True):
         assert point.measured_s == timing.duration_s
         assert value == pytest.approx(by_key[(timing.line, timing.pass_)], rel=0.02)
+
+
+def test_deepbench_tensor_core_sheets_have_only_implicit_gemm_to_choose() -> None:
+    # DeepBench forces the implicit-GEMM algorithms on its tensor-core (T4 FP16) sheets;
+    # pricing them with the fastest candidate is the same because there is only one.
+    passes = 0
+    for calibration in published_sets(kind="timings", gpus=["t4"]):
+        gpu = load_preset(calibration.provenance.gpu_preset)
+        for timing in calibration.timings:
+            if timing.dtype != "fp16" or timing.op == "gemm":
+                continue
+            layer = row_layers(_row_of(timing), dtype="fp16")[timing.pass_]
+            assert conv_algorithm_candidates(layer, gpu, precision="fp16",
+                                             layout=timing.layout) == ("implicit_gemm",)
+            passes += 1
+    assert passes > 250
