@@ -37,8 +37,10 @@ already in the block time, and the engine must not slow the kernel alone a secon
 Parameters (:class:`AnalyticParams`) are per architecture (compute capability), in
 ``gpu_models/data/analytic.toml``, written by ``gpusim calibrate fit --model analytic``
 from the committed DeepBench timings and trace digests (``sim.measure.analytic_fit``) with
-each entry's source and fit residual; an architecture without measurements takes the
-``default`` entry, fitted to every measured GPU together, and says so.
+each entry's source and fit residual. An architecture without measurements takes the entry
+of the nearest measured one of its generation (:meth:`ParameterTable.entry_key`: a V100 the
+Turing entry), or, with none (Hopper), the ``default`` entry, fitted to every measured GPU
+together.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ from gpu_models.occupancy import block_footprint
 from gpu_models.spec import GPUSpec
 
 DATA_FILE = "analytic.toml"
-#: The entry an architecture without measurements takes.
+#: The entry an architecture without measurements, nor any of its generation, takes.
 DEFAULT_ENTRY = "default"
 #: The SM execution resources a kind's compute efficiency is kept for.
 RESOURCES: tuple[str, ...] = ("simt", "tensor")
@@ -213,10 +215,24 @@ class ParameterTable:
             raise GpusimError(f"analytic parameters {self.path or ''}: no "
                               f"{DEFAULT_ENTRY!r} entry".replace("  ", " "))
 
+    def entry_key(self, compute_capability: str) -> str:
+        """The entry a compute capability (``"major.minor"``) is priced with: its own; else
+        the nearest measured one of the same generation (major version; the lower minor on
+        a tie), whose SM design and library kernels it shares (a V100, 7.0, takes the
+        Turing entry, 7.5); else the default."""
+        if compute_capability in self.entries:
+            return compute_capability
+        major, _, minor = compute_capability.partition(".")
+        same = [k for k in self.entries
+                if k != DEFAULT_ENTRY and k.partition(".")[0] == major]
+        if not same:
+            return DEFAULT_ENTRY
+        return min(same, key=lambda k: (abs(int(k.partition(".")[2]) - int(minor)), k))
+
     def for_gpu(self, spec: GPUSpec) -> AnalyticParams:
-        """The entry of ``spec``'s compute capability, else the default."""
+        """The entry ``spec`` is priced with (:meth:`entry_key`)."""
         cc = f"{spec.compute_capability[0]}.{spec.compute_capability[1]}"
-        return self.entries.get(cc, self.entries[DEFAULT_ENTRY])
+        return self.entries[self.entry_key(cc)]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: str = "") -> ParameterTable:

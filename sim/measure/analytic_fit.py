@@ -24,8 +24,10 @@ all, however many points it has, so that the fit aims at every group's error rat
 the largest group's. First one ``default`` entry is fitted to all GPUs together; then each
 architecture's entry to its GPUs, pulled weakly towards the default (a small ridge term) so
 that a parameter its data do not constrain (a kind it never measured) keeps the default
-value. :func:`leave_one_gpu_out` fits without one GPU and prices it with the entry of its
-architecture when other GPUs of that architecture remain, else with the default.
+value. :func:`leave_one_gpu_out` fits without one GPU and prices it as an unmeasured GPU
+would be: with the entry of its architecture when other GPUs of that architecture remain,
+else of the nearest one of its generation (the P100 with the TITAN Xp's and GTX 1080 Ti's),
+else with the default.
 """
 
 from __future__ import annotations
@@ -287,10 +289,11 @@ def _predict(data: FitData, theta: np.ndarray) -> np.ndarray:
 
 
 def predict(data: FitData, table: ParameterTable) -> np.ndarray:
-    """Model time of every point, each priced by its architecture's entry of ``table``."""
+    """Model time of every point, each priced by the entry of ``table`` its architecture
+    takes (:meth:`~gpu_models.cost.analytic.ParameterTable.entry_key`)."""
     out = np.zeros(len(data.points))
     for arch in dict.fromkeys(p.arch for p in data.points):
-        entry = table.entries.get(arch, table.entries[DEFAULT_ENTRY])
+        entry = table.entries[table.entry_key(arch)]
         part = data.subset(_where('arch', arch))
         where = [i for i, p in enumerate(data.points) if p.arch == arch]
         out[where] = _predict(part, _encode(entry))

@@ -177,12 +177,24 @@ def test_committed_parameters_cover_every_preset_with_sources() -> None:
     assert table.provenance["data"] and table.provenance["residual_in_sample_mape"]
     for name, entry in table.entries.items():
         assert entry.source.startswith("fitted"), name
-    # Measured architectures have their own entry; others (H100: 9.0) take the default.
+    # Measured architectures have their own entry; others that of their generation (V100,
+    # 7.0: Turing's), else the default (H100: 9.0).
     assert {"6.0", "6.1", "7.5", "8.0"} <= set(table.entries)
     assert table.for_gpu(load_gpu("h100")) is table.entries[DEFAULT_ENTRY]
     assert table.for_gpu(load_gpu("t4")) is table.entries["7.5"]
+    assert table.for_gpu(load_gpu("v100")) is table.entries["7.5"]
     for preset in list_presets():
         assert table.for_gpu(load_gpu(preset)).kernel_floor_s > 0
+
+
+@pytest.mark.parametrize(("cc", "entry"), [
+    ("6.1", "6.1"), ("6.0", "6.0"), ("6.2", "6.1"), ("7.0", "7.5"), ("7.2", "7.5"),
+    ("8.6", "8.0"), ("9.0", "default"), ("5.2", "default"),
+])
+def test_an_unmeasured_architecture_takes_its_generations_nearest_entry(cc: str,
+                                                                        entry: str) -> None:
+    entries = {k: default_table().entries[k] for k in ("default", "6.0", "6.1", "7.5", "8.0")}
+    assert ParameterTable(entries=entries).entry_key(cc) == entry
 
 
 @pytest.mark.parametrize(("change", "message"), [
