@@ -55,19 +55,28 @@ def predicted_time_s(kernels: Sequence[KernelSpec], gpu: GPUSpec, cost_model: Co
     return simulate(program).makespan_s, "engine"
 
 
-def lower_priced(layer: Layer, gpu: GPUSpec, cost_model: CostModel, *, precision: str,
-                 layout: str, algorithm_choice: str = "rules",
-                 ) -> tuple[list[KernelSpec], float, str]:
-    """One layer lowered and priced (:func:`predicted_time_s`): (kernels, seconds, how timed),
-    its convolution algorithm chosen by ``algorithm_choice`` (module docstring; the first
-    candidate wins a tie)."""
+def algorithms_to_try(layer: Layer, gpu: GPUSpec, *, precision: str, layout: str,
+                      algorithm_choice: str) -> tuple[str, ...]:
+    """The ``conv_algorithm`` values ``algorithm_choice`` prices a layer with (module
+    docstring): every candidate for ``"fastest"``, else ``("",)`` (the rules' choice; also
+    for a layer that is not a convolution)."""
     if algorithm_choice not in ALGORITHM_CHOICES:
         raise GpusimError(f"unknown algorithm choice {algorithm_choice!r}; expected one of "
                           f"{', '.join(ALGORITHM_CHOICES)}")
     candidates = (conv_algorithm_candidates(layer, gpu, precision=precision, layout=layout)
                   if algorithm_choice == "fastest" else ())
+    return candidates or ("",)
+
+
+def lower_priced(layer: Layer, gpu: GPUSpec, cost_model: CostModel, *, precision: str,
+                 layout: str, algorithm_choice: str = "rules",
+                 ) -> tuple[list[KernelSpec], float, str]:
+    """One layer lowered and priced (:func:`predicted_time_s`): (kernels, seconds, how timed),
+    its convolution algorithm chosen by ``algorithm_choice`` (:func:`algorithms_to_try`; the
+    first wins a tie)."""
     best: tuple[list[KernelSpec], float, str] | None = None
-    for algorithm in candidates or ("",):
+    for algorithm in algorithms_to_try(layer, gpu, precision=precision, layout=layout,
+                                       algorithm_choice=algorithm_choice):
         kernels = lower_layer(layer, gpu, precision=precision, layout=layout,
                               conv_algorithm=algorithm)
         time_s, timing = predicted_time_s(kernels, gpu, cost_model)

@@ -55,11 +55,12 @@ from gpu_models.kernel import KernelKind, KernelSpec
 from gpu_models.memory import MemorySystem
 from gpu_models.presets import load_gpu
 from gpu_models.spec import GPUSpec
+from sim.analysis.pricing import algorithms_to_try
 from sim.measure.deepbench import DEEPBENCH_ALGORITHM_CHOICE, row_layers
 from sim.measure.kernel_classes import CLASSES, lowered_class
 from sim.measure.published import _row_of, published_sets
 from sim.measure.trace_digest import TracedWorkload
-from workloads.lowering import STORAGE_DTYPE, conv_algorithm_candidates, lower_layer
+from workloads.lowering import STORAGE_DTYPE, lower_layer
 
 #: The command that writes the committed parameter file.
 COMMAND = "gpusim calibrate fit --model analytic --output gpu_models/data/analytic.toml"
@@ -152,15 +153,12 @@ class _Builder:
         for kernels in alternatives:
             index = len(self.alternative_point)
             self.alternative_point.append(len(self.points) - 1)
-            self._add_kernels(index, kernels, gpu, memory)
-
-    def _add_kernels(self, index: int, kernels: Iterable[KernelSpec], gpu: GPUSpec,
-                     memory: MemorySystem) -> None:
-        for kernel in kernels:
-            t = kernel_terms(kernel, gpu, memory)
-            self.rows.append((index, t.compute_s, t.tile_factor, t.iterations, t.memory_s,
-                              t.waves, _COMPUTE_KEYS.index(compute_key(t.kind, t.resource)),
-                              _KINDS.index(t.kind)))
+            for kernel in kernels:
+                t = kernel_terms(kernel, gpu, memory)
+                self.rows.append((index, t.compute_s, t.tile_factor, t.iterations,
+                                  t.memory_s, t.waves,
+                                  _COMPUTE_KEYS.index(compute_key(t.kind, t.resource)),
+                                  _KINDS.index(t.kind)))
 
     def build(self) -> FitData:
         if not self.points:
@@ -202,13 +200,13 @@ def collect(directory: str | Path | None = None, *, gpus: Iterable[str] = ()) ->
                    tuple(sorted(timing.shape.items())))
             if key not in lowered:
                 layer = row_layers(row, dtype=STORAGE_DTYPE[timing.dtype])[timing.pass_]
-                # DeepBench kept the fastest algorithm of each convolution pass.
-                algorithms = (conv_algorithm_candidates(layer, gpu, precision=timing.dtype,
-                                                        layout=timing.layout)
-                              if DEEPBENCH_ALGORITHM_CHOICE == "fastest" else ())
+                # As DeepBench chose each convolution pass's algorithm: one alternative each.
+                algorithms = algorithms_to_try(layer, gpu, precision=timing.dtype,
+                                               layout=timing.layout,
+                                               algorithm_choice=DEEPBENCH_ALGORITHM_CHOICE)
                 lowered[key] = [lower_layer(layer, gpu, precision=timing.dtype,
                                             layout=timing.layout, conv_algorithm=algorithm)
-                                for algorithm in algorithms or ("",)]
+                                for algorithm in algorithms]
             kind = "gemm" if timing.op == "gemm" else "conv"
             builder.add(FitPoint(gpu.name, _arch(gpu),
                                  (gpu.name, timing.dtype, kind, timing.pass_),
