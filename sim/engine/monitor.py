@@ -114,17 +114,19 @@ class Monitor:
 
     def sample_sms(self, now_s: float, sms: SMArray) -> None:
         """After a pass in which blocks started or ended: busy SMs and occupancy."""
-        _append_step(self.busy_sms, now_s, float(sms.busy_count()))
         warps = sms.resident_warps()
         changed = (warps != self._last_warps).nonzero()[0]
-        if len(changed):
-            if self.occupancy_times[-1] != now_s:
-                self.occupancy_times.append(now_s)
-                self.occupancy_counts.append(0)
-            self.occupancy_counts[-1] += len(changed)
-            self.occupancy_sms.frombytes(changed.astype(self._dtype).tobytes())
-            self.occupancy_warps.frombytes(warps[changed].astype(self._dtype).tobytes())
-            self._last_warps = warps
+        if not len(changed):
+            return  # no SM's resident warps moved, so neither did the busy SMs
+        # Busy: holding a block, i.e. some warps (a block has at least one).
+        _append_step(self.busy_sms, now_s, float(np.count_nonzero(warps)))
+        if self.occupancy_times[-1] != now_s:
+            self.occupancy_times.append(now_s)
+            self.occupancy_counts.append(0)
+        self.occupancy_counts[-1] += len(changed)
+        self.occupancy_sms.frombytes(changed.astype(self._dtype).tobytes())
+        self.occupancy_warps.frombytes(warps[changed].astype(self._dtype).tobytes())
+        self._last_warps = warps
 
     def sample_dram(self, now_s: float, allocation: MemoryAllocation) -> None:
         """After DRAM was shared anew: bandwidth in use, saturation, parallelism bound."""

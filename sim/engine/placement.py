@@ -63,8 +63,18 @@ class BlockPlacement(ABC):
             return cap  # every free slot is taken: the order does not matter
         if n_blocks <= 0:
             return np.zeros_like(cap)
+        counts = self._first_items(cap, n_blocks, sms)
+        if counts is not None:
+            return counts
         chosen = self._order(cap, fp, sms)[:n_blocks]
         return np.bincount(chosen, minlength=sms.count)
+
+    def _first_items(self, cap: IntArray, n_blocks: int, sms: SMArray) -> IntArray | None:
+        """The first ``n_blocks`` items per SM in closed form, where the rule gives one for
+        this state (``None``: sort the items). Sorting is the general answer but costs a
+        dozen numpy calls on arrays of every item; most placements meet a state simple
+        enough to count."""
+        return None
 
     def _order(self, cap: IntArray, fp: BlockFootprint, sms: SMArray) -> IntArray:
         """The SM of every item ``(sm, m)``, items sorted in the policy's order."""
@@ -100,6 +110,19 @@ class MostFreeResources(BlockPlacement):
               sms: SMArray) -> tuple[IntArray, ...]:
         return (-(sms.free_warps[sm] - m * fp.warps), sm)
 
+    def _first_items(self, cap: IntArray, n_blocks: int, sms: SMArray) -> IntArray | None:
+        # Every SM with the same free warps and room for the same blocks (an idle GPU, or
+        # one wave of one kernel everywhere): the items go m by m, each sweep over the SMs
+        # in id order, so every SM gets n // count and the first n % count one more.
+        first = cap[0]
+        free_warps = sms.free_warps
+        if not first or not (cap == first).all() or not (free_warps == free_warps[0]).all():
+            return None
+        sweeps, rest = divmod(n_blocks, sms.count)
+        counts = np.full(sms.count, sweeps, dtype=np.int64)
+        counts[:rest] += 1
+        return counts
+
 
 class FirstFit(BlockPlacement):
     """The lowest-numbered SM that can hold the block. Item key: (SM id, m)."""
@@ -112,6 +135,11 @@ class FirstFit(BlockPlacement):
     def _keys(self, sm: IntArray, m: IntArray, fp: BlockFootprint,
               sms: SMArray) -> tuple[IntArray, ...]:
         return (sm, m)
+
+    def _first_items(self, cap: IntArray, n_blocks: int, sms: SMArray) -> IntArray | None:
+        # SMs fill in id order: each takes what is left of n after those before it.
+        before = np.cumsum(cap) - cap
+        return np.clip(n_blocks - before, 0, cap)
 
 
 class RoundRobin(BlockPlacement):

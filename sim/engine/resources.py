@@ -153,10 +153,6 @@ class SMArray:
         """Warps resident on each SM."""
         return self.spec.max_warps_per_sm - self.free[:, 0]
 
-    def busy_count(self) -> int:
-        """SMs holding at least one block."""
-        return int(np.count_nonzero(self.free[:, 1] < self.spec.max_blocks_per_sm))
-
     # ------------------------------------------------------------------ changes
     def allocate(self, fp: BlockFootprint, sm_ids: IntArray, counts: IntArray) -> IntArray:
         """Place ``counts[i]`` blocks on SM ``sm_ids[i]`` (ids distinct); returns what was
@@ -343,6 +339,12 @@ class SMThroughput:
         self._stale = False
         self._units_of: dict[int, tuple[int, ...]] = {}
         self._demand_of: dict[int, tuple[float, ...]] = {}
+        #: Per active slot, its resources with a demand: ``[(resource, units), ...]``.
+        self._slot_units: dict[int, list[tuple[int, int]]] = {}
+        #: The most any SM could be asked, per resource: every running kernel at its
+        #: occupancy (integers, kept as slots come and go). While it fits, no SM can be
+        #: over-subscribed and settling costs nothing.
+        self._bound = [0] * self.resources
         self._reorder()
 
     def acquire(self, seq: int, demand: Sequence[float], max_per_sm: int) -> int:
@@ -364,6 +366,9 @@ class SMThroughput:
         self._units[slot] = units
         self.demand[slot] = shares
         self._max_per_sm[slot] = max_per_sm
+        self._slot_units[slot] = [(r, u) for r, u in enumerate(units) if u]
+        for r, u in self._slot_units[slot]:
+            self._bound[r] += max_per_sm * u
         index = len(self.active)
         while index and self.active[index - 1][0] > seq:
             index -= 1
@@ -376,6 +381,8 @@ class SMThroughput:
         self.active = [(s, k) for s, k in self.active if k != slot]
         self.demand[slot] = 0.0
         self._units[slot] = 0
+        for r, u in self._slot_units.pop(slot):
+            self._bound[r] -= self._max_per_sm[slot] * u
         del self._units_of[slot], self._demand_of[slot]
         self.sigma[slot] = 1.0
         self._free.append(slot)
@@ -388,14 +395,7 @@ class SMThroughput:
         units_of, demand_of = self._units_of, self._demand_of
         self._users = [[(row, demand_of[slot][r]) for row, slot in enumerate(slots)
                         if units_of[slot][r]] for r in range(self.resources)]
-        # The most any SM could be asked, per resource: every kernel at its occupancy. While
-        # it fits, no SM can be over-subscribed and settling costs nothing.
-        self._bound = [sum(self._max_per_sm[slots[row]] * units_of[slots[row]][r]
-                           for row, _ in users)
-                       for r, users in enumerate(self._users)]
         self.per_slot_demand = {slot: demand_of[slot] for slot in slots}
-        self._slot_units = {slot: [(r, u) for r, u in enumerate(units_of[slot]) if u]
-                            for slot in slots}
         self._check_fits()
 
     def _check_fits(self) -> None:

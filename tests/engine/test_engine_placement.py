@@ -76,6 +76,18 @@ def test_most_free_picks_most_free_warps_then_lowest_id() -> None:
     assert policy.place(fp, 5, sms) == [(0, 1), (1, 2), (2, 2)]
 
 
+def test_most_free_on_an_idle_gpu_deals_blocks_round_by_round() -> None:
+    # Every SM alike: 300 blocks on 132 SMs are two rounds (264) and 36 more on SMs 0-35,
+    # as the sorted items give them (the closed form answers without sorting).
+    sms = SMArray(SPEC)
+    fp = block_footprint(SPEC, 256, 32, 0)
+    policy = MostFreeResources()
+    counts = policy.place_counts(sms.capacity(fp), 300, fp, sms)
+    assert counts.tolist() == [3] * 36 + [2] * 96
+    by_sorting = np.bincount(policy._order(sms.capacity(fp), fp, sms)[:300], minlength=132)
+    assert np.array_equal(counts, by_sorting)
+
+
 def test_first_fit_packs_low_sms() -> None:
     sms = SMArray(SPEC.replace(sm_count=3))
     assert FirstFit().place(block_footprint(SPEC, 256, 32, 0), 10, sms) == [(0, 8), (1, 2)]
