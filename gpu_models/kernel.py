@@ -70,6 +70,10 @@ class KernelSpec:
     #: Main-loop (K-loop) iterations one block runs, each loading one ``bk`` stage of its
     #: operand tiles; 0 where the kernel has no tiled main loop or it is unknown.
     mainloop_iterations: int = 0
+    #: Kernel family the analytic cost model keeps its own compute efficiency for
+    #: (:data:`gpu_models.cost.analytic.FAMILIES`, e.g. ``"wgrad_engine"``: cuDNN 7's
+    #: wgrad_alg0/alg1 engines); "" = priced by its kind alone.
+    family: str = ""
 
     def __post_init__(self) -> None:
         given: int | tuple[int, ...] = self.grid

@@ -6,7 +6,9 @@ A block of a kernel is held back by whichever of three things takes longest
 
 * **compute**: its FLOPs at its share of the peak of the units its math runs on (tensor
   cores or CUDA cores, :func:`~gpu_models.cost.waves.sm_resource`), times the fraction of
-  that peak its kind reaches (``compute_efficiency``, per kind and unit) and a *tile-shape
+  that peak its kind reaches (``compute_efficiency``, per kind and unit; for a kernel of a
+  family with its own, :attr:`~gpu_models.kernel.KernelSpec.family`, the family's
+  ``family_efficiency`` instead) and a *tile-shape
   efficiency* ``1 / (1 + tile_overhead x (1/bm + 1/bn))`` for a tiled GEMM main loop (a
   ``bm x bn`` tile loads ``bm + bn`` operand values from shared memory per ``bm x bn``
   MACs, so small tiles spend more of their time feeding the math);
@@ -75,6 +77,11 @@ DATA_FILE = "analytic.toml"
 DEFAULT_ENTRY = "default"
 #: The SM execution resources a kind's compute efficiency is kept for.
 RESOURCES: tuple[str, ...] = ("simt", "tensor")
+#: Kernel families (:attr:`KernelSpec.family`) with a compute efficiency of their own, which
+#: replaces their kind's: ``wgrad_engine``, cuDNN 7's non-GEMM weight-gradient kernels
+#: (wgrad_alg0_engine / wgrad_alg1_engine, CUDA cores), far slower per FLOP than the tiled
+#: GEMM kernels of the same kind.
+FAMILIES: tuple[str, ...] = ("wgrad_engine",)
 
 
 def compute_key(kind: KernelKind | str, resource: str) -> str:
@@ -98,6 +105,9 @@ class AnalyticParams:
     tile_overhead: float
     #: Where the values come from (a fit, with its data and command, or another entry's).
     source: str = ""
+    #: family (:data:`FAMILIES`) -> fraction of the peak its math reaches, in place of its
+    #: kind's compute efficiency; a family without a value is priced by its kind's.
+    family_efficiency: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         compute = {compute_key(*k.split(".", 1)) if "." in k else k: float(v)
@@ -117,6 +127,16 @@ class AnalyticParams:
                 if not 0 < value <= 1:
                     raise GpusimError(f"analytic parameters: {what}[{key}] must be in (0, 1] "
                                       f"(got {value!r})")
+        family = {str(k): float(v) for k, v in self.family_efficiency.items()}
+        unknown = sorted(set(family) - set(FAMILIES))
+        if unknown:
+            raise GpusimError(f"analytic parameters: family_efficiency: unknown "
+                              f"{', '.join(unknown)} (families: {', '.join(FAMILIES)})")
+        for key, value in family.items():
+            if not 0 < value <= 1:
+                raise GpusimError(f"analytic parameters: family_efficiency[{key}] must be in "
+                                  f"(0, 1] (got {value!r})")
+        object.__setattr__(self, "family_efficiency", MappingProxyType(family))
         object.__setattr__(self, "compute_efficiency", MappingProxyType(compute))
         object.__setattr__(self, "memory_efficiency", MappingProxyType(memory))
         for name in ("iteration_latency_s", "kernel_floor_s", "tile_overhead"):
@@ -137,7 +157,8 @@ class AnalyticParams:
                        iteration_latency_s=float(entry["iteration_latency_s"]),
                        kernel_floor_s=float(entry["kernel_floor_s"]),
                        tile_overhead=float(entry["tile_overhead"]),
-                       source=source or str(entry.get("source", "")))
+                       source=source or str(entry.get("source", "")),
+                       family_efficiency=dict(entry.get("family_efficiency", {})))
         except (KeyError, TypeError, ValueError) as exc:
             raise GpusimError(f"analytic parameters: bad entry ({exc})") from None
 
@@ -146,7 +167,17 @@ class AnalyticParams:
         return {"iteration_latency_s": self.iteration_latency_s,
                 "kernel_floor_s": self.kernel_floor_s, "tile_overhead": self.tile_overhead,
                 "compute_efficiency": dict(self.compute_efficiency),
-                "memory_efficiency": dict(self.memory_efficiency)}
+                "memory_efficiency": dict(self.memory_efficiency),
+                **({"family_efficiency": dict(self.family_efficiency)}
+                   if self.family_efficiency else {})}
+
+    def compute_efficiency_of(self, kind: KernelKind | str, resource: str,
+                              family: str = "") -> float:
+        """The compute efficiency a kernel is priced with: its family's, else its kind's on
+        its unit."""
+        if family and family in self.family_efficiency:
+            return self.family_efficiency[family]
+        return self.compute_efficiency[compute_key(kind, resource)]
 
 
 @dataclass(frozen=True)
@@ -166,6 +197,8 @@ class KernelTerms:
     waves: int
     kind: KernelKind
     resource: str
+    #: The kernel's family (:attr:`KernelSpec.family`), "" for none.
+    family: str = ""
 
 
 def kernel_terms(kernel: KernelSpec, spec: GPUSpec,
@@ -189,13 +222,13 @@ def kernel_terms(kernel: KernelSpec, spec: GPUSpec,
     return KernelTerms(compute_s=compute_s, tile_factor=tile_factor,
                        iterations=kernel.mainloop_iterations, memory_s=memory_s,
                        waves=waves(kernel, spec), kind=kernel.kind,
-                       resource=sm_resource(kernel, spec))
+                       resource=sm_resource(kernel, spec), family=kernel.family)
 
 
 def block_time_s(terms: KernelTerms, params: AnalyticParams) -> float:
     """One block's time: ``max(compute, loop, memory, floor / waves)`` (module docstring)."""
     compute = (terms.compute_s * (1 + params.tile_overhead * terms.tile_factor)
-               / params.compute_efficiency[compute_key(terms.kind, terms.resource)])
+               / params.compute_efficiency_of(terms.kind, terms.resource, terms.family))
     loop = terms.iterations * params.iteration_latency_s
     memory = terms.memory_s / params.memory_efficiency[terms.kind.value]
     return max(compute, loop, memory, params.kernel_floor_s / terms.waves)
@@ -298,6 +331,6 @@ def analytic_model(*, params: str | Path | ParameterTable | None = None) -> Anal
     return AnalyticModel(table)
 
 
-__all__ = ["DEFAULT_ENTRY", "AnalyticModel", "AnalyticParams", "KernelTerms", "ParameterTable",
-           "analytic_model", "block_time_s", "compute_key", "default_table", "kernel_terms",
-           "load_table"]
+__all__ = ["DEFAULT_ENTRY", "FAMILIES", "AnalyticModel", "AnalyticParams", "KernelTerms",
+           "ParameterTable", "analytic_model", "block_time_s", "compute_key", "default_table",
+           "kernel_terms", "load_table"]

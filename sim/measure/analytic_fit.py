@@ -1,8 +1,9 @@
 """Fitting the analytic cost model's parameters to the committed published measurements.
 
 What is fitted (:mod:`gpu_models.cost.analytic`): per architecture, the compute efficiency
-of each kind on each kind of unit, the memory efficiency of each kind, the K-loop iteration
-latency, the per-kernel floor and the tile overhead. The memory-parallelism curve the
+of each kind on each kind of unit and of each kernel family that has its own
+(:data:`~gpu_models.cost.analytic.FAMILIES`), the memory efficiency of each kind, the K-loop
+iteration latency, the per-kernel floor and the tile overhead. The memory-parallelism curve the
 memory term uses is not fitted here: it comes from the microbenchmarks
 (``gpu_models/data/memory.toml``, ``scripts/fit_memory_model.py``).
 
@@ -44,6 +45,7 @@ import numpy as np
 
 from gpu_models.cost.analytic import (
     DEFAULT_ENTRY,
+    FAMILIES,
     RESOURCES,
     AnalyticParams,
     ParameterTable,
@@ -66,7 +68,10 @@ from workloads.lowering import STORAGE_DTYPE, lower_layer
 COMMAND = "gpusim calibrate fit --model analytic --output gpu_models/data/analytic.toml"
 
 _KINDS: tuple[KernelKind, ...] = tuple(KernelKind)
-_COMPUTE_KEYS: tuple[str, ...] = tuple(compute_key(k, r) for k in _KINDS for r in RESOURCES)
+_KIND_COMPUTE_KEYS: tuple[str, ...] = tuple(compute_key(k, r) for k in _KINDS
+                                             for r in RESOURCES)
+#: Compute efficiencies fitted: per kind and unit, then per kernel family (``family:NAME``).
+_COMPUTE_KEYS: tuple[str, ...] = _KIND_COMPUTE_KEYS + tuple(f"family:{f}" for f in FAMILIES)
 _SCALARS: tuple[str, ...] = ("iteration_latency_s", "kernel_floor_s", "tile_overhead")
 #: Where the fit starts, and what the default entry is pulled towards: roofline's
 #: assumptions (compute 0.6, memory 0.8), 0.3 us per K-loop iteration, the 2 us of the
@@ -157,7 +162,9 @@ class _Builder:
                 t = kernel_terms(kernel, gpu, memory)
                 self.rows.append((index, t.compute_s, t.tile_factor, t.iterations,
                                   t.memory_s, t.waves,
-                                  _COMPUTE_KEYS.index(compute_key(t.kind, t.resource)),
+                                  _COMPUTE_KEYS.index(
+                                      f"family:{t.family}" if t.family
+                                      else compute_key(t.kind, t.resource)),
                                   _KINDS.index(t.kind)))
 
     def build(self) -> FitData:
@@ -238,7 +245,12 @@ def _encode(params: AnalyticParams) -> np.ndarray:
         p = min(max(p, 1e-6), 1 - 1e-6)
         return math.log(p / (1 - p))
 
-    return np.array([logit(params.compute_efficiency[k]) for k in _COMPUTE_KEYS]
+    def compute(key: str) -> float:
+        if key.startswith("family:"):
+            return params.family_efficiency.get(key.partition(":")[2], _START["compute"])
+        return params.compute_efficiency[key]
+
+    return np.array([logit(compute(k)) for k in _COMPUTE_KEYS]
                     + [logit(params.memory_efficiency[k.value]) for k in _KINDS]
                     + [math.log(max(getattr(params, s), 1e-12)) for s in _SCALARS])
 
@@ -246,7 +258,9 @@ def _encode(params: AnalyticParams) -> np.ndarray:
 def _decode(theta: np.ndarray, source: str) -> AnalyticParams:
     nc, nk = len(_COMPUTE_KEYS), len(_KINDS)
     eff = 1 / (1 + np.exp(-theta[:nc + nk]))
-    compute = {k: float(v) for k, v in zip(_COMPUTE_KEYS, eff[:nc], strict=True)}
+    fitted = {k: float(v) for k, v in zip(_COMPUTE_KEYS, eff[:nc], strict=True)}
+    compute = {k: fitted[k] for k in _KIND_COMPUTE_KEYS}
+    family = {k.partition(":")[2]: v for k, v in fitted.items() if k.startswith("family:")}
     memory = {k.value: float(v) for k, v in zip(_KINDS, eff[nc:], strict=True)}
     for key in compute:
         if key.startswith(_FIXED_KIND.value + "."):
@@ -256,16 +270,16 @@ def _decode(theta: np.ndarray, source: str) -> AnalyticParams:
     return AnalyticParams(compute_efficiency=compute, memory_efficiency=memory,
                           iteration_latency_s=float(scalars[0]),
                           kernel_floor_s=float(scalars[1]), tile_overhead=float(scalars[2]),
-                          source=source)
+                          source=source, family_efficiency=family)
 
 
 def _start() -> AnalyticParams:
     return AnalyticParams(
-        compute_efficiency=dict.fromkeys(_COMPUTE_KEYS, _START["compute"]),
+        compute_efficiency=dict.fromkeys(_KIND_COMPUTE_KEYS, _START["compute"]),
         memory_efficiency=dict.fromkeys((k.value for k in _KINDS), _START["memory"]),
         iteration_latency_s=_START["iteration_latency_s"],
         kernel_floor_s=_START["kernel_floor_s"], tile_overhead=_START["tile_overhead"],
-        source="start")
+        source="start", family_efficiency=dict.fromkeys(FAMILIES, _START["compute"]))
 
 
 def _predict(data: FitData, theta: np.ndarray) -> np.ndarray:

@@ -245,6 +245,80 @@ def test_zero_tap_and_zero_fill_flags_belong_to_implicit_gemm_dgrad_rules() -> N
 
 
 
+def test_one_by_one_wgrad_on_turing_runs_cudnn7s_wgrad_engines(rtx: GPUSpec) -> None:
+    # A small shape by hand: N = 4, C = 96, K = 160, 1x1 stride 2, 32x32 -> 16x16 output
+    # (256 pixels per image >= 128: ALGO_0). Blocks tile C by 64 (ceil(96/64) = 2) and K by
+    # 256 (K > 128; ceil(160/256) = 1); slices of at most 512 pixels of one image:
+    # 4 x ceil(256/512) = 4. One kernel, no reduction.
+    layer = conv_layer(4, (96, 32, 32), 160, (1, 1), stride=(2, 2), pass_="wgrad")
+    kernel, = lower_layer(layer, rtx)
+    assert kernel.library_name.startswith("wgrad_alg0_engine")
+    assert kernel.grid == (2, 1, 4) and kernel.threads == 256
+    assert (kernel.regs_per_thread, kernel.smem_per_block_B) == (121, 10496)
+    assert kernel.family == "wgrad_engine" and kernel.kind is KernelKind.CONV_WGRAD
+    # FLOPs of the whole tiles it computes: 2 x (2 x 64) x (1 x 256) x 4 x 256 pixels.
+    assert kernel.flops == 2 * 128 * 256 * 4 * 256 > 2 * layer.macs
+    # Stride 1 too, and small images run ALGO_1: 7x7 output (49 < 128 pixels), C = 128,
+    # K = 64: grid (ceil(128/64), ceil(64/128), ceil(4 * 49 / 4096)) = (2, 1, 1).
+    small = conv_layer(4, (128, 7, 7), 64, (1, 1), pass_="wgrad")
+    kernel, = lower_layer(small, rtx)
+    assert kernel.library_name.startswith("cudnn::cnn::wgrad_alg1_engine")
+    assert kernel.grid == (2, 1, 1) and kernel.regs_per_thread == 70
+    # cuDNN 7 offers no implicit GEMM for it: the only candidate, also for cudnnFind.
+    assert conv_algorithm_candidates(layer, rtx) == ("wgrad_engine",)
+    assert conv_algorithm_candidates(layer, load_preset("t4")) == ("wgrad_engine",)
+    with pytest.raises(GpusimError, match="does not apply"):
+        lower_layer(layer, rtx, conv_algorithm="implicit_gemm")
+    # Not on other architectures, nor for tensor-op math, other passes or other filters.
+    for gpu, precision in ((load_preset("a100-40gb"), "tf32"), (load_preset("p100"), "fp32"),
+                           (load_preset("titan-xp"), "fp32"), (load_preset("t4"), "fp16")):
+        assert not any(k.family for k in lower_layer(layer, gpu, precision=precision))
+    for other in (conv_layer(4, (96, 32, 32), 160, (1, 1), stride=(2, 2), pass_="fwd"),
+                  conv_layer(4, (96, 32, 32), 160, (1, 1), stride=(2, 2), pass_="dgrad"),
+                  conv_layer(4, (96, 32, 32), 160, (3, 3), stride=(2, 2), padding=(1, 1),
+                             pass_="wgrad")):
+        assert not any(k.family or "wgrad_alg" in k.library_name
+                       for k in lower_layer(other, rtx))
+    with pytest.raises(GpusimError, match="1x1 wgrad"):
+        AlgorithmRule(algorithm="wgrad_engine", arch=["sm75"], math=["simt"],
+                      layout=["nchw"], passes=["wgrad"], kernel=[3, 3], source="test")
+
+
+def test_the_wgrad_engine_grids_are_the_traced_ones(rtx: GPUSpec) -> None:
+    # RTX 2080 Ti ResNet-18 b128: the three 1x1 stride-2 downsample weight gradients.
+    for (c, size, k), grid, regs, smem in (
+            ((64, 56, 128), (1, 1, 256), 77, 6400),
+            ((128, 28, 256), (2, 1, 128), 121, 10496),
+            ((256, 14, 512), (4, 4, 2), 70, 6404)):
+        layer = conv_layer(128, (c, size, size), k, (1, 1), stride=(2, 2), pass_="wgrad")
+        kernel, = lower_layer(layer, rtx)
+        assert (kernel.grid, kernel.regs_per_thread, kernel.smem_per_block_B) == (
+            grid, regs, smem), (c, k)
+
+
+def test_a_kernel_family_is_priced_with_its_own_efficiency(rtx: GPUSpec) -> None:
+    from dataclasses import replace
+
+    from gpu_models.cost.analytic import AnalyticModel, default_table
+
+    kernel, = lower_layer(conv_layer(128, (64, 56, 56), 128, (1, 1), stride=(2, 2),
+                                     pass_="wgrad"), rtx)
+    table = default_table()
+    entry = table.for_gpu(rtx)
+    assert 0 < entry.family_efficiency["wgrad_engine"] < 1
+    halved = replace(entry, family_efficiency={
+        "wgrad_engine": entry.family_efficiency["wgrad_engine"] / 2})
+    key = table.entry_key("7.5")
+    slower = replace(table, entries={**table.entries, key: halved})
+    base, half = AnalyticModel(table)(kernel, rtx), AnalyticModel(slower)(kernel, rtx)
+    assert half.block_time_s == pytest.approx(2 * base.block_time_s)  # compute-bound
+    # Without a family the kernel is priced by its kind's efficiency.
+    plain = replace(kernel, family="")
+    assert AnalyticModel(slower)(plain, rtx) == AnalyticModel(table)(plain, rtx)
+    with pytest.raises(GpusimError, match="family_efficiency"):
+        replace(entry, family_efficiency={"fft": 0.5})
+
+
 def test_conv_algorithm_candidates_and_a_chosen_algorithm(rtx: GPUSpec) -> None:
     # The rules' algorithm first, then implicit GEMM (cuDNN has it for every pass).
     three = conv_layer(32, (64, 56, 56), 64, (3, 3), padding=(1, 1))

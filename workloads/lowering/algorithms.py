@@ -8,6 +8,10 @@ layouts, passes and shapes it applies to, with its source. The first matching ru
 no match means implicit GEMM, whose tiles the tile tables give
 (:mod:`workloads.lowering.tiles`).
 
+A rule marked ``sole_candidate`` says cuDNN has no implicit-GEMM kernel for the pass, so
+even a search for the fastest algorithm runs the rule's (sm75's 1x1 weight gradients:
+cuDNN 7's ``wgrad_alg0_engine`` / ``wgrad_alg1_engine``, algorithm ``wgrad_engine``).
+
 Example: on the RTX 2080 Ti (sm75) an fp32 3x3 stride-1 convolution runs the non-fused
 Winograd transform + batched-GEMM kernels for its forward pass, and its data gradient runs
 the fused Winograd kernel when it produces 64 channels or fewer::
@@ -27,7 +31,8 @@ from gpu_models.errors import GpusimError
 from workloads.lowering.tiles import MATHS, data_dir
 
 #: Algorithms lowering knows how to launch.
-ALGORITHMS: tuple[str, ...] = ("implicit_gemm", "winograd_nonfused", "winograd_fused")
+ALGORITHMS: tuple[str, ...] = ("implicit_gemm", "winograd_nonfused", "winograd_fused",
+                               "wgrad_engine")
 #: Convolution passes a rule can name (the tile tables' names for them).
 CONV_PASS_NAMES: tuple[str, ...] = ("fprop", "dgrad", "wgrad")
 
@@ -53,6 +58,9 @@ class AlgorithmRule:
     #: The strided data gradient's implicit GEMM multiplies the zeros between the output
     #: gradient's pixels too: it executes ``stride^2`` times the layer's MACs.
     multiplies_zero_taps: bool = False
+    #: cuDNN has no implicit-GEMM kernel for the pass: the rule's algorithm is its only
+    #: candidate, also where the fastest algorithm is searched for (``cudnnFind``).
+    sole_candidate: bool = False
 
     def __post_init__(self) -> None:
         for name in ("arch", "math", "layout", "passes"):
@@ -79,6 +87,11 @@ class AlgorithmRule:
             if getattr(self, flag) and (self.passes != ("dgrad",)
                                         or self.algorithm != "implicit_gemm"):
                 fail(f"{flag} applies to implicit_gemm dgrad rules only")
+        if self.algorithm == "wgrad_engine" and (self.passes != ("wgrad",)
+                                                 or self.kernel != (1, 1)):
+            fail("wgrad_engine applies to 1x1 wgrad rules only (kernel = [1, 1])")
+        if self.sole_candidate and self.algorithm == "implicit_gemm":
+            fail("sole_candidate applies to rules of another algorithm than implicit_gemm")
 
     def matches(self, *, arch: str, math: str, layout: str, pass_: str,
                 kernel: tuple[int, int], stride: tuple[int, int], channels: int) -> bool:

@@ -7,8 +7,10 @@ What each op becomes (eager PyTorch on cuDNN/cuBLAS; launch shapes from
   (:mod:`workloads.lowering.algorithms`, rules in ``data/algorithms.toml``): on sm70/sm75
   an fp32 NCHW 3x3 stride-1 pass is Winograd (:func:`winograd_nonfused_kernels`: two
   transforms, 36 batched GEMMs, an inverse transform; :func:`winograd_fused_kernels` for a
-  data gradient of at most 64 channels), and a strided data gradient there first zeroes its
-  output (``scalePackedTensor_kernel``); on sm60/sm61 (cuDNN 6) a strided data gradient's
+  data gradient of at most 64 channels), a strided data gradient there first zeroes its
+  output (``scalePackedTensor_kernel``), and on sm75 an fp32 NCHW 1x1 weight gradient runs
+  cuDNN 7's ``wgrad_alg0_engine`` / ``wgrad_alg1_engine`` (:func:`wgrad_engine_kernel`; no
+  implicit GEMM is offered for it); on sm60/sm61 (cuDNN 6) a strided data gradient's
   kernel multiplies the zero taps too (``stride^2`` x the MACs); everything else is one
   implicit-GEMM kernel per pass, shapes (per group, ``g`` groups in grid z):
 
@@ -540,7 +542,9 @@ def _candidates(layer: Layer, ctx: Context) -> tuple[AlgorithmRule, ...]:
     """The rules' choice for a convolution pass, then implicit GEMM if that differs."""
     rule = conv_algorithm(layer, ctx) if layer.groups == 1 and layer.dilation == (1, 1) \
         else IMPLICIT_GEMM
-    return (rule,) if rule.algorithm == "implicit_gemm" else (rule, IMPLICIT_GEMM)
+    if rule.algorithm == "implicit_gemm" or rule.sole_candidate:
+        return (rule,)
+    return (rule, IMPLICIT_GEMM)
 
 
 def conv_algorithm_candidates(layer: Layer, gpu: GPUSpec, *, precision: str = "fp32",
@@ -575,6 +579,8 @@ def _conv(layer: Layer, ctx: Context, epilogue: str = "") -> list[KernelSpec]:
         kernels = winograd_nonfused_kernels(layer, ctx, epilogue=epilogue)
     elif rule.algorithm == "winograd_fused":
         kernels = winograd_fused_kernels(layer, ctx, epilogue=epilogue)
+    elif rule.algorithm == "wgrad_engine":
+        kernels = [wgrad_engine_kernel(layer, ctx)]
     else:
         kernels = gemm_kernels(layer, ctx, epilogue=epilogue,
                                multiplies_zero_taps=rule.multiplies_zero_taps)
@@ -752,6 +758,68 @@ def winograd_fused_kernels(layer: Layer, ctx: Context, *,
                     2.0 * e["points"] * tiles * cin * cout, reads + numel(out) * eb,
                     f"scudnn_winograd_128x128_tile148t{epilogue}"),
     ]
+
+
+# ---------------------------------------------------------------------- wgrad engines
+def wgrad_engine_variant(layer: Layer) -> str:
+    """Which of cuDNN 7's 1x1 weight-gradient engines runs a pass: ``"alg1"``
+    (``wgrad_alg1_engine``, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1) for output images of fewer
+    than ``alg1_below_output_pixels`` pixels, else ``"alg0"`` (``wgrad_alg0_engine``,
+    ALGO_0) (``kernels.toml`` ``[wgrad_engine]``)."""
+    p, q = layer.inputs[0][2], layer.inputs[0][3]
+    e = kernel_shapes()["wgrad_engine"]
+    return "alg1" if p * q < e["alg1_below_output_pixels"] else "alg0"
+
+
+def wgrad_engine_grid(layer: Layer) -> tuple[tuple[int, int, int], str, Mapping[str, Any]]:
+    """The grid of cuDNN 7's wgrad engine for a 1x1 weight gradient, its variant and its
+    launch entry (``kernels.toml`` ``[wgrad_engine]``).
+
+    Each block computes a ``64 x k_tile`` tile of the ``C x K`` filter gradient (the
+    template's ``6`` and ``7``/``8``: log2 of the tile sides) over one slice of the
+    ``N x P x Q`` output-gradient pixels: grid ``(ceil(C/64), ceil(K/k_tile), slices)``.
+    ALGO_0 (non-deterministic) adds its slices' partial sums with atomics; a slice is at
+    most ``alg0_pixels_per_block`` pixels of one image (the template's last parameter,
+    512): ``N x ceil(P*Q / 512)`` slices, its ``k_tile`` 128 for K <= 128, else 256.
+    ALGO_1 (deterministic) uses ``k_tile`` 128 and ``ceil(N*P*Q / alg1_pixels_per_slice)``
+    slices. RTX 2080 Ti trace (ResNet-18, N = 128): C=64, K=128, 28x28 -> alg0 (1, 1, 256);
+    C=128, K=256, 14x14 -> alg0 (2, 1, 128); C=256, K=512, 7x7 -> alg1 (4, 4, 2).
+    """
+    e = kernel_shapes()["wgrad_engine"]
+    n, k, p, q = layer.inputs[0]
+    c = layer.inputs[1][1]
+    variant = wgrad_engine_variant(layer)
+    if variant == "alg0":
+        launch = e["alg0_small_k"] if k <= e["alg0_small_k"]["k_tile"] else e["alg0_large_k"]
+        slices = n * math.ceil(p * q / e["alg0_pixels_per_block"])
+    else:
+        launch = e["alg1"]
+        slices = math.ceil(n * p * q / e["alg1_pixels_per_slice"])
+    grid = (math.ceil(c / e["channels_per_block"]), math.ceil(k / launch["k_tile"]),
+            max(1, slices))
+    return grid, variant, launch
+
+
+def wgrad_engine_kernel(layer: Layer, ctx: Context) -> KernelSpec:
+    """cuDNN 7's weight-gradient engine for a 1x1 convolution (:func:`wgrad_engine_grid`):
+    one kernel, no split-K reduction (ALGO_0's slices add atomically in L2, ALGO_1's in
+    order); FLOPs the layer's ``2 x MACs``; DRAM bytes the output gradient and the input at
+    the resolution the filter reads (:func:`read_fraction`), each once, and the filter
+    gradient written once. Family ``wgrad_engine``: the analytic model prices its math with
+    its own fitted efficiency."""
+    grid, variant, launch = wgrad_engine_grid(layer)
+    e = kernel_shapes()["wgrad_engine"]
+    shape = gemm_shape(layer, ctx.elem_B)
+    name = {"alg0": "wgrad_alg0_engine", "alg1": "cudnn::cnn::wgrad_alg1_engine"}[variant]
+    # A fixed-tile engine: every block computes its whole 64 x k_tile tile (partial tiles
+    # at the C and K edges included) over its pixels.
+    n, _, p, q = layer.inputs[0]
+    flops = 2.0 * grid[0] * e["channels_per_block"] * grid[1] * launch["k_tile"] * n * p * q
+    kernel = make_kernel(layer, ctx, KernelKind.CONV_WGRAD, grid, e["threads"], launch["regs"],
+                         launch["smem_B"], flops,
+                         shape.a_B + shape.b_B + shape.c_B,
+                         f"{name}<{e['channels_per_block']}x{launch['k_tile']}>")
+    return dataclasses.replace(kernel, family="wgrad_engine")
 
 
 def _depthwise(layer: Layer, ctx: Context) -> KernelSpec:
