@@ -803,7 +803,8 @@ def wgrad_engine_grid(layer: Layer) -> tuple[tuple[int, int, int], str, Mapping[
 def wgrad_engine_kernel(layer: Layer, ctx: Context) -> KernelSpec:
     """cuDNN 7's weight-gradient engine for a 1x1 convolution (:func:`wgrad_engine_grid`):
     one kernel, no split-K reduction (ALGO_0's slices add atomically in L2, ALGO_1's in
-    order); FLOPs the layer's ``2 x MACs``; DRAM bytes the output gradient and the input at
+    order); FLOPs those of its whole tiles (``2 x MACs`` with C and K rounded up to them);
+    DRAM bytes the output gradient and the input at
     the resolution the filter reads (:func:`read_fraction`), each once, and the filter
     gradient written once. Family ``wgrad_engine``: the analytic model prices its math with
     its own fitted efficiency."""
