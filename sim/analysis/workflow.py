@@ -38,8 +38,8 @@ from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel
 from gpu_models.presets import resolve_gpu
 from gpu_models.spec import PRECISIONS, GPUSpec
-from sim.engine.engine import Progress, simulate
-from sim.engine.program import Program
+from sim.engine.engine import Progress, simulate, simulate_makespan
+from sim.engine.program import Launch, Program
 from sim.engine.result import SimResult
 from sim.scheduling import Schedule, ScheduleContext, SchedulingPolicy, get_policy, to_program
 from workloads import build
@@ -107,14 +107,16 @@ class CandidateEvaluator:
         self.event_overhead_s = event_overhead_s
         self.sm_sharing = sm_sharing
         self._makespans: dict[tuple[Any, ...], float] = {}
+        self._launches: dict[tuple[Any, ...], Launch] = {}
 
     def __call__(self, schedule: Schedule) -> float:
         program = to_program(self.ctx, schedule, launch_overhead_s=self.launch_overhead_s,
-                             event_overhead_s=self.event_overhead_s)
+                             event_overhead_s=self.event_overhead_s,
+                             launches_seen=self._launches)
         key = program.timing_key()
         makespan = self._makespans.get(key)
         if makespan is None:
-            makespan = simulate(program, sm_sharing=self.sm_sharing).makespan_s
+            makespan = simulate_makespan(program, sm_sharing=self.sm_sharing)
             self._makespans[key] = makespan
         return makespan
 

@@ -188,6 +188,8 @@ class Dispatcher:
         self._start = start
         #: Some stream is confined to an SM partition (else the plain, faster pass runs).
         self.partitioned = partitioned
+        #: Whether a pass says what blocks the head kernel (only the monitor asks).
+        self.report_blocking = True
         self._ready: list[tuple[int, float, int, KernelRun]] = []
 
     def add(self, kernel: KernelRun, now_s: float) -> None:
@@ -211,7 +213,7 @@ class Dispatcher:
             else:
                 limits = self._place_bulk(kernel)
                 if kernel.to_dispatch:
-                    return self.sms.blocking_resource(limits)
+                    return self.sms.blocking_resource(limits) if self.report_blocking else None
             self._ready.pop(0)
         return None
 

@@ -82,7 +82,8 @@ class Engine:
 
     def __init__(self, program: Program, *, mode: str = "grouped",
                  placement: str | PlacementFactory = "most-free",
-                 record_blocks: bool = False, sm_sharing: bool = True) -> None:
+                 record_blocks: bool = False, sm_sharing: bool = True,
+                 series: bool = True) -> None:
         if mode not in MODES:
             raise GpusimError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
         if not isinstance(sm_sharing, bool):
@@ -103,7 +104,12 @@ class Engine:
         self.host = Host(self.env, self.kernels, launch_overhead_s=program.launch_overhead,
                          event_overhead_s=program.event_overhead,
                          on_visible=self._on_visible, on_done=self._on_host_done)
-        self.monitor = Monitor(self.sms, record_blocks=record_blocks or mode == "exact")
+        # Series and "what binds" clocks (off: the makespan only, :func:`simulate_makespan`;
+        # the exact mode is the reference and keeps them).
+        self.series = series or mode == "exact"
+        self.dispatcher.report_blocking = self.series
+        self.monitor = Monitor(self.sms, record_blocks=record_blocks or mode == "exact",
+                               series=self.series)
         self.execution = Execution(self.env, spec, sm_sharing=sm_sharing,
                                    exact=mode == "exact", monitor=self.monitor,
                                    on_done=self._finish)
@@ -170,6 +176,19 @@ class Engine:
         :data:`PROGRESS_EVERY_EVENTS` simulation events (for a progress bar on long runs).
         """
         wall = time.perf_counter()
+        self._run_to_end(progress)
+        wall_s = time.perf_counter() - wall
+        return self.monitor.result(self.program, mode=self.mode, placement=self.placement.name,
+                                   sm_sharing=self.sm_sharing, kernels=self.kernels,
+                                   host_events=self.host.events, wall_s=wall_s)
+
+    def run_makespan(self) -> float:
+        """Simulate to the end and return only the makespan (no result is assembled):
+        what a search needs of a candidate. The same as :meth:`run`'s ``makespan_s``."""
+        self._run_to_end(None)
+        return max((k.end_s for k in self.kernels), default=0.0)
+
+    def _run_to_end(self, progress: Progress | None) -> None:
         self.host.start()
         self._request_dispatch()  # a first pass at t=0 starts the "what binds" clocks
         if progress is None:
@@ -183,12 +202,8 @@ class Engine:
                     progress(self.monitor.blocks_started, total)
             except simpy.core.EmptySchedule:
                 progress(self.monitor.blocks_started, total)
-        wall_s = time.perf_counter() - wall
         if self.completed < len(self.kernels):
             raise DeadlockError(self._deadlock_message())
-        return self.monitor.result(self.program, mode=self.mode, placement=self.placement.name,
-                                   sm_sharing=self.sm_sharing, kernels=self.kernels,
-                                   host_events=self.host.events, wall_s=wall_s)
 
     def _on_visible(self, kernel: KernelRun) -> None:
         """The host's launch call of ``kernel`` ended: it joins its hardware queue."""
@@ -354,6 +369,10 @@ class Engine:
         blocked = self.dispatcher.run_pass()
         if self._sms_changed:
             self.execution.settle()
+        if not self.series:
+            self.monitor.passes += 1
+            self._queues_changed = self._sms_changed = False
+            return
         # Everything at this instant is settled: sample the state and the "what binds" clocks.
         self.monitor.sample_pass(now, blocked,
                                  launch_bound=not self.running_blocks and not self.host.done)
@@ -387,6 +406,13 @@ class Engine:
         return ("deadlock: the program cannot progress; waiting kernels: " + "; ".join(lines)
                 + " (a kernel waits on one queued behind it in the same hardware queue: "
                 "reorder the launches or use more connections)")
+
+
+def simulate_makespan(program: Program, *, sm_sharing: bool = True) -> float:
+    """The makespan of ``program`` in seconds, exactly :func:`simulate`'s, without its
+    series, "what binds" clocks and records (grouped mode, default placement): for
+    searching policies, which time many candidates and keep only the fastest."""
+    return Engine(program, sm_sharing=sm_sharing, series=False).run_makespan()
 
 
 def simulate(program: Program, *, mode: str = "grouped",

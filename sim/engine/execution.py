@@ -203,7 +203,7 @@ class Execution:
         for kernel in resplit:
             for group in list(kernel.groups.values()):
                 self._refresh(group)
-        if self.sm_sharing:
+        if self.sm_sharing and self.monitor.series:
             self._sample()
 
     # ------------------------------------------------------------------ splitting
@@ -294,7 +294,7 @@ class Execution:
 
     def _on_timer(self, event: simpy.Event) -> None:
         self.monitor.events += 1
-        groups = cast(list[BlockGroup], event.value)
+        groups = cast("list[BlockGroup]", event.value)  # a string: no alias built per call
         alone = len(groups) == 1
         for group in groups:
             if group.timer is event:  # else its rate changed since this timer was set

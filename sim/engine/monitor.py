@@ -57,8 +57,10 @@ class Stopwatch:
 class Monitor:
     """Counters, series and records of one run."""
 
-    def __init__(self, sms: SMArray, record_blocks: bool) -> None:
+    def __init__(self, sms: SMArray, record_blocks: bool, series: bool = True) -> None:
         self.record_blocks = record_blocks
+        #: Keep the series and clocks (off: counters only, for a makespan-only run).
+        self.series = series
         self.events = 0
         self.passes = 0
         self.groups = 0
@@ -130,6 +132,8 @@ class Monitor:
 
     def sample_dram(self, now_s: float, allocation: MemoryAllocation) -> None:
         """After DRAM was shared anew: bandwidth in use, saturation, parallelism bound."""
+        if not self.series:
+            return
         _append_step(self.dram_Bps, now_s, allocation.used_Bps)
         self.dram_saturated.set(now_s, "on" if allocation.saturated else None)
         self.memory_parallelism.set(now_s, "on" if allocation.parallelism_bound else None)

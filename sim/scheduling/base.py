@@ -235,9 +235,14 @@ def to_program(
     *,
     launch_overhead_s: float | None = None,
     event_overhead_s: float | None = None,
+    launches_seen: dict[tuple[Any, ...], Launch] | None = None,
 ) -> Program:
     """The engine program of ``schedule``: one launch per scheduled kernel, in launch order,
-    with an event wherever a dependency crosses streams and is not already implied."""
+    with an event wherever a dependency crosses streams and is not already implied.
+
+    ``launches_seen``: launches built before, reused where one is equal (a search builds
+    the programs of many candidates of the same kernels; a launch is validated on
+    construction, which costs more than the rest of its program)."""
     graph = ctx.graph
     check_schedule(graph, schedule)
     position = {node: i for i, node in enumerate(schedule.order)}
@@ -274,10 +279,15 @@ def to_program(
         kernel = ctx.kernel(node)
         cost = ctx.costs[node]
         grid, block_time_s = capped_launch(kernel, cost, schedule.grid_cap.get(node))
-        launches.append(Launch.from_kernel(
-            kernel, cost, stream=stream_name[s], name=str(node), grid=grid,
-            block_time_s=block_time_s,
-            after=tuple(str(d) for d in sorted(after, key=position.__getitem__))))
+        waits = tuple(str(d) for d in sorted(after, key=position.__getitem__))
+        key = (node, stream_name[s], grid, block_time_s, waits)
+        launch = None if launches_seen is None else launches_seen.get(key)
+        if launch is None:
+            launch = Launch.from_kernel(kernel, cost, stream=stream_name[s], name=str(node),
+                                        grid=grid, block_time_s=block_time_s, after=waits)
+            if launches_seen is not None:
+                launches_seen[key] = launch
+        launches.append(launch)
     return Program(
         gpu=ctx.gpu,
         streams=tuple(StreamDef(stream_name[s], schedule.priorities.get(s, 0),

@@ -18,9 +18,8 @@ from sim.analysis.workflow import (
     simulate_workload,
     time_average,
 )
-from sim.engine.engine import simulate
+from sim.engine.engine import simulate, simulate_makespan
 from sim.engine.program import Launch, Program, StreamDef
-from sim.engine.result import SimResult
 from sim.scheduling import Schedule
 from workloads import build
 from workloads.graph import framework_order
@@ -81,11 +80,11 @@ def test_searching_policies_simulate_a_candidate_seen_before_once(
         h100: GPUSpec, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Program] = []
 
-    def counting(program: Program, **kwargs: Any) -> SimResult:
+    def counting(program: Program, **kwargs: Any) -> float:
         calls.append(program)
-        return simulate(program, **kwargs)
+        return simulate_makespan(program, **kwargs)
 
-    monkeypatch.setattr(workflow, "simulate", counting)
+    monkeypatch.setattr(workflow, "simulate_makespan", counting)
     graph = kernel_graph_for("resnet18", batch=1, gpu=h100)
     ctx = schedule_context(graph, h100, get_cost_model("roofline"))
     assert ctx.evaluate is not None
