@@ -57,10 +57,12 @@ class Wakeup(simpy.Event):
     def __init__(self, env: simpy.Environment, delay_s: float, priority: EventPriority,
                  value: Any,
                  callback: Callable[[simpy.Event], None]) -> None:
-        super().__init__(env)
+        # Set up as SimPy's own Timeout is (no Event.__init__ call): one is made per rate
+        # change, the most frequent object of a run.
+        self.env = env
+        self.callbacks = [callback]
         self._ok = True
         self._value = value
-        self.callbacks.append(callback)
         env.schedule(self, priority, delay_s)
 
 
