@@ -284,6 +284,82 @@ def test_one_by_one_wgrad_on_turing_runs_cudnn7s_wgrad_engines(rtx: GPUSpec) -> 
                       layout=["nchw"], passes=["wgrad"], kernel=[3, 3], source="test")
 
 
+def test_turing_fp16_nhwc_wgrad_runs_one_padded_128x128_gemm_per_tap() -> None:
+    # By hand: N = 8, C = 3 -> K = 64, 3x3 pad 1 on 32x32 (T4 fp16, NHWC, tensor ops). Each
+    # of the 9 taps is a K x C = 64 x 3 GEMM reduced over N*P*Q = 8192 pixels, in whole
+    # 128x128 tiles: 1 x 1 tile per tap, 9 blocks on 40 SMs (one 128x128 block per SM):
+    # split 4 fills a wave (36 / 40 = 0.9), 2048 pixels = 64 iterations of 32 per slice.
+    # FLOPs executed: 2 x 128 x 128 x 8192 x 9, where the layer has 2 x 64 x 3 x 9 x 8192.
+    t4 = load_preset("t4")
+    layer = conv_layer(8, (3, 32, 32), 64, (3, 3), padding=(1, 1), pass_="wgrad",
+                       dtype="fp16")
+    main, reduce = lower_layer(layer, t4, precision="fp16", layout="nhwc")
+    assert main.library_name == "volta_s884_128x128x32 per-tap splitK4"
+    assert main.grid == (1, 1, 36) and main.mainloop_iterations == 64
+    assert main.tensor_cores and main.tile_mn == (128, 128)  # C = 3: padded, not SIMT
+    assert main.flops == 2 * 128 * 128 * 8192 * 9 == 2_415_919_104
+    assert 2 * layer.macs == 2 * 64 * 3 * 9 * 8192
+    assert reduce.library_name == "splitk_reduce" and reduce.flops == 3 * 64 * 3 * 9
+    assert conv_algorithm_candidates(layer, t4, precision="fp16",
+                                     layout="nhwc") == ("implicit_gemm",)
+    # Channels beyond one tile take more: C = 192 -> ceil(192/128) = 2 tiles per tap.
+    wide = conv_layer(8, (192, 32, 32), 64, (3, 3), padding=(1, 1), pass_="wgrad",
+                      dtype="fp16")
+    assert max(k.flops for k in lower_layer(wide, t4, precision="fp16", layout="nhwc")) == (
+        2 * 128 * 256 * 8192 * 9)
+    # Scope: not fp32, NCHW, more than 50 taps (5x20), other passes, nor sm70 (V100).
+    for gpu, precision, layout, other in (
+            (t4, "fp32", "nhwc", layer), (t4, "fp16", "nchw", layer),
+            (t4, "fp16", "nhwc", conv_layer(8, (3, 32, 64), 64, (5, 20), pass_="wgrad",
+                                            dtype="fp16")),
+            (t4, "fp16", "nhwc", conv_layer(8, (3, 32, 32), 64, (3, 3), padding=(1, 1),
+                                            pass_="dgrad", dtype="fp16")),
+            (load_preset("v100"), "fp16", "nhwc", layer)):
+        assert not any("per-tap" in k.library_name
+                       for k in lower_layer(other, gpu, precision=precision, layout=layout))
+    with pytest.raises(GpusimError, match="tap_tile"):
+        AlgorithmRule(algorithm="implicit_gemm", arch=["sm75"], math=["f16"],
+                      layout=["nhwc"], passes=["fprop"], tap_tile="volta_s884_128x128x32",
+                      source="test")
+
+
+def test_turing_fp16_nhwc_forward_and_dgrad_run_each_taps_channels_in_whole_slices(
+) -> None:
+    # By hand: N = 8, C = 3 -> K = 64, 3x3 pad 1 on 32x32: M = 8192 pixels, N = 64 filters
+    # in one 64-wide column of the 128x64 tile; the K loop runs each tap's 3 channels in one
+    # 32-deep slice: 9 iterations, 2 x 8192 x 64 x (9 x 32) FLOPs executed, 32/3 the MACs.
+    t4 = load_preset("t4")
+    layer = conv_layer(8, (3, 32, 32), 64, (3, 3), padding=(1, 1), dtype="fp16")
+    kernel, = lower_layer(layer, t4, precision="fp16", layout="nhwc")
+    assert kernel.library_name == "volta_s884_128x64x32" and kernel.grid == (64, 1, 1)
+    assert kernel.tensor_cores and kernel.mainloop_iterations == 9
+    assert kernel.flops == 2 * 8192 * 64 * 9 * 32 == 2 * layer.macs * 32 / 3
+    # C = 64 fills two slices per tap exactly: 18 iterations, FLOPs the layer's.
+    full = conv_layer(8, (64, 32, 32), 64, (3, 3), padding=(1, 1), dtype="fp16")
+    kernel, = lower_layer(full, t4, precision="fp16", layout="nhwc")
+    assert kernel.mainloop_iterations == 18 and kernel.flops == 2 * full.macs
+    # Data gradients alike, reduced K and produced C swapped: C = 16 <- K = 32 (stride 1,
+    # 32x32 images) produces 16 channels in the tile's 64 columns, K = 32 is one slice per
+    # tap: 4x the layer's FLOPs, 9 iterations. K = 16 pads each tap's slice to 32: 2x, and
+    # a strided one pads its useful FLOPs alike (it skips the zero taps).
+    for c, k, stride, factor in ((16, 32, 1, 4), (64, 16, 1, 2), (64, 16, 2, 2)):
+        dgrad = conv_layer(8, (c, 32, 32), k, (3, 3), stride=(stride, stride),
+                           padding=(1, 1), pass_="dgrad", dtype="fp16")
+        kernel, = lower_layer(dgrad, t4, precision="fp16", layout="nhwc")
+        assert kernel.library_name == "volta_s884_128x64x32" and kernel.grid == (64, 1, 1)
+        assert kernel.flops == factor * 2 * dgrad.macs and kernel.mainloop_iterations == 9
+    # Scope: not fp32 nor NCHW (C = 3 runs on CUDA cores there, unpadded: an implicit GEMM
+    # of the layer's FLOPs, or the NCHW rules' Winograd).
+    kernel, = lower_layer(layer, t4, precision="fp32", layout="nhwc")
+    assert kernel.flops == 2 * layer.macs and not kernel.tensor_cores
+    assert not any(k.tensor_cores for k in lower_layer(layer, t4, precision="fp16"))
+    for algorithm, passes in (("implicit_gemm", ["wgrad"]), ("winograd_nonfused", ["fprop"])):
+        with pytest.raises(GpusimError, match="tap_channel_slices"):
+            AlgorithmRule(algorithm=algorithm, arch=["sm75"], math=["f16"],
+                          layout=["nhwc"], passes=passes, tap_channel_slices=True,
+                          source="test")
+
+
 def test_the_wgrad_engine_grids_are_the_traced_ones(rtx: GPUSpec) -> None:
     # RTX 2080 Ti ResNet-18 b128: the three 1x1 stride-2 downsample weight gradients.
     for (c, size, k), grid, regs, smem in (

@@ -61,6 +61,25 @@ class AlgorithmRule:
     #: cuDNN has no implicit-GEMM kernel for the pass: the rule's algorithm is its only
     #: candidate, also where the fastest algorithm is searched for (``cudnnFind``).
     sole_candidate: bool = False
+    #: The filter has at most this many taps (R*S).
+    max_taps: int | None = None
+    #: The weight gradient's implicit GEMM runs one ``K x C`` GEMM per filter tap (reduced
+    #: over N*P*Q), each in whole tiles of this tile (a name of the GPU's tile table), its
+    #: K and C padded up to the tile, so it executes ``R*S * ceil(K/bm)*bm * ceil(C/bn)*bn
+    #: * N*P*Q`` MACs; the padding makes channels of any count run on the tensor cores.
+    tap_tile: str | None = None
+    #: The forward (data-gradient) implicit GEMM's K loop runs over each filter tap's C (K)
+    #: reduced channels in whole ``bk``-deep slices of its tile, padded up per tap, and its
+    #: tile's ``bn`` covers the K (C) channels it produces padded up: a forward pass executes
+    #: ``N*P*Q * ceil(K/bn)*bn * R*S * ceil(C/bk)*bk`` MACs (a data gradient its useful MACs
+    #: padded alike); the padding makes channels of any count run on the tensor cores.
+    tap_channel_slices: bool = False
+
+    @property
+    def pads_channels(self) -> bool:
+        """Whether the rule's kernel pads the channels of each filter tap (``tap_tile``,
+        ``tap_channel_slices``), so that it takes any channel count on the tensor cores."""
+        return self.tap_tile is not None or self.tap_channel_slices
 
     def __post_init__(self) -> None:
         for name in ("arch", "math", "layout", "passes"):
@@ -90,6 +109,12 @@ class AlgorithmRule:
         if self.algorithm == "wgrad_engine" and (self.passes != ("wgrad",)
                                                  or self.kernel != (1, 1)):
             fail("wgrad_engine applies to 1x1 wgrad rules only (kernel = [1, 1])")
+        if self.tap_tile is not None and (self.passes != ("wgrad",)
+                                          or self.algorithm != "implicit_gemm"):
+            fail("tap_tile applies to implicit_gemm wgrad rules only")
+        if self.tap_channel_slices and (set(self.passes) - {"fprop", "dgrad"}
+                                        or self.algorithm != "implicit_gemm"):
+            fail("tap_channel_slices applies to implicit_gemm fprop and dgrad rules only")
         if self.sole_candidate and self.algorithm == "implicit_gemm":
             fail("sole_candidate applies to rules of another algorithm than implicit_gemm")
 
@@ -101,7 +126,8 @@ class AlgorithmRule:
                 and (self.kernel is None or tuple(kernel) == self.kernel)
                 and (self.stride is None or tuple(stride) == self.stride)
                 and (not self.stride_above_one or max(stride) > 1)
-                and (self.max_channels is None or channels <= self.max_channels))
+                and (self.max_channels is None or channels <= self.max_channels)
+                and (self.max_taps is None or kernel[0] * kernel[1] <= self.max_taps))
 
 
 #: What a pass runs when no rule matches.

@@ -11,8 +11,12 @@ What each op becomes (eager PyTorch on cuDNN/cuBLAS; launch shapes from
   output (``scalePackedTensor_kernel``), and on sm75 an fp32 NCHW 1x1 weight gradient runs
   cuDNN 7's ``wgrad_alg0_engine`` / ``wgrad_alg1_engine`` (:func:`wgrad_engine_kernel`; no
   implicit GEMM is offered for it); on sm60/sm61 (cuDNN 6) a strided data gradient's
-  kernel multiplies the zero taps too (``stride^2`` x the MACs); everything else is one
-  implicit-GEMM kernel per pass, shapes (per group, ``g`` groups in grid z):
+  kernel multiplies the zero taps too (``stride^2`` x the MACs); on sm75 with fp16 tensor
+  ops on NHWC tensors each filter tap's channels are padded to whole tiles (a weight
+  gradient: one 128x128-tiled GEMM per tap, :func:`tap_gemm_kernels`; a forward pass or data
+  gradient: whole ``bk`` slices per tap, :func:`gemm_kernels`), the padding executed;
+  everything else is one implicit-GEMM kernel per pass, shapes (per group, ``g`` groups in
+  grid z):
 
   ========  ===============  =============  ===============
   pass      M                N              K
@@ -104,6 +108,7 @@ from workloads.lowering.tiles import (
     load_table,
     math_for,
     select_tile,
+    split_for_waves,
     table_for,
 )
 
@@ -436,17 +441,29 @@ def _is_pointwise_conv(layer: Layer) -> bool:
 
 
 def gemm_kernels(layer: Layer, ctx: Context, *, epilogue: str = "",
-                 multiplies_zero_taps: bool = False) -> list[KernelSpec]:
+                 multiplies_zero_taps: bool = False, tap_tile: str | None = None,
+                 tap_channel_slices: bool = False) -> list[KernelSpec]:
     """The GEMM kernel of a conv/linear layer (+ split-K reduction), tile chosen per arch.
 
     ``multiplies_zero_taps``: a strided data gradient's kernel executes every tap of its
     GEMM over all input pixels, the zeros between the output gradient's pixels included
-    (the algorithm rule says where)."""
+    (the algorithm rule says where). ``tap_tile``: a weight gradient run as one GEMM per
+    filter tap in whole tiles of that tile (:func:`tap_gemm_kernels`).
+    ``tap_channel_slices``: a forward pass (data gradient) whose K loop runs over each
+    tap's C (K) reduced channels in whole ``bk``-deep slices, padded up per tap, and its
+    produced K (C) channels up to the tile's ``bn``: its useful FLOPs times both padding
+    factors, executed (tensor cores for any C). Example: the T4 fp16 forward pass of a 3x3
+    conv, C = 1 -> K = 16, with a 64-wide tile (``bk`` = 32): 9 taps x 32 = 288 executed
+    reduction steps per output instead of 9, on 64 filter columns instead of 16: 128x the
+    MACs."""
+    if tap_tile is not None and layer.op is OpType.CONV2D_WGRAD:
+        return tap_gemm_kernels(layer, ctx, tap_tile)
     pass_, kind = _PASS_OF[layer.op]
     work = gemm_shape(layer, ctx.elem_B)
     shape = work
     math_ = math_for(ctx.gpu, ctx.precision)
-    if math_ != "simt" and not _tensor_aligned(layer, ctx.elem_B):
+    pads = tap_channel_slices and layer.op in (OpType.CONV2D, OpType.CONV2D_DGRAD)
+    if math_ != "simt" and not pads and not _tensor_aligned(layer, ctx.elem_B):
         math_ = "simt"
     images = 0
     if ctx.layout == "nchw" and _is_pointwise_conv(layer):
@@ -470,9 +487,46 @@ def gemm_kernels(layer: Layer, ctx: Context, *, epilogue: str = "",
     flops = 2.0 * layer.macs if layer.macs else 2.0 * work.m * work.n * work.k * work.groups
     if multiplies_zero_taps and layer.op is OpType.CONV2D_DGRAD:
         flops = 2.0 * work.m * work.n * work.k * work.groups
+    if pads and "simt" not in choice.tile.math:
+        taps = layer.kernel[0] * layer.kernel[1]
+        bk = choice.tile.bk(ctx.elem_B)
+        shape = dataclasses.replace(shape, k=taps * math.ceil(work.k // taps / bk) * bk)
+        flops *= choice.tiles_n * choice.tile.bn / work.n * shape.k / work.k
     return _gemm_launch(layer, ctx, kind, shape, choice, flops=flops,
                         label=f"{choice.tile.name}{epilogue}",
                         shared_b=bool(images) and layer.op is not OpType.CONV2D_WGRAD)
+
+
+def tap_gemm_kernels(layer: Layer, ctx: Context, tile_name: str) -> list[KernelSpec]:
+    """A weight gradient run as one GEMM per filter tap, in whole tiles of ``tile_name``
+    (an algorithm rule's ``tap_tile``; cuDNN 7's tensor-op ALGO_1 on NHWC tensors).
+
+    Each of the ``R*S`` taps (and groups: grid z, with the split-K slices) is a ``K x C``
+    GEMM reduced over ``N*P*Q``; K and C are padded up to whole ``bm x bn`` tiles per tap,
+    and the kernel executes the padding: ``2 * R*S * ceil(K/bm)*bm * ceil(C/bn)*bn * N*P*Q``
+    FLOPs (C = 1 costs what C = bn does). The tiles are always split along N*P*Q to fill
+    their waves (:func:`~workloads.lowering.tiles.split_for_waves`): the time per executed
+    tile MAC is the same for 9 to 50 tiles on the T4's 40 SMs (``algorithms.toml``), where
+    whole waves of unsplit tiles would make 50 tiles cost twice 40. Operand bytes are the
+    tensors' own.
+
+    Example: the T4 fp16 wgrad of a 3x3 conv, C = 1 -> K = 16 on 48x480 images, batch 16,
+    with the 128x128 tile: 9 taps x 1 x 1 tiles, each reduced over 368,640 pixels; 9 blocks
+    on 40 SMs, so split-K fills the waves; 2 x 9 x 128 x 128 x 368,640 = 108.7 GFLOP
+    executed, 1024x the layer's 0.11 GFLOP.
+    """
+    tile = _named_tile(ctx, tile_name)
+    work = gemm_shape(layer, ctx.elem_B)
+    r, s = layer.kernel
+    taps = r * s
+    shape = dataclasses.replace(work, n=work.n // taps, groups=work.groups * taps)
+    tiles_m, tiles_n = math.ceil(shape.m / tile.bm), math.ceil(shape.n / tile.bn)
+    blocks = tiles_m * tiles_n * shape.groups
+    choice = TileChoice(tile, tiles_m, tiles_n,
+                        split_for_waves(ctx.gpu, tile, blocks, shape.k, ctx.elem_B))
+    flops = 2.0 * choice.tiles_m * tile.bm * choice.tiles_n * tile.bn * shape.k * shape.groups
+    return _gemm_launch(layer, ctx, KernelKind.CONV_WGRAD, shape, choice, flops=flops,
+                        label=f"{tile.name} per-tap")
 
 
 def _bias_grad(layer: Layer, ctx: Context) -> KernelSpec:
@@ -531,11 +585,19 @@ def conv_algorithm(layer: Layer, ctx: Context) -> AlgorithmRule:
     """The algorithm cuDNN runs for this convolution pass (:mod:`workloads.lowering.algorithms`)."""
     pass_ = _PASS_OF[layer.op][0]
     math_ = math_for(ctx.gpu, ctx.precision)
-    if math_ != "simt" and not _tensor_aligned(layer, ctx.elem_B):
-        math_ = "simt"
     channels = layer.output[0] if layer.op is OpType.CONV2D_WGRAD else layer.output[1]
-    return choose_algorithm(arch=ctx.gpu.arch, math=math_, layout=ctx.layout, pass_=pass_,
-                            kernel=layer.kernel, stride=layer.stride, channels=channels)
+
+    def choose(math_: str) -> AlgorithmRule:
+        return choose_algorithm(arch=ctx.gpu.arch, math=math_, layout=ctx.layout, pass_=pass_,
+                                kernel=layer.kernel, stride=layer.stride, channels=channels)
+
+    if math_ != "simt" and not _tensor_aligned(layer, ctx.elem_B):
+        # A tensor-op kernel that pads the channels of each filter tap to its tile
+        # (``tap_tile``, ``tap_channel_slices``) takes any channel count; others need
+        # aligned channel vectors.
+        rule = choose(math_)
+        return rule if rule.pads_channels else choose("simt")
+    return choose(math_)
 
 
 def _candidates(layer: Layer, ctx: Context) -> tuple[AlgorithmRule, ...]:
@@ -583,7 +645,9 @@ def _conv(layer: Layer, ctx: Context, epilogue: str = "") -> list[KernelSpec]:
         kernels = [wgrad_engine_kernel(layer, ctx)]
     else:
         kernels = gemm_kernels(layer, ctx, epilogue=epilogue,
-                               multiplies_zero_taps=rule.multiplies_zero_taps)
+                               multiplies_zero_taps=rule.multiplies_zero_taps,
+                               tap_tile=rule.tap_tile,
+                               tap_channel_slices=rule.tap_channel_slices)
         if rule.zero_fill_output:
             kernels = [_zero_fill(layer, ctx), *kernels]
     if ctx.layout == "nchw" and kernels[-1].tensor_cores and not _is_pointwise_conv(layer):
