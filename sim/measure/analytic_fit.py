@@ -23,9 +23,17 @@ they stay in (0, 1)) and the other parameters through ``exp`` (so they stay > 0)
 group of points (one GPU, precision, kind and pass; or one trace class) weighs the same in
 all, however many points it has, so that the fit aims at every group's error rather than at
 the largest group's. First one ``default`` entry is fitted to all GPUs together; then each
-architecture's entry to its GPUs, pulled weakly towards the default (a small ridge term) so
-that a parameter its data do not constrain (a kind it never measured) keeps the default
-value. :func:`leave_one_gpu_out` fits without one GPU and prices it as an unmeasured GPU
+architecture's entry to its GPUs, pulled weakly towards the default (a small ridge term).
+A parameter that no point of an entry's data exercises (its Jacobian column is zero at the
+fit: no kernel of those points is bound by the term it scales, e.g. a kind they never
+measured, or tensor-core efficiencies on a GPU without them) takes the default entry's value
+exactly (the default's own: the fit's start value), the same for every entry and parameter,
+in-sample and left out; the table's provenance lists them per entry (:data:`UNEXERCISED`).
+A parameter that a few points exercise is fitted to them, shrunk towards the default by the
+ridge term: setting those to the default's value as well (fewer than 2, 3, 5 or 10 points,
+or a Jacobian column or posterior-variance share under a threshold) made the in-sample and
+the leave-one-GPU-out errors worse together (the A100's trace classes are one point each).
+:func:`leave_one_gpu_out` fits without one GPU and prices it as an unmeasured GPU
 would be: with the entry of its architecture when other GPUs of that architecture remain,
 else of the nearest one of its generation (the P100 with the TITAN Xp's and GTX 1080 Ti's),
 else with the default.
@@ -82,6 +90,13 @@ _START: Mapping[str, float] = {"compute": 0.6, "memory": 0.8, "iteration_latency
 RIDGE = 0.05
 #: Micro-benchmark kernels state their own work: not fitted, efficiency 1.
 _FIXED_KIND = KernelKind.MICRO
+#: The fitted parameters, in the order of the encoded vector: as the data file names them.
+PARAMETER_NAMES: tuple[str, ...] = (
+    tuple(f"family_efficiency.{k.partition(':')[2]}" if k.startswith("family:")
+          else f"compute_efficiency.{k}" for k in _COMPUTE_KEYS)
+    + tuple(f"memory_efficiency.{k.value}" for k in _KINDS) + _SCALARS)
+#: Parameters the fit reports on (the micro-benchmark kind's are fixed at 1).
+_REPORTED = np.array([f".{_FIXED_KIND.value}" not in n for n in PARAMETER_NAMES])
 
 
 @dataclass(frozen=True)
@@ -320,25 +335,29 @@ def _weights(points: Sequence[FitPoint]) -> np.ndarray:
 
 
 def _levenberg_marquardt(residuals: Callable[[np.ndarray], np.ndarray], theta: np.ndarray,
-                         *, iterations: int = 200, tolerance: float = 1e-10) -> np.ndarray:
-    """Minimise ``|residuals(theta)|^2`` (forward-difference Jacobian)."""
+                         *, free: np.ndarray | None = None, iterations: int = 200,
+                         tolerance: float = 1e-10) -> np.ndarray:
+    """Minimise ``|residuals(theta)|^2`` (forward-difference Jacobian) over the parameters
+    ``free`` marks (default: all); the others keep their values."""
+    index = np.flatnonzero(np.ones(theta.size, dtype=bool) if free is None else free)
     r = residuals(theta)
     cost = float(r @ r)
     damping = 1e-3
     step_h = 1e-5
     for _ in range(iterations):
-        jacobian = np.empty((r.size, theta.size))
-        for j in range(theta.size):
+        jacobian = np.empty((r.size, index.size))
+        for column, j in enumerate(index):
             moved = theta.copy()
             moved[j] += step_h
-            jacobian[:, j] = (residuals(moved) - r) / step_h
+            jacobian[:, column] = (residuals(moved) - r) / step_h
         a = jacobian.T @ jacobian
         g = jacobian.T @ r
         improved, gain = False, 0.0
         while damping < 1e10:
-            step = np.linalg.solve(a + damping * (np.diag(np.diag(a)) + np.eye(theta.size)),
+            step = np.linalg.solve(a + damping * (np.diag(np.diag(a)) + np.eye(index.size)),
                                    -g)
-            trial = theta + step
+            trial = theta.copy()
+            trial[index] += step
             r_trial = residuals(trial)
             cost_trial = float(r_trial @ r_trial)
             if cost_trial < cost:
@@ -353,7 +372,24 @@ def _levenberg_marquardt(residuals: Callable[[np.ndarray], np.ndarray], theta: n
     return theta
 
 
-def _fit_entry(data: FitData, prior: AnalyticParams, source: str) -> AnalyticParams:
+def _exercised(data: FitData, theta: np.ndarray) -> np.ndarray:
+    """Per parameter (encoded, ``theta``): whether any point's model time depends on it,
+    i.e. whether its column of the Jacobian is non-zero: some kernel of some point is bound
+    by the term it scales (the slowest of compute, K loop, memory and floor) in the
+    fastest alternative of its point."""
+    base = _predict(data, theta)
+    out = np.zeros(theta.size, dtype=bool)
+    for j in range(theta.size):
+        moved = theta.copy()
+        moved[j] += 1e-5
+        out[j] = bool(np.any(_predict(data, moved) != base))
+    return out
+
+
+def _fit_entry(data: FitData, prior: AnalyticParams,
+               source: str) -> tuple[AnalyticParams, tuple[str, ...]]:
+    """An entry fitted to ``data``, pulled towards ``prior``; and the parameters no point
+    exercises (:func:`_exercised`), which take ``prior``'s values exactly."""
     measured = np.array([p.measured_s for p in data.points])
     weights = _weights(data.points)
     theta0 = _encode(prior)
@@ -362,21 +398,45 @@ def _fit_entry(data: FitData, prior: AnalyticParams, source: str) -> AnalyticPar
         error = weights * (_predict(data, theta) / measured - 1)
         return np.concatenate([error, RIDGE * (theta - theta0)])
 
-    return _decode(_levenberg_marquardt(residuals, theta0.copy()), source)
+    theta = _levenberg_marquardt(residuals, theta0.copy())
+    idle = ~_exercised(data, theta) & _REPORTED
+    if np.any(theta[idle] != theta0[idle]):
+        # Moved on the way while it bound some kernel, then left unbound: back to the prior,
+        # and the rest refitted with it held there.
+        theta[idle] = theta0[idle]
+        theta = _levenberg_marquardt(residuals, theta, free=~idle)
+        idle = ~_exercised(data, theta) & _REPORTED & (theta == theta0)
+    return (_decode(theta, source),
+            tuple(name for name, i in zip(PARAMETER_NAMES, idle, strict=True) if i))
+
+
+#: Where the table's provenance lists each entry's parameters that no point exercises.
+UNEXERCISED = "unexercised_parameters"
+_UNEXERCISED_RULE = (
+    "per entry, the parameters no fitted point exercises (their column of the fit's "
+    "Jacobian is zero: no kernel of the entry's points is bound by the term they scale): "
+    "an architecture's entry holds them at the default entry's value, the default entry "
+    "at the fit's start value (sim/measure/analytic_fit.py)")
 
 
 def fit_table(data: FitData, *, provenance: Mapping[str, Any] | None = None) -> ParameterTable:
     """The default entry fitted to every point, then one entry per architecture (module
-    docstring)."""
+    docstring); the provenance lists each entry's unexercised parameters (:data:`UNEXERCISED`)."""
     gpus = ", ".join(data.gpus)
-    default = _fit_entry(data, _start(), f"fitted: every measured GPU together ({gpus}); "
-                         "the entry of architectures without measurements")
+    default, idle = _fit_entry(data, _start(), f"fitted: every measured GPU together ({gpus}); "
+                               "the entry of architectures without measurements")
     entries = {DEFAULT_ENTRY: default}
+    unexercised = {DEFAULT_ENTRY: list(idle)}
     for arch in sorted(dict.fromkeys(p.arch for p in data.points)):
         part = data.subset(_where('arch', arch))
-        entries[arch] = _fit_entry(part, default, f"fitted: {', '.join(part.gpus)} "
-                                   "(kinds they did not measure: the default's values)")
-    return ParameterTable(entries=entries, provenance=dict(provenance or {}))
+        entries[arch], idle = _fit_entry(
+            part, default, f"fitted: {', '.join(part.gpus)} (parameters their data do not "
+            f"exercise: the default's values, [provenance.{UNEXERCISED}])")
+        unexercised[arch] = list(idle)
+    return ParameterTable(entries=entries,
+                          provenance={**dict(provenance or {}),
+                                      "unexercised": _UNEXERCISED_RULE,
+                                      UNEXERCISED: unexercised})
 
 
 # ---------------------------------------------------------------------- errors
@@ -472,6 +532,8 @@ def fit_published(directory: str | Path | None = None, *, gpus: Iterable[str] = 
         "residual_in_sample_mape": {_group_name(g.group): round(g.mape, 4) for g in in_sample},
         "residual_leave_one_gpu_out_mape": {_group_name(g.group): round(g.mape, 4)
                                             for g in held_out},
+        "unexercised": table.provenance["unexercised"],
+        UNEXERCISED: table.provenance[UNEXERCISED],
     }
     table = ParameterTable(entries=table.entries, provenance=provenance)
     return FitReport(table=table, data=data, in_sample=in_sample, leave_one_out=held_out,
