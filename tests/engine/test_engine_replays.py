@@ -5,6 +5,8 @@ the one the engine gives with replays switched off."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -49,36 +51,19 @@ def test_waves_of_one_kernel_replay_without_a_pass() -> None:
     assert plain.counters.events - fast.counters.events == 2  # two pass events saved
 
 
-def _random_program(seed: int, streams: int) -> Program:
-    rng = np.random.default_rng(seed)
-    shapes = ((256, 32, 0), (128, 64, 16 * 1024), (512, 40, 0), (64, 32, 8 * 1024))
-    launches = []
-    for i in range(24):
-        threads, regs, smem = shapes[int(rng.integers(len(shapes)))]
-        block_s = float(rng.uniform(2e-6, 8e-6))
-        blocks = int(rng.integers(100, 1500))
-        after = (f"k{int(rng.integers(i))}",) if i and rng.random() < 0.2 else ()
-        launches.append(Launch(
-            name=f"k{i}", stream=f"s{i % streams}", grid=blocks, threads=threads,
-            regs_per_thread=regs, smem_per_block_B=smem, block_time_s=block_s,
-            dram_bytes=float(rng.uniform(0, 2)) * H100.dram_bw_Bps * block_s * blocks / 1000,
-            sm_throughput={"simt": float(rng.uniform(0.02, 0.2))}, after=after))
-    return Program(H100, tuple(StreamDef(f"s{j}") for j in range(streams)), tuple(launches),
-                   launch_overhead_s=1e-6, event_overhead_s=0.5e-6)
-
-
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("streams", [1, 3])
 def test_random_programs_give_the_same_results_with_and_without_replays(
-        seed: int, streams: int) -> None:
-    program = _random_program(seed, streams)
+        seed: int, streams: int, random_program: Callable[..., Program]) -> None:
+    program = random_program(seed, streams)
     fast = _run(program, replays=True, record_blocks=True)
     plain = _run(program, replays=False, record_blocks=True)
     _same(fast, plain)
     assert fast.counters.events < plain.counters.events  # replays happened
 
 
-def test_sharing_off_and_other_placements_agree_too() -> None:
-    program = _random_program(7, 2)
+def test_sharing_off_and_other_placements_agree_too(
+        random_program: Callable[..., Program]) -> None:
+    program = random_program(7, 2)
     for options in ({"sm_sharing": False}, {"placement": "first-fit"}):
         _same(_run(program, replays=True, **options), _run(program, replays=False, **options))
