@@ -309,13 +309,19 @@ TARGET_FUNCTIONS = {"program": target_program, "limits": target_limits,
 
 
 def targets_table(only: list[str]) -> None:
-    """Each target's time as a ratio to bare SimPy, measured in this run."""
-    bare_s = min(bare_simpy_s() for _ in range(3))
-    print(f"bare SimPy: {BARE_EVENTS:,} timeouts in {bare_s:.4f} CPU s (best of 3)")
+    """Each target's time as a ratio to bare SimPy, measured in this run: the reference is
+    timed (best of 3) right before and right after each target and their mean taken, so
+    that a machine whose speed drifts (a shared one) moves both alike."""
+    before_s = min(bare_simpy_s() for _ in range(3))
+    print(f"bare SimPy: {BARE_EVENTS:,} timeouts in {before_s:.4f} CPU s (best of 3)")
     for name in only:
         seconds, detail = TARGET_FUNCTIONS[name]()
+        after_s = min(bare_simpy_s() for _ in range(3))
+        bare_s = (before_s + after_s) / 2
         print(f"{name:>9}: {seconds:8.3f} s = {seconds / bare_s:7.1f}x bare SimPy   "
-              f"{detail}   [{TARGETS[name]}]", flush=True)
+              f"{detail}   [{TARGETS[name]}; bare SimPy {before_s:.4f} s before, "
+              f"{after_s:.4f} s after]", flush=True)
+        before_s = after_s
 
 
 def main() -> None:
