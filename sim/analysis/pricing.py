@@ -26,7 +26,7 @@ from gpu_models.cost import isolated_time_s
 from gpu_models.errors import GpusimError
 from gpu_models.kernel import CostModel, KernelSpec
 from gpu_models.spec import GPUSpec
-from sim.engine.engine import simulate
+from sim.engine.engine import simulate_makespan
 from sim.engine.program import Launch, Program, StreamDef
 from workloads.layers import Layer
 from workloads.lowering import conv_algorithm_candidates, lower_layer
@@ -52,7 +52,7 @@ def predicted_time_s(kernels: Sequence[KernelSpec], gpu: GPUSpec, cost_model: Co
         return sum(isolated_time_s(k, gpu, cost_model) for k in kernels), "analytic"
     program = Program(gpu, (StreamDef("s0"),), launches, launch_overhead_s=0.0,
                       event_overhead_s=0.0)
-    return simulate(program).makespan_s, "engine"
+    return simulate_makespan(program), "engine"
 
 
 def algorithms_to_try(layer: Layer, gpu: GPUSpec, *, precision: str, layout: str,

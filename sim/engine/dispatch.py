@@ -181,7 +181,8 @@ class Dispatcher:
     """Hands blocks of ready kernels to SMs: priority first, then the leftover policy."""
 
     def __init__(self, sms: SMArray, placement: BlockPlacement, exact: bool,
-                 start: StartBlocks, partitioned: bool = False) -> None:
+                 start: StartBlocks, partitioned: bool = False,
+                 report_blocking: bool = True) -> None:
         self.sms = sms
         self.placement = placement
         self.exact = exact
@@ -189,7 +190,7 @@ class Dispatcher:
         #: Some stream is confined to an SM partition (else the plain, faster pass runs).
         self.partitioned = partitioned
         #: Whether a pass says what blocks the head kernel (only the monitor asks).
-        self.report_blocking = True
+        self.report_blocking = report_blocking
         self._ready: list[tuple[int, float, int, KernelRun]] = []
 
     def add(self, kernel: KernelRun, now_s: float) -> None:

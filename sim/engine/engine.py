@@ -95,19 +95,19 @@ class Engine:
         spec = program.gpu
         self.env = simpy.Environment(initial_time=0.0)
         self.sms = SMArray(spec)
+        # Series and "what binds" clocks (off: the makespan only, :func:`simulate_makespan`;
+        # the exact mode is the reference and keeps them).
+        self.series = series or mode == "exact"
         self.dispatcher = Dispatcher(
             self.sms, self.placement, mode == "exact", self._start,
             partitioned=any(s.sms is not None and len(s.sms) < spec.sm_count
-                            for s in program.streams))
+                            for s in program.streams),
+            report_blocking=self.series)
         self.queues = [HardwareQueue(i) for i in range(spec.connections)]
         self.kernels = self._build_kernels()
         self.host = Host(self.env, self.kernels, launch_overhead_s=program.launch_overhead,
                          event_overhead_s=program.event_overhead,
                          on_visible=self._on_visible, on_done=self._on_host_done)
-        # Series and "what binds" clocks (off: the makespan only, :func:`simulate_makespan`;
-        # the exact mode is the reference and keeps them).
-        self.series = series or mode == "exact"
-        self.dispatcher.report_blocking = self.series
         self.monitor = Monitor(self.sms, record_blocks=record_blocks or mode == "exact",
                                series=self.series)
         self.execution = Execution(self.env, spec, sm_sharing=sm_sharing,

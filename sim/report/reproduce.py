@@ -55,7 +55,7 @@ from sim.analysis.workflow import (
     run_policy,
     schedule_context,
 )
-from sim.engine.engine import simulate
+from sim.engine.engine import simulate, simulate_makespan
 from sim.engine.program import Launch, Program, StreamDef
 from sim.engine.result import SimResult
 from sim.engine.trace import write_chrome_trace
@@ -313,7 +313,7 @@ def wave_durations(
             kernels=(Launch("k", "s", grid, threads, regs_per_thread, smem_per_block_B,
                             block_time_s),),
         )
-        durations.append(simulate(program, sm_sharing=sm_sharing).makespan_s)
+        durations.append(simulate_makespan(program, sm_sharing=sm_sharing))
     return durations
 
 
