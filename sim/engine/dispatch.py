@@ -31,6 +31,7 @@ import bisect
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import simpy
@@ -126,6 +127,16 @@ class BlockGroup:
     sm_rate: float = 1.0
     #: The completion timer for the current rate (``None`` before the first).
     timer: simpy.Event | None = None
+    #: Replays since its blocks were last counted into the kernel's blocks per SM
+    #: (:meth:`count_replays`): counted once, when it ends or its SMs change, not per replay.
+    replays: int = 0
+
+    def count_replays(self) -> None:
+        """Add the blocks of its uncounted replays (the same blocks per SM each time) to
+        its kernel's blocks per SM."""
+        if self.replays:
+            cast(IntArray, self.kernel.sm_blocks)[self.sm_ids] += self.counts * self.replays
+            self.replays = 0
 
 
 class HardwareQueue:

@@ -303,7 +303,7 @@ class Engine:
         self.execution.replace(group, sm_rate)
         kernel = group.kernel
         kernel.to_dispatch -= group.blocks
-        cast(IntArray, kernel.sm_blocks)[group.sm_ids] += group.counts
+        group.replays += 1
         self.monitor.started(group.blocks)
         self.monitor.passes += 1
         return True
@@ -331,6 +331,7 @@ class Engine:
         kernel = group.kernel
         now = self.env.now
         self.sms.release(group.sm_ids, group.taken)
+        group.count_replays()
         self.execution.finish(group)
         self._sms_changed = True
         kernel.running -= group.blocks

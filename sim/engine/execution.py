@@ -156,7 +156,7 @@ class Execution:
         kernel = group.kernel
         sm_rate = 1.0
         if kernel.slot >= 0 and self.sm.any_oversubscribed:
-            sigma = self.sm.sigma[kernel.slot, group.sm_ids]
+            sigma = self.sm.sigma[kernel.slot][group.sm_ids]
             sm_rate = float(sigma[0])
             if not (sigma == sm_rate).all():
                 return None
@@ -213,7 +213,7 @@ class Execution:
         """A new group takes the SM rate of its SMs; SMs at other rates, new groups."""
         if not self.sm.any_oversubscribed:
             return  # every SM rate is 1, the group's already
-        sigma = self.sm.sigma[group.kernel.slot, group.sm_ids]
+        sigma = self.sm.sigma[group.kernel.slot][group.sm_ids]
         for part in self._split(group, sigma):
             self._pending.append(part)
 
@@ -224,7 +224,7 @@ class Execution:
         for group in list(kernel.groups.values()):
             if group.timer is None:
                 continue
-            sigma = self.sm.sigma[kernel.slot, group.sm_ids]
+            sigma = self.sm.sigma[kernel.slot][group.sm_ids]
             if (sigma == group.sm_rate).all():
                 continue
             self._split(group, sigma)
@@ -240,6 +240,7 @@ class Execution:
         parts = []
         _count(kernel, group.sm_rate, -group.blocks)
         if not keep.all():
+            group.count_replays()  # before its SMs are dealt out to the parts
             for value in sorted(set(sigma[~keep].tolist())):
                 mask = sigma == value
                 part = BlockGroup(
@@ -306,12 +307,14 @@ class Execution:
     def _sample(self) -> None:
         """SM throughput in use and over-subscription, after the instant is settled."""
         delivered = [0.0] * len(SM_RESOURCES)
-        for slot, demand in self.sm.per_slot_demand.items():
-            kernel = self._sm_kernels[slot]
+        kernels = self._sm_kernels
+        for slot, shares in self.sm.per_slot_shares.items():
+            kernel = kernels[slot]
             used = _blocks_at_rate(kernel) * kernel.dram_factor
-            for r, share in enumerate(demand):
+            for r, share in shares:
                 delivered[r] += share * used
-        self.monitor.sample_sm_throughput(self.env.now, [d / self.sm.count for d in delivered],
+        count = self.sm.count
+        self.monitor.sample_sm_throughput(self.env.now, [d / count for d in delivered],
                                           self.sm.oversubscribed)
         if self.exact:
             factors = {slot: k.dram_factor for slot, k in self._sm_kernels.items()}

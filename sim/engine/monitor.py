@@ -139,12 +139,12 @@ class Monitor:
         self.memory_parallelism.set(now_s, "on" if allocation.parallelism_bound else None)
 
     def sample_sm_throughput(self, now_s: float, in_use: Sequence[float],
-                             oversubscribed: np.ndarray) -> None:
+                             oversubscribed: Sequence[bool]) -> None:
         """After SM rates were settled: the fraction of the GPU's throughput in use per
         resource, and which resources some SM is over-subscribed on."""
-        for r, resource in enumerate(SM_RESOURCES):
-            _append_step(self.sm_throughput[resource], now_s, in_use[r])
-            self.sm_oversubscribed[resource].set(now_s, "on" if oversubscribed[r] else None)
+        for resource, used, over in zip(SM_RESOURCES, in_use, oversubscribed, strict=True):
+            _append_step(self.sm_throughput[resource], now_s, used)
+            self.sm_oversubscribed[resource].set(now_s, "on" if over else None)
 
     # ------------------------------------------------------------------ at the end
     def result(self, program: Program, *, mode: str, placement: str, sm_sharing: bool,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -324,10 +324,11 @@ class SMThroughput:
         self._free = list(range(self._capacity - 1, -1, -1))
         #: Slots in use as (kernel launch sequence, slot), in launch order.
         self.active: list[tuple[int, int]] = []
-        #: SMs over-subscribed on each resource, and whether any is.
+        #: SMs over-subscribed on each resource; per resource whether any is (plain bools:
+        #: the monitor reads them after every pass), and whether any is on any resource
+        #: (asked on every replay).
         self.over = np.zeros((self.resources, sm_count), dtype=bool)
-        self.oversubscribed = np.zeros(self.resources, dtype=bool)
-        #: ``oversubscribed.any()``, kept as a plain bool (asked on every replay).
+        self.oversubscribed: tuple[bool, ...] = (False,) * self.resources
         self.any_oversubscribed = False
         self._max_per_sm: dict[int, int] = {}
         self._dirty = np.zeros(sm_count, dtype=bool)
@@ -395,7 +396,10 @@ class SMThroughput:
         units_of, demand_of = self._units_of, self._demand_of
         self._users = [[(row, demand_of[slot][r]) for row, slot in enumerate(slots)
                         if units_of[slot][r]] for r in range(self.resources)]
-        self.per_slot_demand = {slot: demand_of[slot] for slot in slots}
+        #: Per active slot in launch order, its resources with a demand: ``[(resource,
+        #: share), ...]`` (a zero share adds nothing to a sum of loads).
+        self.per_slot_shares = {slot: [(r, demand_of[slot][r]) for r in range(self.resources)
+                                       if units_of[slot][r]] for slot in slots}
         self._check_fits()
 
     def _check_fits(self) -> None:
@@ -410,23 +414,25 @@ class SMThroughput:
             self._dirty[:] = True
             self._any_dirty = True
 
+    # Rows are indexed as ``a[row][ids]``, not ``a[row, ids]``: a row view then a 1-D index
+    # costs a third of the 2-D fancy index (these run on every pass).
     def add(self, slot: int, sm_ids: IntArray, counts: IntArray) -> None:
-        self.counts[slot, sm_ids] += counts
+        self.counts[slot][sm_ids] += counts
         if self._fits:
             self._stale = True
             return
         for r, units in self._slot_units[slot]:
-            self.loads[r, sm_ids] += counts * units
+            self.loads[r][sm_ids] += counts * units
         self._dirty[sm_ids] = True
         self._any_dirty = True
 
     def remove(self, slot: int, sm_ids: IntArray, counts: IntArray) -> None:
-        self.counts[slot, sm_ids] -= counts
+        self.counts[slot][sm_ids] -= counts
         if self._fits:
             self._stale = True
             return
         for r, units in self._slot_units[slot]:
-            self.loads[r, sm_ids] -= counts * units
+            self.loads[r][sm_ids] -= counts * units
         self._dirty[sm_ids] = True
         self._any_dirty = True
 
@@ -440,8 +446,8 @@ class SMThroughput:
             self._dirty[:] = False
             return []  # no mix of the running kernels can over-subscribe an SM
         over_now = self.loads > SHARE_UNITS
-        oversubscribed = np.asarray(over_now.any(axis=1))
-        any_now = bool(oversubscribed.any())
+        oversubscribed = tuple(cast("list[bool]", over_now.any(axis=1).tolist()))
+        any_now = any(oversubscribed)
         if not any_now and not self.any_oversubscribed:
             self._dirty[:] = False
             return []  # no SM is or was over-subscribed: every rate is and stays 1
