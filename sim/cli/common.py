@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -132,12 +133,24 @@ TABLE_TAIL_ROWS = 10
 def format_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], *,
                  max_rows: int | None = MAX_TABLE_ROWS) -> str:
     """A plain left-aligned text table (numbers right-aligned). Over ``max_rows`` rows
-    (``None``: no limit), the middle rows are left out and a line says how many."""
-    all_rows = list(rows)
+    (``None``: no limit), the middle rows are left out and a line says how many. ``rows``
+    are read once, and only those that may be shown are kept: a generator of a run's
+    100,000 kernels is never held whole."""
+    kept: list[Sequence[Any]] = []
+    last: deque[Sequence[Any]] = deque(maxlen=TABLE_TAIL_ROWS)  # the latest beyond kept
+    keep = None if max_rows is None else max(max_rows, TABLE_HEAD_ROWS)
+    total = 0
+    for row in rows:
+        total += 1
+        if keep is None or len(kept) < keep:
+            kept.append(row)
+        else:
+            last.append(row)
+    all_rows = kept
     left_out = 0
-    if max_rows is not None and len(all_rows) > max_rows:
-        left_out = len(all_rows) - TABLE_HEAD_ROWS - TABLE_TAIL_ROWS
-        all_rows = all_rows[:TABLE_HEAD_ROWS] + all_rows[-TABLE_TAIL_ROWS:]
+    if max_rows is not None and total > max_rows:
+        left_out = total - TABLE_HEAD_ROWS - TABLE_TAIL_ROWS
+        all_rows = kept[:TABLE_HEAD_ROWS] + (kept + list(last))[-TABLE_TAIL_ROWS:]
     text_rows = [[_cell(v) for v in row] for row in all_rows]
     widths = [len(h) for h in headers]
     for row in text_rows:

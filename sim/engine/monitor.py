@@ -79,15 +79,17 @@ class Monitor:
             r: [(0.0, 0.0)] for r in SM_RESOURCES}
         # Resident warps per SM as a change log, rows at these times: the changes of row
         # ``i`` are the next ``occupancy_counts[i]`` (SM id, warps) pairs. Compact arrays of
-        # 16-bit numbers where they fit: a long run logs millions of changes.
+        # the smallest unsigned numbers that hold them (SM ids 16-bit, warps 8-bit on every
+        # real GPU): a long run logs millions of changes.
         self.occupancy_times: list[float] = [0.0]
         self._last_warps = sms.resident_warps()
-        small = max(sms.count, sms.spec.max_warps_per_sm) < 2**16
-        self._code = "H" if small else "q"
-        self._dtype: np.dtype[Any] = np.dtype(np.uint16 if small else np.int64)
+        self._sm_code, self._sm_dtype = _compact_type(sms.count - 1)
+        self._warp_code, self._warp_dtype = _compact_type(sms.spec.max_warps_per_sm)
         self.occupancy_counts = array("q", [sms.count])
-        self.occupancy_sms = array(self._code, np.arange(sms.count, dtype=self._dtype).tobytes())
-        self.occupancy_warps = array(self._code, self._last_warps.astype(self._dtype).tobytes())
+        self.occupancy_sms = array(self._sm_code,
+                                   np.arange(sms.count, dtype=self._sm_dtype).tobytes())
+        self.occupancy_warps = array(self._warp_code,
+                                     self._last_warps.astype(self._warp_dtype).tobytes())
 
     # ------------------------------------------------------------------ during the run
     def started(self, blocks: int) -> None:
@@ -126,8 +128,8 @@ class Monitor:
             self.occupancy_times.append(now_s)
             self.occupancy_counts.append(0)
         self.occupancy_counts[-1] += len(changed)
-        self.occupancy_sms.frombytes(changed.astype(self._dtype).tobytes())
-        self.occupancy_warps.frombytes(warps[changed].astype(self._dtype).tobytes())
+        self.occupancy_sms.frombytes(changed.astype(self._sm_dtype).tobytes())
+        self.occupancy_warps.frombytes(warps[changed].astype(self._warp_dtype).tobytes())
         self._last_warps = warps
 
     def sample_dram(self, now_s: float, allocation: MemoryAllocation) -> None:
@@ -188,13 +190,23 @@ class Monitor:
             sm_occupancy=SMOccupancy(
                 times_s=np.array(self.occupancy_times), sm_count=program.gpu.sm_count,
                 changes_per_row=np.frombuffer(self.occupancy_counts, dtype=np.int64),
-                change_sms=np.frombuffer(self.occupancy_sms, dtype=self._dtype),
-                change_warps=np.frombuffer(self.occupancy_warps, dtype=self._dtype),
+                change_sms=np.frombuffer(self.occupancy_sms, dtype=self._sm_dtype),
+                change_warps=np.frombuffer(self.occupancy_warps, dtype=self._warp_dtype),
             ),
             counters=counters, blocks=blocks,
             sm_throughput={r: _series(steps) for r, steps in self.sm_throughput.items()},
             sm_sharing=sm_sharing,
         )
+
+
+def _compact_type(largest: int) -> tuple[str, np.dtype[Any]]:
+    """The :mod:`array` type code and numpy dtype of the smallest unsigned integers that
+    hold ``0..largest`` (64-bit signed beyond 16 bits)."""
+    if largest < 2**8:
+        return "B", np.dtype(np.uint8)
+    if largest < 2**16:
+        return "H", np.dtype(np.uint16)
+    return "q", np.dtype(np.int64)
 
 
 def _append_step(steps: list[tuple[float, float]], now_s: float, value: float) -> None:

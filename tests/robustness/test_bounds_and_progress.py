@@ -20,7 +20,7 @@ from gpu_models.presets import load_preset
 from gpu_models.spec import UPPER_BOUNDS
 from sim.analysis.limits import limits_for_workload
 from sim.cli import main
-from sim.cli.common import MAX_TABLE_ROWS
+from sim.cli.common import MAX_TABLE_ROWS, format_table
 from sim.engine.engine import simulate
 from sim.engine.program import MAX_PROGRAM_KERNELS, Launch, Program, StreamDef
 from sim.report.reproduce import PROGRESS_FORMAT
@@ -153,3 +153,19 @@ def test_a_huge_run_table_is_summarised(tmp_path: Path,
 def test_the_reproduce_progress_bar_shows_no_eta() -> None:
     # The ETA climbed from 0:20 to 3:12: steps' units take very different times.
     assert "remaining" not in PROGRESS_FORMAT and "elapsed" in PROGRESS_FORMAT
+
+
+@pytest.mark.parametrize("total", [0, 1, 59, 60, 61, 62, 1000])
+def test_a_table_keeps_only_the_rows_it_shows(total: int) -> None:
+    # Rows read once from a generator: up to 60 all shown; beyond, the first 40, a line
+    # naming how many are left out, and the last 10 (61 rows: rows 40-50 left out).
+    text = format_table(((i,) for i in range(total)), ("row",))
+    body = [line.strip() for line in text.splitlines()[2:]]
+    if total <= MAX_TABLE_ROWS:
+        assert body == [str(i) for i in range(total)]
+    else:
+        assert body == ([str(i) for i in range(40)]
+                        + [f"... {total - 50:,} more rows (use --json for all) ..."]
+                        + [str(i) for i in range(total - 10, total)])
+    assert format_table(((i,) for i in range(total)), ("row",), max_rows=None).count("\n") \
+        == total + 1
