@@ -109,6 +109,13 @@ class CandidateEvaluator:
         self._makespans: dict[tuple[Any, ...], float] = {}
         self._launches: dict[tuple[Any, ...], Launch] = {}
 
+    def remember(self, program: Program, makespan_s: float) -> None:
+        """Take ``makespan_s`` as the makespan of ``program``, simulated elsewhere under
+        this evaluator's physics, grouped with the default placement (the same makespan,
+        :func:`simulate_makespan`): a candidate equal to it is then not simulated again
+        (``stages`` compares itself with the serial schedule a limits report has run)."""
+        self._makespans.setdefault(program.timing_key(), makespan_s)
+
     def __call__(self, schedule: Schedule) -> float:
         program = to_program(self.ctx, schedule, launch_overhead_s=self.launch_overhead_s,
                              event_overhead_s=self.event_overhead_s,
@@ -148,9 +155,15 @@ def run_policy(
     schedule = chosen.schedule(ctx)
     program = to_program(ctx, schedule, launch_overhead_s=launch_overhead_s,
                          event_overhead_s=event_overhead_s)
-    return PolicyRun(chosen.name, schedule, program,
-                     simulate(program, mode=mode, placement=placement, sm_sharing=sm_sharing,
-                              progress=progress))
+    result = simulate(program, mode=mode, placement=placement, sm_sharing=sm_sharing,
+                      progress=progress)
+    evaluator = ctx.evaluate
+    if (isinstance(evaluator, CandidateEvaluator) and evaluator.sm_sharing == sm_sharing
+            and mode == "grouped" and placement == "most-free"):
+        # A later search of the same context need not simulate this program again. (A
+        # program under other host overheads has another timing key: never a false hit.)
+        evaluator.remember(program, result.makespan_s)
+    return PolicyRun(chosen.name, schedule, program, result)
 
 
 @dataclass(frozen=True, eq=False)

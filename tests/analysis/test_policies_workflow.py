@@ -14,13 +14,14 @@ from sim.analysis.workflow import (
     busy_sm_fraction,
     dram_utilisation,
     kernel_graph_for,
+    run_policy,
     schedule_context,
     simulate_workload,
     time_average,
 )
 from sim.engine.engine import simulate, simulate_makespan
 from sim.engine.program import Launch, Program, StreamDef
-from sim.scheduling import Schedule
+from sim.scheduling import Schedule, ScheduleContext
 from workloads import build
 from workloads.graph import framework_order
 
@@ -96,3 +97,37 @@ def test_searching_policies_simulate_a_candidate_seen_before_once(
     assert ctx.evaluate(serial) == first
     assert ctx.evaluate(Schedule(order=order, stream_of=dict.fromkeys(order, 1))) == first
     assert len(calls) == 1
+
+
+def test_a_policy_run_spares_a_later_search_simulating_its_program(
+        h100: GPUSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Program] = []
+
+    def counting(program: Program, **kwargs: Any) -> float:
+        calls.append(program)
+        return simulate_makespan(program, **kwargs)
+
+    monkeypatch.setattr(workflow, "simulate_makespan", counting)
+    graph = kernel_graph_for("resnet18", batch=1, gpu=h100)
+
+    def fresh() -> ScheduleContext:
+        return schedule_context(graph, h100, get_cost_model("roofline"))
+
+    alone = run_policy(fresh(), "stages")
+    searched_alone = [p.timing_key() for p in calls]
+    ctx = fresh()
+    serial = run_policy(ctx, "serial")
+    calls.clear()
+    after_serial = run_policy(ctx, "stages")
+    # stages times the serial schedule against its own: the serial run answered that one.
+    assert serial.program.timing_key() in searched_alone
+    assert [p.timing_key() for p in calls] == [
+        k for k in searched_alone if k != serial.program.timing_key()]
+    assert after_serial.schedule == alone.schedule
+    assert after_serial.result.makespan_s == alone.result.makespan_s
+    # Another engine setting than the evaluator's is not remembered.
+    other = fresh()
+    run_policy(other, "serial", mode="exact")
+    calls.clear()
+    run_policy(other, "stages")
+    assert serial.program.timing_key() in [p.timing_key() for p in calls]
