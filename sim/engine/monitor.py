@@ -79,8 +79,8 @@ class Monitor:
             r: [(0.0, 0.0)] for r in SM_RESOURCES}
         # Resident warps per SM as a change log, rows at these times: the changes of row
         # ``i`` are the next ``occupancy_counts[i]`` (SM id, warps) pairs. Compact arrays of
-        # the smallest unsigned numbers that hold them (SM ids 16-bit, warps 8-bit on every
-        # real GPU): a long run logs millions of changes.
+        # the smallest unsigned numbers that hold them (8-bit SM ids up to 256 SMs, 8-bit
+        # warps on every real GPU): a long run logs millions of changes.
         self.occupancy_times: list[float] = [0.0]
         self._last_warps = sms.resident_warps()
         self._sm_code, self._sm_dtype = _compact_type(sms.count - 1)
