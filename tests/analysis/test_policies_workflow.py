@@ -77,8 +77,9 @@ def test_timing_key_ignores_names_and_labels_only(h100: GPUSpec) -> None:
     assert _two_kernel_program(h100, ("a", "b"), priority=-1).timing_key() != base.timing_key()
 
 
-def test_searching_policies_simulate_a_candidate_seen_before_once(
-        h100: GPUSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def simulated(monkeypatch: pytest.MonkeyPatch) -> list[Program]:
+    """The programs the candidate evaluator simulates, in order, from now on."""
     calls: list[Program] = []
 
     def counting(program: Program, **kwargs: Any) -> float:
@@ -86,6 +87,12 @@ def test_searching_policies_simulate_a_candidate_seen_before_once(
         return simulate_makespan(program, **kwargs)
 
     monkeypatch.setattr(workflow, "simulate_makespan", counting)
+    return calls
+
+
+def test_searching_policies_simulate_a_candidate_seen_before_once(
+        h100: GPUSpec, simulated: list[Program]) -> None:
+    calls = simulated
     graph = kernel_graph_for("resnet18", batch=1, gpu=h100)
     ctx = schedule_context(graph, h100, get_cost_model("roofline"))
     assert ctx.evaluate is not None
@@ -100,14 +107,8 @@ def test_searching_policies_simulate_a_candidate_seen_before_once(
 
 
 def test_a_policy_run_spares_a_later_search_simulating_its_program(
-        h100: GPUSpec, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[Program] = []
-
-    def counting(program: Program, **kwargs: Any) -> float:
-        calls.append(program)
-        return simulate_makespan(program, **kwargs)
-
-    monkeypatch.setattr(workflow, "simulate_makespan", counting)
+        h100: GPUSpec, simulated: list[Program]) -> None:
+    calls = simulated
     graph = kernel_graph_for("resnet18", batch=1, gpu=h100)
 
     def fresh() -> ScheduleContext:
