@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import networkx as nx
 
@@ -59,7 +59,15 @@ from gpu_models.occupancy import block_footprint
 from gpu_models.spec import GPUSpec
 from gpu_models.units import US_PER_S
 from sim.analysis.processes import check_workers, process_pool
-from sim.analysis.workflow import PolicyRun, prepare_workload, run_policy, schedule_context
+from sim.analysis.workflow import (
+    PolicyRun,
+    PolicyTiming,
+    prepare_workload,
+    run_policy,
+    schedule_context,
+    time_policy,
+)
+from sim.engine.engine import simulate
 from sim.engine.result import SimResult
 from sim.scheduling import (
     DEFAULT_POLICIES,
@@ -74,6 +82,8 @@ from sim.scheduling.base import bottom_levels
 #: ``(policy name, policies done, policies in all)`` (for a progress bar); with workers, the
 #: names of the policies still running, comma-separated, as each one finishes.
 PolicyProgress = Callable[[str, int, int], None]
+#: What :func:`_run_policies` gives per policy: a full run or a makespan-only timing.
+_Run = TypeVar("_Run", PolicyRun, PolicyTiming)
 
 #: Speedups within this relative distance of 1 are float noise and reported as 1.
 SPEEDUP_SNAP = 1e-9
@@ -382,6 +392,8 @@ def limits_of(
     ``progress``, if given, is told which policy runs next (see :data:`PolicyProgress`).
     ``workers``: policies simulated in that many worker processes at once
     (:mod:`sim.analysis.processes`; the same report, sooner on a machine with the cores).
+    ``keep_results``: every policy's :class:`SimResult` in the report (each simulated in
+    full; without it, all but the best are timed makespan-only: the same report, sooner).
     """
     asked = list(DEFAULT_POLICIES if policies is None else policies)
     if not asked:
@@ -390,15 +402,29 @@ def limits_of(
     for policy in ["serial", *asked]:
         resolved = get_policy(policy) if isinstance(policy, str) else policy
         chosen.setdefault(resolved.name, resolved)  # each policy simulated once
-    runs = _run_policies(ctx, chosen, workers, progress, launch_overhead_s=launch_overhead_s,
-                         event_overhead_s=event_overhead_s, mode=mode, placement=placement,
-                         sm_sharing=sm_sharing)
+    # The report needs every policy's makespan but the best one's result only: unless all
+    # results are kept (or another mode or placement is asked, which only full runs
+    # take), the policies are timed makespan-only and the best is then simulated in full.
+    full = keep_results or mode != "grouped" or placement != "most-free"
+    hosts: dict[str, Any] = {"launch_overhead_s": launch_overhead_s,
+                             "event_overhead_s": event_overhead_s, "sm_sharing": sm_sharing}
+    results: dict[str, SimResult] = {}
+    if full:
+        runs = _run_policies(ctx, chosen, workers, progress, run_policy, mode=mode,
+                             placement=placement, **hosts)
+        results = {name: run.result for name, run in runs.items()}
+        timed = {name: PolicyTiming(run.policy, run.schedule, run.program,
+                                    run.result.makespan_s) for name, run in runs.items()}
+    else:
+        timed = _run_policies(ctx, chosen, workers, progress, time_policy, **hosts)
     gpu = ctx.gpu
     launch_s = gpu.launch_overhead_s if launch_overhead_s is None else launch_overhead_s
     # "dependencies" bind only when the DAG itself, not the host, explains the time.
     dag_s = critical_path_bound_s(ctx, 0.0)
-    times = {name: run.result.makespan_s for name, run in runs.items()}
+    times = {name: run.makespan_s for name, run in timed.items()}
     best = min(times, key=times.__getitem__)
+    best_result = results[best] if full else simulate(timed[best].program,
+                                                      sm_sharing=sm_sharing)
     meta = labels or {}
     return LimitsReport(
         workload=str(meta.get("workload", "")),
@@ -412,30 +438,30 @@ def limits_of(
         policies_s=MappingProxyType(times),
         critical_path_s=critical_path_bound_s(ctx, launch_s),
         work_bound=work_bound(ctx, sm_sharing=sm_sharing),
-        binds=what_binds(runs[best].result, dag_s),
-        binds_detail_s=MappingProxyType(binds_detail(runs[best].result)),
-        streams=MappingProxyType({n: r.schedule.stream_count for n, r in runs.items()}),
-        events=MappingProxyType({n: event_count(r.program) for n, r in runs.items()}),
-        results=(MappingProxyType({n: r.result for n, r in runs.items()}) if keep_results
-                 else None),
+        binds=what_binds(best_result, dag_s),
+        binds_detail_s=MappingProxyType(binds_detail(best_result)),
+        streams=MappingProxyType({n: r.schedule.stream_count for n, r in timed.items()}),
+        events=MappingProxyType({n: event_count(r.program) for n, r in timed.items()}),
+        results=MappingProxyType(results) if keep_results else None,
         sm_sharing=sm_sharing,
     )
 
 
 def _run_policies(ctx: ScheduleContext, chosen: Mapping[str, SchedulingPolicy],
-                  workers: int, progress: PolicyProgress | None,
-                  **options: Any) -> dict[str, PolicyRun]:
-    """Every chosen policy run on ``ctx`` (``options``: :func:`run_policy`'s), in order;
-    with ``workers > 1`` in that many worker processes (each run is a pure function of
-    the context and the policy: the same runs, in any process)."""
+                  workers: int, progress: PolicyProgress | None, run: Callable[..., _Run],
+                  **options: Any) -> dict[str, _Run]:
+    """Every chosen policy run on ``ctx`` by ``run`` (:func:`run_policy` or
+    :func:`time_policy`, with ``options``), in order; with ``workers > 1`` in that many
+    worker processes (each run is a pure function of the context and the policy: the same
+    runs, in any process)."""
     check_workers(workers)
     total = len(chosen)
     if workers == 1 or total == 1:
-        runs = {}
+        runs: dict[str, _Run] = {}
         for done, (name, policy) in enumerate(chosen.items()):
             if progress is not None:
                 progress(name, done, total)
-            runs[name] = run_policy(ctx, policy, **options)
+            runs[name] = run(ctx, policy, **options)
     else:
         try:
             pickle.dumps((ctx, list(chosen.values())))
@@ -444,11 +470,11 @@ def _run_policies(ctx: ScheduleContext, chosen: Mapping[str, SchedulingPolicy],
                               f"policies to worker processes, and they cannot be pickled "
                               f"({exc}); use workers=1") from None
         with process_pool(min(workers, total)) as pool:
-            futures = {pool.submit(run_policy, ctx, policy, **options): name
+            futures = {pool.submit(run, ctx, policy, **options): name
                        for name, policy in chosen.items()}
             if progress is not None:
                 progress(", ".join(chosen), 0, total)
-            finished: dict[str, PolicyRun] = {}
+            finished: dict[str, _Run] = {}
             for done, future in enumerate(cf.as_completed(futures), start=1):
                 finished[futures[future]] = future.result()
                 left = [name for name in chosen if name not in finished]

@@ -21,7 +21,8 @@ CLI, the limits report, sweeps and notebooks::
   simulator as an evaluator for searching policies;
 * :func:`prepare_workload` — all of the above for a workload: the one setup that
   :func:`simulate_workload` and :func:`sim.analysis.limits.limits_for_workload` share;
-* :func:`run_policy` — one policy's schedule, program and simulation.
+* :func:`run_policy` — one policy's schedule, program and simulation;
+  :func:`time_policy` the same with the makespan only (for ranking policies).
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ class CandidateEvaluator:
         program = to_program(self.ctx, schedule, launch_overhead_s=self.launch_overhead_s,
                              event_overhead_s=self.event_overhead_s,
                              launches_seen=self._launches)
+        return self.makespan(program)
+
+    def makespan(self, program: Program) -> float:
+        """The makespan of ``program`` (built under this evaluator's host overheads, or
+        others: they are part of its timing key) under this evaluator's physics; simulated
+        only if no program with its timing key was."""
         key = program.timing_key()
         makespan = self._makespans.get(key)
         if makespan is None:
@@ -164,6 +171,42 @@ def run_policy(
         # program under other host overheads has another timing key: never a false hit.)
         evaluator.remember(program, result.makespan_s)
     return PolicyRun(chosen.name, schedule, program, result)
+
+
+@dataclass(frozen=True, eq=False)
+class PolicyTiming:
+    """One policy applied to a priced kernel DAG, and only its program's makespan."""
+
+    policy: str
+    schedule: Schedule
+    program: Program
+    makespan_s: float
+
+
+def time_policy(
+    ctx: ScheduleContext,
+    policy: str | SchedulingPolicy,
+    *,
+    launch_overhead_s: float | None = None,
+    event_overhead_s: float | None = None,
+    sm_sharing: bool = True,
+) -> PolicyTiming:
+    """:func:`run_policy` (grouped mode, default placement) without the result: the
+    makespan only (:func:`~sim.engine.engine.simulate_makespan`, the same number), what a
+    report that ranks policies needs of all but the best. Through the context's
+    :class:`CandidateEvaluator` when it has the same physics: a program it has simulated
+    (the schedule a searching policy compared itself with, one timed before) is not
+    simulated again, and one simulated here is remembered for a later search."""
+    chosen = get_policy(policy) if isinstance(policy, str) else policy
+    schedule = chosen.schedule(ctx)
+    program = to_program(ctx, schedule, launch_overhead_s=launch_overhead_s,
+                         event_overhead_s=event_overhead_s)
+    evaluator = ctx.evaluate
+    if isinstance(evaluator, CandidateEvaluator) and evaluator.sm_sharing == sm_sharing:
+        makespan = evaluator.makespan(program)
+    else:
+        makespan = simulate_makespan(program, sm_sharing=sm_sharing)
+    return PolicyTiming(chosen.name, schedule, program, makespan)
 
 
 @dataclass(frozen=True, eq=False)

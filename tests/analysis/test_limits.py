@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import networkx as nx
 import pytest
 
@@ -10,6 +12,7 @@ from gpu_models.errors import GpusimError
 from gpu_models.kernel import KernelSpec
 from gpu_models.occupancy import block_footprint
 from gpu_models.spec import GPUSpec
+from sim.analysis import limits
 from sim.analysis.limits import (
     BINDS,
     compute_limits,
@@ -17,6 +20,9 @@ from sim.analysis.limits import (
     limits_for_workload,
     work_bound,
 )
+from sim.engine.engine import simulate
+from sim.engine.program import Program
+from sim.engine.result import SimResult
 from sim.scheduling import Schedule, ScheduleContext
 
 ROOFLINE = get_cost_model("roofline")
@@ -168,6 +174,28 @@ def test_policies_in_worker_processes_give_the_same_report() -> None:
         assert [k.end_s for k in two.results[name].kernels] == [k.end_s for k in result.kernels]
     # Progress: what is still running, then done.
     assert seen[0][1] == 0 and seen[-1] == ("", len(one.policies_s), len(one.policies_s))
+
+
+def test_policies_are_timed_makespan_only_and_the_best_simulated_in_full(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    options: dict[str, Any] = {"batch": 2, "gpu": "h100", "cost_model": "roofline"}
+    kept = limits_for_workload("googlenet", keep_results=True, **options)
+    assert kept.results is not None
+    full_runs: list[Program] = []
+
+    def counting(program: Program, **kwargs: Any) -> SimResult:
+        full_runs.append(program)
+        return simulate(program, **kwargs)
+
+    monkeypatch.setattr(limits, "simulate", counting)
+    plain = limits_for_workload("googlenet", **options)
+    assert plain.results is None
+    assert plain.to_dict() == kept.to_dict()
+    assert plain.binds_detail_s == kept.binds_detail_s
+    best = kept.results[plain.best_policy].program
+    assert [p.timing_key() for p in full_runs] == [best.timing_key()]
+    # The same in worker processes.
+    assert limits_for_workload("googlenet", workers=2, **options).to_dict() == plain.to_dict()
 
 
 def test_workers_must_be_a_positive_integer_and_policies_picklable(h100: GPUSpec) -> None:

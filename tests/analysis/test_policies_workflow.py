@@ -18,6 +18,7 @@ from sim.analysis.workflow import (
     schedule_context,
     simulate_workload,
     time_average,
+    time_policy,
 )
 from sim.engine.engine import simulate, simulate_makespan
 from sim.engine.program import Launch, Program, StreamDef
@@ -132,3 +133,25 @@ def test_a_policy_run_spares_a_later_search_simulating_its_program(
     calls.clear()
     run_policy(other, "stages")
     assert serial.program.timing_key() in [p.timing_key() for p in calls]
+
+
+def test_timing_a_policy_gives_its_run_s_makespan_and_simulates_each_program_once(
+        h100: GPUSpec, simulated: list[Program]) -> None:
+    graph = kernel_graph_for("resnet18", batch=1, gpu=h100)
+    ctx = schedule_context(graph, h100, get_cost_model("roofline"))
+    serial = time_policy(ctx, "serial")
+    stages = time_policy(ctx, "stages")
+    keys = [p.timing_key() for p in simulated]
+    # The serial timing answered the search's comparison with serial, and the search's
+    # own simulation of the schedule it chose answered its timing: nothing twice.
+    assert len(keys) == len(set(keys))
+    assert serial.program.timing_key() in keys and stages.program.timing_key() in keys
+    fresh = schedule_context(graph, h100, get_cost_model("roofline"))
+    for timed in (serial, stages):
+        run = run_policy(fresh, timed.policy)
+        assert (run.schedule, run.result.makespan_s) == (timed.schedule, timed.makespan_s)
+    # Without an evaluator (or under other physics) the program is simulated directly.
+    bare = schedule_context(graph, h100, get_cost_model("roofline"), evaluate=False)
+    simulated.clear()
+    assert time_policy(bare, "serial").makespan_s == serial.makespan_s
+    assert [p.timing_key() for p in simulated] == [serial.program.timing_key()]
