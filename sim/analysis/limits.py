@@ -406,17 +406,17 @@ def limits_of(
     # results are kept (or another mode or placement is asked, which only full runs
     # take), the policies are timed makespan-only and the best is then simulated in full.
     full = keep_results or mode != "grouped" or placement != "most-free"
-    hosts: dict[str, Any] = {"launch_overhead_s": launch_overhead_s,
-                             "event_overhead_s": event_overhead_s, "sm_sharing": sm_sharing}
+    common: dict[str, Any] = {"launch_overhead_s": launch_overhead_s,
+                              "event_overhead_s": event_overhead_s, "sm_sharing": sm_sharing}
     results: dict[str, SimResult] = {}
     if full:
         runs = _run_policies(ctx, chosen, workers, progress, run_policy, mode=mode,
-                             placement=placement, **hosts)
+                             placement=placement, **common)
         results = {name: run.result for name, run in runs.items()}
         timed = {name: PolicyTiming(run.policy, run.schedule, run.program,
                                     run.result.makespan_s) for name, run in runs.items()}
     else:
-        timed = _run_policies(ctx, chosen, workers, progress, time_policy, **hosts)
+        timed = _run_policies(ctx, chosen, workers, progress, time_policy, **common)
     gpu = ctx.gpu
     launch_s = gpu.launch_overhead_s if launch_overhead_s is None else launch_overhead_s
     # "dependencies" bind only when the DAG itself, not the host, explains the time.

@@ -158,19 +158,33 @@ def run_policy(
 ) -> PolicyRun:
     """Schedule ``ctx`` with ``policy`` and simulate the program (``sm_sharing``: see
     :func:`sim.engine.engine.simulate`)."""
-    chosen = get_policy(policy) if isinstance(policy, str) else policy
-    schedule = chosen.schedule(ctx)
-    program = to_program(ctx, schedule, launch_overhead_s=launch_overhead_s,
-                         event_overhead_s=event_overhead_s)
+    name, schedule, program = _scheduled(ctx, policy, launch_overhead_s, event_overhead_s)
     result = simulate(program, mode=mode, placement=placement, sm_sharing=sm_sharing,
                       progress=progress)
-    evaluator = ctx.evaluate
-    if (isinstance(evaluator, CandidateEvaluator) and evaluator.sm_sharing == sm_sharing
-            and mode == "grouped" and placement == "most-free"):
+    evaluator = _evaluator(ctx, sm_sharing)
+    if evaluator is not None and mode == "grouped" and placement == "most-free":
         # A later search of the same context need not simulate this program again. (A
         # program under other host overheads has another timing key: never a false hit.)
         evaluator.remember(program, result.makespan_s)
-    return PolicyRun(chosen.name, schedule, program, result)
+    return PolicyRun(name, schedule, program, result)
+
+
+def _scheduled(ctx: ScheduleContext, policy: str | SchedulingPolicy,
+               launch_overhead_s: float | None,
+               event_overhead_s: float | None) -> tuple[str, Schedule, Program]:
+    """``policy``'s name, its schedule of ``ctx`` and the schedule's program."""
+    chosen = get_policy(policy) if isinstance(policy, str) else policy
+    schedule = chosen.schedule(ctx)
+    return chosen.name, schedule, to_program(ctx, schedule, launch_overhead_s=launch_overhead_s,
+                                             event_overhead_s=event_overhead_s)
+
+
+def _evaluator(ctx: ScheduleContext, sm_sharing: bool) -> CandidateEvaluator | None:
+    """``ctx``'s candidate evaluator if it simulates under ``sm_sharing``."""
+    evaluator = ctx.evaluate
+    if isinstance(evaluator, CandidateEvaluator) and evaluator.sm_sharing == sm_sharing:
+        return evaluator
+    return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,16 +211,11 @@ def time_policy(
     :class:`CandidateEvaluator` when it has the same physics: a program it has simulated
     (the schedule a searching policy compared itself with, one timed before) is not
     simulated again, and one simulated here is remembered for a later search."""
-    chosen = get_policy(policy) if isinstance(policy, str) else policy
-    schedule = chosen.schedule(ctx)
-    program = to_program(ctx, schedule, launch_overhead_s=launch_overhead_s,
-                         event_overhead_s=event_overhead_s)
-    evaluator = ctx.evaluate
-    if isinstance(evaluator, CandidateEvaluator) and evaluator.sm_sharing == sm_sharing:
-        makespan = evaluator.makespan(program)
-    else:
-        makespan = simulate_makespan(program, sm_sharing=sm_sharing)
-    return PolicyTiming(chosen.name, schedule, program, makespan)
+    name, schedule, program = _scheduled(ctx, policy, launch_overhead_s, event_overhead_s)
+    evaluator = _evaluator(ctx, sm_sharing)
+    makespan = (simulate_makespan(program, sm_sharing=sm_sharing) if evaluator is None
+                else evaluator.makespan(program))
+    return PolicyTiming(name, schedule, program, makespan)
 
 
 @dataclass(frozen=True, eq=False)
