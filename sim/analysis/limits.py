@@ -393,7 +393,8 @@ def limits_of(
     ``workers``: policies simulated in that many worker processes at once
     (:mod:`sim.analysis.processes`; the same report, sooner on a machine with the cores).
     ``keep_results``: every policy's :class:`SimResult` in the report (each simulated in
-    full; without it, all but the best are timed makespan-only: the same report, sooner).
+    full; without it and without workers, the policies are timed makespan-only and the best
+    simulated in full: the same report, sooner).
     """
     asked = list(DEFAULT_POLICIES if policies is None else policies)
     if not asked:
@@ -405,7 +406,9 @@ def limits_of(
     # The report needs every policy's makespan but the best one's result only: unless all
     # results are kept (or another mode or placement is asked, which only full runs
     # take), the policies are timed makespan-only and the best is then simulated in full.
-    full = keep_results or mode != "grouped" or placement != "most-free"
+    # Not with workers: there the policies run side by side, and the full run of the best
+    # after them would cost more wall time than timing them makespan-only saves.
+    full = keep_results or mode != "grouped" or placement != "most-free" or workers > 1
     common: dict[str, Any] = {"launch_overhead_s": launch_overhead_s,
                               "event_overhead_s": event_overhead_s, "sm_sharing": sm_sharing}
     results: dict[str, SimResult] = {}

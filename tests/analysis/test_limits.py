@@ -194,8 +194,10 @@ def test_policies_are_timed_makespan_only_and_the_best_simulated_in_full(
     assert plain.binds_detail_s == kept.binds_detail_s
     best = kept.results[plain.best_policy].program
     assert [p.timing_key() for p in full_runs] == [best.timing_key()]
-    # The same in worker processes.
+    # Worker processes simulate every policy in full (side by side): the same report.
+    full_runs.clear()
     assert limits_for_workload("googlenet", workers=2, **options).to_dict() == plain.to_dict()
+    assert full_runs == []
 
 
 def test_workers_must_be_a_positive_integer_and_policies_picklable(h100: GPUSpec) -> None:
