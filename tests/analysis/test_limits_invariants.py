@@ -13,7 +13,10 @@
   :func:`test_concurrency_can_share_dram`). With SM sharing it is not one either: blocks are
   placed by free warps, blind to throughput, so a concurrent kernel can push two blocks of
   a kernel onto one SM whose throughput they then share, where serial gave each block its
-  own SM (:func:`test_concurrency_can_pack_blocks_onto_one_sm`);
+  own SM (:func:`test_concurrency_can_pack_blocks_onto_one_sm`). Nor with stream priorities
+  (``+priority``): a later kernel of a higher-priority stream takes every slot an earlier
+  kernel's blocks leave, so the earlier one's last blocks can start so late that serial wins
+  (:func:`test_priority_can_hold_back_an_earlier_kernel_s_last_blocks`, found by hypothesis);
   Grid capping (``+cap``) changes kernels: a capped kernel runs longer on fewer SMs, and
   when its isolated-time slack is not real it can end up slower than serial; and, a
   persistent kernel having no partial last wave, a capped memory-bound kernel can also run
@@ -65,7 +68,8 @@ def check_invariants(graph: nx.DiGraph, report: LimitsReport, *, no_host: bool) 
         if "cap" not in name.split("+"):
             assert report.critical_path_s <= t * (1 + REL_CRITICAL_PATH), \
                 f"{name} beats the critical-path bound"
-        if no_host and not report.sm_sharing and "cap" not in name.split("+"):
+        keeps_order = not {"cap", "priority"} & set(name.split("+"))
+        if no_host and not report.sm_sharing and keeps_order:
             assert report.serial_s >= t * (1 - REL), f"{name} slower than serial"
     for name, result in report.results.items():
         ends = {k.name: k.end_s for k in result.kernels}
@@ -184,6 +188,41 @@ def test_a_neighbour_can_shorten_a_dram_bound_kernel() -> None:
     assert run["wide"].end_s > alone * (1 - REL_CRITICAL_PATH - 1e-3)
     # The step as a whole is still bounded: small, slowed by wide's traffic, ends last.
     assert report.policies_s["critical-path"] >= report.lower_bound_s
+
+
+def test_priority_can_hold_back_an_earlier_kernel_s_last_blocks() -> None:
+    # Found by hypothesis (test_random_dags_without_host_overhead, SM sharing off): one
+    # footprint (8 blocks per SM: 1,056 slots), no DRAM. Serial runs k0, k1, k2 (1,188
+    # blocks of 34.5 us: two waves), k3, k4 (925 blocks of 64.8 us: one wave), 136.8 us.
+    # min-streams puts k4 on a stream of its own from the start; k0's 136 blocks leave it
+    # 920 slots, and its last 5 blocks wait for the next free ones. Without priorities they
+    # go first (k4 was handed over first): 111.5 us, faster than serial. With priorities
+    # the chain k0 -> k1 -> k2 -> k3 (the critical path) has the higher one, so k2, handed
+    # over later, takes every slot that frees until all its blocks are out, and k4's last
+    # blocks start only after k2's first blocks have ended: 139.8 us, slower than serial.
+    graph = nx.DiGraph()
+    for name, blocks, flops in (("k0", 136, 0.0), ("k1", 676, 0.0), ("k2", 1188, 1260999695.0),
+                                ("k3", 1, 0.0), ("k4", 925, 1869861509.0)):
+        graph.add_node(name, kernel=KernelSpec(
+            name=name, kind="elementwise", grid=(blocks, 1, 1), threads=256,
+            regs_per_thread=32, smem_per_block_B=0, flops=flops, dram_bytes=0.0))
+    graph.add_edges_from([("k0", "k1"), ("k0", "k2"), ("k0", "k3"), ("k1", "k2"),
+                          ("k1", "k3"), ("k2", "k3")])
+    report = compute_limits(graph, H100, cost_model=ROOFLINE,
+                            policies=["min-streams", "min-streams+priority"],
+                            launch_overhead_s=0.0, event_overhead_s=0.0, keep_results=True,
+                            sm_sharing=False)
+    assert report.results is not None
+    times = report.policies_s
+    assert times["min-streams"] < times["serial"] < times["min-streams+priority"]
+    block_s = {n: report.results["serial"].program.kernel(n).block_time_s for n in graph}
+    plain = {k.name: k for k in report.results["min-streams"].kernels}
+    prioritised = {k.name: k for k in report.results["min-streams+priority"].kernels}
+    # k4 starts at 0 either way; without priority its last blocks start when k0's end.
+    assert plain["k4"].start_s == prioritised["k4"].start_s == 0.0
+    assert plain["k4"].end_s == pytest.approx(block_s["k0"] + block_s["k4"], rel=1e-12)
+    assert prioritised["k4"].end_s - block_s["k4"] > prioritised["k2"].start_s + block_s["k2"]
+    assert prioritised["k4"].end_s == report.policies_s["min-streams+priority"]
 
 
 def test_a_capped_grid_can_beat_its_isolated_time() -> None:
