@@ -412,12 +412,12 @@ def limits_of(
     common: dict[str, Any] = {"launch_overhead_s": launch_overhead_s,
                               "event_overhead_s": event_overhead_s, "sm_sharing": sm_sharing}
     results: dict[str, SimResult] = {}
+    timed: Mapping[str, PolicyRun | PolicyTiming]
     if full:
         runs = _run_policies(ctx, chosen, workers, progress, run_policy, mode=mode,
                              placement=placement, **common)
         results = {name: run.result for name, run in runs.items()}
-        timed = {name: PolicyTiming(run.policy, run.schedule, run.program,
-                                    run.result.makespan_s) for name, run in runs.items()}
+        timed = runs
     else:
         timed = _run_policies(ctx, chosen, workers, progress, time_policy, **common)
     gpu = ctx.gpu

@@ -144,6 +144,11 @@ class PolicyRun:
     program: Program
     result: SimResult
 
+    @property
+    def makespan_s(self) -> float:
+        """The simulated makespan (as :class:`PolicyTiming` has it)."""
+        return self.result.makespan_s
+
 
 def run_policy(
     ctx: ScheduleContext,
